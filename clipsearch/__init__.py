@@ -1,0 +1,1 @@
+"""clipsearch: the gRPC contract's generated code and the plumbing both services share."""

@@ -1,0 +1,242 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class MediaType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MEDIA_TYPE_UNSPECIFIED: _ClassVar[MediaType]
+    MEDIA_TYPE_IMAGE: _ClassVar[MediaType]
+    MEDIA_TYPE_VIDEO_FRAME: _ClassVar[MediaType]
+
+class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
+    ALGORITHM_FLAT: _ClassVar[Algorithm]
+    ALGORITHM_HNSW: _ClassVar[Algorithm]
+MEDIA_TYPE_UNSPECIFIED: MediaType
+MEDIA_TYPE_IMAGE: MediaType
+MEDIA_TYPE_VIDEO_FRAME: MediaType
+ALGORITHM_UNSPECIFIED: Algorithm
+ALGORITHM_FLAT: Algorithm
+ALGORITHM_HNSW: Algorithm
+
+class Metadata(_message.Message):
+    __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags")
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    media_type: MediaType
+    collection: str
+    timestamp_seconds: float
+    frame_index: int
+    content_hash: str
+    width: int
+    height: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., collection: _Optional[str] = ..., timestamp_seconds: _Optional[float] = ..., frame_index: _Optional[int] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Item(_message.Message):
+    __slots__ = ("id", "vector", "metadata")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    metadata: Metadata
+    def __init__(self, id: _Optional[str] = ..., vector: _Optional[_Iterable[float]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("collections", "sources", "source_dir", "tags", "media_type", "min_timestamp_seconds", "max_timestamp_seconds", "content_hashes")
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_DIR_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MIN_TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TIMESTAMP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    source_dir: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    media_type: MediaType
+    min_timestamp_seconds: float
+    max_timestamp_seconds: float
+    content_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collections: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., source_dir: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., min_timestamp_seconds: _Optional[float] = ..., max_timestamp_seconds: _Optional[float] = ..., content_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("upserted", "created")
+    UPSERTED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    upserted: int
+    created: int
+    def __init__(self, upserted: _Optional[int] = ..., created: _Optional[int] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors")
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    EF_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    k: int
+    offset: int
+    filter: Filter
+    min_score: float
+    ef_runtime: int
+    with_vectors: bool
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class Match(_message.Message):
+    __slots__ = ("item", "score")
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    item: Item
+    score: float
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("matches",)
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[Match]
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("ids", "with_vectors")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    with_vectors: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("items", "missing_ids")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_IDS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    missing_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListRequest(_message.Message):
+    __slots__ = ("filter", "page_size", "page_token", "with_vectors")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    filter: Filter
+    page_size: int
+    page_token: str
+    with_vectors: bool
+    def __init__(self, filter: _Optional[_Union[Filter, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+
+class ListResponse(_message.Message):
+    __slots__ = ("items", "next_page_token", "total")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Item]
+    next_page_token: str
+    total: int
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("ids", "sources", "collection")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    collection: str
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted", "updated")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    updated: int
+    def __init__(self, deleted: _Optional[int] = ..., updated: _Optional[int] = ...) -> None: ...
+
+class IndexSettings(_message.Message):
+    __slots__ = ("index_name", "key_prefix", "algorithm", "dimension", "distance_metric", "m", "ef_construction", "ef_runtime")
+    INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_METRIC_FIELD_NUMBER: _ClassVar[int]
+    M_FIELD_NUMBER: _ClassVar[int]
+    EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    EF_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    index_name: str
+    key_prefix: str
+    algorithm: Algorithm
+    dimension: int
+    distance_metric: str
+    m: int
+    ef_construction: int
+    ef_runtime: int
+    def __init__(self, index_name: _Optional[str] = ..., key_prefix: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[str] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_runtime: _Optional[int] = ...) -> None: ...
+
+class CollectionStats(_message.Message):
+    __slots__ = ("name", "items")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    items: int
+    def __init__(self, name: _Optional[str] = ..., items: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("items", "collections", "redis_memory_bytes", "vector_index_memory_bytes", "indexing", "percent_indexed", "settings", "redis_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    REDIS_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_INDEX_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INDEXING_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_INDEXED_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    REDIS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: int
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
+    redis_memory_bytes: int
+    vector_index_memory_bytes: int
+    indexing: bool
+    percent_indexed: float
+    settings: IndexSettings
+    redis_version: str
+    def __init__(self, items: _Optional[int] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., redis_memory_bytes: _Optional[int] = ..., vector_index_memory_bytes: _Optional[int] = ..., indexing: _Optional[bool] = ..., percent_indexed: _Optional[float] = ..., settings: _Optional[_Union[IndexSettings, _Mapping]] = ..., redis_version: _Optional[str] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ...) -> None: ...
