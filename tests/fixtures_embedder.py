@@ -1,1 +1,127 @@
-"""Pytest fixtures for the embedder tests."""
+"""Pytest fixtures for the embedder tests: a tiny random-weight CLIP checkpoint and servers that serve it."""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsearch.serving import GrpcServer
+from clipsearch.v1 import embedder_pb2_grpc
+
+
+@dataclass(frozen=True)
+class ClipReference:
+    """transformers' own CLIPModel and CLIPProcessor for a checkpoint: what the service must match."""
+
+    model: object
+    processor: object
+
+    def outputs(self, images: list[Image.Image], texts: list[str]) -> object:
+        import torch
+
+        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True, truncation=True,
+                                max_length=77)
+        with torch.inference_mode():
+            return self.model(**inputs)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight CLIP checkpoint written by embedder_service.checkpoint."""
+    from embedder_service.checkpoint import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-clip"), arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_clip_dir: Path) -> object:
+    """The tiny checkpoint loaded in float32 on the CPU."""
+    from embedder_service.model import ClipEmbedder
+
+    embedder = ClipEmbedder(str(tiny_clip_dir), dtype="fp32", device="cpu")
+    embedder.load()
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_clip_dir: Path) -> ClipReference:
+    """The tiny checkpoint loaded by transformers directly, in float32."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    return ClipReference(model, CLIPProcessor.from_pretrained(tiny_clip_dir))
+
+
+@contextmanager
+def running_embedder(config: object, embedder: object) -> Iterator[GrpcServer]:
+    """An embedder server for `config` on a free port, started and SERVING; stopped on exit."""
+    from embedder_service.server import build_server
+
+    server = build_server(config, embedder)
+    server.start()
+    server.set_serving(True)
+    try:
+        yield server
+    finally:
+        server.stop(0)
+
+
+def embedder_test_config(model_dir: Path, **overrides: object) -> object:
+    """An EmbedderConfig for tests: loopback, free port, float32 on the CPU, few workers."""
+    from embedder_service.config import EmbedderConfig
+
+    values = dict(host="127.0.0.1", port=0, model=str(model_dir), dtype="fp32", device="cpu", workers=8)
+    values.update(overrides)
+    return EmbedderConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def embedder_server(tiny_clip_dir: Path, tiny_embedder: object) -> Iterator[GrpcServer]:
+    with running_embedder(embedder_test_config(tiny_clip_dir), tiny_embedder) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def embedder_address(embedder_server: GrpcServer) -> str:
+    """"127.0.0.1:PORT" of an in-process embedder serving the tiny checkpoint (default limits, fp32)."""
+    return f"127.0.0.1:{embedder_server.port}"
+
+
+@pytest.fixture(scope="session")
+def embedder_channel(embedder_address: str) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(embedder_address) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def embedder_stub(embedder_channel: grpc.Channel) -> embedder_pb2_grpc.EmbedderStub:
+    return embedder_pb2_grpc.EmbedderStub(embedder_channel)
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **params: object) -> bytes:
+    """The bytes of `image` saved in `fmt`."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def sample_photo(name: str = "astronaut") -> Image.Image:
+    """A photo bundled with scikit-image (no download; e.g. astronaut, chelsea, coffee, motorcycle_left), RGB."""
+    import skimage.data
+
+    folder = Path(skimage.data.__file__).parent
+    path = next(folder.glob(f"{name}.*"))
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -1,0 +1,293 @@
+"""The CLIP model: loading, batched image and text embedding, zero-shot classification."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedder_service.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+class ModelNotFound(Exception):
+    """CLIP_MODEL names no loadable checkpoint; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the loaded model is and takes."""
+
+    model_id: str
+    dimension: int
+    image_size: int
+    max_text_tokens: int
+    logit_scale: float  # exp(logit_scale): logits = logit_scale * cosine
+    dtype: str  # "float32" or "bfloat16"
+    device: str  # "cpu", "cuda:0", ...
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Per-label scores of one image, in label order."""
+
+    probabilities: np.ndarray
+    logits: np.ndarray
+    cosines: np.ndarray
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def resolve_device(device: str) -> str:
+    """"auto" becomes "cuda" when a GPU is usable, else "cpu"; anything else is kept."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """"auto" becomes bf16 where the device computes it natively, else fp32."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
+
+
+def _not_found(model_id: str, reason: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"CLIP_MODEL={model_id}: {reason}. Set CLIP_MODEL to a local checkpoint directory or to a Hugging Face "
+        f"model id that is in the local cache (e.g. write a random-weight one with "
+        f"`python -m embedder_service.checkpoint DIR` and set CLIP_MODEL=DIR)")
+
+
+class ClipEmbedder:
+    """A CLIP model behind a lock: one forward pass at a time, each over a whole batch.
+
+    Callers decode and preprocess images in their own threads; only the forward pass is serialized,
+    because parallel passes would compete for the same cores (torch already uses all of them).
+    """
+
+    def __init__(self, model_id: str, *, dtype: str = "auto", device: str = "auto",
+                 threads: int | None = None, text_batch_size: int = 256) -> None:
+        if dtype not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"dtype must be auto, fp32 or bf16, got {dtype!r}")
+        self.model_id = model_id
+        self._dtype_request = dtype
+        self._device_request = device
+        self._threads = threads
+        self._text_batch_size = text_batch_size
+        self._load_lock = threading.Lock()
+        self._forward_lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
+        self._model = None
+        self._tokenizer = None
+        self._info: ModelInfo | None = None
+        self._spec: PreprocessSpec | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._info is not None
+
+    @property
+    def info(self) -> ModelInfo:
+        self._require_loaded()
+        return self._info
+
+    @property
+    def preprocess_spec(self) -> PreprocessSpec:
+        """The image preprocessing the checkpoint's image processor config asks for."""
+        self._require_loaded()
+        return self._spec
+
+    def _require_loaded(self) -> None:
+        if self._info is None:
+            raise RuntimeError("the model is not loaded yet; call load() first")
+
+    def load(self) -> ModelInfo:
+        """Loads model, tokenizer and image processor config; later calls return the same info."""
+        with self._load_lock:
+            if self._info is None:
+                self._load()
+            return self._info
+
+    def _load(self) -> None:
+        import torch
+        from transformers import CLIPModel, CLIPTokenizer
+
+        if self._threads is not None:
+            torch.set_num_threads(self._threads)
+        device = resolve_device(self._device_request)
+        dtype = resolve_dtype(self._dtype_request, device)
+        source, local_only = self._locate()
+        try:
+            model = _from_pretrained(CLIPModel, source, local_only)
+            tokenizer = _from_pretrained(CLIPTokenizer, source, local_only)
+        except Exception as error:  # transformers reports a bad or missing checkpoint in many ways
+            where = "it" if local_only else "the local Hugging Face cache or the hub"
+            raise _not_found(self.model_id, f"cannot load a CLIP model from {where} ({_first_line(error)})") \
+                from None
+        spec = self._read_preprocess_spec(source, local_only, model.config.vision_config.image_size)
+        # exp() in float32 before any bf16 cast, so logits match the fp32 reference in both dtypes.
+        logit_scale = float(model.logit_scale.detach().float().exp())
+        model = model.to(device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32).eval()
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and torch_device.index is None:
+            torch_device = torch.device("cuda", torch.cuda.current_device())
+        max_tokens = int(model.config.text_config.max_position_embeddings)
+        self._model = model
+        self._tokenizer = tokenizer
+        self._max_tokens = max_tokens
+        self._torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+        self._torch_device = torch_device
+        self._spec = spec
+        self._info = ModelInfo(
+            model_id=self.model_id,
+            dimension=int(model.config.projection_dim),
+            image_size=spec.crop_height,
+            max_text_tokens=max_tokens,
+            logit_scale=logit_scale,
+            dtype=DTYPE_NAMES[dtype],
+            device=str(torch_device),
+        )
+
+    def _locate(self) -> tuple[str, bool]:
+        """The path or hub id to load from, and whether the load must stay local."""
+        path = Path(self.model_id).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise _not_found(self.model_id, f"the directory {path} has no config.json, so it is not a "
+                                                "checkpoint")
+            return str(path), True
+        if path.exists():
+            raise _not_found(self.model_id, f"{path} is a file, not a checkpoint directory")
+        if self.model_id.startswith(("/", ".", "~")) or self.model_id.count("/") > 1:
+            raise _not_found(self.model_id, "no such directory")
+        return self.model_id, False
+
+    def _read_preprocess_spec(self, source: str, local_only: bool, image_size: int) -> PreprocessSpec:
+        from transformers import CLIPImageProcessorPil
+
+        try:
+            processor = _from_pretrained(CLIPImageProcessorPil, source, local_only)
+        except (OSError, ValueError) as error:
+            log.warning("%s has no image processor config (%s); using CLIP's defaults at %dpx",
+                        self.model_id, _first_line(error), image_size)
+            return PreprocessSpec(shortest_edge=image_size, crop_height=image_size, crop_width=image_size)
+        size = processor.size
+        crop = processor.crop_size if processor.do_center_crop else None
+        shortest = size.shortest_edge or min(size.height or image_size, size.width or image_size)
+        return PreprocessSpec(
+            shortest_edge=int(shortest),
+            crop_height=int(crop.height if crop else shortest),
+            crop_width=int(crop.width if crop else shortest),
+            mean=tuple(processor.image_mean) if processor.do_normalize else (0.0, 0.0, 0.0),
+            std=tuple(processor.image_std) if processor.do_normalize else (1.0, 1.0, 1.0),
+            rescale_factor=float(processor.rescale_factor) if processor.do_rescale else 1.0,
+            resample=int(processor.resample),
+        )
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) preprocessed float32 pixels -> (N, dimension) L2-normalized float32 vectors."""
+        import torch
+
+        self._require_loaded()
+        if pixels.ndim != 4 or pixels.shape[0] == 0:
+            raise ValueError(f"expected a non-empty (N, 3, H, W) batch, got shape {pixels.shape}")
+        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
+        batch = batch.to(device=self._torch_device, dtype=self._torch_dtype)
+        with self._forward_lock, torch.inference_mode():
+            features = self._model.get_image_features(pixel_values=batch).pooler_output
+            return _normalized(features)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> (N, dimension) L2-normalized float32 vectors; texts beyond the token limit are truncated."""
+        self._require_loaded()
+        if not texts:
+            raise ValueError("no texts to embed")
+        step = self._text_batch_size
+        return np.concatenate([self._embed_text_batch(texts[i:i + step]) for i in range(0, len(texts), step)])
+
+    def _embed_text_batch(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
+        with self._tokenizer_lock:
+            tokens = self._tokenizer(list(texts), padding=True, truncation=True, max_length=self._max_tokens,
+                                     return_tensors="pt")
+        tokens = {name: value.to(self._torch_device) for name, value in tokens.items()}
+        with self._forward_lock, torch.inference_mode():
+            features = self._model.get_text_features(**tokens).pooler_output
+            return _normalized(features)
+
+    def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
+        """Zero-shot scores of one image vector against labels, as CLIP's logits_per_image.softmax(-1).
+
+        Each prompt is `template` with "{}" replaced by the label (the label alone if template is empty).
+        The image vector is normalized first.
+        """
+        import torch
+
+        vector = np.asarray(image_vector, dtype=np.float64).reshape(-1)
+        if vector.shape[0] != self.info.dimension:
+            raise ValueError(f"expected a vector of {self.info.dimension} values, got {vector.shape[0]}")
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise ValueError("the image vector must be finite and non-zero")
+        unit = (vector / norm).astype(np.float32)
+        if not labels:
+            raise ValueError("no labels to classify against")
+        prompts = [template.replace("{}", label) if template else label for label in labels]
+        text_vectors = self.embed_texts(prompts)
+        cosines = text_vectors @ unit
+        logits = torch.from_numpy(cosines * np.float32(self.info.logit_scale))
+        probabilities = logits.softmax(dim=-1).numpy()
+        return Classification(probabilities=probabilities, logits=logits.numpy(), cosines=cosines)
+
+
+def _normalized(features: object) -> np.ndarray:
+    import torch
+
+    values = features.float()
+    values = values / torch.linalg.vector_norm(values, dim=-1, keepdim=True)
+    return values.cpu().numpy()
+
+
+def _from_pretrained(cls: type, source: str, local_only: bool) -> object:
+    """cls.from_pretrained, from the local cache first so an offline server does not wait on the network."""
+    try:
+        return cls.from_pretrained(source, local_files_only=True)
+    except OSError:
+        if local_only:
+            raise
+    return cls.from_pretrained(source)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
