@@ -1,0 +1,1 @@
+"""The search service: item vectors and metadata in Redis, nearest-neighbour queries through RediSearch."""

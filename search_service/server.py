@@ -1,0 +1,180 @@
+"""Builds and runs the search gRPC server: `python -m search_service`."""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from clipsearch.envconfig import ConfigError
+from clipsearch.serving import (
+    DEFAULT_GRACE_SECONDS,
+    GrpcServer,
+    ServerOptions,
+    ServiceBinding,
+    configure_logging,
+    create_server,
+    fail,
+    run_until_signalled,
+)
+from clipsearch.v1 import search_pb2_grpc
+from search_service.config import SearchConfig, redact_url
+from search_service.index import IndexMismatch, SearchIndex, Unavailable
+from search_service.redis_server import LocalRedis, LocalRedisError
+from search_service.schema import build_schema
+from search_service.servicer import SearchServicer
+
+SERVICE_NAME = "clipsearch.v1.Search"
+
+log = logging.getLogger(__name__)
+
+
+class RedisWatcher:
+    """Checks Redis and the index every `interval` seconds and reports the outcome (True: ready).
+
+    It re-creates the index when Redis comes back without it, so the service recovers by itself.
+    """
+
+    def __init__(self, index: SearchIndex, report: Callable[[bool], None], interval: float) -> None:
+        self._index = index
+        self._report = report
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="redis-watcher", daemon=True)
+        self._last: tuple[bool, str] | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self.check_once()
+            if self._stop.wait(self._interval):
+                return
+
+    def check_once(self) -> None:
+        unexpected: Exception | None = None
+        try:
+            self._index.check()
+            state = (True, "")
+        except (Unavailable, IndexMismatch) as e:
+            state = (False, str(e))
+        except Exception as e:  # the watcher must outlive any surprise
+            unexpected = e
+            state = (False, f"{type(e).__name__}: {e}")
+        if state != self._last:  # log transitions only, not every interval
+            if state[0]:
+                log.info("Redis at %s and index %r ready: SERVING", self._index.redis_label,
+                         self._index.schema.name)
+            else:
+                log.warning("NOT_SERVING: %s", state[1], exc_info=unexpected)
+            self._last = state
+        self._report(state[0])
+
+
+class SearchServer(GrpcServer):
+    """The gRPC server plus the watcher that keeps its health in step with Redis."""
+
+    def __init__(self, base: GrpcServer, index: SearchIndex, health_interval: float) -> None:
+        super().__init__(base.server, base.port, base.health, base.service_names)
+        self.index = index
+        self._watcher = RedisWatcher(index, self.set_serving, health_interval)
+        self._stopped = False
+
+    def start(self) -> None:
+        super().start()
+        self._watcher.start()
+
+    def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Stops serving (health NOT_SERVING first), the watcher, then closes the Redis client."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._watcher.stop()
+        super().stop(grace)
+        self.index.close()
+
+
+def connect(url: str, timeout: float) -> redis.Redis:
+    """A Redis client for REDIS_URL (redis://, rediss://, unix://); connects lazily."""
+    return redis.Redis.from_url(
+        url,
+        protocol=3,  # the index parses RESP3 replies
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, 5.0),
+        # Few, short retries, so a caller hears UNAVAILABLE quickly when Redis is down; none after a timeout,
+        # which would run a slow command (a large upsert) a second time while Redis is still busy with it.
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2, supported_errors=(redis.ConnectionError,)),
+    )
+
+
+def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> SearchIndex:
+    schema = build_schema(config.index_name, config.key_prefix, dimension=config.dimension,
+                          algorithm=config.algorithm, m=config.hnsw_m,
+                          ef_construction=config.hnsw_ef_construction, ef_runtime=config.hnsw_ef_runtime)
+    return SearchIndex(client, schema, redis_label=redis_label, query_timeout_ms=config.query_timeout_ms)
+
+
+def build_server(config: SearchConfig, index: SearchIndex | None = None) -> SearchServer:
+    """The search server on config.address, not yet started; health turns SERVING once Redis answers and
+    the index is verified. Without `index`, it connects to config.redis_url."""
+    if index is None:
+        if config.redis_url is None:
+            raise ConfigError("REDIS_URL is not set and no index was given")
+        index = build_index(config, connect(config.redis_url, config.redis_timeout_seconds),
+                            redact_url(config.redis_url))
+    servicer = SearchServicer(index)
+    base = create_server(
+        config.address,
+        [ServiceBinding(SERVICE_NAME, functools.partial(search_pb2_grpc.add_SearchServicer_to_server, servicer))],
+        ServerOptions(max_message_bytes=config.max_message_bytes),
+    )
+    return SearchServer(base, index, config.health_interval_seconds)
+
+
+def main() -> None:
+    try:
+        config = SearchConfig.from_env()
+    except ConfigError as e:
+        fail(f"search service: {e}")
+        return
+    configure_logging(config.log_level)
+    local: LocalRedis | None = None
+    url = config.redis_url
+    if url is None:
+        local = LocalRedis(config.data_dir, appendfsync=config.appendfsync)
+        try:
+            local.start()
+        except LocalRedisError as e:
+            fail(f"search service: cannot start the built-in Redis: {e}")
+            return
+        log.info("started redis-server %s with RediSearch (data %s, AOF appendfsync %s)", local.url,
+                 local.data_dir, config.appendfsync)
+        url = local.url
+    try:
+        server = build_server(config, build_index(config, connect(url, config.redis_timeout_seconds),
+                                                  redact_url(url)))
+    except (ConfigError, OSError) as e:
+        if local is not None:
+            local.stop()
+        fail(f"search service: {e}")
+        return
+    server.start()
+    log.info("search service listening on %s:%d (index %r, dimension %d, %s)", config.host, server.port,
+             config.index_name, config.dimension, config.algorithm.upper())
+
+    def on_stop() -> None:
+        if local is not None:
+            local.stop()
+            log.info("stopped the built-in redis-server")
+
+    run_until_signalled(server, config.grace_seconds, on_stop=on_stop)

@@ -1,0 +1,206 @@
+"""The Search gRPC servicer: converts between protos and the domain index, and errors into gRPC statuses."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+import grpc
+import numpy as np
+
+from clipsearch.v1 import search_pb2 as pb
+from clipsearch.v1 import search_pb2_grpc
+from search_service import index as domain
+from search_service.index import SearchIndex
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MEDIA_TYPES = {
+    pb.MEDIA_TYPE_UNSPECIFIED: domain.MediaType.UNSPECIFIED,
+    pb.MEDIA_TYPE_IMAGE: domain.MediaType.IMAGE,
+    pb.MEDIA_TYPE_VIDEO_FRAME: domain.MediaType.VIDEO_FRAME,
+}
+_MEDIA_TYPES_PB = {value: key for key, value in _MEDIA_TYPES.items()}
+_ALGORITHMS_PB = {"hnsw": pb.ALGORITHM_HNSW, "flat": pb.ALGORITHM_FLAT}
+_STATUS = (
+    (domain.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (domain.IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (domain.QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+)
+
+
+class SearchServicer(search_pb2_grpc.SearchServicer):
+    """Serves clipsearch.v1.Search from a SearchIndex."""
+
+    def __init__(self, index: SearchIndex) -> None:
+        self._index = index
+
+    def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
+        def run() -> pb.UpsertResponse:
+            items = [_item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
+            result = self._index.upsert(items)
+            return pb.UpsertResponse(upserted=result.upserted, created=result.created)
+        return _handle(context, run)
+
+    def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+        def run() -> pb.QueryResponse:
+            matches = self._index.query(
+                np.asarray(request.vector, dtype=np.float32),
+                k=request.k,
+                offset=request.offset,
+                filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
+                min_score=request.min_score if request.HasField("min_score") else None,
+                ef_runtime=request.ef_runtime,
+                with_vectors=request.with_vectors,
+            )
+            return pb.QueryResponse(matches=[pb.Match(item=_item_to_pb(m.item), score=m.score) for m in matches])
+        return _handle(context, run)
+
+    def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
+        def run() -> pb.GetResponse:
+            items, missing = self._index.get(list(request.ids), with_vectors=request.with_vectors)
+            return pb.GetResponse(items=[_item_to_pb(item) for item in items], missing_ids=missing)
+        return _handle(context, run)
+
+    def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListResponse:
+        def run() -> pb.ListResponse:
+            page = self._index.list(
+                _filter_from_pb(request.filter) if request.HasField("filter") else None,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                with_vectors=request.with_vectors,
+            )
+            return pb.ListResponse(items=[_item_to_pb(item) for item in page.items],
+                                   next_page_token=page.next_page_token, total=page.total)
+        return _handle(context, run)
+
+    def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
+        def run() -> pb.DeleteResponse:
+            selectors = [name for name, value in (("ids", request.ids), ("sources", request.sources),
+                                                  ("collection", request.collection)) if value]
+            if len(selectors) != 1:
+                given = " and ".join(selectors) if selectors else "none"
+                raise domain.InvalidArgument(f"set exactly one of ids, sources or collection (given: {given})")
+            if request.ids:
+                result = self._index.delete_ids(list(request.ids))
+            elif request.sources:
+                result = self._index.delete_sources(list(request.sources))
+            else:
+                result = self._index.delete_collection(request.collection)
+            return pb.DeleteResponse(deleted=result.deleted, updated=result.updated)
+        return _handle(context, run)
+
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
+        def run() -> pb.StatsResponse:
+            stats = self._index.stats()
+            schema = self._index.schema
+            settings = pb.IndexSettings(
+                index_name=schema.name,
+                key_prefix=schema.prefix,
+                algorithm=_ALGORITHMS_PB[schema.vector.algorithm],
+                dimension=schema.vector.dimension,
+                distance_metric="COSINE",
+            )
+            if schema.vector.algorithm == "hnsw":
+                settings.m = stats.hnsw.m
+                settings.ef_construction = stats.hnsw.ef_construction
+                settings.ef_runtime = stats.hnsw.ef_runtime
+            return pb.StatsResponse(
+                items=stats.items,
+                collections=[pb.CollectionStats(name=name, items=count) for name, count in stats.collections],
+                redis_memory_bytes=stats.redis_memory_bytes,
+                vector_index_memory_bytes=stats.vector_index_memory_bytes,
+                indexing=stats.indexing,
+                percent_indexed=stats.percent_indexed,
+                settings=settings,
+                redis_version=stats.redis_version,
+            )
+        return _handle(context, run)
+
+    def ListCollections(self, request: pb.ListCollectionsRequest,
+                        context: grpc.ServicerContext) -> pb.ListCollectionsResponse:
+        def run() -> pb.ListCollectionsResponse:
+            return pb.ListCollectionsResponse(collections=[
+                pb.CollectionStats(name=name, items=count) for name, count in self._index.list_collections()])
+        return _handle(context, run)
+
+
+def _handle(context: grpc.ServicerContext, run: Callable[[], T]) -> T:
+    try:
+        return run()
+    except domain.SearchError as e:
+        for error_type, code in _STATUS:
+            if isinstance(e, error_type):
+                _abort(context, code, str(e))
+        raise
+    except Exception as e:
+        log.exception("internal error")
+        _abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("context.abort returned")  # it always raises
+
+
+def _media_type(value: int, where: str) -> domain.MediaType:
+    try:
+        return _MEDIA_TYPES[value]
+    except KeyError:
+        raise domain.InvalidArgument(f"{where}={value} is not a known MediaType") from None
+
+
+def _item_from_pb(item: pb.Item, where: str) -> domain.Item:
+    meta = item.metadata
+    return domain.Item(
+        id=item.id,
+        vector=np.asarray(item.vector, dtype=np.float32),
+        metadata=domain.Metadata(
+            sources=tuple(meta.sources),
+            media_type=_media_type(meta.media_type, f"{where}.metadata.media_type"),
+            collection=meta.collection,
+            timestamp_seconds=meta.timestamp_seconds,
+            frame_index=meta.frame_index,
+            content_hash=meta.content_hash,
+            width=meta.width,
+            height=meta.height,
+            tags=tuple(meta.tags),
+        ),
+    )
+
+
+def _item_to_pb(item: domain.Item) -> pb.Item:
+    meta = item.metadata
+    message = pb.Item(
+        id=item.id,
+        metadata=pb.Metadata(
+            sources=meta.sources,
+            media_type=_MEDIA_TYPES_PB[meta.media_type],
+            collection=meta.collection,
+            timestamp_seconds=meta.timestamp_seconds,
+            frame_index=meta.frame_index,
+            content_hash=meta.content_hash,
+            width=meta.width,
+            height=meta.height,
+            tags=meta.tags,
+        ),
+    )
+    if item.vector is not None:
+        message.vector.extend(item.vector.tolist())
+    return message
+
+
+def _filter_from_pb(f: pb.Filter) -> domain.Filter:
+    return domain.Filter(
+        collections=tuple(f.collections),
+        sources=tuple(f.sources),
+        source_dir=f.source_dir,
+        tags=tuple(f.tags),
+        media_type=_media_type(f.media_type, "filter.media_type"),
+        min_timestamp_seconds=f.min_timestamp_seconds if f.HasField("min_timestamp_seconds") else None,
+        max_timestamp_seconds=f.max_timestamp_seconds if f.HasField("max_timestamp_seconds") else None,
+        content_hashes=tuple(f.content_hashes),
+    )
