@@ -1,0 +1,4 @@
+"""`python -m client`: the clipsearch command."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,338 @@
+"""The Python client: index files, search by text, image or item, classify, delete, stats."""
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+
+import grpc
+import numpy as np
+
+from clipsearch.v1 import embedder_pb2, search_pb2
+
+from . import ids as idmod
+from .config import ClientConfig, split_addresses
+from .errors import ClientError, InvalidInput, NotFound, ServiceError
+from .ingest import ImageBytes, IndexReport, Ingest, IngestOptions, ProgressCallback, list_all
+from .media import ImageLimits, MediaError, prepare_image, read_file
+from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
+from .transport import Transport
+from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
+
+_MAX_QUERY_K = 1000
+_MAX_IMAGE_FILE_BYTES = 512 << 20
+_MAX_TAG_BYTES = 256
+_MAX_COLLECTION_BYTES = 128
+
+ImageInput = PathLike | bytes
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Restricts a search to items matching every field that is set."""
+
+    collections: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    media: str | None = None  # "image" or "video"
+    sources: tuple[str, ...] = ()  # source URIs
+    source_dir: str = ""  # a directory URI
+    min_timestamp_seconds: float | None = None
+    max_timestamp_seconds: float | None = None
+    content_hashes: tuple[str, ...] = ()
+
+    def to_proto(self) -> search_pb2.Filter:
+        if self.media is not None and self.media not in MEDIA_TYPES:
+            raise InvalidInput(f"unknown media type {self.media!r}: use image or video")
+        filter_ = search_pb2.Filter(
+            collections=[idmod.normalize_collection(c) for c in self.collections],
+            sources=list(self.sources), source_dir=self.source_dir, tags=list(self.tags),
+            media_type=MEDIA_TYPES[self.media] if self.media else search_pb2.MEDIA_TYPE_UNSPECIFIED,
+            content_hashes=list(self.content_hashes))
+        if self.min_timestamp_seconds is not None:
+            filter_.min_timestamp_seconds = self.min_timestamp_seconds
+        if self.max_timestamp_seconds is not None:
+            filter_.max_timestamp_seconds = self.max_timestamp_seconds
+        return filter_
+
+
+class Client:
+    """Talks to one or more embedder replicas (round-robin) and one search service.
+
+    Use as a context manager, or call close(): it closes the channels.
+    """
+
+    def __init__(self, embedder: str | Sequence[str] | None = None, search: str | None = None, *,
+                 timeout: float | None = None, connect_timeout: float | None = None,
+                 config: ClientConfig | None = None) -> None:
+        config = config or ClientConfig.from_env()
+        if isinstance(embedder, str):
+            embedder_addresses = split_addresses(embedder)
+        elif embedder is not None:
+            embedder_addresses = tuple(embedder)
+        else:
+            embedder_addresses = config.embedder_addresses
+        try:
+            self._transport = Transport(
+                embedder_addresses or config.embedder_addresses, search or config.search_address,
+                timeout=timeout if timeout is not None else config.timeout,
+                connect_timeout=connect_timeout if connect_timeout is not None else config.connect_timeout)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        self._model: embedder_pb2.ModelInfo | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    @property
+    def embedder_addresses(self) -> tuple[str, ...]:
+        return self._transport.embedder_addresses
+
+    @property
+    def search_address(self) -> str:
+        return self._transport.search_address
+
+    # The embedder.
+    def model_info(self) -> embedder_pb2.ModelInfo:
+        """The embedder's model and limits (fetched once)."""
+        if self._model is None:
+            self._model = self._transport.model_info()
+        return self._model
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """One L2-normalized vector per text, as a (len(texts), dimension) float32 array."""
+        if not texts:
+            return np.zeros((0, self.model_info().dimension), np.float32)
+        limit = self.model_info().max_batch_texts or len(texts)
+        rows: list[np.ndarray] = []
+        for start in range(0, len(texts), limit):
+            response = self._transport.embed_texts(
+                embedder_pb2.EmbedTextsRequest(texts=list(texts[start:start + limit])))
+            rows.extend(np.asarray(e.values, np.float32) for e in response.embeddings)
+        return np.stack(rows)
+
+    def embed_image(self, image: ImageInput) -> np.ndarray:
+        """The vector of one image (a file path or encoded bytes)."""
+        label, prepared = self._prepare(image)
+        response = self._transport.embed_images(
+            embedder_pb2.EmbedImagesRequest(images=[prepared], allow_partial=True))
+        result = response.results[0]
+        if result.WhichOneof("result") != "embedding":
+            raise InvalidInput(f"{label}: {result.error.message or 'cannot embed this image'}")
+        return np.asarray(result.embedding.values, np.float32)
+
+    def _prepare(self, image: ImageInput) -> tuple[str, embedder_pb2.Image]:
+        model = self.model_info()
+        if isinstance(image, bytes):
+            label, data = "image", image
+        else:
+            label = display_path(image)
+            try:
+                data = read_file(image, _MAX_IMAGE_FILE_BYTES)
+            except MediaError as exc:
+                raise InvalidInput(f"{label}: {exc}") from None
+        limits = ImageLimits(model.image_size or 224, model.max_image_pixels or 1 << 28)
+        try:
+            return label, prepare_image(data, limits).image
+        except MediaError as exc:
+            raise InvalidInput(f"{label}: {exc}") from None
+
+    def classify(self, image: ImageInput, labels: Sequence[str], template: str = "") -> list[LabelScore]:
+        """Zero-shot probabilities of an image (path or bytes) over labels, best first."""
+        label, prepared = self._prepare(image)
+        try:
+            response = self._transport.classify(embedder_pb2.ClassifyRequest(
+                image=prepared, labels=list(labels), prompt_template=template))
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidInput(f"cannot classify {label}: {exc.details}") from None
+            raise
+        return _ranked(response)
+
+    def classify_item(self, item_id: str, labels: Sequence[str], template: str = "") -> list[LabelScore]:
+        """Zero-shot probabilities of an indexed item over labels, from its stored vector, best first."""
+        vector = self._stored_vector(item_id)
+        try:
+            response = self._transport.classify(embedder_pb2.ClassifyRequest(
+                embedding=embedder_pb2.Embedding(values=vector), labels=list(labels),
+                prompt_template=template))
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidInput(f"cannot classify {item_id}: {exc.details}") from None
+            raise
+        return _ranked(response)
+
+    # Indexing.
+    def index(self, paths: Iterable[PathLike | ImageBytes], *, collection: str = "", fps: float = 1.0,
+              tags: Sequence[str] = (), recursive: bool = True, prune: bool = False,
+              on_event: ProgressCallback | None = None, options: IngestOptions | None = None) -> IndexReport:
+        """Indexes files and folders (images and videos) and image bytes; see IndexReport.
+
+        What is already indexed is skipped; `prune` removes, within the given paths and collection, the
+        sources whose files are gone.
+        """
+        if fps <= 0:
+            raise InvalidInput(f"fps must be positive, got {fps:g}")
+        if len(collection.encode("utf-8")) > _MAX_COLLECTION_BYTES:
+            raise InvalidInput(f"collection name is longer than {_MAX_COLLECTION_BYTES} bytes")
+        for tag in tags:
+            size = len(tag.encode("utf-8"))
+            if not 1 <= size <= _MAX_TAG_BYTES or any(unicodedata.category(c) == "Cc" for c in tag):
+                raise InvalidInput(f"bad tag {tag!r}: tags are 1 to {_MAX_TAG_BYTES} bytes of UTF-8 "
+                                   "without control characters")
+        options = replace(options or IngestOptions(), collection=idmod.normalize_collection(collection),
+                          fps=fps, tags=tuple(tags), recursive=recursive, prune=prune)
+        return Ingest(self._transport, self.model_info(), options, on_event).run(paths)
+
+    def index_images(self, images: Iterable[PathLike | bytes | ImageBytes], *, collection: str = "",
+                     tags: Sequence[str] = (), on_event: ProgressCallback | None = None) -> IndexReport:
+        """Indexes image files or image bytes (bytes have no source unless given as ImageBytes)."""
+        inputs = [ImageBytes(i, label=f"<bytes #{n}>") if isinstance(i, bytes) else i
+                  for n, i in enumerate(images)]
+        return self.index(inputs, collection=collection, tags=tags, on_event=on_event)
+
+    def index_video(self, path: PathLike, *, collection: str = "", fps: float = 1.0,
+                    tags: Sequence[str] = (), on_event: ProgressCallback | None = None) -> IndexReport:
+        """Indexes the frames of one video, sampled at fps."""
+        return self.index([path], collection=collection, fps=fps, tags=tags, on_event=on_event)
+
+    # Searching.
+    def search_vector(self, vector: Sequence[float] | np.ndarray, *, top: int = 10, offset: int = 0,
+                      filter: SearchFilter | None = None, min_score: float | None = None,
+                      with_vectors: bool = False) -> list[Hit]:
+        """Nearest items to a vector, best first."""
+        request = search_pb2.QueryRequest(vector=[float(v) for v in np.asarray(vector).ravel()],
+                                          k=top, offset=offset,
+                                          filter=(filter or SearchFilter()).to_proto(),
+                                          with_vectors=with_vectors)
+        if min_score is not None:
+            request.min_score = min_score
+        try:
+            response = self._transport.query(request)
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidInput(f"invalid search: {exc.details}") from None
+            raise
+        return [Hit.from_match(m, offset + n + 1) for n, m in enumerate(response.matches)]
+
+    def search_text(self, text: str, *, top: int = 10, offset: int = 0, filter: SearchFilter | None = None,
+                    min_score: float | None = None) -> list[Hit]:
+        """Items best matching a text description."""
+        if not text.strip():
+            raise InvalidInput("the search text is empty")
+        return self.search_vector(self.embed_texts([text])[0], top=top, offset=offset, filter=filter,
+                                  min_score=min_score)
+
+    def search_image(self, image: ImageInput, *, top: int = 10, offset: int = 0,
+                     filter: SearchFilter | None = None, min_score: float | None = None) -> list[Hit]:
+        """Items most similar to an image (a file path or encoded bytes)."""
+        return self.search_vector(self.embed_image(image), top=top, offset=offset, filter=filter,
+                                  min_score=min_score)
+
+    def search_like(self, item_id: str, *, top: int = 10, offset: int = 0,
+                    filter: SearchFilter | None = None, min_score: float | None = None) -> list[Hit]:
+        """"More like this": items nearest to an indexed item, the item itself excluded."""
+        vector = self._stored_vector(item_id)
+        if offset + top + 1 <= _MAX_QUERY_K:
+            # Ask for everything up to the page plus one, so the page is exact wherever the item ranks.
+            hits = self.search_vector(vector, top=offset + top + 1, filter=filter, min_score=min_score)
+            others = [h for h in hits if h.id != item_id][offset:offset + top]
+        else:
+            # Deep pages: the item is its own nearest neighbour (score 1), so it ranks before the page.
+            hits = self.search_vector(vector, top=top + 1, offset=offset, filter=filter, min_score=min_score)
+            others = [h for h in hits if h.id != item_id]
+            others = others[:top] if len(others) < len(hits) else others[1:top + 1]
+        return [replace(h, rank=offset + n + 1) for n, h in enumerate(others)]
+
+    def _stored_vector(self, item_id: str) -> list[float]:
+        try:
+            response = self._transport.get(search_pb2.GetRequest(ids=[item_id], with_vectors=True))
+        except ServiceError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidInput(f"bad item id {item_id!r}: {exc.details}") from None
+            raise
+        if not response.items:
+            raise NotFound(f"no item with id {item_id!r}")
+        return list(response.items[0].vector)
+
+    # Stored items.
+    def get(self, item_ids: Sequence[str]) -> list[Item]:
+        """The items that exist among item_ids, in order."""
+        items: list[Item] = []
+        for start in range(0, len(item_ids), 1000):
+            response = self._transport.get(search_pb2.GetRequest(ids=list(item_ids[start:start + 1000])))
+            items.extend(Item.from_proto(i) for i in response.items)
+        return items
+
+    def list_items(self, filter: SearchFilter | None = None, page_size: int = 1000) -> Iterator[Item]:
+        """Every item matching the filter, ordered by id, fetched page by page."""
+        for item in list_all(self._transport, (filter or SearchFilter()).to_proto(), page_size=page_size):
+            yield Item.from_proto(item)
+
+    def delete(self, *, ids: Sequence[str] = (), sources: Sequence[PathLike] = (),
+               collection: str | None = None) -> DeleteResult:
+        """Deletes items by id, removes sources (files, or every file under a folder), or a collection.
+
+        Exactly one selector must be given. An item left without sources is deleted.
+        """
+        chosen = sum([bool(ids), bool(sources), collection is not None])
+        if chosen != 1:
+            raise InvalidInput("give exactly one of: ids, sources, collection")
+        if collection is not None:
+            response = self._transport.delete(
+                search_pb2.DeleteRequest(collection=idmod.normalize_collection(collection)))
+            return DeleteResult(response.deleted, response.updated)
+        if ids:
+            requests = [search_pb2.DeleteRequest(ids=list(ids[s:s + 1000])) for s in range(0, len(ids), 1000)]
+        else:
+            uris = self._source_uris(sources)
+            requests = [search_pb2.DeleteRequest(sources=uris[s:s + 1000]) for s in range(0, len(uris), 1000)]
+        deleted = updated = 0
+        for request in requests:
+            try:
+                response = self._transport.delete(request)
+            except ServiceError as exc:
+                if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+                    raise InvalidInput(f"cannot delete: {exc.details}") from None
+                raise
+            deleted += response.deleted
+            updated += response.updated
+        return DeleteResult(deleted, updated)
+
+    def _source_uris(self, sources: Sequence[PathLike]) -> list[str]:
+        uris: list[str] = []
+        for source in sources:
+            text = os.fsdecode(source)
+            if text.startswith("file://"):
+                uris.append(text)
+                continue
+            path = absolute(source)
+            uris.append(path_to_uri(path))
+            if path.is_dir():
+                scope = dir_uri(path)
+                for item in list_all(self._transport, search_pb2.Filter(source_dir=scope)):
+                    uris.extend(s for s in item.metadata.sources if is_within(s, scope))
+        return list(dict.fromkeys(uris))
+
+    def stats(self) -> Stats:
+        return Stats.from_proto(self._transport.stats())
+
+    def collections(self) -> dict[str, int]:
+        """Collection name -> item count, sorted by name."""
+        response = self._transport.list_collections()
+        return {c.name: c.items for c in response.collections}
+
+
+def _ranked(response: embedder_pb2.ClassifyResponse) -> list[LabelScore]:
+    scores = [LabelScore.from_proto(s) for s in response.scores]
+    if not scores:
+        raise ClientError("the embedder returned no scores")
+    return sorted(scores, key=lambda s: s.probability, reverse=True)

@@ -1,0 +1,277 @@
+"""The `clipsearch` command: index, search, classify, stats, delete, collections (and serve)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from clipsearch.envconfig import ConfigError
+
+from . import output
+from .api import Client, SearchFilter
+from .config import ClientConfig, split_addresses
+from .errors import ClientError
+from .ingest import IngestOptions
+from .uris import display_path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3  # index finished, but some files could not be indexed
+PROG = "clipsearch"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+    return parse
+
+
+def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
+    group = parser.add_argument_group("services")
+    if embedder:
+        group.add_argument("--embedder", action="append", metavar="HOST:PORT[,HOST:PORT…]",
+                           help="embedder address(es), repeatable or comma-separated; calls are spread "
+                                "over all of them (default: $EMBEDDER_ADDR or 127.0.0.1:50051)")
+    group.add_argument("--search", metavar="HOST:PORT",
+                       help="search service address (default: $SEARCH_ADDR or 127.0.0.1:50052)")
+    group.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
+                       help="deadline of each call (default: $CLIPSEARCH_TIMEOUT or 60)")
+    group.add_argument("--connect-timeout", type=_positive_float, metavar="SECONDS",
+                       help="how long to wait for a service to accept a connection "
+                            "(default: $CLIPSEARCH_CONNECT_TIMEOUT or 10)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--collection", action="append", default=[], metavar="NAME",
+                        help="only items of this collection (repeatable)")
+    parser.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="only items carrying this tag (repeatable: all must match)")
+    parser.add_argument("--media", choices=["image", "video"], help="only images, or only video frames")
+
+
+def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Search images and video frames by text, by image or by example.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("index", help="index image and video files and folders",
+                       description="Index images and videos. Folders are walked recursively; what is "
+                                   "already indexed is skipped.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
+    p.add_argument("--collection", default="", metavar="NAME", help="collection to add to (default: default)")
+    p.add_argument("--fps", type=_positive_float, default=1.0,
+                   help="video frames sampled per second (default: 1)")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag new items (repeatable)")
+    p.add_argument("--prune", action="store_true",
+                   help="also remove, within PATHs and the collection, files that are gone or changed")
+    p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
+                   help="walk folders recursively (default: on)")
+    p.add_argument("--batch-images", type=_count(1), default=IngestOptions.batch_images,
+                   help="most images per embedding call (default: %(default)s)")
+    p.add_argument("--inflight", type=_count(0), default=0,
+                   help="embedding calls in flight (default: two per embedder address)")
+    _common(p)
+    p.set_defaults(handler=_index)
+
+    p = sub.add_parser("search", help="search by text, by image or by an indexed item",
+                       description="Print the best matches, best first.")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--text", help="a description, e.g. \"a cat on a sofa\"")
+    what.add_argument("--image", metavar="FILE", help="an image file to find similar ones to")
+    what.add_argument("--like", metavar="ID", help="an indexed item's id: more like it (itself excluded)")
+    p.add_argument("--top", type=_count(1), default=10, help="how many results (default: 10)")
+    p.add_argument("--offset", type=_count(0), default=0, help="skip this many best results first")
+    p.add_argument("--min-score", type=float, metavar="SCORE", help="only results with cosine >= SCORE")
+    _filters(p)
+    _common(p)
+    p.set_defaults(handler=_search)
+
+    p = sub.add_parser("classify", help="zero-shot labels for an image or an indexed item",
+                       description="Probabilities of each label, best first.")
+    p.add_argument("file", nargs="?", metavar="FILE", help="an image file")
+    p.add_argument("--id", help="an indexed item instead of a file")
+    p.add_argument("--labels", nargs="+", required=True, metavar="LABEL", help="candidate labels")
+    p.add_argument("--template", default="", metavar="TEXT",
+                   help='prompt around each label, "{}" marks the label, e.g. "a photo of {}"')
+    _common(p)
+    p.set_defaults(handler=_classify)
+
+    p = sub.add_parser("stats", help="item counts, memory and index settings")
+    _common(p, embedder=False)
+    p.set_defaults(handler=_stats)
+
+    p = sub.add_parser("collections", help="collections and their item counts")
+    _common(p, embedder=False)
+    p.set_defaults(handler=_collections)
+
+    p = sub.add_parser("delete", help="delete items, files' entries or a collection",
+                       description="Delete items by id, remove files (or every file under a folder), or "
+                                   "drop a collection. An item left without files is deleted.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", nargs="+", dest="ids", metavar="ID", help="item ids")
+    which.add_argument("--source", nargs="+", dest="sources", metavar="PATH", help="files or folders")
+    which.add_argument("--collection", metavar="NAME", help="a whole collection")
+    _common(p, embedder=False)
+    p.set_defaults(handler=_delete)
+
+    help_text = "start Redis, the embedder and the search service on this machine"
+    if serve_module is None:
+        sub.add_parser("serve", help=help_text, add_help=False)
+    else:
+        p = sub.add_parser("serve", help=help_text)
+        serve_module.add_arguments(p)
+        p.set_defaults(handler=lambda args: int(serve_module.run(args) or 0))
+    return parser
+
+
+def _client(args: argparse.Namespace) -> Client:
+    config = ClientConfig.from_env()
+    embedder = [a for value in (getattr(args, "embedder", None) or []) for a in split_addresses(value)]
+    return Client(embedder or None, args.search, timeout=args.timeout, connect_timeout=args.connect_timeout,
+                  config=config)
+
+
+def _index(args: argparse.Namespace) -> int:
+    options = IngestOptions(batch_images=args.batch_images, inflight=args.inflight)
+    live = sys.stderr.isatty() and not args.json
+    with _client(args) as client, output.IndexProgress(sys.stderr, live) as progress:
+        report = client.index(args.paths, collection=args.collection, fps=args.fps, tags=args.tag,
+                              recursive=args.recursive, prune=args.prune, on_event=progress,
+                              options=options)
+    if args.json:
+        output.print_json(report.to_json())
+    else:
+        print(output.report_summary(report))
+    return EXIT_PARTIAL if report.failed else 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    filter_ = SearchFilter(collections=tuple(args.collection), tags=tuple(args.tag), media=args.media)
+    with _client(args) as client:
+        if args.text is not None:
+            query = {"text": args.text}
+            hits = client.search_text(args.text, top=args.top, offset=args.offset, filter=filter_,
+                                      min_score=args.min_score)
+        elif args.image is not None:
+            query = {"image": display_path(args.image)}
+            hits = client.search_image(args.image, top=args.top, offset=args.offset, filter=filter_,
+                                       min_score=args.min_score)
+        else:
+            query = {"like": args.like}
+            hits = client.search_like(args.like, top=args.top, offset=args.offset, filter=filter_,
+                                      min_score=args.min_score)
+    if args.json:
+        output.print_json({"query": query, "results": [h.to_json() for h in hits]})
+    elif hits:
+        output.console().print(output.hits_table(hits))
+    else:
+        print("no matches")
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    if (args.file is None) == (args.id is None):
+        raise ClientError("give either an image FILE or --id ID")
+    with _client(args) as client:
+        if args.file is not None:
+            scores = client.classify(args.file, args.labels, args.template)
+        else:
+            scores = client.classify_item(args.id, args.labels, args.template)
+    if args.json:
+        output.print_json({"input": {"file": display_path(args.file)} if args.file else {"id": args.id},
+                           "labels": [s.to_json() for s in scores]})
+    else:
+        output.console().print(output.labels_table(scores))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        stats = client.stats()
+    if args.json:
+        output.print_json(stats.to_json())
+    else:
+        output.console().print(output.stats_table(stats))
+    return 0
+
+
+def _collections(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        collections = client.collections()
+    if args.json:
+        output.print_json({"collections": [{"name": n, "items": c} for n, c in collections.items()]})
+    elif collections:
+        output.console().print(output.collections_table(collections))
+    else:
+        print("no collections")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.ids:
+            result = client.delete(ids=args.ids)
+        elif args.sources:
+            result = client.delete(sources=args.sources)
+        else:
+            result = client.delete(collection=args.collection)
+    if args.json:
+        output.print_json(result.to_json())
+    else:
+        print(output.delete_summary(result))
+    return 0
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    serve_module = None
+    if _command(argv) == "serve":
+        # Imported only for `serve`, so every other command works with the client's dependencies alone.
+        try:
+            serve_module = importlib.import_module("client.serve")
+        except ImportError as exc:
+            print(f"{PROG}: error: `serve` is not available here: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    parser = build_parser(serve_module)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ClientError, ConfigError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`); nothing more to say.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Errors the client raises: one readable line each, naming the service or file involved."""
+from __future__ import annotations
+
+import grpc
+
+
+class ClientError(Exception):
+    """Something the user can act on; str() is a one-line explanation."""
+
+
+class ServiceUnavailable(ClientError):
+    """A service cannot be reached (not running, wrong address, or stopped responding)."""
+
+    def __init__(self, service: str, address: str, detail: str = "") -> None:
+        self.service = service
+        self.address = address
+        hint = "start the services with `clipsearch serve`"
+        env = "EMBEDDER_ADDR" if service == "embedder" else "SEARCH_ADDR"
+        reason = f" ({detail})" if detail else ""
+        super().__init__(f"cannot reach the {service} service at {address}{reason}; "
+                         f"{hint}, or point {env} (or --{service}) at a running one")
+
+
+class ServiceError(ClientError):
+    """A service answered a call with an error status."""
+
+    def __init__(self, service: str, address: str, code: grpc.StatusCode, details: str) -> None:
+        self.service = service
+        self.address = address
+        self.code = code
+        self.details = details
+        super().__init__(f"{service} service at {address}: {code.name}: {details}")
+
+
+class NotFound(ClientError):
+    """An item id that the search service does not hold."""
+
+
+class InvalidInput(ClientError):
+    """An argument the client rejects before calling a service (bad file, bad label list…)."""

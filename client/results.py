@@ -1,0 +1,145 @@
+"""Typed results of client calls, converted from the protobuf messages."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from clipsearch.v1 import embedder_pb2, search_pb2
+
+from .media import format_timestamp
+from .uris import display
+
+_MEDIA_NAMES = {
+    search_pb2.MEDIA_TYPE_IMAGE: "image",
+    search_pb2.MEDIA_TYPE_VIDEO_FRAME: "video_frame",
+    search_pb2.MEDIA_TYPE_UNSPECIFIED: "unspecified",
+}
+MEDIA_TYPES = {"image": search_pb2.MEDIA_TYPE_IMAGE, "video": search_pb2.MEDIA_TYPE_VIDEO_FRAME,
+               "video_frame": search_pb2.MEDIA_TYPE_VIDEO_FRAME}
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored item: id, where it came from, and what it is."""
+
+    id: str
+    sources: tuple[str, ...] = ()
+    media: str = "unspecified"
+    collection: str = ""
+    timestamp_seconds: float | None = None
+    frame_index: int | None = None
+    content_hash: str = ""
+    width: int = 0
+    height: int = 0
+    tags: tuple[str, ...] = ()
+
+    @property
+    def source_uri(self) -> str:
+        """The first source URI ("" when none)."""
+        return self.sources[0] if self.sources else ""
+
+    @property
+    def source(self) -> str:
+        """The first source as a printable path."""
+        return display(self.sources[0]) if self.sources else ""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(display(s) for s in self.sources)
+
+    @property
+    def time(self) -> str:
+        """hh:mm:ss for a video frame, "" for an image."""
+        return format_timestamp(self.timestamp_seconds) if self.timestamp_seconds is not None else ""
+
+    def to_json(self) -> dict[str, object]:
+        data = asdict(self)
+        data["sources"] = list(self.sources)
+        data["paths"] = list(self.paths)
+        data["tags"] = list(self.tags)
+        return data
+
+    @classmethod
+    def from_proto(cls, item: search_pb2.Item) -> Item:
+        md = item.metadata
+        frame = md.media_type == search_pb2.MEDIA_TYPE_VIDEO_FRAME
+        return cls(
+            id=item.id, sources=tuple(md.sources), media=_MEDIA_NAMES.get(md.media_type, "unspecified"),
+            collection=md.collection, timestamp_seconds=md.timestamp_seconds if frame else None,
+            frame_index=md.frame_index if frame else None, content_hash=md.content_hash,
+            width=md.width, height=md.height, tags=tuple(md.tags))
+
+
+@dataclass(frozen=True)
+class Hit(Item):
+    """A search result: the item, its cosine similarity to the query and its rank (1 = best)."""
+
+    score: float = 0.0
+    rank: int = 0
+
+    @classmethod
+    def from_match(cls, match: search_pb2.Match, rank: int) -> Hit:
+        base = Item.from_proto(match.item)
+        return cls(**{**base.__dict__, "score": float(match.score), "rank": rank})
+
+    def to_json(self) -> dict[str, object]:
+        return {"rank": self.rank, "score": self.score, **super().to_json()}
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label's zero-shot score."""
+
+    label: str
+    probability: float
+    logit: float
+    cosine: float
+
+    @classmethod
+    def from_proto(cls, score: embedder_pb2.LabelScore) -> LabelScore:
+        return cls(score.label, float(score.probability), float(score.logit), float(score.cosine))
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """Items deleted, and items that lost a source but were kept for another."""
+
+    deleted: int
+    updated: int
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The search service's counts and index settings."""
+
+    items: int
+    collections: dict[str, int] = field(default_factory=dict)
+    redis_memory_bytes: int = 0
+    vector_index_memory_bytes: int = 0
+    indexing: bool = False
+    percent_indexed: float = 100.0
+    index_name: str = ""
+    algorithm: str = ""
+    dimension: int = 0
+    distance_metric: str = ""
+    redis_version: str = ""
+
+    @classmethod
+    def from_proto(cls, stats: search_pb2.StatsResponse) -> Stats:
+        settings = stats.settings
+        return cls(
+            items=stats.items, collections={c.name: c.items for c in stats.collections},
+            redis_memory_bytes=stats.redis_memory_bytes,
+            vector_index_memory_bytes=stats.vector_index_memory_bytes, indexing=stats.indexing,
+            percent_indexed=float(stats.percent_indexed), index_name=settings.index_name,
+            algorithm=search_pb2.Algorithm.Name(settings.algorithm).removeprefix("ALGORITHM_"),
+            dimension=settings.dimension, distance_metric=settings.distance_metric,
+            redis_version=stats.redis_version)
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)

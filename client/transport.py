@@ -1,0 +1,280 @@
+"""gRPC channels and stubs for the embedder (round-robin over replicas) and the search service."""
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import grpc
+
+from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
+
+from .errors import ServiceError, ServiceUnavailable
+
+EMBEDDER = "embedder"
+SEARCH = "search"
+
+Response = TypeVar("Response")
+
+
+def _service_config(service: str) -> str:
+    # round_robin sends consecutive calls to different ready replicas and skips ones that are down;
+    # UNAVAILABLE (a replica starting or stopping) is retried by gRPC itself, on another replica.
+    return json.dumps({
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{
+            "name": [{"service": service}],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "3s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }],
+    })
+
+
+def _channel_options(service: str) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.service_config", _service_config(service)),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_receive_message_length", -1),
+        # Retries need the request buffered; the defaults (256 KiB) would exclude image batches.
+        ("grpc.per_rpc_retry_buffer_size", 128 << 20),
+        ("grpc.retry_buffer_size", 512 << 20),
+        ("grpc.enable_retries", 1),
+    ]
+
+
+def split_host_port(address: str) -> tuple[str, str]:
+    address = address.strip()
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"bad address {address!r}: expected [IPv6]:PORT")
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep:
+            raise ValueError(f"bad address {address!r}: expected HOST:PORT")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad address {address!r}: expected HOST:PORT")
+    return host, port
+
+
+def embedder_target(addresses: Sequence[str]) -> str:
+    """One gRPC target that spreads calls over every replica.
+
+    One address stays a DNS name (dns:///), so a name with several A records, such as a scaled
+    docker-compose service, is balanced too. Several addresses are resolved once here into a static
+    ipv4:/ipv6: target list, which gRPC's round_robin policy spreads over and fails over between.
+    """
+    if not addresses:
+        raise ValueError("no embedder address given")
+    if len(addresses) == 1:
+        host, port = split_host_port(addresses[0])
+        return f"dns:///{_bracket(host)}:{port}"
+    v4: list[str] = []
+    v6: list[str] = []
+    for address in addresses:
+        host, port = split_host_port(address)
+        for ip in _resolve(host, port):
+            bucket = v4 if isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address) else v6
+            entry = f"{ip}:{port}" if bucket is v4 else f"[{ip}]:{port}"
+            if entry not in bucket:
+                bucket.append(entry)
+    if v4:  # a gRPC target holds one address family; IPv4 is what every replica is likely to have
+        return "ipv4:" + ",".join(v4)
+    return "ipv6:" + ",".join(v6)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _resolve(host: str, port: str) -> list[str]:
+    try:
+        return [ipaddress.ip_address(host).compressed]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ServiceUnavailable(EMBEDDER, f"{host}:{port}", f"cannot resolve {host}: {exc.strerror}") \
+            from None
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+# A channel that keeps failing to connect for this long is reported as down without waiting for the
+# whole connect timeout (which is there for a service that accepts connections slowly).
+_FAIL_FAST_SECONDS = 2.0
+_FIRST_RETRY_SECONDS = 0.25
+_MAX_RETRY_SECONDS = 4.0
+
+
+def _wait_until_ready(channel: grpc.Channel, timeout: float) -> str:
+    """Waits for the channel to connect; returns "" when ready, else why not."""
+    states: list[grpc.ChannelConnectivity] = []
+    changed = threading.Condition()
+
+    def on_change(state: grpc.ChannelConnectivity) -> None:
+        with changed:
+            states.append(state)
+            changed.notify_all()
+
+    channel.subscribe(on_change, try_to_connect=True)
+    try:
+        start = time.monotonic()
+        failing_since: float | None = None
+        with changed:
+            while True:
+                state = states[-1] if states else None
+                now = time.monotonic()
+                if state == grpc.ChannelConnectivity.READY:
+                    return ""
+                if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                    failing_since = failing_since if failing_since is not None else now
+                    if now - failing_since >= min(_FAIL_FAST_SECONDS, timeout):
+                        return "connection failed"
+                if state == grpc.ChannelConnectivity.SHUTDOWN:
+                    return "channel closed"
+                if now - start >= timeout:
+                    return f"no connection within {timeout:g}s"
+                changed.wait(0.05)
+    finally:
+        channel.unsubscribe(on_change)
+
+
+class Transport:
+    """The two channels, with readiness checks and gRPC errors turned into ClientErrors.
+
+    Every call waits for the channel to be ready (wait_for_ready) and carries a deadline. Before a
+    service's first call, the channel must become ready within connect_timeout, so a service that is
+    down is reported quickly instead of after a full call deadline.
+    """
+
+    def __init__(self, embedder_addresses: Sequence[str], search_address: str, *,
+                 timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
+        self.embedder_addresses = tuple(a.strip() for a in embedder_addresses if a.strip())
+        self.search_address = search_address.strip()
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        if not self.embedder_addresses:
+            raise ValueError("no embedder address given")
+        for address in (*self.embedder_addresses, self.search_address):
+            split_host_port(address)  # a malformed address is reported before anything connects
+        self._targets = {SEARCH: f"dns:///{self.search_address}"}
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._ready: set[str] = set()
+        self._closed = False
+
+    def _channel(self, service: str) -> grpc.Channel:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("client is closed")
+            channel = self._channels.get(service)
+            if channel is None:
+                if service == EMBEDDER:
+                    target = embedder_target(self.embedder_addresses)
+                    options = _channel_options("clipsearch.v1.Embedder")
+                else:
+                    target = self._targets[SEARCH]
+                    options = _channel_options("clipsearch.v1.Search")
+                channel = grpc.insecure_channel(target, options=options)
+                self._channels[service] = channel
+            return channel
+
+    def address(self, service: str) -> str:
+        return ", ".join(self.embedder_addresses) if service == EMBEDDER else self.search_address
+
+    def ensure_ready(self, service: str) -> grpc.Channel:
+        channel = self._channel(service)
+        if service in self._ready:
+            return channel
+        failure = _wait_until_ready(channel, self.connect_timeout)
+        if failure:
+            raise ServiceUnavailable(service, self.address(service), failure)
+        self._ready.add(service)
+        return channel
+
+    @property
+    def embedder(self) -> embedder_pb2_grpc.EmbedderStub:
+        return embedder_pb2_grpc.EmbedderStub(self.ensure_ready(EMBEDDER))
+
+    @property
+    def search(self) -> search_pb2_grpc.SearchStub:
+        return search_pb2_grpc.SearchStub(self.ensure_ready(SEARCH))
+
+    def call(self, service: str, method: str, request: Any, timeout: float | None = None) -> Any:
+        """Calls `method` of a service's stub, raising ServiceUnavailable or ServiceError on failure."""
+        stub = self.embedder if service == EMBEDDER else self.search
+        deadline = time.monotonic() + (timeout or self.timeout)
+        delay = _FIRST_RETRY_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return getattr(stub, method)(request, timeout=max(remaining, 0.001), wait_for_ready=True)
+            except grpc.RpcError as exc:
+                # gRPC's own retries cover a replica that blinks; this covers a service that restarts or
+                # waits for Redis ("UNAVAILABLE: retry with backoff"), within the call's deadline.
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, _MAX_RETRY_SECONDS)
+                    continue
+                raise self.translate(service, exc) from None
+
+    def translate(self, service: str, exc: grpc.RpcError) -> ServiceError | ServiceUnavailable:
+        code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+        details = (exc.details() if hasattr(exc, "details") else "") or code.name.lower()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            details = f"no answer within the deadline ({details})"
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
+        return ServiceError(service, self.address(service), code, details)
+
+    # Typed shorthands for the calls the client makes.
+    def model_info(self) -> embedder_pb2.ModelInfo:
+        return self.call(EMBEDDER, "GetModelInfo", embedder_pb2.GetModelInfoRequest())
+
+    def embed_images(self, request: embedder_pb2.EmbedImagesRequest,
+                     timeout: float | None = None) -> embedder_pb2.EmbedImagesResponse:
+        return self.call(EMBEDDER, "EmbedImages", request, timeout)
+
+    def embed_texts(self, request: embedder_pb2.EmbedTextsRequest) -> embedder_pb2.EmbedTextsResponse:
+        return self.call(EMBEDDER, "EmbedTexts", request)
+
+    def classify(self, request: embedder_pb2.ClassifyRequest) -> embedder_pb2.ClassifyResponse:
+        return self.call(EMBEDDER, "Classify", request)
+
+    def upsert(self, request: search_pb2.UpsertRequest) -> search_pb2.UpsertResponse:
+        return self.call(SEARCH, "Upsert", request)
+
+    def query(self, request: search_pb2.QueryRequest) -> search_pb2.QueryResponse:
+        return self.call(SEARCH, "Query", request)
+
+    def get(self, request: search_pb2.GetRequest) -> search_pb2.GetResponse:
+        return self.call(SEARCH, "Get", request)
+
+    def list(self, request: search_pb2.ListRequest) -> search_pb2.ListResponse:
+        return self.call(SEARCH, "List", request)
+
+    def delete(self, request: search_pb2.DeleteRequest) -> search_pb2.DeleteResponse:
+        return self.call(SEARCH, "Delete", request)
+
+    def stats(self) -> search_pb2.StatsResponse:
+        return self.call(SEARCH, "Stats", search_pb2.StatsRequest())
+
+    def list_collections(self) -> search_pb2.ListCollectionsResponse:
+        return self.call(SEARCH, "ListCollections", search_pb2.ListCollectionsRequest())
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            channel.close()
