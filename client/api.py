@@ -279,22 +279,27 @@ class Client:
 
     def delete(self, *, ids: Sequence[str] = (), sources: Sequence[PathLike] = (),
                collection: str | None = None) -> DeleteResult:
-        """Deletes items by id, removes sources (files, or every file under a folder), or a collection.
+        """Deletes items by id, removes sources (files, or every file under a folder), or drops a collection.
 
-        Exactly one selector must be given. An item left without sources is deleted.
+        `ids` alone deletes those items and `collection` alone the whole collection. With `sources`, the
+        files are removed from the items listing them, only from items of `collection` and only from the
+        items in `ids` when those are given; an item left without sources is deleted.
         """
-        chosen = sum([bool(ids), bool(sources), collection is not None])
-        if chosen != 1:
-            raise InvalidInput("give exactly one of: ids, sources, collection")
-        if collection is not None:
-            response = self._transport.delete(
-                search_pb2.DeleteRequest(collection=idmod.normalize_collection(collection)))
-            return DeleteResult(response.deleted, response.updated)
-        if ids:
+        if not ids and not sources and collection is None:
+            raise InvalidInput("give ids, sources or a collection to delete")
+        if ids and collection is not None and not sources:
+            raise InvalidInput("ids and a collection go together only with sources: give ids alone to delete "
+                               "items, or a collection alone to drop it")
+        scope = None if collection is None else idmod.normalize_collection(collection)
+        if sources:
+            uris = self._source_uris(sources, scope)
+            id_chunks = [list(ids[s:s + 1000]) for s in range(0, len(ids), 1000)] or [[]]
+            requests = [search_pb2.DeleteRequest(sources=uris[s:s + 1000], ids=chunk, collection=scope or "")
+                        for s in range(0, len(uris), 1000) for chunk in id_chunks]
+        elif ids:
             requests = [search_pb2.DeleteRequest(ids=list(ids[s:s + 1000])) for s in range(0, len(ids), 1000)]
         else:
-            uris = self._source_uris(sources)
-            requests = [search_pb2.DeleteRequest(sources=uris[s:s + 1000]) for s in range(0, len(uris), 1000)]
+            requests = [search_pb2.DeleteRequest(collection=scope or "")]
         deleted = updated = 0
         for request in requests:
             try:
@@ -307,7 +312,7 @@ class Client:
             updated += response.updated
         return DeleteResult(deleted, updated)
 
-    def _source_uris(self, sources: Sequence[PathLike]) -> list[str]:
+    def _source_uris(self, sources: Sequence[PathLike], collection: str | None) -> list[str]:
         uris: list[str] = []
         for source in sources:
             text = os.fsdecode(source)
@@ -318,7 +323,8 @@ class Client:
             uris.append(path_to_uri(path))
             if path.is_dir():
                 scope = dir_uri(path)
-                for item in list_all(self._transport, search_pb2.Filter(source_dir=scope)):
+                filter_ = search_pb2.Filter(source_dir=scope, collections=[collection] if collection else [])
+                for item in list_all(self._transport, filter_):
                     uris.extend(s for s in item.metadata.sources if is_within(s, scope))
         return list(dict.fromkeys(uris))
 

@@ -45,10 +45,11 @@ def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
     group = parser.add_argument_group("services")
     if embedder:
         group.add_argument("--embedder", action="append", metavar="HOST:PORT[,HOST:PORT…]",
-                           help="embedder address(es), repeatable or comma-separated; calls are spread "
+                           help="embedder address(es), repeatable or comma-separated, or one gRPC target "
+                                "(dns:///HOST:PORT, ipv4:IP:PORT,IP:PORT…, unix:PATH); calls are spread "
                                 "over all of them (default: $EMBEDDER_ADDR or 127.0.0.1:50051)")
     group.add_argument("--search", metavar="HOST:PORT",
-                       help="search service address (default: $SEARCH_ADDR or 127.0.0.1:50052)")
+                       help="search service address or gRPC target (default: $SEARCH_ADDR or 127.0.0.1:50052)")
     group.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                        help="deadline of each call (default: $CLIPSEARCH_TIMEOUT or 60)")
     group.add_argument("--connect-timeout", type=_positive_float, metavar="SECONDS",
@@ -123,10 +124,11 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
     p = sub.add_parser("delete", help="delete items, files' entries or a collection",
                        description="Delete items by id, remove files (or every file under a folder), or "
                                    "drop a collection. An item left without files is deleted.")
-    which = p.add_mutually_exclusive_group(required=True)
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--id", nargs="+", dest="ids", metavar="ID", help="item ids")
     which.add_argument("--source", nargs="+", dest="sources", metavar="PATH", help="files or folders")
-    which.add_argument("--collection", metavar="NAME", help="a whole collection")
+    p.add_argument("--collection", metavar="NAME",
+                   help="alone: a whole collection; with --source: remove the files from this collection only")
     _common(p, embedder=False)
     p.set_defaults(handler=_delete)
 
@@ -224,13 +226,15 @@ def _collections(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
+    if not args.ids and not args.sources and args.collection is None:
+        raise ClientError("give --id, --source or --collection")
+    if args.ids and args.collection is not None:
+        raise ClientError("--collection goes alone or with --source, not with --id")
     with _client(args) as client:
         if args.ids:
             result = client.delete(ids=args.ids)
-        elif args.sources:
-            result = client.delete(sources=args.sources)
         else:
-            result = client.delete(collection=args.collection)
+            result = client.delete(sources=args.sources or (), collection=args.collection)
     if args.json:
         output.print_json(result.to_json())
     else:

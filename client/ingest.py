@@ -734,12 +734,12 @@ class Ingest:
     def _prune(self, paths: list[PathLike]) -> None:
         """Removes, within the given paths and collection, sources whose files are gone or changed.
 
-        The search service removes a source from every item listing it (Delete with sources), in all
-        collections; items that must keep it (other collections, or the item holding the file's current
-        content) are read first and written back after the delete.
+        Each removal is a scoped Delete: a gone file leaves this collection's items only, a changed file
+        only the items holding its old content. The search service changes each item atomically, so an
+        interrupted prune cannot lose an item that keeps a source.
         """
-        remove: set[str] = set()
-        listed: dict[str, search_pb2.Item] = {}  # every item in scope listing a source, by id
+        gone: set[str] = set()
+        changed: dict[str, tuple[frozenset[str], set[str]]] = {}  # item id -> (its sources, those to remove)
         for scope, filter_ in self._prune_scopes(paths):
             for item in list_all(self._transport, filter_):
                 for source in item.metadata.sources:
@@ -747,60 +747,68 @@ class Ingest:
                             not self._options.recursive and scope.endswith("/")
                             and "/" in source[len(scope):]):
                         continue
-                    listed.setdefault(item.id, item)
-                    if item.metadata.collection == self._collection and self._is_stale(item, source):
-                        remove.add(source)
-        if not remove:
-            return
-        def removed_from(item: search_pb2.Item, source: str) -> bool:
-            return source in remove and item.metadata.collection == self._collection \
-                and self._is_stale(item, source)
+                    if not _is_file(source):
+                        gone.add(source)
+                    elif self._content_changed(item, source):
+                        changed.setdefault(item.id, (frozenset(item.metadata.sources), set()))[1].add(source)
+        requests = [search_pb2.DeleteRequest(sources=chunk, collection=self._collection)
+                    for chunk in _chunks(sorted(gone), _GET_LIMIT)]
+        requests += [search_pb2.DeleteRequest(ids=ids, sources=sources, collection=self._collection)
+                     for ids, sources in _removal_batches(changed, _GET_LIMIT)]
+        counted: set[str] = set()
+        for request in requests:
+            response = self._transport.delete(request)
+            new = set(request.sources) - counted
+            counted |= new
+            self._tally.pruned(len(new))
+            self.report.pruned_items += response.deleted
+        self.report.pruned_sources += len(counted)
 
-        keep_ids = [item.id for item in listed.values()
-                    if any(s in remove and not removed_from(item, s) for s in item.metadata.sources)]
-        keepers = self._fetch(keep_ids)
-        for item in keepers:
-            kept = [s for s in item.metadata.sources if not removed_from(item, s)]
-            item.metadata.ClearField("sources")
-            item.metadata.sources.extend(kept)
-        sources = sorted(remove)
-        for start in range(0, len(sources), _GET_LIMIT):
-            chunk = sources[start:start + _GET_LIMIT]
-            self._transport.delete(search_pb2.DeleteRequest(sources=chunk))
-            self._tally.pruned(len(chunk))
-        for start in range(0, len(keepers), self._options.upsert_batch):
-            self._transport.upsert(
-                search_pb2.UpsertRequest(items=keepers[start:start + self._options.upsert_batch]))
-        kept_ids = set(keep_ids)
-        self.report.pruned_sources += len(sources)
-        self.report.pruned_items += sum(
-            1 for item in listed.values()
-            if item.id not in kept_ids and all(removed_from(item, s) for s in item.metadata.sources))
+    def _content_changed(self, item: search_pb2.Item, source: str) -> bool:
+        """This run found other content at the source than the item holds."""
+        current = self._hash_by_uri.get(source)
+        return current is not None and current != item.metadata.content_hash
 
     def _prune_scopes(self, paths: list[PathLike]) -> Iterator[tuple[str, search_pb2.Filter]]:
+        collections = [self._collection]
         for given in paths:
             path = absolute(given)
             if path.is_dir() or not path.exists():
                 scope = dir_uri(path)
-                yield scope, search_pb2.Filter(source_dir=scope)
+                yield scope, search_pb2.Filter(source_dir=scope, collections=collections)
             if not path.is_dir():
                 scope = path_to_uri(path)
-                yield scope, search_pb2.Filter(sources=[scope])
+                yield scope, search_pb2.Filter(sources=[scope], collections=collections)
 
-    def _is_stale(self, item: search_pb2.Item, source: str) -> bool:
-        """The source's file is gone, or this run found different content there."""
-        if not _is_file(source):
-            return True
-        current = self._hash_by_uri.get(source)
-        return current is not None and current != item.metadata.content_hash
 
-    def _fetch(self, item_ids: list[str]) -> list[search_pb2.Item]:
-        items: list[search_pb2.Item] = []
-        for start in range(0, len(item_ids), _GET_LIMIT):
-            response = self._transport.get(
-                search_pb2.GetRequest(ids=item_ids[start:start + _GET_LIMIT], with_vectors=True))
-            items.extend(response.items)
-        return items
+def _chunks(values: list[str], size: int) -> list[list[str]]:
+    return [values[start:start + size] for start in range(0, len(values), size)]
+
+
+def _removal_batches(changed: dict[str, tuple[frozenset[str], set[str]]],
+                     limit: int) -> Iterator[tuple[list[str], list[str]]]:
+    """Groups (item id -> its sources, those to remove) into Delete calls of ids and sources.
+
+    A call removes every one of its sources from every one of its items, so an item joins a call only
+    when it keeps none of the call's sources and no other item of the call keeps one it loses.
+    """
+    ids: list[str] = []
+    sources: set[str] = set()
+    kept: set[str] = set()
+    for item_id, (listed, remove) in changed.items():
+        keeps = listed - remove
+        if ids and (remove & kept or keeps & sources or len(ids) == limit or len(sources | remove) > limit):
+            yield ids, sorted(sources)
+            ids, sources, kept = [], set(), set()
+        if len(remove) > limit:  # one item losing more sources than a call takes: calls of its own
+            for chunk in _chunks(sorted(remove), limit):
+                yield [item_id], chunk
+            continue
+        ids.append(item_id)
+        sources |= remove
+        kept |= keeps
+    if ids:
+        yield ids, sorted(sources)
 
 
 def _cpus() -> int:

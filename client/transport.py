@@ -66,15 +66,78 @@ def split_host_port(address: str) -> tuple[str, str]:
     return host, port
 
 
+_TARGET_SCHEMES = ("dns", "ipv4", "ipv6", "unix")
+
+
+def is_explicit_target(address: str) -> bool:
+    """A gRPC target naming its resolver ("dns:///host:port", "ipv4:10.0.0.1:50051,10.0.0.2:50051",
+    "unix:/run/embedder.sock"), used as given, rather than HOST:PORT ("dns:50051" is the host "dns")."""
+    scheme, sep, rest = address.strip().partition(":")
+    return bool(sep) and scheme in _TARGET_SCHEMES and not rest.isdigit()
+
+
+def check_target(target: str) -> str:
+    """An explicit gRPC target, unchanged; ValueError says what is malformed."""
+    target = target.strip()
+    scheme, _, rest = target.partition(":")
+    forms = {"dns": "dns:[//AUTHORITY/]HOST:PORT", "ipv4": "ipv4:IP:PORT[,IP:PORT…]",
+             "ipv6": "ipv6:[IP]:PORT[,[IP]:PORT…]", "unix": "unix:PATH or unix:///ABSOLUTE/PATH"}
+    problem = ValueError(f"bad target {target!r}: expected {forms.get(scheme, 'HOST:PORT')}")
+    if scheme == "unix":
+        if not rest.strip("/"):
+            raise problem
+        return target
+    try:
+        if scheme == "dns":
+            name = rest
+            if rest.startswith("//"):
+                _, slash, name = rest[2:].partition("/")
+                if not slash:
+                    raise problem
+            split_host_port(name)
+            return target
+        version = 4 if scheme == "ipv4" else 6
+        for entry in rest.split(","):
+            host, _ = split_host_port(entry)
+            if ipaddress.ip_address(host).version != version or entry.strip() != entry:
+                raise problem
+    except ValueError:
+        raise problem from None
+    return target
+
+
+def check_addresses(addresses: Sequence[str]) -> None:
+    """Rejects a malformed HOST:PORT or target, or an explicit target listed beside other addresses."""
+    explicit = [a for a in addresses if is_explicit_target(a)]
+    if explicit and len(addresses) > 1:
+        raise ValueError(f"the gRPC target {explicit[0]!r} must be the only address: list the replicas inside "
+                         "one target (ipv4:10.0.0.1:50051,10.0.0.2:50051) or give HOST:PORT addresses")
+    for address in addresses:
+        if is_explicit_target(address):
+            check_target(address)
+        else:
+            split_host_port(address)
+
+
+def search_target(address: str) -> str:
+    """The gRPC target of the search service: an explicit target as given, else a DNS name."""
+    check_addresses([address])
+    return address if is_explicit_target(address) else f"dns:///{address}"
+
+
 def embedder_target(addresses: Sequence[str]) -> str:
     """One gRPC target that spreads calls over every replica.
 
-    One address stays a DNS name (dns:///), so a name with several A records, such as a scaled
-    docker-compose service, is balanced too. Several addresses are resolved once here into a static
-    ipv4:/ipv6: target list, which gRPC's round_robin policy spreads over and fails over between.
+    An explicit target (dns:, ipv4:, ipv6:, unix:) is used as given. One HOST:PORT address stays a DNS
+    name (dns:///), so a name with several A records, such as a scaled docker-compose service, is balanced
+    too. Several addresses are resolved once here into a static ipv4:/ipv6: target list. Either way gRPC's
+    round_robin policy spreads calls over the replicas and fails over between them.
     """
     if not addresses:
         raise ValueError("no embedder address given")
+    check_addresses(addresses)
+    if is_explicit_target(addresses[0]):
+        return addresses[0].strip()
     if len(addresses) == 1:
         host, port = split_host_port(addresses[0])
         return f"dns:///{_bracket(host)}:{port}"
@@ -165,9 +228,9 @@ class Transport:
         self.connect_timeout = connect_timeout
         if not self.embedder_addresses:
             raise ValueError("no embedder address given")
-        for address in (*self.embedder_addresses, self.search_address):
-            split_host_port(address)  # a malformed address is reported before anything connects
-        self._targets = {SEARCH: f"dns:///{self.search_address}"}
+        # A malformed address is reported before anything connects.
+        check_addresses(self.embedder_addresses)
+        self._targets = {SEARCH: search_target(self.search_address)}
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._ready: set[str] = set()

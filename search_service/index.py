@@ -250,13 +250,17 @@ end
 return created
 """
 
-# KEYS: item keys. ARGV[4..]: sources to remove. Returns {deleted, updated}.
+# KEYS: item keys. ARGV[4]: the collection field; ARGV[5]: the (encoded) collection an item must be in, or ''
+# for any; ARGV[6..]: sources to remove. The collection is checked here, not only in the query that found the
+# keys, because an upsert may have moved an item to another collection since. Returns {deleted, updated}.
 _REMOVE_SOURCES_LUA = _LUA_COMMON + r"""
+local F_COLLECTION, scope = ARGV[4], ARGV[5]
 local remove = {}
-for j = 4, #ARGV do remove[ARGV[j]] = true end
+for j = 6, #ARGV do remove[ARGV[j]] = true end
 local deleted, updated = 0, 0
 for _, key in ipairs(KEYS) do
-  if redis.call('TYPE', key)['ok'] == 'hash' then
+  if redis.call('TYPE', key)['ok'] == 'hash'
+      and (scope == '' or redis.call('HGET', key, F_COLLECTION) == scope) then
     local old = split(redis.call('HGET', key, F_SOURCES))
     local kept = {}
     for _, s in ipairs(old) do if not remove[s] then kept[#kept + 1] = s end end
@@ -459,23 +463,42 @@ class SearchIndex:
             deleted = self._client.delete(*(self._key(i) for i in ids)) if ids else 0
         return DeleteResult(deleted=int(deleted))
 
-    def delete_sources(self, sources: Sequence[str]) -> DeleteResult:
-        """Removes the sources from every item listing them; deletes items left with none."""
+    def delete_sources(self, sources: Sequence[str], *, collection: str | None = None,
+                       ids: Sequence[str] = ()) -> DeleteResult:
+        """Removes the sources from the items listing them; deletes items left with none.
+
+        Only items of `collection` and, when `ids` is not empty, only those items are changed. Each item
+        changes atomically (in a Lua script), so one that keeps a source is never lost.
+        """
         sources = _unique(sources)
+        if not sources:
+            raise InvalidArgument("sources is empty: give 1 to 1000 source URIs")
         if len(sources) > MAX_IDS:
             raise InvalidArgument(f"{len(sources)} sources; at most {MAX_IDS} per call")
         for i, source in enumerate(sources):
             _check_source(source, f"sources[{i}]")
-        query, params = _QueryBuilder().tags(S.F_SOURCES, sources).build()
+        ids = _unique(ids)
+        if len(ids) > MAX_IDS:
+            raise InvalidArgument(f"{len(ids)} ids; at most {MAX_IDS} per call")
+        for i, item_id in enumerate(ids):
+            _check_id(item_id, f"ids[{i}]")
+        scope = "" if collection is None else encode_tag(_check_collection(collection, "collection"))
+        args = [S.TAG_SEPARATOR, S.F_SOURCES, S.F_SOURCE_DIRS, S.F_COLLECTION, scope, *sources]
+        builder = _QueryBuilder().tags(S.F_SOURCES, sources)
+        if scope:
+            builder.tags(S.F_COLLECTION, [scope])
+        query, params = builder.build()
         deleted = updated = 0
         self._require_ready()
         with self._redis_errors():
+            if ids:
+                d, u = self._remove_sources_script(keys=[self._key(i) for i in ids], args=args)
+                return DeleteResult(deleted=int(d), updated=int(u))
             while True:
                 keys = self._matching_keys(query, params)
                 if not keys:
                     break
-                d, u = self._remove_sources_script(
-                    keys=keys, args=[S.TAG_SEPARATOR, S.F_SOURCES, S.F_SOURCE_DIRS, *sources])
+                d, u = self._remove_sources_script(keys=keys, args=args)
                 deleted, updated = deleted + int(d), updated + int(u)
                 if d == 0 and u == 0:
                     break  # the index still lists keys that no longer hold the sources; nothing left to do

@@ -79,17 +79,21 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
         def run() -> pb.DeleteResponse:
-            selectors = [name for name, value in (("ids", request.ids), ("sources", request.sources),
-                                                  ("collection", request.collection)) if value]
-            if len(selectors) != 1:
-                given = " and ".join(selectors) if selectors else "none"
-                raise domain.InvalidArgument(f"set exactly one of ids, sources or collection (given: {given})")
-            if request.ids:
-                result = self._index.delete_ids(list(request.ids))
-            elif request.sources:
-                result = self._index.delete_sources(list(request.sources))
+            ids, sources, collection = list(request.ids), list(request.sources), request.collection
+            if sources:
+                result = self._index.delete_sources(sources, collection=collection or None, ids=ids)
+            elif ids and collection:
+                raise domain.InvalidArgument(
+                    "ids and collection are set without sources: set ids alone to delete those items, "
+                    "collection alone to delete the collection, or add sources to remove them from those "
+                    "items of that collection")
+            elif ids:
+                result = self._index.delete_ids(ids)
+            elif collection:
+                result = self._index.delete_collection(collection)
             else:
-                result = self._index.delete_collection(request.collection)
+                raise domain.InvalidArgument("nothing to delete: set ids, sources (optionally with collection "
+                                             "and/or ids) or collection")
             return pb.DeleteResponse(deleted=result.deleted, updated=result.updated)
         return _handle(context, run)
 

@@ -125,7 +125,8 @@ class SearchServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Delete(self, request, context):
-        """Deletes items by id, removes sources, or drops a collection.
+        """Deletes items by id, removes sources (from every item, or only from the items of one collection or
+        with given ids), or drops a collection.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
