@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_DEPS := tests/node/node_modules/.package-lock.json
 
-.PHONY: venv test proto checkpoint clean
+.PHONY: venv node-deps test demo proto checkpoint clean
 
 # The project's virtual environment with every extra installed, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -14,9 +15,25 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# The Node.js packages of the polyglot test (tests/node), pinned by its package-lock.json. Where npm is
+# missing this only says so; the test itself is skipped where node is missing.
+$(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/node --ignore-scripts --no-audit --no-fund; \
+	else \
+		echo "npm not found: tests/node's packages are not installed"; \
+	fi
+
+node-deps: $(NODE_DEPS)
+
 # The whole test suite. Tests start the Redis, gRPC servers and processes they need themselves.
-test: $(STAMP)
+test: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The main job in one command: starts the stack, indexes sample photos and a generated video, then runs a
+# text search, an image search and a classification. Offline: CLIP_MODEL=checkpoints/tiny make demo
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
 
 # Regenerates the checked-in Python code from protos/ (tests/test_protos.py checks it is current).
 proto: $(STAMP)
@@ -28,4 +45,4 @@ checkpoint: $(STAMP)
 	$(BIN)/python -m embedder_service.checkpoint checkpoints/$(ARCH) --arch $(ARCH)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis tests/node/node_modules
