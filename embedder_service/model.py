@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,6 +114,11 @@ class ClipEmbedder:
         return self._info is not None
 
     @property
+    def text_batch_size(self) -> int:
+        """Most texts per forward pass; embed_texts splits longer lists."""
+        return self._text_batch_size
+
+    @property
     def info(self) -> ModelInfo:
         self._require_loaded()
         return self._info
@@ -136,6 +141,8 @@ class ClipEmbedder:
             return self._info
 
     def _load(self) -> None:
+        # Before the slow torch import, so a mistyped CLIP_MODEL path is reported at once.
+        source, local_only = self._locate()
         import torch
         from transformers import CLIPModel, CLIPTokenizer
 
@@ -143,7 +150,6 @@ class ClipEmbedder:
             torch.set_num_threads(self._threads)
         device = resolve_device(self._device_request)
         dtype = resolve_dtype(self._dtype_request, device)
-        source, local_only = self._locate()
         try:
             model = _from_pretrained(CLIPModel, source, local_only)
             tokenizer = _from_pretrained(CLIPTokenizer, source, local_only)
@@ -162,6 +168,8 @@ class ClipEmbedder:
         self._model = model
         self._tokenizer = tokenizer
         self._max_tokens = max_tokens
+        self._pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                                 else tokenizer.eos_token_id)
         self._torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
         self._torch_device = torch_device
         self._spec = spec
@@ -230,18 +238,39 @@ class ClipEmbedder:
         if not texts:
             raise ValueError("no texts to embed")
         step = self._text_batch_size
-        return np.concatenate([self._embed_text_batch(texts[i:i + step]) for i in range(0, len(texts), step)])
+        return np.concatenate([self.embed_tokens(self.tokenize(texts[i:i + step]))
+                               for i in range(0, len(texts), step)])
 
-    def _embed_text_batch(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, start and end tokens included, truncated to the token limit; no padding."""
+        self._require_loaded()
         # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
         with self._tokenizer_lock:
-            tokens = self._tokenizer(list(texts), padding=True, truncation=True, max_length=self._max_tokens,
-                                     return_tensors="pt")
-        tokens = {name: value.to(self._torch_device) for name, value in tokens.items()}
+            return self._tokenizer(list(texts), padding=False, truncation=True,
+                                   max_length=self._max_tokens)["input_ids"]
+
+    def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Token id lists (as tokenize returns) -> (N, dimension) vectors, in one forward pass.
+
+        The lists are right-padded to the longest; the attention mask hides the padding, and CLIP's causal
+        attention never lets a real token see a later one, so a text's vector does not depend on its batch.
+        """
+        import torch
+
+        self._require_loaded()
+        if not token_ids or any(len(ids) == 0 for ids in token_ids):
+            raise ValueError("expected a non-empty list of non-empty token id lists")
+        longest = max(len(ids) for ids in token_ids)
+        input_ids = torch.full((len(token_ids), longest), self._pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+        for row, ids in enumerate(token_ids):
+            input_ids[row, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, :len(ids)] = 1
+        input_ids = input_ids.to(self._torch_device)
+        attention_mask = attention_mask.to(self._torch_device)
         with self._forward_lock, torch.inference_mode():
-            features = self._model.get_text_features(**tokens).pooler_output
+            features = self._model.get_text_features(input_ids=input_ids,
+                                                     attention_mask=attention_mask).pooler_output
             return _normalized(features)
 
     def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
@@ -250,23 +279,29 @@ class ClipEmbedder:
         Each prompt is `template` with "{}" replaced by the label (the label alone if template is empty).
         The image vector is normalized first.
         """
-        import torch
+        return zero_shot(image_vector, labels, template, embed_texts=self.embed_texts, info=self.info)
 
-        vector = np.asarray(image_vector, dtype=np.float64).reshape(-1)
-        if vector.shape[0] != self.info.dimension:
-            raise ValueError(f"expected a vector of {self.info.dimension} values, got {vector.shape[0]}")
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise ValueError("the image vector must be finite and non-zero")
-        unit = (vector / norm).astype(np.float32)
-        if not labels:
-            raise ValueError("no labels to classify against")
-        prompts = [template.replace("{}", label) if template else label for label in labels]
-        text_vectors = self.embed_texts(prompts)
-        cosines = text_vectors @ unit
-        logits = torch.from_numpy(cosines * np.float32(self.info.logit_scale))
-        probabilities = logits.softmax(dim=-1).numpy()
-        return Classification(probabilities=probabilities, logits=logits.numpy(), cosines=cosines)
+
+def zero_shot(image_vector: np.ndarray, labels: Sequence[str], template: str, *,
+              embed_texts: Callable[[Sequence[str]], np.ndarray], info: ModelInfo) -> Classification:
+    """CLIP's zero-shot scores of an image vector against labels, with prompts embedded by `embed_texts`."""
+    import torch
+
+    vector = np.asarray(image_vector, dtype=np.float64).reshape(-1)
+    if vector.shape[0] != info.dimension:
+        raise ValueError(f"expected a vector of {info.dimension} values, got {vector.shape[0]}")
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise ValueError("the image vector must be finite and non-zero")
+    unit = (vector / norm).astype(np.float32)
+    if not labels:
+        raise ValueError("no labels to classify against")
+    prompts = [template.replace("{}", label) if template else label for label in labels]
+    text_vectors = embed_texts(prompts)
+    cosines = text_vectors @ unit
+    logits = torch.from_numpy(cosines * np.float32(info.logit_scale))
+    probabilities = logits.softmax(dim=-1).numpy()
+    return Classification(probabilities=probabilities, logits=logits.numpy(), cosines=cosines)
 
 
 def _normalized(features: object) -> np.ndarray:
