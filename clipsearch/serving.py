@@ -92,10 +92,13 @@ def create_server(address: str, services: Sequence[ServiceBinding],
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [binding.name for binding in services]
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    if options.credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, options.credentials)
+    try:
+        if options.credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, options.credentials)
+    except RuntimeError:  # grpcio raises this, rather than returning 0, when it cannot bind
+        port = 0
     if port == 0:
         raise OSError(f"cannot listen on {address}: address in use or not available")
     grpc_server = GrpcServer(server, port, health_servicer, names)
