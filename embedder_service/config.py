@@ -18,8 +18,29 @@
 | EMBEDDER_MAX_MESSAGE_BYTES   | 67108864                       | largest request/response message                    |
 | EMBEDDER_FAST_RESIZE         | false                          | faster, slightly inexact resizing of large images   |
 | EMBEDDER_WORKERS             | 16                             | gRPC worker threads (concurrent calls)              |
+| EMBEDDER_DYNAMIC_BATCHING    | true                           | merge concurrent requests into shared forward       |
+|                              |                                | passes; false = one request per pass, in turn       |
+| EMBEDDER_BATCH_MAX_SIZE      | 32                             | most images or texts merged into one forward pass   |
+|                              |                                | (also capped by EMBEDDER_MAX_BATCH/_MAX_TEXTS); a   |
+|                              |                                | larger request runs alone                           |
+| EMBEDDER_BATCH_MAX_WAIT_MS   | 5                              | longest wait, once a request is queued and the      |
+|                              |                                | model free, for more requests to join its pass      |
+| EMBEDDER_METRICS_PORT        | (unset)                        | Prometheus /metrics HTTP port on EMBEDDER_HOST;     |
+|                              |                                | unset or 0 = no metrics endpoint                    |
+| OMP_WAIT_POLICY              | PASSIVE                        | OpenMP's own: PASSIVE threads sleep between torch   |
+|                              |                                | operations instead of spinning (ACTIVE), leaving    |
+|                              |                                | the cores to request threads and the batcher        |
 | EMBEDDER_GRACE_SECONDS       | 10                             | on SIGTERM, how long in-flight calls may finish     |
 | EMBEDDER_LOG_LEVEL           | info                           | debug, info, warning or error                       |
+| CLIPSEARCH_AUTH_TOKEN        | (unset)                        | shared token every call must carry as metadata      |
+|                              |                                | "authorization: Bearer <token>" (health checks and  |
+|                              |                                | reflection exempt); unset = no authentication       |
+| CLIPSEARCH_AUTH_TOKEN_FILE   | (unset)                        | a file holding that token, instead of the variable  |
+| EMBEDDER_TLS_CERT            | (unset)                        | PEM certificate chain; with EMBEDDER_TLS_KEY the    |
+|                              |                                | server speaks TLS, without both plaintext           |
+| EMBEDDER_TLS_KEY             | (unset)                        | PEM private key of that certificate (unencrypted)   |
+| EMBEDDER_TLS_CLIENT_CA       | (unset)                        | PEM CA certificate(s): when set, clients must show  |
+|                              |                                | a certificate it signed (mutual TLS)                |
 """
 from __future__ import annotations
 
@@ -30,7 +51,9 @@ from dataclasses import dataclass, field
 
 from clipsearch.envconfig import (ConfigError, env_bool, env_choice, env_float, env_int, env_str,
                                   environ)
+from clipsearch.auth import token_from_env
 from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
+from clipsearch.tls import ServerTls
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 DEFAULT_PORT = 50051
@@ -70,8 +93,14 @@ class EmbedderConfig:
     limits: Limits = field(default_factory=Limits)
     fast_resize: bool = False
     workers: int = 16
+    dynamic_batching: bool = True
+    batch_max_size: int = 32
+    batch_max_wait_ms: float = 5.0
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     log_level: str = "info"
+    auth_token: str | None = field(default=None, repr=False)  # None: authentication off
+    tls: ServerTls | None = None  # None: plaintext
 
     @property
     def address(self) -> str:
@@ -96,6 +125,9 @@ class EmbedderConfig:
         if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
             raise ConfigError(f"EMBEDDER_DEVICE={device!r} is not one of: auto, cpu, cuda, cuda:N")
         grace = env_float(env, "EMBEDDER_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, minimum=0.0)
+        max_wait_ms = env_float(env, "EMBEDDER_BATCH_MAX_WAIT_MS", 5.0, minimum=0.0)
+        if not math.isfinite(max_wait_ms) or max_wait_ms > 60_000:
+            raise ConfigError(f"EMBEDDER_BATCH_MAX_WAIT_MS={max_wait_ms} must be between 0 and 60000")
         if not math.isfinite(grace):
             raise ConfigError(f"EMBEDDER_GRACE_SECONDS={grace} is not a finite number of seconds")
         return cls(
@@ -108,6 +140,12 @@ class EmbedderConfig:
             limits=limits,
             fast_resize=env_bool(env, "EMBEDDER_FAST_RESIZE", False),
             workers=env_int(env, "EMBEDDER_WORKERS", 16, minimum=1, maximum=1024),
+            dynamic_batching=env_bool(env, "EMBEDDER_DYNAMIC_BATCHING", True),
+            batch_max_size=env_int(env, "EMBEDDER_BATCH_MAX_SIZE", 32, minimum=1),
+            batch_max_wait_ms=max_wait_ms,
+            metrics_port=env_int(env, "EMBEDDER_METRICS_PORT", 0, minimum=0, maximum=65535) or None,
             grace_seconds=grace,
             log_level=env_choice(env, "EMBEDDER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+            auth_token=token_from_env(env),
+            tls=ServerTls.from_env(env, "EMBEDDER"),
         )

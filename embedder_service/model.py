@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,18 @@ class Classification:
     probabilities: np.ndarray
     logits: np.ndarray
     cosines: np.ndarray
+
+
+def prefer_sleeping_openmp_threads() -> bool:
+    """Sets OMP_WAIT_POLICY=PASSIVE unless the environment sets it; must run before torch is imported.
+
+    By default OpenMP threads spin between operations. On a busy CPU the spinning threads take the cores
+    that request threads (decoding images, merging batches) and the model's other OpenMP threads need:
+    with dynamic batching on two busy cores, forward passes ran many times slower. Sleeping costs
+    microseconds per operation. Returns False when torch was already imported (the setting is then too late).
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return "torch" not in sys.modules
 
 
 def cpu_supports_bf16() -> bool:

@@ -11,6 +11,7 @@ import numpy as np
 
 from clipsearch.v1 import embedder_pb2 as pb
 from clipsearch.v1 import embedder_pb2_grpc
+from embedder_service.batching import BatcherClosed, BatchingEmbedder
 from embedder_service.config import Limits
 from embedder_service.model import ClipEmbedder
 from embedder_service.preprocess import (DecodedImage, ImageTooLarge, InvalidImage, Preprocessor,
@@ -42,6 +43,8 @@ def _rpc(method: Callable[..., Response]) -> Callable[..., Response]:
         except Rejected as rejected:
             log.debug("%s rejected: %s", method.__name__, rejected.message)
             context.abort(rejected.code, rejected.message)
+        except BatcherClosed as closed:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"{method.__name__}: {closed}; retry on another replica")
         except Exception as error:
             log.exception("%s failed", method.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {type(error).__name__}: {error}")
@@ -62,7 +65,8 @@ def _image_status(error: InvalidImage) -> grpc.StatusCode:
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Implements every RPC of clipsearch.v1.Embedder as embedder.proto documents it."""
 
-    def __init__(self, embedder: ClipEmbedder, limits: Limits, *, fast_resize: bool = False) -> None:
+    def __init__(self, embedder: ClipEmbedder | BatchingEmbedder, limits: Limits, *,
+                 fast_resize: bool = False) -> None:
         self._embedder = embedder
         self._limits = limits
         self._preprocess = Preprocessor(embedder.preprocess_spec, fast=fast_resize)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_str, environ
+from clipsearch.auth import token_from_env
 from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
+from clipsearch.tls import ServerTls
 from search_service.redis_server import APPENDFSYNC_POLICIES
 from search_service.schema import ALGORITHMS, Algorithm
 
@@ -43,6 +45,17 @@ class SearchConfig:
     | SEARCH_MAX_MESSAGE_BYTES       | 67108864 (64 MiB)  | Largest gRPC request or response.                         |
     | SEARCH_GRACE_SECONDS           | 10                 | How long in-flight calls may finish on SIGTERM.           |
     | SEARCH_LOG_LEVEL               | INFO               | DEBUG, INFO, WARNING or ERROR.                            |
+    | SEARCH_METRICS_PORT            | (unset)            | Prometheus /metrics HTTP port on SEARCH_HOST. Unset or 0: |
+    |                                |                    | no metrics endpoint.                                      |
+    | CLIPSEARCH_AUTH_TOKEN          | (unset)            | Shared token every call must carry as the metadata        |
+    |                                |                    | "authorization: Bearer <token>" (health checks and        |
+    |                                |                    | reflection exempt). Unset: no authentication.             |
+    | CLIPSEARCH_AUTH_TOKEN_FILE     | (unset)            | A file holding that token, instead of the variable.       |
+    | SEARCH_TLS_CERT                | (unset)            | PEM certificate chain. With SEARCH_TLS_KEY the server     |
+    |                                |                    | speaks TLS; without both, plaintext.                      |
+    | SEARCH_TLS_KEY                 | (unset)            | PEM private key of that certificate (unencrypted).        |
+    | SEARCH_TLS_CLIENT_CA           | (unset)            | PEM CA certificate(s): when set, clients must show a      |
+    |                                |                    | certificate it signed (mutual TLS).                       |
 
     An index that already exists is used as it is; its dimension and algorithm must match SEARCH_DIM and
     SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change). The
@@ -67,6 +80,9 @@ class SearchConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     log_level: str = "INFO"
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
+    auth_token: str | None = field(default=None, repr=False)  # None: authentication off
+    tls: ServerTls | None = None  # None: plaintext
 
     @property
     def address(self) -> str:
@@ -105,6 +121,9 @@ class SearchConfig:
                                       minimum=1024 * 1024),
             grace_seconds=env_float(env, "SEARCH_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, minimum=0.0),
             log_level=env_choice(env, "SEARCH_LOG_LEVEL", "info", LOG_LEVELS).upper(),
+            metrics_port=env_int(env, "SEARCH_METRICS_PORT", 0, minimum=0, maximum=65535) or None,
+            auth_token=token_from_env(env),
+            tls=ServerTls.from_env(env, "SEARCH"),
         )
 
 

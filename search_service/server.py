@@ -7,10 +7,13 @@ import threading
 from collections.abc import Callable
 
 import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from clipsearch.auth import auth_interceptors
 from clipsearch.envconfig import ConfigError
+from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, start_metrics_endpoint
 from clipsearch.serving import (
     DEFAULT_GRACE_SECONDS,
     GrpcServer,
@@ -21,6 +24,7 @@ from clipsearch.serving import (
     fail,
     run_until_signalled,
 )
+from clipsearch.tls import optional_server_credentials, security_summary
 from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig, redact_url
 from search_service.index import IndexMismatch, SearchIndex, Unavailable
@@ -82,13 +86,23 @@ class RedisWatcher:
 
 
 class SearchServer(GrpcServer):
-    """The gRPC server plus the watcher that keeps its health in step with Redis."""
+    """The gRPC server plus the watcher that keeps its health (and the search_redis_up gauge) in step with
+    Redis, and the metrics endpoint, if any."""
 
-    def __init__(self, base: GrpcServer, index: SearchIndex, health_interval: float) -> None:
+    def __init__(self, base: GrpcServer, index: SearchIndex, health_interval: float, *,
+                 registry: CollectorRegistry | None = None, metrics: MetricsEndpoint | None = None) -> None:
         super().__init__(base.server, base.port, base.health, base.service_names)
         self.index = index
-        self._watcher = RedisWatcher(index, self.set_serving, health_interval)
+        self.registry = CollectorRegistry() if registry is None else registry
+        self.metrics = metrics
+        self._redis_up = Gauge("search_redis_up", "1 while Redis answers and the index is ready (health SERVING), "
+                               "else 0.", registry=self.registry)
+        self._watcher = RedisWatcher(index, self._report_health, health_interval)
         self._stopped = False
+
+    def _report_health(self, ready: bool) -> None:
+        self.set_serving(ready)
+        self._redis_up.set(1 if ready else 0)
 
     def start(self) -> None:
         super().start()
@@ -102,6 +116,8 @@ class SearchServer(GrpcServer):
         self._watcher.stop()
         super().stop(grace)
         self.index.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -124,21 +140,37 @@ def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> 
     return SearchIndex(client, schema, redis_label=redis_label, query_timeout_ms=config.query_timeout_ms)
 
 
-def build_server(config: SearchConfig, index: SearchIndex | None = None) -> SearchServer:
+def build_server(config: SearchConfig, index: SearchIndex | None = None, *,
+                 registry: CollectorRegistry | None = None) -> SearchServer:
     """The search server on config.address, not yet started; health turns SERVING once Redis answers and
-    the index is verified. Without `index`, it connects to config.redis_url."""
+    the index is verified. Without `index`, it connects to config.redis_url. Metrics go to `registry` (a
+    new one by default), served over HTTP when config.metrics_port is set."""
     if index is None:
         if config.redis_url is None:
             raise ConfigError("REDIS_URL is not set and no index was given")
         index = build_index(config, connect(config.redis_url, config.redis_timeout_seconds),
                             redact_url(config.redis_url))
     servicer = SearchServicer(index)
+    registry = CollectorRegistry() if registry is None else registry
+    upserted = Counter("search_items_upserted", "Items written by Upsert calls (created or replaced).",
+                       registry=registry)
+    call_metrics = GrpcMetrics(registry, on_response={
+        f"/{SERVICE_NAME}/Upsert": lambda _request, response: upserted.inc(response.upserted)})
     base = create_server(
         config.address,
         [ServiceBinding(SERVICE_NAME, functools.partial(search_pb2_grpc.add_SearchServicer_to_server, servicer))],
-        ServerOptions(max_message_bytes=config.max_message_bytes),
+        ServerOptions(max_message_bytes=config.max_message_bytes,
+                      interceptors=(call_metrics, *auth_interceptors(config.auth_token)),
+                      credentials=optional_server_credentials(config.tls)),
     )
-    return SearchServer(base, index, config.health_interval_seconds)
+    metrics = None
+    if config.metrics_port is not None:
+        try:
+            metrics = start_metrics_endpoint(config.host, config.metrics_port, registry)
+        except OSError:
+            base.stop(0)
+            raise
+    return SearchServer(base, index, config.health_interval_seconds, registry=registry, metrics=metrics)
 
 
 def main() -> None:
@@ -169,8 +201,11 @@ def main() -> None:
         fail(f"search service: {e}")
         return
     server.start()
-    log.info("search service listening on %s:%d (index %r, dimension %d, %s)", config.host, server.port,
-             config.index_name, config.dimension, config.algorithm.upper())
+    log.info("search service listening on %s:%d (index %r, dimension %d, %s; %s)", config.host, server.port,
+             config.index_name, config.dimension, config.algorithm.upper(),
+             security_summary(config.tls, config.auth_token))
+    if server.metrics is not None:
+        log.info("metrics on %s", server.metrics.url)
 
     def on_stop() -> None:
         if local is not None:

@@ -295,10 +295,10 @@ def test_a_message_over_the_size_limit_is_refused(limited_stub: embedder_pb2_grp
 class _FailingEmbedder(ClipEmbedder):
     """The tiny model, except that embedding the text "fail" raises, as a bug would."""
 
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
         if "fail" in texts:
             raise RuntimeError("simulated bug")
-        return super().embed_texts(texts)
+        return super().tokenize(texts)
 
 
 @pytest.fixture(scope="module")
