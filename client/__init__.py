@@ -1,4 +1,10 @@
 """The clipsearch client: index images and videos, search by text or image, classify, via the services."""
+import os
+
+# gRPC documents ERROR as its default log level, yet with GRPC_VERBOSITY unset its core also prints INFO
+# lines (each failed TLS handshake) on stderr, around the CLI's one-line messages. Read when grpc loads.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 from .api import Client, SearchFilter
 from .config import ClientConfig
 from .errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable

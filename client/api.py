@@ -10,6 +10,7 @@ from types import TracebackType
 import grpc
 import numpy as np
 
+from clipsearch.envconfig import ConfigError
 from clipsearch.v1 import embedder_pb2, search_pb2
 
 from . import ids as idmod
@@ -60,6 +61,7 @@ class SearchFilter:
 class Client:
     """Talks to one or more embedder replicas (round-robin) and one search service.
 
+    Addresses, deadlines, TLS and the token come from `config` (default: ClientConfig.from_env()).
     Use as a context manager, or call close(): it closes the channels.
     """
 
@@ -77,7 +79,10 @@ class Client:
             self._transport = Transport(
                 embedder_addresses or config.embedder_addresses, search or config.search_address,
                 timeout=timeout if timeout is not None else config.timeout,
-                connect_timeout=connect_timeout if connect_timeout is not None else config.connect_timeout)
+                connect_timeout=connect_timeout if connect_timeout is not None else config.connect_timeout,
+                security=config.security)
+        except ConfigError:
+            raise  # a TLS or token setting: its message names the setting
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         self._model: embedder_pb2.ModelInfo | None = None

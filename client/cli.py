@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from clipsearch.envconfig import ConfigError
@@ -15,6 +17,7 @@ from .api import Client, SearchFilter
 from .config import ClientConfig, split_addresses
 from .errors import ClientError
 from .ingest import IngestOptions
+from .security import token_from_file
 from .uris import display_path
 
 EXIT_ERROR = 1
@@ -55,6 +58,20 @@ def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
     group.add_argument("--connect-timeout", type=_positive_float, metavar="SECONDS",
                        help="how long to wait for a service to accept a connection "
                             "(default: $CLIPSEARCH_CONNECT_TIMEOUT or 10)")
+    security = parser.add_argument_group(
+        "security", "TLS and the shared token; the token itself is read only from $CLIPSEARCH_AUTH_TOKEN or a "
+                    "file, never from the command line, where other users could see it")
+    security.add_argument("--tls-ca", type=Path, metavar="FILE",
+                          help="PEM CA that signed the services' certificates; turns TLS on "
+                               "(default: $CLIPSEARCH_TLS_CA; plaintext when unset)")
+    security.add_argument("--tls-cert", type=Path, metavar="FILE",
+                          help="PEM client certificate, for services that require one (mutual TLS) "
+                               "(default: $CLIPSEARCH_TLS_CERT)")
+    security.add_argument("--tls-key", type=Path, metavar="FILE",
+                          help="the client certificate's unencrypted PEM key (default: $CLIPSEARCH_TLS_KEY)")
+    security.add_argument("--token-file", type=Path, metavar="FILE",
+                          help="file holding the services' shared token (default: $CLIPSEARCH_AUTH_TOKEN, "
+                               "or the file $CLIPSEARCH_AUTH_TOKEN_FILE)")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
@@ -144,6 +161,12 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
 
 def _client(args: argparse.Namespace) -> Client:
     config = ClientConfig.from_env()
+    # The options override their variables one by one.
+    overrides = {name: value for name, value in (("tls_ca", args.tls_ca), ("tls_cert", args.tls_cert),
+                                                 ("tls_key", args.tls_key)) if value is not None}
+    if args.token_file is not None:
+        overrides["token"] = token_from_file(args.token_file)
+    config = dataclasses.replace(config, **overrides)
     embedder = [a for value in (getattr(args, "embedder", None) or []) for a in split_addresses(value)]
     return Client(embedder or None, args.search, timeout=args.timeout, connect_timeout=args.connect_timeout,
                   config=config)

@@ -11,14 +11,14 @@ class ClientError(Exception):
 class ServiceUnavailable(ClientError):
     """A service cannot be reached (not running, wrong address, or stopped responding)."""
 
-    def __init__(self, service: str, address: str, detail: str = "") -> None:
+    def __init__(self, service: str, address: str, detail: str = "", *, hint: str | None = None) -> None:
         self.service = service
         self.address = address
-        hint = "start the services with `clipsearch serve`"
-        env = "EMBEDDER_ADDR" if service == "embedder" else "SEARCH_ADDR"
         reason = f" ({detail})" if detail else ""
-        super().__init__(f"cannot reach the {service} service at {address}{reason}; "
-                         f"{hint}, or point {env} (or --{service}) at a running one")
+        if hint is None:
+            env = "EMBEDDER_ADDR" if service == "embedder" else "SEARCH_ADDR"
+            hint = f"start the services with `clipsearch serve`, or point {env} (or --{service}) at a running one"
+        super().__init__(f"cannot reach the {service} service at {address}{reason}; {hint}")
 
 
 class ServiceError(ClientError):

@@ -29,6 +29,7 @@ _MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)fps$")
 # A batch refused with these codes is split in halves until the item at fault is found.
 _SPLITTABLE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
 _GET_LIMIT = 1000  # ids (or sources) per Get and Delete call: the search service's limit
+_FIRST_BATCH = 4  # images in a run's first EmbedImages call; later calls double up to batch_images
 
 
 def marker_tag(frames: int, fps: float) -> str:
@@ -51,7 +52,7 @@ class IngestOptions:
     inflight: int = 0
     # Image files up to this size are sent encoded; larger ones are decoded and shrunk here.
     encoded_max_bytes: int = 1 << 20
-    # Threads decoding and shrinking large images; 0 means one per CPU, at most 4.
+    # Threads decoding and shrinking large images; 0 means one per CPU but one, at least 1 and at most 4.
     prepare_workers: int = 0
     max_file_bytes: int = 512 << 20
     # Files hashed and looked up in the search service per Get call.
@@ -169,13 +170,19 @@ Entry = TypeVar("Entry")
 
 
 class Batcher(Generic[Entry]):
-    """Groups entries into batches of at most max_count entries and max_bytes bytes, in order."""
+    """Groups entries into batches of at most max_count entries and max_bytes bytes, in order.
 
-    def __init__(self, max_count: int, max_bytes: int) -> None:
-        if max_count < 1 or max_bytes < 1:
+    With first_count, the first batch closes at that many entries and each later one may hold twice as
+    many as the one before, up to max_count: the embedder starts on a small batch instead of idling until
+    a whole one is decoded, and then gets batches large enough to run efficiently.
+    """
+
+    def __init__(self, max_count: int, max_bytes: int, first_count: int | None = None) -> None:
+        if max_count < 1 or max_bytes < 1 or (first_count is not None and first_count < 1):
             raise ValueError("batch limits must be positive")
         self.max_count = max_count
         self.max_bytes = max_bytes
+        self._count_limit = max_count if first_count is None else min(first_count, max_count)
         self._entries: list[Entry] = []
         self._bytes = 0
 
@@ -187,7 +194,7 @@ class Batcher(Generic[Entry]):
         if nbytes > self.max_bytes:
             raise ValueError(f"{nbytes} bytes is more than a batch holds ({self.max_bytes})")
         full = None
-        if self._entries and (len(self._entries) >= self.max_count or self._bytes + nbytes > self.max_bytes):
+        if self._entries and (len(self._entries) >= self._count_limit or self._bytes + nbytes > self.max_bytes):
             full = self.flush()
         self._entries.append(entry)
         self._bytes += nbytes
@@ -196,6 +203,8 @@ class Batcher(Generic[Entry]):
     def flush(self) -> list[Entry]:
         """The entries batched so far (possibly none), leaving the batcher empty."""
         entries, self._entries, self._bytes = self._entries, [], 0
+        if entries:
+            self._count_limit = min(self.max_count, 2 * self._count_limit)
         return entries
 
 
@@ -242,7 +251,7 @@ class _Pipeline:
         self._transport = transport
         self._tally = tally
         self._options = options
-        self._batcher: Batcher[_Pending] = Batcher(max_images, max_bytes)
+        self._batcher: Batcher[_Pending] = Batcher(max_images, max_bytes, first_count=_FIRST_BATCH)
         self._slots = threading.BoundedSemaphore(inflight)
         self._pool = ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="embed")
         self._writes: queue.Queue[object] = queue.Queue(maxsize=2 * inflight + 2)
@@ -486,7 +495,7 @@ class Ingest:
         max_images, max_bytes, inflight = self._budget()
         self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images, max_bytes,
                                    inflight)
-        self._prepare_pool = ThreadPoolExecutor(max_workers=self._options.prepare_workers or _cpus(),
+        self._prepare_pool = ThreadPoolExecutor(max_workers=self._options.prepare_workers or decode_workers(),
                                                 thread_name_prefix="prepare")
         try:
             self._produce(inputs)
@@ -811,9 +820,12 @@ def _removal_batches(changed: dict[str, tuple[frozenset[str], set[str]]],
         yield ids, sorted(sources)
 
 
-def _cpus() -> int:
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1))
+def decode_workers() -> int:
+    """Default decode threads: a core is left to the gRPC threads and, when it runs on this machine, the
+    model, whose threads stall whenever one of them loses its core; decoding a frame costs a small
+    fraction of embedding it, so fewer threads still keep ahead of the model."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cpus - 1))
 
 
 def _is_file(uri: str) -> bool:

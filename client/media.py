@@ -170,6 +170,12 @@ def read_file(path: PathLike, max_bytes: int) -> bytes:
     return data
 
 
+# Pillow's resize reduces by an integer factor (a box filter) while the image stays at least this many
+# times the target size, then resamples bicubically: about 3x less work than bicubic from 1080p.
+REDUCING_GAP = 2.0
+_TURNING_ORIENTATIONS = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
+
+
 @dataclass(frozen=True)
 class ImageLimits:
     """What the embedder accepts, and when the client shrinks an image itself."""
@@ -201,7 +207,13 @@ def shrunk_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 
 
 def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
-    """Small files are sent encoded; large ones are decoded, oriented and shrunk here, sent as raw RGB."""
+    """Small files are sent encoded; large ones are decoded, oriented and shrunk here, sent as raw RGB.
+
+    Shrinking takes Pillow's cheap paths: a JPEG is decoded at a reduced DCT scale (draft) that is still
+    at least the target size, and the resize first reduces by an integer factor with a box filter while
+    the image stays at least REDUCING_GAP times the target. The embedder's vectors of such an image stay
+    within a cosine of 0.999 of those of the full-size image (tests/test_client_media.py).
+    """
     if len(data) <= limits.encoded_max_bytes:
         return PreparedImage(embedder_pb2.Image(encoded=data))
     try:
@@ -216,16 +228,18 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
                 scale = target / min(width, height)
                 im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
             orientation = im.getexif().get(0x0112, 1)
-            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            # exif_transpose and convert each copy the whole decoded image, even when they change nothing.
+            upright = ImageOps.exif_transpose(im) if orientation in _TURNING_ORIENTATIONS else im
+            rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
+            w, h = shrunk_size(rgb.width, rgb.height, limits.image_size)
+            if (w, h) != rgb.size:
+                rgb = rgb.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+            raw = embedder_pb2.RawImage(rgb=rgb.tobytes(), width=w, height=h)
     except MediaError:
         raise
     except Exception as exc:  # Pillow raises many types for hostile or corrupt files
         raise MediaError(f"cannot decode image: {exc}") from None
     full_w, full_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-    w, h = shrunk_size(rgb.width, rgb.height, limits.image_size)
-    if (w, h) != rgb.size:
-        rgb = rgb.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    raw = embedder_pb2.RawImage(rgb=rgb.tobytes(), width=w, height=h)
     return PreparedImage(embedder_pb2.Image(raw=raw), full_w, full_h)
 
 

@@ -20,6 +20,13 @@ from typing import IO, TYPE_CHECKING, TextIO
 
 import grpc
 
+from clipsearch.auth import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE
+from clipsearch.envconfig import ConfigError
+from clipsearch.tls import ServerTls
+
+from .security import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE, SERVER_NAME_VARIABLE, ChannelSecurity
+from .transport import split_host_port
+
 if TYPE_CHECKING:
     from clipsearch.v1.embedder_pb2 import ModelInfo
 
@@ -51,9 +58,7 @@ REQUIRED_MODULES = (
     ("search_service", "search"),
 )
 
-# A service with these set would speak TLS, which serve's own loopback checks do not.
-TLS_VARIABLES = tuple(f"{prefix}_TLS_{name}" for prefix in ("EMBEDDER", "SEARCH")
-                      for name in ("CERT", "KEY", "CLIENT_CA"))
+SERVICE_PREFIXES = ("EMBEDDER", "SEARCH")
 
 # Runs in each child before it becomes the service: asks Linux to send SIGTERM to the child when serve
 # dies, even by SIGKILL, so no service outlives its supervisor; then replaces itself with the service.
@@ -101,8 +106,13 @@ class ServeConfig:
     dtype: str | None
     start_timeout: float
     env: Mapping[str, str]
-    # CLIPSEARCH_AUTH_TOKEN: the services require it on every call but health checks.
-    token: str | None = None
+    # How serve's own calls reach the services: their token and, when they use TLS, the client side of it.
+    security: ChannelSecurity = ChannelSecurity()
+
+    @property
+    def token(self) -> str | None:
+        """CLIPSEARCH_AUTH_TOKEN[_FILE]: the services require it on every call but health checks."""
+        return self.security.token
 
     @property
     def probe_host(self) -> str:
@@ -119,7 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds serve's options to its subcommand parser."""
     parser.description = (
         "Start the embedded default: a local Redis with RediSearch (unless REDIS_URL is set), the CLIP "
-        "embedder and the search service, as supervised child processes. Ctrl-C stops them all.")
+        "embedder and the search service, as supervised child processes. Ctrl-C stops them all. The "
+        "services read their settings from the environment, TLS (EMBEDDER_TLS_*, SEARCH_TLS_*) and the shared "
+        "token (CLIPSEARCH_AUTH_TOKEN[_FILE]) included; with TLS, serve checks them with CLIPSEARCH_TLS_CA "
+        "(and CLIPSEARCH_TLS_CERT/_KEY where they require client certificates), as a client would.")
     parser.add_argument("--model", metavar="ID_OR_DIR",
                         help="CLIP model: a Hugging Face id or a local checkpoint directory "
                              "(sets CLIP_MODEL; default: $CLIP_MODEL or openai/clip-vit-base-patch16)")
@@ -246,15 +259,8 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
     except OSError as error:
         raise ServeError(f"--host {args.host} is not an address this machine can listen on: "
                          f"{error.strerror or error}", EXIT_USAGE) from None
-    tls = [name for name in TLS_VARIABLES if env.get(name, "").strip()]
-    if tls:
-        raise ServeError(f"clipsearch serve runs the services without TLS, on {args.host}; unset "
-                         f"{', '.join(tls)}, or start the services themselves (python -m embedder_service, "
-                         "python -m search_service)", EXIT_USAGE)
-    from clipsearch.auth import token_from_env
-    from clipsearch.envconfig import ConfigError
     try:
-        token = token_from_env(env)
+        security = serve_security(env)
     except ConfigError as error:
         raise ServeError(str(error), EXIT_USAGE) from None
     external_redis = env.get("REDIS_URL", "").strip()
@@ -281,8 +287,37 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         dtype=args.dtype,
         start_timeout=args.start_timeout,
         env=dict(env),
-        token=token,
+        security=security,
     )
+
+
+def serve_security(env: Mapping[str, str]) -> ChannelSecurity:
+    """How serve calls its children, which read the same environment: a client like any other, with
+    CLIPSEARCH_TLS_CA (and CLIPSEARCH_TLS_CERT/_KEY when they require client certificates) where they use TLS.
+    Raises ServeError or ConfigError with a one-line message naming what to set."""
+    servers = {prefix: ServerTls.from_env(env, prefix) for prefix in SERVICE_PREFIXES}
+    security = ChannelSecurity.from_env(env)
+    with_tls = [prefix for prefix, tls in servers.items() if tls is not None]
+    if len(with_tls) == 1:
+        (on,) = with_tls
+        (off,) = set(SERVICE_PREFIXES) - {on}
+        raise ServeError(f"{on}_TLS_CERT is set but {off}_TLS_CERT is not: under clipsearch serve both services "
+                         "use TLS or neither, as a client speaks TLS to both or to neither", EXIT_USAGE)
+    if not with_tls:
+        if security.tls:
+            raise ServeError(f"{CA_VARIABLE} is set but the services run without TLS: set EMBEDDER_TLS_CERT, "
+                             f"EMBEDDER_TLS_KEY, SEARCH_TLS_CERT and SEARCH_TLS_KEY, or unset {CA_VARIABLE}",
+                             EXIT_USAGE)
+    elif not security.tls:
+        raise ServeError(f"the services use TLS (EMBEDDER_TLS_CERT, SEARCH_TLS_CERT): set {CA_VARIABLE} to the CA "
+                         "that signed their certificates, for serve's own readiness checks as for any client",
+                         EXIT_USAGE)
+    mutual = [f"{prefix}_TLS_CLIENT_CA" for prefix, tls in servers.items() if tls is not None and tls.mutual]
+    if mutual and not security.mutual:
+        raise ServeError(f"the services require client certificates ({', '.join(mutual)}): set {CERT_VARIABLE} "
+                         f"and {KEY_VARIABLE} to one that CA signed, for serve's own calls", EXIT_USAGE)
+    security.load()  # reads the files now: a bad one is a start-up error, not a child that never gets ready
+    return security
 
 
 def redact_url(url: str) -> str:
@@ -300,11 +335,12 @@ def redact_url(url: str) -> str:
 class GrpcProbe:
     """Asks a service whether it is SERVING: grpc.health.v1 when installed, else a cheap RPC."""
 
-    def __init__(self, address: str, kind: str, token: str | None = None) -> None:
+    def __init__(self, address: str, kind: str, security: ChannelSecurity | None = None) -> None:
         self.address = address
         self.kind = kind
-        self.metadata = _call_metadata(token)
-        self.channel = grpc.insecure_channel(address, options=_PROBE_CHANNEL_OPTIONS)
+        # The channel carries the token and the TLS settings.
+        self.channels = (security or ChannelSecurity()).load()
+        self.channel = self.channels.open(address, _PROBE_CHANNEL_OPTIONS)
         self.answered = False  # the last check reached the server, whatever it said
 
     def ready(self) -> bool:
@@ -321,6 +357,16 @@ class GrpcProbe:
         self.answered = True
         return response.status == health_pb2.HealthCheckResponse.SERVING
 
+    def refusal(self) -> str | None:
+        """Why serve cannot connect to a service that listens: its TLS settings and serve's do not match."""
+        if self.answered:
+            return None
+        try:
+            host, port = split_host_port(self.address)
+        except ValueError:
+            return None
+        return self.channels.diagnose(host, int(port)) or None
+
     def problem(self) -> str | None:
         """Why a running service that is not ready never will be, if it says so: the search service
         answers FAILED_PRECONDITION while the existing index was built for another dimension."""
@@ -328,8 +374,7 @@ class GrpcProbe:
             return None
         from clipsearch.v1 import search_pb2, search_pb2_grpc
         try:
-            search_pb2_grpc.SearchStub(self.channel).Stats(
-                search_pb2.StatsRequest(), timeout=PROBE_TIMEOUT_SECONDS, metadata=self.metadata)
+            search_pb2_grpc.SearchStub(self.channel).Stats(search_pb2.StatsRequest(), timeout=PROBE_TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
                 return str(error.details())
@@ -340,12 +385,11 @@ class GrpcProbe:
             if self.kind == "embedder":
                 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
                 embedder_pb2_grpc.EmbedderStub(self.channel).GetModelInfo(
-                    embedder_pb2.GetModelInfoRequest(), timeout=PROBE_TIMEOUT_SECONDS,
-                    metadata=self.metadata)
+                    embedder_pb2.GetModelInfoRequest(), timeout=PROBE_TIMEOUT_SECONDS)
             else:
                 from clipsearch.v1 import search_pb2, search_pb2_grpc
-                search_pb2_grpc.SearchStub(self.channel).Stats(
-                    search_pb2.StatsRequest(), timeout=PROBE_TIMEOUT_SECONDS, metadata=self.metadata)
+                search_pb2_grpc.SearchStub(self.channel).Stats(search_pb2.StatsRequest(),
+                                                               timeout=PROBE_TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             self.answered = error.code() != grpc.StatusCode.UNAVAILABLE
             return False
@@ -371,6 +415,9 @@ class RedisProbe:
         except OSError:
             return False
 
+    def refusal(self) -> str | None:
+        return None
+
     def problem(self) -> str | None:
         return None
 
@@ -381,19 +428,11 @@ class RedisProbe:
 Probe = GrpcProbe | RedisProbe
 
 
-def _call_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    if token is None:
-        return ()
-    from clipsearch.auth import bearer_metadata
-    return bearer_metadata(token)
-
-
-def model_info(address: str, token: str | None = None) -> ModelInfo:
+def model_info(address: str, security: ChannelSecurity | None = None) -> ModelInfo:
     """The embedder's ModelInfo message."""
     from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
-    with grpc.insecure_channel(address, options=_PROBE_CHANNEL_OPTIONS) as channel:
-        return embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(
-            embedder_pb2.GetModelInfoRequest(), timeout=30, metadata=_call_metadata(token))
+    with (security or ChannelSecurity()).load().open(address, _PROBE_CHANNEL_OPTIONS) as channel:
+        return embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=30)
 
 
 
@@ -598,6 +637,10 @@ class Child:
                 self.serving_since = self.clock()
                 self.ever_served = True
                 return "serving"
+            refusal = None if self.ever_served else self.probe.refusal()
+            if refusal:
+                self.stop(SERVICE_GRACE_SECONDS)
+                raise ServeError(f"cannot connect to {self.name} at {self.spec.address}: {refusal}")
             problem = None if self.ever_served else self.probe.problem()
             if problem:
                 self.stop(SERVICE_GRACE_SECONDS)
@@ -673,7 +716,7 @@ def embedder_specs(config: ServeConfig) -> list[ChildSpec]:
             argv=(sys.executable, "-m", "embedder_service"),
             env=_child_env(config, {**overrides, "EMBEDDER_PORT": str(port)}),
             address=address,
-            make_probe=lambda address=address: GrpcProbe(address, "embedder", config.token),
+            make_probe=lambda address=address: GrpcProbe(address, "embedder", config.security),
         ))
     return specs
 
@@ -692,7 +735,7 @@ def search_spec(config: ServeConfig, dimension: int) -> ChildSpec:
             "SEARCH_DIM": str(dimension),
         }),
         address=address,
-        make_probe=lambda: GrpcProbe(address, "search", config.token),
+        make_probe=lambda: GrpcProbe(address, "search", config.security),
         hint=(f". Under clipsearch serve SEARCH_DIM follows the model ({dimension}): for this model, use "
               "another --data-dir, or name a new index with SEARCH_INDEX"),
     )
@@ -745,7 +788,7 @@ class Supervisor:
         self.embedders = [self._new_child(spec) for spec in embedder_specs(self.config)]
         if not self._wait_until_ready(self.children):
             return False
-        self.info = model_info(self.embedders[0].spec.address, self.config.token)
+        self.info = model_info(self.embedders[0].spec.address, self.config.security)
         self.search = self._new_child(search_spec(self.config, self.info.dimension))
         return self._wait_until_ready(self.children)
 
@@ -782,12 +825,27 @@ def banner(config: ServeConfig, info: ModelInfo) -> str:
     for address in embedders:
         lines.append(f"  embedder  {address}  ({model})")
     lines.append(f"  search    {config.search_address()}")
+    security = config.security
+    mutual = any(config.env.get(f"{prefix}_TLS_CLIENT_CA", "").strip() for prefix in SERVICE_PREFIXES)
+    transport = "plaintext" if not security.tls else ("mutual TLS" if mutual else "TLS")
+    lines.append(f"  security  {transport}, {'bearer token required' if security.token else 'no token'}")
     lines += [
         "Point the client at them (in another shell):",
         f"  export EMBEDDER_ADDR={','.join(embedders)}",
         f"  export SEARCH_ADDR={config.search_address()}",
-        "Ctrl-C stops everything.",
     ]
+    # Paths only, never the token itself.
+    paths = [(CA_VARIABLE, security.ca_file)]
+    if mutual:
+        paths += [(CERT_VARIABLE, security.cert_file), (KEY_VARIABLE, security.key_file)]
+    token_file = config.env.get(TOKEN_FILE_VARIABLE, "").strip()
+    paths.append((TOKEN_FILE_VARIABLE, Path(token_file) if token_file else None))
+    lines += [f"  export {name}={path.expanduser().resolve()}" for name, path in paths if path is not None]
+    if security.server_name:
+        lines.append(f"  export {SERVER_NAME_VARIABLE}={security.server_name}")
+    if security.token and not token_file:
+        lines.append(f"  and the same {TOKEN_VARIABLE} as here")
+    lines.append("Ctrl-C stops everything.")
     return "\n".join(lines)
 
 

@@ -11,9 +11,11 @@ from typing import Any, TypeVar
 
 import grpc
 
+from clipsearch.envconfig import ConfigError
 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
 
 from .errors import ServiceError, ServiceUnavailable
+from .security import SERVER_NAME_VARIABLE, TOKEN_SETTING, ChannelSecurity
 
 EMBEDDER = "embedder"
 SEARCH = "search"
@@ -48,6 +50,9 @@ def _channel_options(service: str) -> list[tuple[str, Any]]:
         ("grpc.per_rpc_retry_buffer_size", 128 << 20),
         ("grpc.retry_buffer_size", 512 << 20),
         ("grpc.enable_retries", 1),
+        # gRPC's reconnect backoff grows to 120 s by default: a service back after a minute's outage could
+        # wait that long for the next attempt, past the calls' deadlines, so an index run would fail.
+        ("grpc.max_reconnect_backoff_ms", int(_MAX_RETRY_SECONDS * 1000)),
     ]
 
 
@@ -155,6 +160,25 @@ def embedder_target(addresses: Sequence[str]) -> str:
     return "ipv6:" + ",".join(v6)
 
 
+def endpoints(addresses: Sequence[str]) -> list[tuple[str, int]]:
+    """The (host, port) pairs named by HOST:PORT addresses or an explicit dns:, ipv4: or ipv6: target."""
+    found: list[tuple[str, int]] = []
+    for address in addresses:
+        entries = [address]
+        if is_explicit_target(address):
+            scheme, _, rest = address.strip().partition(":")
+            if scheme == "dns":
+                entries = [rest[2:].partition("/")[2] if rest.startswith("//") else rest]
+            elif scheme in ("ipv4", "ipv6"):
+                entries = rest.split(",")
+            else:
+                entries = []
+        for entry in entries:
+            host, port = split_host_port(entry)
+            found.append((host, int(port)))
+    return found
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -221,7 +245,8 @@ class Transport:
     """
 
     def __init__(self, embedder_addresses: Sequence[str], search_address: str, *,
-                 timeout: float = 60.0, connect_timeout: float = 10.0) -> None:
+                 timeout: float = 60.0, connect_timeout: float = 10.0,
+                 security: ChannelSecurity | None = None) -> None:
         self.embedder_addresses = tuple(a.strip() for a in embedder_addresses if a.strip())
         self.search_address = search_address.strip()
         self.timeout = timeout
@@ -231,6 +256,10 @@ class Transport:
         # A malformed address is reported before anything connects.
         check_addresses(self.embedder_addresses)
         self._targets = {SEARCH: search_target(self.search_address)}
+        self.security = security or ChannelSecurity()
+        # Reads the certificate files now, so a bad one is reported before anything connects.
+        self._channel_factory = self.security.load()
+        self._embedder_server_name = self._replicas_server_name()
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._ready: set[str] = set()
@@ -248,9 +277,22 @@ class Transport:
                 else:
                     target = self._targets[SEARCH]
                     options = _channel_options("clipsearch.v1.Search")
-                channel = grpc.insecure_channel(target, options=options)
+                channel = self._channel_factory.open(
+                    target, options, server_name=self._embedder_server_name if service == EMBEDDER else None)
                 self._channels[service] = channel
             return channel
+
+    def _replicas_server_name(self) -> str | None:
+        """The name the embedder replicas' certificates must hold when one target lists several of them:
+        gRPC would check the whole list against each certificate."""
+        replicas = endpoints(self.embedder_addresses)
+        if len(replicas) < 2 or not self.security.tls or self.security.server_name:
+            return None
+        hosts = {host for host, _ in replicas}
+        if len(hosts) > 1:
+            raise ConfigError(f"with TLS, embedder replicas on different hosts ({', '.join(sorted(hosts))}) need "
+                              f"{SERVER_NAME_VARIABLE}: a name each replica's certificate holds")
+        return hosts.pop()
 
     def address(self, service: str) -> str:
         return ", ".join(self.embedder_addresses) if service == EMBEDDER else self.search_address
@@ -261,7 +303,7 @@ class Transport:
             return channel
         failure = _wait_until_ready(channel, self.connect_timeout)
         if failure:
-            raise ServiceUnavailable(service, self.address(service), failure)
+            raise ServiceUnavailable(service, self.address(service), failure, hint=self._diagnose(service))
         self._ready.add(service)
         return channel
 
@@ -291,6 +333,16 @@ class Transport:
                     continue
                 raise self.translate(service, exc) from None
 
+    def _diagnose(self, service: str) -> str | None:
+        """Why the service's TLS (or plaintext) does not match this client's, if that is the trouble."""
+        addresses = self.embedder_addresses if service == EMBEDDER else (self.search_address,)
+        name = self._embedder_server_name if service == EMBEDDER else None
+        for host, port in endpoints(addresses)[:3]:
+            problem = self._channel_factory.diagnose(host, port, server_name=name)
+            if problem:
+                return problem
+        return None
+
     def translate(self, service: str, exc: grpc.RpcError) -> ServiceError | ServiceUnavailable:
         code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
         details = (exc.details() if hasattr(exc, "details") else "") or code.name.lower()
@@ -298,6 +350,10 @@ class Transport:
             details = f"no answer within the deadline ({details})"
         if code == grpc.StatusCode.UNAVAILABLE:
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            remedy = (f"the token in {TOKEN_SETTING} is not the services' token" if self.security.token
+                      else f"set {TOKEN_SETTING} to the services' token")
+            details = f"authentication failed: {details}; {remedy}"
         return ServiceError(service, self.address(service), code, details)
 
     # Typed shorthands for the calls the client makes.

@@ -12,7 +12,10 @@ from PIL import Image
 
 from client.media import (Found, FrameSampler, ImageLimits, MediaError, MediaKind, Problem, discover,
                           iter_video_frames, prepare_image, read_file, shrunk_size)
+from clipsearch.v1 import embedder_pb2
+from clipsearch.v1.embedder_pb2_grpc import EmbedderStub
 from tests.fixtures_client import write_images, write_video
+from tests.fixtures_embedder import cosine, encode_image, sample_photo
 
 LIMITS = ImageLimits(image_size=64, max_image_pixels=10_000_000, encoded_max_bytes=50_000)
 
@@ -102,6 +105,25 @@ def test_exif_orientation_is_applied_before_shrinking() -> None:
     prepared = prepare_image(buffer.getvalue(), ImageLimits(64, 10_000_000, encoded_max_bytes=1000))
     assert (prepared.image.raw.width, prepared.image.raw.height) == (64, 128)
     assert (prepared.width, prepared.height) == (200, 400)
+
+
+def test_shrinking_here_keeps_the_vector_within_tolerance(embedder_stub: EmbedderStub) -> None:
+    """The cheap paths (JPEG draft, box reduce before bicubic) land within a cosine of 0.999 of the vector of the
+    whole image sent to the embedder, which then does the exact resize itself."""
+    info = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest())
+    limits = ImageLimits(info.image_size, info.max_image_pixels, encoded_max_bytes=0)
+    frame = sample_photo("astronaut").resize((1920, 1080), Image.Resampling.BICUBIC)
+    photo = encode_image(sample_photo("coffee").resize((4032, 3024), Image.Resampling.BICUBIC), "JPEG",
+                         quality=92)
+    shrunk_frame = prepare_image(encode_image(frame, "PNG"), limits)
+    shrunk_photo = prepare_image(photo, limits)
+    assert shrunk_frame.image.raw.height == shrunk_photo.image.raw.height == info.image_size
+    whole_frame = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.tobytes(), width=1920, height=1080))
+    request = embedder_pb2.EmbedImagesRequest(images=[whole_frame, shrunk_frame.image,
+                                                      embedder_pb2.Image(encoded=photo), shrunk_photo.image])
+    vectors = [np.asarray(r.embedding.values) for r in embedder_stub.EmbedImages(request).results]
+    assert cosine(vectors[0], vectors[1]) >= 0.999
+    assert cosine(vectors[2], vectors[3]) >= 0.999
 
 
 def test_hostile_images_are_refused_with_a_reason() -> None:

@@ -105,6 +105,19 @@ def test_batches_respect_count_and_byte_limits_in_order(sizes: list[int], max_co
             assert len(batch) == max_count or sum(sizes[i] for i in batch) + following > max_bytes
 
 
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(0, 80), max_count=st.integers(1, 32), first_count=st.integers(1, 40))
+def test_batches_start_small_and_double_up_to_the_limit(count: int, max_count: int, first_count: int) -> None:
+    batcher: Batcher[int] = Batcher(max_count, 10**9, first_count=first_count)
+    batches = [full for index in range(count) if (full := batcher.add(index, 1))]
+    if last := batcher.flush():
+        batches.append(last)
+    assert [i for batch in batches for i in batch] == list(range(count))
+    for number, batch in enumerate(batches):
+        limit = min(max_count, first_count * 2**number)
+        assert len(batch) == limit or (number == len(batches) - 1 and len(batch) < limit)
+
+
 def test_batcher_refuses_an_entry_larger_than_a_batch() -> None:
     batcher: Batcher[str] = Batcher(4, 10)
     with pytest.raises(ValueError):

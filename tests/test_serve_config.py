@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from tests.certificates import make_pki, openssl_available
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -115,7 +116,17 @@ def test_the_shared_token_is_read_for_serves_own_calls(tmp_path: Path) -> None:
                            {"CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
 
 
-def test_tls_settings_are_refused_rather_than_probed_in_plaintext(tmp_path: Path) -> None:
-    with pytest.raises(serve.ServeError, match="without TLS.*unset EMBEDDER_TLS_CERT, EMBEDDER_TLS_KEY"):
-        serve.build_config(parse("--data-dir", str(tmp_path)),
-                           {"EMBEDDER_TLS_CERT": "/certs/e.pem", "EMBEDDER_TLS_KEY": "/certs/e.key"})
+def test_tls_settings_reach_the_children_and_serve_checks_them_as_a_client(tmp_path: Path) -> None:
+    if not openssl_available():
+        pytest.skip("the openssl command is needed to make the test certificates")
+    pki = make_pki(tmp_path / "pki")
+    server = {f"{prefix}_TLS_{name}": str(path) for prefix in ("EMBEDDER", "SEARCH")
+              for name, path in (("CERT", pki.server.cert), ("KEY", pki.server.key))}
+    with pytest.raises(serve.ServeError, match="the services use TLS .*set CLIPSEARCH_TLS_CA") as caught:
+        serve.build_config(parse("--data-dir", str(tmp_path)), server)
+    assert caught.value.exit_code == serve.EXIT_USAGE
+    config = serve.build_config(parse("--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
+                                {**server, "CLIPSEARCH_TLS_CA": str(pki.ca.cert)})
+    assert config.security.ca_file == pki.ca.cert
+    assert serve.search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
+    assert serve.embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)
