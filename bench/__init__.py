@@ -1,0 +1,1 @@
+"""Benchmarks and the real-process service stack they (and the fault tests) run against."""
