@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -16,6 +17,9 @@ from embedder_service.preprocess import PreprocessSpec
 log = logging.getLogger(__name__)
 
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+# A run of what the tokenizer's regex does not count as whitespace (Unicode White_Space; unlike Python's
+# str.split, the separators \x1c-\x1f are not whitespace to it).
+_TOKENIZER_WORD = re.compile(r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
 
 
 class ModelNotFound(Exception):
@@ -258,9 +262,10 @@ class ClipEmbedder:
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, start and end tokens included, truncated to the token limit; no padding."""
         self._require_loaded()
+        prefixes = [readable_prefix(text, self._max_tokens) for text in texts]
         # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
         with self._tokenizer_lock:
-            return self._tokenizer(list(texts), padding=False, truncation=True,
+            return self._tokenizer(prefixes, padding=False, truncation=True,
                                    max_length=self._max_tokens)["input_ids"]
 
     def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -316,6 +321,24 @@ def zero_shot(image_vector: np.ndarray, labels: Sequence[str], template: str, *,
     logits = torch.from_numpy(cosines * np.float32(info.logit_scale))
     probabilities = logits.softmax(dim=-1).numpy()
     return Classification(probabilities=probabilities, logits=logits.numpy(), cosines=cosines)
+
+
+def readable_prefix(text: str, max_tokens: int) -> str:
+    """The start of `text` that CLIP reads: up to the end of its first max_tokens words.
+
+    CLIP's tokenizer splits on whitespace before byte-pair encoding and every word yields at least one
+    token, so this prefix tokenizes exactly like the whole text once both are truncated to max_tokens.
+    Cutting first keeps a long text (the limit allows 64 KiB) from holding the shared tokenizer for long.
+    """
+    if len(text) <= 16 * max_tokens:
+        return text
+    end = 0
+    for count, word in enumerate(_TOKENIZER_WORD.finditer(text), start=1):
+        end = word.end()
+        if count == max_tokens:
+            break
+    # One giant "word" with no whitespace is cut as well; no real caption comes near this length.
+    return text[:min(end, 64 * max_tokens)]
 
 
 def _normalized(features: object) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embedder_service.model import ClipEmbedder, ModelNotFound
+from embedder_service.model import ClipEmbedder, ModelNotFound, readable_prefix
 from embedder_service.preprocess import Preprocessor
 from tests.fixtures_embedder import ClipReference, cosine, sample_photo
 
@@ -104,6 +104,22 @@ def test_long_text_is_truncated_to_77_tokens(tiny_embedder: ClipEmbedder, tiny_r
     assert cosine(tiny_embedder.embed_texts([LONG_TEXT])[0], expected) >= 0.9999
     # Words past the limit change nothing.
     assert cosine(tiny_embedder.embed_texts([LONG_TEXT + " and more"])[0], expected) >= 0.9999
+
+
+@pytest.mark.parametrize("text", [
+    " ".join(f"w{i}" for i in range(20_000)),                    # 120 KB of short words
+    "\u3000".join(["猫🐱", "word,with;punct", "x\x1cy"] * 3000),  # ideographic spaces, \x1c inside words
+    "\n\t ".join(["a" * 40] * 2000),                              # long words, mixed whitespace
+    "z" * 60_000,                                                 # one giant word
+])
+def test_long_texts_are_cut_before_tokenizing_without_changing_tokens(tiny_embedder: ClipEmbedder,
+                                                                        tiny_reference: ClipReference,
+                                                                        text: str) -> None:
+    tokenizer = tiny_reference.processor.tokenizer
+    expected = tokenizer([text], truncation=True, max_length=77)["input_ids"]
+    assert len(expected[0]) == 77
+    assert tiny_embedder.tokenize([text]) == expected
+    assert len(readable_prefix(text, 77)) < len(text)
 
 
 @pytest.mark.parametrize("template", ["", "a photo of {}"])
