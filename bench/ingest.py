@@ -1,0 +1,162 @@
+"""Ingest: the seed's per-image loop vs `clipsearch index` end to end vs the model alone, in one run."""
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+from PIL import Image
+
+from bench.common import (MODEL_BATCH, CpuMeter, Services, Timed, clipsearch_index, folder_bytes, load_average,
+                          median, ratio)
+from client.api import Client
+from client.media import ImageLimits, prepare_image
+from embedder_service.model import ClipEmbedder
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class SeedLoop:
+    """The seed's way: per image open -> CLIPProcessor -> CLIPModel.get_image_features (batch 1) -> one HSET."""
+
+    def __init__(self, checkpoint: Path, dtype: str) -> None:
+        import torch
+        from transformers import CLIPModel, CLIPProcessor
+
+        self._torch = torch
+        self._dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+        self.model = CLIPModel.from_pretrained(str(checkpoint)).to(self._dtype).eval()
+        self.processor = CLIPProcessor.from_pretrained(str(checkpoint))
+        self.dimension = int(self.model.config.projection_dim)
+
+    def run(self, files: list[Path], client: redis.Redis, redis_pid: int) -> Timed:
+        """Indexes the files into a RediSearch index of its own, one image at a time."""
+        name = f"seed-{uuid.uuid4().hex[:8]}"
+        client.execute_command("FT.CREATE", name, "ON", "HASH", "PREFIX", "1", f"{name}:", "SCHEMA",
+                               "path", "TAG", "vector", "VECTOR", "HNSW", "6", "TYPE", "FLOAT32",
+                               "DIM", str(self.dimension), "DISTANCE_METRIC", "COSINE")
+        meter = CpuMeter([redis_pid])
+        started = time.perf_counter()
+        for number, path in enumerate(files):
+            image = Image.open(path).convert("RGB")
+            inputs = self.processor(images=image, return_tensors="pt")
+            with self._torch.no_grad():
+                features = self.model.get_image_features(pixel_values=inputs["pixel_values"].to(self._dtype))
+            features = getattr(features, "pooler_output", features).float()
+            vector = (features / features.norm(dim=-1, keepdim=True))[0].numpy()
+            client.hset(f"{name}:{number}", mapping={"path": str(path), "vector": vector.tobytes()})
+        timed = Timed(len(files), time.perf_counter() - started, meter.seconds())
+        documents = _info_field(client.execute_command("FT.INFO", name), "num_docs")
+        if int(documents) != len(files):
+            raise RuntimeError(f"the seed loop stored {documents} of {len(files)} images")
+        return timed
+
+
+def _info_field(reply: Any, name: str) -> Any:
+    if isinstance(reply, dict):
+        return reply.get(name, reply.get(name.encode()))
+    pairs = dict(zip(reply[::2], reply[1::2]))
+    return pairs.get(name, pairs.get(name.encode()))
+
+
+def model_only(embedder: ClipEmbedder, images: int, warm_up: bool = True) -> Timed:
+    """Throughput of the model alone: batches of MODEL_BATCH random pixels (after a warm-up batch)."""
+    size = embedder.info.image_size
+    batch = np.random.default_rng(0).standard_normal((MODEL_BATCH, 3, size, size), dtype=np.float32)
+    if warm_up:
+        embedder.embed_images(batch)
+    batches = max(1, images // MODEL_BATCH)
+    meter = CpuMeter()
+    started = time.perf_counter()
+    for _ in range(batches):
+        embedder.embed_images(batch)
+    return Timed(batches * MODEL_BATCH, time.perf_counter() - started, meter.seconds())
+
+
+def client_prepare_ms(files: list[Path], image_size: int) -> float:
+    """CPU milliseconds per file that `clipsearch index` spends decoding and shrinking it."""
+    limits = ImageLimits(image_size, 100_000_000)
+    data = [path.read_bytes() for path in files]
+    started = time.thread_time()
+    for blob in data:
+        prepare_image(blob, limits)
+    return round(1000 * (time.thread_time() - started) / len(files), 1)
+
+
+def seed_prepare_ms(files: list[Path], processor: Any) -> float:
+    """CPU milliseconds per file that the seed spends on opening it and CLIPProcessor (no model)."""
+    started = time.thread_time()
+    for path in files:
+        processor(images=Image.open(path).convert("RGB"), return_tensors="pt")
+    return round(1000 * (time.thread_time() - started) / len(files), 1)
+
+
+def _round_figures(model: Timed, seed: Timed, pipeline: Timed) -> dict[str, Any]:
+    return {
+        "load_average": load_average(),
+        "model_img_s": model.per_second, "seed_img_s": seed.per_second, "pipeline_img_s": pipeline.per_second,
+        "pipeline_vs_seed": ratio(pipeline.per_second, seed.per_second),
+        "pipeline_vs_model": ratio(pipeline.per_second, model.per_second),
+        "model_cpu_ms": model.cpu_ms_per_item, "seed_cpu_ms": seed.cpu_ms_per_item,
+        "pipeline_cpu_ms": pipeline.cpu_ms_per_item,
+    }
+
+
+def _summary(kind_files: list[Path], seed_files: list[Path], rounds: list[dict[str, Any]], image_size: int,
+             seed: SeedLoop) -> dict[str, Any]:
+    with Image.open(kind_files[0]) as first:
+        width, height = first.size
+    figures: dict[str, Any] = {
+        "files": len(kind_files), "seed_files": len(seed_files), "width": width, "height": height,
+        "mean_file_bytes": folder_bytes(kind_files[0].parent) // len(kind_files), "rounds": rounds,
+    }
+    # Medians over the rounds; each round's ratios compare figures taken minutes apart at most.
+    for key in ("model_img_s", "seed_img_s", "pipeline_img_s", "pipeline_vs_seed", "pipeline_vs_model",
+                "model_cpu_ms", "seed_cpu_ms", "pipeline_cpu_ms"):
+        figures[key] = median([r[key] for r in rounds])
+    # CPU time per image barely depends on other people's load: what an idle machine's ratios would be,
+    # were every stage kept busy.
+    figures["cpu_pipeline_vs_seed"] = ratio(figures["seed_cpu_ms"], figures["pipeline_cpu_ms"])
+    figures["cpu_pipeline_vs_model"] = ratio(figures["model_cpu_ms"], figures["pipeline_cpu_ms"])
+    figures["client_prepare_cpu_ms"] = client_prepare_ms(kind_files, image_size)
+    figures["seed_prepare_cpu_ms"] = seed_prepare_ms(seed_files, seed.processor)
+    return figures
+
+
+def run(services: Services, embedder: ClipEmbedder, checkpoint: Path, png_folder: Path, jpeg_folder: Path, *,
+        rounds: int, model_images: int, seed_png_files: int, run_id: str) -> dict[str, Any]:
+    """Rounds of: (c) the model alone, then for PNG frames and JPEG photos (a) the seed loop and (b)
+    `clipsearch index` of the folder. Ratios are taken within each round, then their median reported."""
+    info = embedder.info
+    seed = SeedLoop(checkpoint, info.dtype)
+    png_files, jpeg_files = image_files(png_folder), image_files(jpeg_folder)
+    seed_files = {"png": png_files[:seed_png_files], "jpeg": jpeg_files}
+    folders = {"png": png_folder, "jpeg": jpeg_folder}
+    with Client(services.embedder, services.search, timeout=600) as client:
+        client.embed_image(png_files[0])  # the embedder's first forward pass is slow: keep it out
+    per_kind: dict[str, list[dict[str, Any]]] = {"png": [], "jpeg": []}
+    redis_pid = services.stack.redis.pid
+    with redis.Redis.from_url(services.redis_url) as client:
+        for number in range(rounds):
+            model = model_only(embedder, model_images, warm_up=number == 0)
+            for kind, rows in per_kind.items():
+                seeded = seed.run(seed_files[kind], client, redis_pid)
+                report, pipeline = clipsearch_index(services, [folders[kind]], f"{kind}-{run_id}-{number}")
+                if report["indexed"] != len(image_files(folders[kind])):
+                    raise RuntimeError(f"clipsearch index wrote {report['indexed']} {kind} files of "
+                                       f"{len(image_files(folders[kind]))}")
+                rows.append(_round_figures(model, seeded, pipeline))
+    return {
+        "dtype": info.dtype, "model_batch": MODEL_BATCH, "rounds": rounds,
+        # Part of every clipsearch index run's CPU time: the interpreter's start and imports.
+        "client_start_cpu_seconds": round(services.client_startup_cpu(), 3),
+        "png": _summary(png_files, seed_files["png"], per_kind["png"], info.image_size, seed),
+        "jpeg": _summary(jpeg_files, seed_files["jpeg"], per_kind["jpeg"], info.image_size, seed),
+    }

@@ -1,0 +1,89 @@
+"""The benchmark suite end to end on tiny sizes: it runs, and its JSON holds every figure (no timing checks)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import pytest
+
+from bench.common import Sizes
+from bench.run import main
+
+# PNG frames over the client's 1 MB encoded limit (decoded and shrunk by the client) and small JPEGs (sent
+# encoded), a 3-second video, 500 vectors, a few calls of each kind.
+SMOKE = Sizes("smoke", "tiny", png_frames=2, jpeg_photos=2, model_only_images=16, ingest_rounds=1,
+              seed_png_frames=2, query_items=(500,), queries=10, text_queries=3, video_seconds=3, video_fps=25,
+              batching_requests=16, frame_size=(1280, 720), photo_size=(800, 600), video_size=(320, 240),
+              load_seconds=2.0, load_warmup=1.0, load_clients=4)
+
+INGEST_FIGURES = ("model_img_s", "seed_img_s", "pipeline_img_s", "pipeline_vs_seed", "pipeline_vs_model",
+                  "model_cpu_ms", "seed_cpu_ms", "pipeline_cpu_ms", "cpu_pipeline_vs_seed", "cpu_pipeline_vs_model",
+                  "client_prepare_cpu_ms", "seed_prepare_cpu_ms")
+QUERY_FIGURES = ("grpc_p50_ms", "grpc_p95_ms", "direct_p50_ms", "direct_p95_ms", "grpc_vs_direct_p50",
+                 "grpc_empty_call_p50_ms",
+                 "text_client_p50_ms", "text_client_p95_ms", "text_inprocess_p50_ms", "text_inprocess_p95_ms",
+                 "text_client_vs_inprocess_p50", "redis_bytes_per_item", "recall_at_10")
+VIDEO_FIGURES = ("instream_frames_s", "seed_frames_s", "instream_vs_seed", "instream_cpu_ms_per_frame",
+                 "seed_cpu_ms_per_frame", "cpu_instream_vs_seed")
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    """The suite's JSON and the table it printed."""
+    scratch = tmp_path_factory.mktemp("bench")
+    out = scratch / "results.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--json", str(out), "--cache", str(scratch / "cache")], sizes=SMOKE) == 0
+    return json.loads(out.read_text()), printed.getvalue()
+
+
+def test_every_ingest_figure_is_measured(results: tuple[dict, str]) -> None:
+    data, _ = results
+    assert data["model"]["dtype"] in ("float32", "bfloat16") and data["model"]["dtype_setting"] == "auto"
+    for kind, files in (("png", 2), ("jpeg", 2)):
+        figures = data["ingest"][kind]
+        assert figures["files"] == files and len(figures["rounds"]) == SMOKE.ingest_rounds
+        # The small JPEGs go to the embedder encoded: the client spends nothing on decoding them.
+        may_be_zero = {"client_prepare_cpu_ms"} if kind == "jpeg" else set()
+        missing = [name for name in INGEST_FIGURES
+                   if not positive(figures[name]) and not (name in may_be_zero and figures[name] == 0)]
+        assert not missing, f"{kind}: {missing}"
+    assert (data["ingest"]["png"]["width"], data["ingest"]["png"]["height"]) == SMOKE.frame_size
+    assert data["ingest"]["png"]["mean_file_bytes"] > 1 << 20  # so the client shrinks them itself
+
+
+def test_query_memory_and_video_figures_are_measured(results: tuple[dict, str]) -> None:
+    data, _ = results
+    query = data["query"]["500"]
+    assert not [name for name in QUERY_FIGURES if not positive(query[name])]
+    assert query["recall_at_10"] >= 0.9  # 500 items: HNSW at its defaults finds (nearly) all
+    memory = data["memory"]
+    assert memory["embedder_peak_rss_bytes"] >= memory["embedder_rss_bytes"] > 0
+    assert min(memory["embedder_rss_bytes_loaded"], memory["embedder_rss_bytes_warm"]) > 0
+    assert memory["redis_bytes_per_item"]["500"] > 0
+    video = data["video"]
+    assert video["frames"] == SMOKE.video_seconds and video["video"]["width"] == SMOKE.video_size[0]
+    assert not [name for name in VIDEO_FIGURES if not positive(video[name])]
+
+
+def test_batching_and_load_are_run_and_targets_judged(results: tuple[dict, str]) -> None:
+    data, printed = results
+    phases = {(phase["kind"], phase["batching"]) for phase in data["batching"]["results"]}
+    assert phases == {("text", False), ("text", True), ("image", False), ("image", True)}
+    assert set(data["batching"]["throughput_ratio_on_vs_off"]) == {"text", "image"}
+    if "skipped" not in data["load"]:
+        assert data["load"]["total"]["count"] > 0
+    names = [target["name"] for target in data["targets"]]
+    assert len(names) == 9 and all(target["met"] in (True, False) for target in data["targets"])
+    assert data["targets_apply"] is False  # the tiny model: the goals are set for ViT-B/16
+    assert all(len(data["load_average"][when]) == 3 for when in ("start", "end"))
+    assert "recall@10" in printed and "load average" in printed
+    for target in data["targets"]:
+        assert target["name"] in printed
