@@ -12,7 +12,7 @@ import grpc
 
 from clipsearch.auth import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE, BearerTokenInterceptor, token_from_env
 from clipsearch.envconfig import ConfigError
-from clipsearch.tls import channel_credentials
+from clipsearch.tls import channel_credentials, read_pem, ssl_reason
 
 CA_VARIABLE = "CLIPSEARCH_TLS_CA"
 CERT_VARIABLE = "CLIPSEARCH_TLS_CERT"
@@ -94,22 +94,8 @@ class ChannelSecurity:
         return ChannelFactory(self)
 
 
-def _read_pem(path: Path, setting: str) -> None:
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"{setting}: {str(path)!r} cannot be read: {error.strerror or error}") from None
-    if b"-----BEGIN " not in data:
-        raise ConfigError(f"{setting}: {str(path)!r} is not a PEM file (no '-----BEGIN' line)")
-
-
 def _no_password() -> bytes:
     raise ConfigError(f"{KEY_SETTING}: the private key is encrypted; gRPC needs it unencrypted")
-
-
-def _ssl_reason(error: ssl.SSLError) -> str:
-    reason = error.reason or str(error)
-    return "the private key does not belong to the certificate" if reason == "KEY_VALUES_MISMATCH" else reason
 
 
 def _client_context(security: ChannelSecurity) -> ssl.SSLContext:
@@ -120,14 +106,14 @@ def _client_context(security: ChannelSecurity) -> ssl.SSLContext:
         context.load_verify_locations(cafile=security.ca_file)
     except ssl.SSLError as error:
         raise ConfigError(f"{CA_SETTING}: {str(security.ca_file)!r} holds no PEM CA certificate: "
-                          f"{_ssl_reason(error)}") from None
+                          f"{ssl_reason(error)}") from None
     if security.cert_file is not None and security.key_file is not None:
         try:
             context.load_cert_chain(security.cert_file, security.key_file, password=_no_password)
         except ssl.SSLError as error:
             raise ConfigError(f"{CERT_SETTING} {str(security.cert_file)!r} and {KEY_SETTING} "
                               f"{str(security.key_file)!r} are not a PEM certificate and its private key: "
-                              f"{_ssl_reason(error)}") from None
+                              f"{ssl_reason(error)}") from None
     context.set_alpn_protocols(["h2"])  # as gRPC does; a gRPC server may drop a connection without it
     return context
 
@@ -144,7 +130,7 @@ class ChannelFactory:
             for path, setting in ((security.ca_file, CA_SETTING), (security.cert_file, CERT_SETTING),
                                   (security.key_file, KEY_SETTING)):
                 if path is not None:
-                    _read_pem(path, setting)
+                    read_pem(path, f"{setting}: ")
             self._context = _client_context(security)
             self._credentials = channel_credentials(ca_file=security.ca_file, cert_file=security.cert_file,
                                                     key_file=security.key_file, token=security.token)
@@ -188,7 +174,7 @@ class ChannelFactory:
                 except OSError as error:  # ssl.SSLError and TimeoutError included
                     accepted = isinstance(error, TimeoutError)
         except ssl.SSLCertVerificationError as error:
-            message = error.verify_message or _ssl_reason(error)
+            message = error.verify_message or ssl_reason(error)
             if "mismatch" in message.lower():
                 return (f"its certificate does not name {name!r} ({message}); dial a name it holds, or set "
                         f"{SERVER_NAME_VARIABLE} to one")
@@ -197,7 +183,7 @@ class ChannelFactory:
         except ssl.SSLError as error:
             if error.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
                 return f"it speaks plaintext, not TLS; unset {CA_SETTING}, or enable TLS on the service"
-            return f"the TLS handshake failed ({_ssl_reason(error)})"
+            return f"the TLS handshake failed ({ssl_reason(error)})"
         except OSError:
             return ""
         if accepted:

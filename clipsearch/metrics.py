@@ -10,6 +10,8 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from clipsearch.serving import GrpcServer
+
 log = logging.getLogger(__name__)
 
 # Seconds: from a quick text embedding or search (milliseconds) to a large image batch (tens of seconds).
@@ -164,3 +166,18 @@ def start_metrics_endpoint(host: str, port: int, registry: CollectorRegistry) ->
     Raises MetricsPortError when it cannot listen there.
     """
     return MetricsEndpoint(host, port, registry)
+
+
+def metrics_endpoint_beside(server: GrpcServer, host: str, port: int | None,
+                            registry: CollectorRegistry) -> MetricsEndpoint | None:
+    """The metrics endpoint of a built, not yet started `server`, when a port is set (else None).
+
+    When the endpoint cannot listen, the server is stopped and MetricsPortError raised.
+    """
+    if port is None:
+        return None
+    try:
+        return start_metrics_endpoint(host, port, registry)
+    except MetricsPortError:
+        server.stop(0)
+        raise

@@ -51,7 +51,7 @@ class ServerTls:
             context.load_cert_chain(cert_file, key_file, password=_no_password)
         except (ssl.SSLError, _EncryptedKey) as error:
             raise ConfigError(f"{cert_name}={str(cert_file)!r} and {key_name}={str(key_file)!r} are not a PEM "
-                              f"certificate and its unencrypted private key: {_reason(error)}") from None
+                              f"certificate and its unencrypted private key: {ssl_reason(error)}") from None
         client_ca = None
         if client_ca_file is not None:
             client_ca = _read(client_ca_file, ca_name)
@@ -59,7 +59,7 @@ class ServerTls:
                 context.load_verify_locations(cafile=client_ca_file)
             except ssl.SSLError as error:
                 raise ConfigError(f"{ca_name}={str(client_ca_file)!r} holds no PEM CA certificate: "
-                                  f"{_reason(error)}") from None
+                                  f"{ssl_reason(error)}") from None
         return cls(cert_file, key_file, client_ca_file, chain, key, client_ca)
 
     @classmethod
@@ -85,19 +85,25 @@ def _no_password() -> bytes:
     raise _EncryptedKey("the private key is encrypted; gRPC needs it unencrypted")
 
 
-def _reason(error: Exception) -> str:
+def ssl_reason(error: Exception) -> str:
+    """What an ssl error (or one of gRPC's) says went wrong, in words where OpenSSL's code is cryptic."""
     reason = getattr(error, "reason", None) or str(error)
     return "the private key does not belong to the certificate" if reason == "KEY_VALUES_MISMATCH" else reason
 
 
-def _read(path: Path, name: str) -> bytes:
+def read_pem(path: Path, where: str) -> bytes:
+    """The bytes of a PEM file; ConfigError opens with `where` (e.g. "SEARCH_TLS_CERT=") before the path."""
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise ConfigError(f"{name}={str(path)!r} cannot be read: {error.strerror or error}") from None
+        raise ConfigError(f"{where}{str(path)!r} cannot be read: {error.strerror or error}") from None
     if b"-----BEGIN " not in data:
-        raise ConfigError(f"{name}={str(path)!r} is not a PEM file (no '-----BEGIN' line)")
+        raise ConfigError(f"{where}{str(path)!r} is not a PEM file (no '-----BEGIN' line)")
     return data
+
+
+def _read(path: Path, name: str) -> bytes:
+    return read_pem(path, f"{name}=")
 
 
 def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:

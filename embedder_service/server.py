@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from clipsearch.auth import auth_interceptors
 from clipsearch.envconfig import ConfigError
-from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, MetricsPortError, start_metrics_endpoint
+from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, MetricsPortError, metrics_endpoint_beside
 from clipsearch.serving import (DEFAULT_GRACE_SECONDS, GrpcServer, ServerOptions, ServiceBinding,
                                 configure_logging, create_server, fail, run_until_signalled)
 from clipsearch.tls import optional_server_credentials, security_summary
@@ -80,13 +80,7 @@ def build_server(config: EmbedderConfig, embedder: ClipEmbedder | None = None, *
                                           *auth_interceptors(config.auth_token)),
                             credentials=optional_server_credentials(config.tls))
     base = create_server(config.address, [binding], options)
-    metrics = None
-    if config.metrics_port is not None:
-        try:
-            metrics = start_metrics_endpoint(config.host, config.metrics_port, registry)
-        except MetricsPortError:
-            base.stop(0)
-            raise
+    metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)
     return EmbedderServer(base, batcher, registry, metrics)
 
 

@@ -13,7 +13,7 @@ from redis.retry import Retry
 
 from clipsearch.auth import auth_interceptors
 from clipsearch.envconfig import ConfigError
-from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, start_metrics_endpoint
+from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, metrics_endpoint_beside
 from clipsearch.serving import (
     DEFAULT_GRACE_SECONDS,
     GrpcServer,
@@ -163,13 +163,7 @@ def build_server(config: SearchConfig, index: SearchIndex | None = None, *,
                       interceptors=(call_metrics, *auth_interceptors(config.auth_token)),
                       credentials=optional_server_credentials(config.tls)),
     )
-    metrics = None
-    if config.metrics_port is not None:
-        try:
-            metrics = start_metrics_endpoint(config.host, config.metrics_port, registry)
-        except OSError:
-            base.stop(0)
-            raise
+    metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)
     return SearchServer(base, index, config.health_interval_seconds, registry=registry, metrics=metrics)
 
 

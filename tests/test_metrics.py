@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from clipsearch.envconfig import ConfigError
-from clipsearch.metrics import MetricsPortError, start_metrics_endpoint
+from clipsearch.metrics import MetricsPortError, metrics_endpoint_beside, start_metrics_endpoint
 from clipsearch.v1 import embedder_pb2 as epb
 from clipsearch.v1 import embedder_pb2_grpc
 from clipsearch.v1 import search_pb2 as spb
@@ -145,6 +145,30 @@ def test_a_taken_metrics_port_is_a_clear_error() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(MetricsPortError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             start_metrics_endpoint("127.0.0.1", port, CollectorRegistry())
+
+
+class FakeServer:
+    def __init__(self) -> None:
+        self.stopped_with: list[float] = []
+
+    def stop(self, grace: float) -> None:
+        self.stopped_with.append(grace)
+
+
+def test_a_taken_metrics_port_stops_the_server_beside_it() -> None:
+    server = FakeServer()
+    assert metrics_endpoint_beside(server, "127.0.0.1", None, CollectorRegistry()) is None  # type: ignore[arg-type]
+    endpoint = metrics_endpoint_beside(server, "127.0.0.1", 0, CollectorRegistry())  # type: ignore[arg-type]
+    assert endpoint is not None
+    endpoint.close()
+    assert server.stopped_with == []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(MetricsPortError):
+            port = taken.getsockname()[1]
+            metrics_endpoint_beside(server, "127.0.0.1", port, CollectorRegistry())  # type: ignore[arg-type]
+    assert server.stopped_with == [0]
 
 
 def test_the_endpoint_closes_and_frees_its_port() -> None:
