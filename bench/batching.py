@@ -159,6 +159,40 @@ def run_phase(embedder: ClipEmbedder, base: EmbedderConfig, kind: str, batching:
     return summary(kind, batching, flat, elapsed, int(passes), rows, cpu), flat
 
 
+def model_ceiling(embedder: ClipEmbedder, kind: str, batch: int, images: list[bytes], *, items: int,
+                  text_style: str, rounds: int = 2) -> dict[str, float | int | None]:
+    """The model alone, without a server: items/s in passes of 1 and of `batch` (taken in turn, `rounds`
+    times), and their ratio: the most that merging `batch` concurrent single-item calls can gain here."""
+    from embedder_service.preprocess import Preprocessor, decode_image
+
+    if kind == "image":
+        prepare = Preprocessor(embedder.preprocess_spec)
+        pixels = np.stack([prepare(decode_image(data, 10**9).image) for data in images])
+        rows = np.concatenate([pixels] * (batch // len(pixels) + 1))[:batch]
+
+        def run(size: int) -> None:
+            embedder.embed_images(rows[:size])
+    else:
+        texts = [caption(n, text_style) for n in range(batch)]
+
+        def run(size: int) -> None:
+            embedder.embed_texts(texts[:size])
+
+    run(batch)  # warm-up: the first pass of a shape allocates what later ones reuse
+    seconds = {1: 0.0, batch: 0.0}
+    done = {1: 0, batch: 0}
+    for _ in range(rounds):
+        for size in (1, batch):
+            started = time.perf_counter()
+            for _ in range(max(1, items // size)):
+                run(size)
+                done[size] += size
+            seconds[size] += time.perf_counter() - started
+    single, merged = done[1] / seconds[1], done[batch] / seconds[batch]
+    return {"batch": batch, "items_per_pass_1": round(single, 3), "items_per_pass_batch": round(merged, 3),
+            "ceiling": ratio(merged, single)}
+
+
 def _cpu_time() -> float:
     times = os.times()
     return times.user + times.system
@@ -256,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", file=sys.stderr)
         results: list[PhaseResult] = []
         round_ratios: dict[str, list[float | None]] = {}
+        ceilings: dict[str, dict[str, float | int | None]] = {}
         for kind in kinds:
             phases: dict[bool, list[tuple[PhaseResult, list[float]]]] = {False: [], True: []}
             for _ in range(args.rounds):
@@ -268,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"p50 {result.p50_ms:8.1f} ms  p95 {result.p95_ms:8.1f} ms  "
                           f"mean batch {result.mean_batch:5.2f}  ({result.requests} calls)", file=sys.stderr)
             results += [pooled(kind, batching, phases[batching]) for batching in (False, True)]
+            measured = sum(r.requests for r, _ in phases[False]) // max(1, args.rounds)
+            ceilings[kind] = model_ceiling(embedder, kind, args.callers, images,
+                                           items=min(max(args.callers, measured), 512), text_style=args.texts)
+            print(f"  {kind:5} model alone: {ceilings[kind]['items_per_pass_1']:.2f}/s in passes of 1, "
+                  f"{ceilings[kind]['items_per_pass_batch']:.2f}/s in passes of {args.callers} "
+                  f"= {ceilings[kind]['ceiling']}x", file=sys.stderr)
             round_ratios[kind] = [ratio(on.throughput, off.throughput)
                                   for (off, _), (on, _) in zip(phases[False], phases[True], strict=True)]
         load_after = os.getloadavg()
@@ -277,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         off, on = (next(r for r in results if r.kind == kind and r.batching is b) for b in (False, True))
         ratios[kind] = ratio(on.throughput, off.throughput)
         cpu_ratios[kind] = ratio(on.per_cpu_second, off.per_cpu_second)
-    print(_table(results, ratios, round_ratios, cpu_ratios))
+    print(_table(results, ratios, round_ratios, cpu_ratios, ceilings))
     print(f"load average before {_load(load_before)}, after {_load(load_after)}")
     report = {
         "benchmark": "dynamic_batching",
@@ -290,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine(), "load_average_before": list(load_before), "load_average_after": list(load_after),
         "results": [asdict(result) for result in results], "throughput_ratio_on_vs_off": ratios,
         "throughput_ratio_on_vs_off_per_round": round_ratios, "per_cpu_second_ratio_on_vs_off": cpu_ratios,
+        # The model alone in passes of 1 and of `callers` items: what merging can gain at most on this machine.
+        "model_alone": ceilings,
     }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -307,7 +350,8 @@ def _load(load: tuple[float, float, float]) -> str:
 
 
 def _table(results: list[PhaseResult], ratios: dict[str, float | None],
-           round_ratios: dict[str, list[float | None]], cpu_ratios: dict[str, float | None]) -> str:
+           round_ratios: dict[str, list[float | None]], cpu_ratios: dict[str, float | None],
+           ceilings: dict[str, dict[str, float | int | None]]) -> str:
     header = (f"{'kind':6} {'batching':8} {'calls/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'mean batch':>10} "
               f"{'calls':>6} {'calls/cpu-s':>11}")
     lines = [header, "-" * len(header)]
@@ -323,6 +367,9 @@ def _table(results: list[PhaseResult], ratios: dict[str, float | None],
             line += " (rounds: " + ", ".join(f"{value:.2f}x" if value else "-" for value in round_ratios[kind]) + ")"
         if cpu_ratios[kind] is not None:
             line += f"; per CPU second {cpu_ratios[kind]:.2f}x"
+        if kind in ceilings:
+            line += (f"; model alone, passes of {ceilings[kind]['batch']} / passes of 1: "
+                     f"{ceilings[kind]['ceiling']}x")
         lines.append(line)
     return "\n".join(lines)
 

@@ -66,18 +66,19 @@ def _info_field(reply: Any, name: str) -> Any:
     return pairs.get(name, pairs.get(name.encode()))
 
 
-def model_only(embedder: ClipEmbedder, images: int, warm_up: bool = True) -> Timed:
-    """Throughput of the model alone: batches of MODEL_BATCH random pixels (after a warm-up batch)."""
+def model_only(embedder: ClipEmbedder, images: int, warm_up: bool = True,
+               batch_size: int = MODEL_BATCH) -> Timed:
+    """Throughput of the model alone: batches of `batch_size` random pixels (after a warm-up batch)."""
     size = embedder.info.image_size
-    batch = np.random.default_rng(0).standard_normal((MODEL_BATCH, 3, size, size), dtype=np.float32)
+    batch = np.random.default_rng(0).standard_normal((batch_size, 3, size, size), dtype=np.float32)
     if warm_up:
         embedder.embed_images(batch)
-    batches = max(1, images // MODEL_BATCH)
+    batches = max(1, images // batch_size)
     meter = CpuMeter()
     started = time.perf_counter()
     for _ in range(batches):
         embedder.embed_images(batch)
-    return Timed(batches * MODEL_BATCH, time.perf_counter() - started, meter.seconds())
+    return Timed(batches * batch_size, time.perf_counter() - started, meter.seconds())
 
 
 def client_prepare_ms(files: list[Path], image_size: int) -> float:
@@ -98,10 +99,15 @@ def seed_prepare_ms(files: list[Path], processor: Any) -> float:
     return round(1000 * (time.thread_time() - started) / len(files), 1)
 
 
-def _round_figures(model: Timed, seed: Timed, pipeline: Timed) -> dict[str, Any]:
+def _round_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed) -> dict[str, Any]:
     return {
         "load_average": load_average(),
         "model_img_s": model.per_second, "seed_img_s": seed.per_second, "pipeline_img_s": pipeline.per_second,
+        "model_bs1_img_s": single.per_second,
+        # How much batches speed the model up on this machine, and so the most any pipeline can gain on the
+        # seed loop (batch 1) by running the model at its batch-16 speed.
+        "model_batch_gain": ratio(model.per_second, single.per_second),
+        "ceiling_vs_seed": ratio(model.per_second, seed.per_second),
         "pipeline_vs_seed": ratio(pipeline.per_second, seed.per_second),
         "pipeline_vs_model": ratio(pipeline.per_second, model.per_second),
         "model_cpu_ms": model.cpu_ms_per_item, "seed_cpu_ms": seed.cpu_ms_per_item,
@@ -119,7 +125,8 @@ def _summary(kind_files: list[Path], seed_files: list[Path], rounds: list[dict[s
     }
     # Medians over the rounds; each round's ratios compare figures taken minutes apart at most.
     for key in ("model_img_s", "seed_img_s", "pipeline_img_s", "pipeline_vs_seed", "pipeline_vs_model",
-                "model_cpu_ms", "seed_cpu_ms", "pipeline_cpu_ms"):
+                "model_bs1_img_s", "model_batch_gain", "ceiling_vs_seed", "model_cpu_ms", "seed_cpu_ms",
+                "pipeline_cpu_ms"):
         figures[key] = median([r[key] for r in rounds])
     # CPU time per image barely depends on other people's load: what an idle machine's ratios would be,
     # were every stage kept busy.
@@ -132,8 +139,9 @@ def _summary(kind_files: list[Path], seed_files: list[Path], rounds: list[dict[s
 
 def run(services: Services, embedder: ClipEmbedder, checkpoint: Path, png_folder: Path, jpeg_folder: Path, *,
         rounds: int, model_images: int, seed_png_files: int, run_id: str) -> dict[str, Any]:
-    """Rounds of: (c) the model alone, then for PNG frames and JPEG photos (a) the seed loop and (b)
-    `clipsearch index` of the folder. Ratios are taken within each round, then their median reported."""
+    """Rounds of: (c) the model alone (batch 16, then batch 1), then for PNG frames and JPEG photos (a) the
+    seed loop and (b) `clipsearch index` of the folder. Ratios are taken within each round, then their median
+    reported."""
     info = embedder.info
     seed = SeedLoop(checkpoint, info.dtype)
     png_files, jpeg_files = image_files(png_folder), image_files(jpeg_folder)
@@ -146,13 +154,14 @@ def run(services: Services, embedder: ClipEmbedder, checkpoint: Path, png_folder
     with redis.Redis.from_url(services.redis_url) as client:
         for number in range(rounds):
             model = model_only(embedder, model_images, warm_up=number == 0)
+            single = model_only(embedder, model_images, warm_up=False, batch_size=1)
             for kind, rows in per_kind.items():
                 seeded = seed.run(seed_files[kind], client, redis_pid)
                 report, pipeline = clipsearch_index(services, [folders[kind]], f"{kind}-{run_id}-{number}")
                 if report["indexed"] != len(image_files(folders[kind])):
                     raise RuntimeError(f"clipsearch index wrote {report['indexed']} {kind} files of "
                                        f"{len(image_files(folders[kind]))}")
-                rows.append(_round_figures(model, seeded, pipeline))
+                rows.append(_round_figures(model, single, seeded, pipeline))
     return {
         "dtype": info.dtype, "model_batch": MODEL_BATCH, "rounds": rounds,
         # Part of every clipsearch index run's CPU time: the interpreter's start and imports.

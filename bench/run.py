@@ -255,6 +255,8 @@ def table(results: dict[str, Any]) -> str:
                 f"client's start, {ingest['client_start_cpu_seconds']} s per run)")
             add(f"{what}: CPU ms per file to decode+shrink, client / seed",
                 f"{f['client_prepare_cpu_ms']} / {f['seed_prepare_cpu_ms']}")
+            add(f"{what}: ceiling of index / seed (model only / seed loop); model bs {ingest['model_batch']} / bs 1",
+                f"{f['ceiling_vs_seed']}x; {f['model_batch_gain']}x ({f['model_bs1_img_s']} img/s at bs 1)")
     memory = results.get("memory", {})
     if "embedder_rss_bytes" in memory:
         add("embedder RSS: started / after a first call / after ingest and video / peak",
@@ -278,6 +280,9 @@ def table(results: dict[str, Any]) -> str:
     for phase in batching.get("results", []):
         add(f"batching {phase['kind']} {'on' if phase['batching'] else 'off'}: calls/s, p50, p95",
             f"{phase['throughput']} /s, {phase['p50_ms']} ms, {phase['p95_ms']} ms")
+    for kind, alone in batching.get("model_alone", {}).items():
+        add(f"batching {kind}: model alone, items/s in passes of 1 / of {alone['batch']} (ceiling of on / off)",
+            f"{alone['items_per_pass_1']} / {alone['items_per_pass_batch']} /s = {alone['ceiling']}x")
     load = results.get("load", {})
     if "skipped" in load:
         add("load benchmark", f"skipped: {load['skipped']}")

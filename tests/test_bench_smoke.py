@@ -20,7 +20,8 @@ SMOKE = Sizes("smoke", "tiny", png_frames=2, jpeg_photos=2, model_only_images=16
 
 INGEST_FIGURES = ("model_img_s", "seed_img_s", "pipeline_img_s", "pipeline_vs_seed", "pipeline_vs_model",
                   "model_cpu_ms", "seed_cpu_ms", "pipeline_cpu_ms", "cpu_pipeline_vs_seed", "cpu_pipeline_vs_model",
-                  "client_prepare_cpu_ms", "seed_prepare_cpu_ms")
+                  "client_prepare_cpu_ms", "seed_prepare_cpu_ms", "model_bs1_img_s", "model_batch_gain",
+                  "ceiling_vs_seed")
 QUERY_FIGURES = ("grpc_p50_ms", "grpc_p95_ms", "direct_p50_ms", "direct_p95_ms", "grpc_vs_direct_p50",
                  "grpc_empty_call_p50_ms",
                  "text_client_p50_ms", "text_client_p95_ms", "text_inprocess_p50_ms", "text_inprocess_p95_ms",
@@ -78,6 +79,12 @@ def test_batching_and_load_are_run_and_targets_judged(results: tuple[dict, str])
     phases = {(phase["kind"], phase["batching"]) for phase in data["batching"]["results"]}
     assert phases == {("text", False), ("text", True), ("image", False), ("image", True)}
     assert set(data["batching"]["throughput_ratio_on_vs_off"]) == {"text", "image"}
+    for kind, alone in data["batching"]["model_alone"].items():  # the most merging can gain here
+        assert kind in ("text", "image") and alone["batch"] == 8
+        assert positive(alone["items_per_pass_1"]) and positive(alone["items_per_pass_batch"])
+        assert alone["ceiling"] == pytest.approx(alone["items_per_pass_batch"] / alone["items_per_pass_1"], rel=0.01)
+    assert set(data["batching"]["model_alone"]) == {"text", "image"}
+    assert "ceiling of on / off" in printed and "ceiling of index / seed" in printed
     if "skipped" not in data["load"]:
         assert data["load"]["total"]["count"] > 0
     names = [target["name"] for target in data["targets"]]
