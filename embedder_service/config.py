@@ -25,6 +25,10 @@
 |                              |                                | larger request runs alone                           |
 | EMBEDDER_BATCH_MAX_WAIT_MS   | 5                              | longest wait, once a request is queued and the      |
 |                              |                                | model free, for more requests to join its pass      |
+| EMBEDDER_IMAGE_PASS_SIZE     | auto                           | most images per model forward pass; a larger batch  |
+|                              |                                | runs as several passes. auto = 4 on a CPU in fp32,  |
+|                              |                                | 8 in bf16 (cache-sized passes run fastest there),   |
+|                              |                                | a whole batch on CUDA; 0 = a whole batch always     |
 | EMBEDDER_METRICS_PORT        | (unset)                        | Prometheus /metrics HTTP port on EMBEDDER_HOST;     |
 |                              |                                | unset or 0 = no metrics endpoint                    |
 | OMP_WAIT_POLICY              | PASSIVE                        | OpenMP's own: PASSIVE threads sleep between torch   |
@@ -96,6 +100,7 @@ class EmbedderConfig:
     dynamic_batching: bool = True
     batch_max_size: int = 32
     batch_max_wait_ms: float = 5.0
+    image_pass_size: int | None = None  # None: auto (model.default_image_pass_size); 0: no limit
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     log_level: str = "info"
@@ -143,9 +148,19 @@ class EmbedderConfig:
             dynamic_batching=env_bool(env, "EMBEDDER_DYNAMIC_BATCHING", True),
             batch_max_size=env_int(env, "EMBEDDER_BATCH_MAX_SIZE", 32, minimum=1),
             batch_max_wait_ms=max_wait_ms,
+            image_pass_size=_image_pass_size(env),
             metrics_port=env_int(env, "EMBEDDER_METRICS_PORT", 0, minimum=0, maximum=65535) or None,
             grace_seconds=grace,
             log_level=env_choice(env, "EMBEDDER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             auth_token=token_from_env(env),
             tls=ServerTls.from_env(env, "EMBEDDER"),
         )
+
+
+def _image_pass_size(env: Mapping[str, str]) -> int | None:
+    raw = env.get("EMBEDDER_IMAGE_PASS_SIZE", "").strip()
+    if raw.lower() in ("auto", ""):
+        return None
+    if not raw.isdigit() or int(raw) > 4096:
+        raise ConfigError(f"EMBEDDER_IMAGE_PASS_SIZE={raw!r} is not auto or a whole number from 0 to 4096")
+    return int(raw)

@@ -52,7 +52,7 @@ class EmbedderServer(GrpcServer):
 def create_embedder(config: EmbedderConfig) -> ClipEmbedder:
     """The (not yet loaded) model the configuration names."""
     return ClipEmbedder(config.model, dtype=config.dtype, device=config.device, threads=config.threads,
-                        text_batch_size=config.limits.max_batch_texts)
+                        text_batch_size=config.limits.max_batch_texts, image_pass_size=config.image_pass_size)
 
 
 def build_server(config: EmbedderConfig, embedder: ClipEmbedder | None = None, *,
@@ -103,8 +103,9 @@ def main(env: Mapping[str, str] | None = None) -> None:
         info = embedder.load()
     except ModelNotFound as error:
         fail(f"embedder: {error}")
-    log.info("loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s, %d threads", info.model_id,
-             time.monotonic() - started, info.dimension, info.image_size, info.dtype, info.device, config.threads)
+    log.info("loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s, %d threads, images in passes of %s",
+             info.model_id, time.monotonic() - started, info.dimension, info.image_size, info.dtype, info.device,
+             config.threads, embedder.image_pass_size or "any size")
     try:
         server = build_server(config, embedder)
     except MetricsPortError as error:

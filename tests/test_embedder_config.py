@@ -23,11 +23,12 @@ def test_every_variable_is_read() -> None:
         "EMBEDDER_DEVICE": "cuda:1", "EMBEDDER_THREADS": "3", "EMBEDDER_MAX_BATCH": "8", "EMBEDDER_MAX_TEXTS": "9",
         "EMBEDDER_MAX_LABELS": "10", "EMBEDDER_MAX_TEXT_BYTES": "11", "EMBEDDER_MAX_IMAGE_PIXELS": "12",
         "EMBEDDER_MAX_MESSAGE_BYTES": "4096", "EMBEDDER_FAST_RESIZE": "true", "EMBEDDER_WORKERS": "2",
-        "EMBEDDER_GRACE_SECONDS": "1.5", "EMBEDDER_LOG_LEVEL": "DEBUG",
+        "EMBEDDER_GRACE_SECONDS": "1.5", "EMBEDDER_LOG_LEVEL": "DEBUG", "EMBEDDER_IMAGE_PASS_SIZE": "6",
     })
     assert config == EmbedderConfig(
         host="::", port=6000, model="/models/clip", dtype="bf16", device="cuda:1", threads=3,
-        limits=Limits(8, 9, 10, 11, 12, 4096), fast_resize=True, workers=2, grace_seconds=1.5, log_level="debug")
+        limits=Limits(8, 9, 10, 11, 12, 4096), fast_resize=True, workers=2, grace_seconds=1.5, log_level="debug",
+        image_pass_size=6)
     assert config.address == "[::]:6000"
 
 
@@ -35,13 +36,20 @@ def test_every_variable_is_read() -> None:
     ("EMBEDDER_PORT", "http"), ("EMBEDDER_PORT", "70000"), ("EMBEDDER_DTYPE", "fp16"),
     ("EMBEDDER_DEVICE", "tpu"), ("EMBEDDER_THREADS", "0"), ("EMBEDDER_MAX_BATCH", "-1"),
     ("EMBEDDER_MAX_MESSAGE_BYTES", "10"), ("EMBEDDER_FAST_RESIZE", "maybe"), ("EMBEDDER_GRACE_SECONDS", "nan"),
-    ("EMBEDDER_LOG_LEVEL", "loud"),
+    ("EMBEDDER_LOG_LEVEL", "loud"), ("EMBEDDER_IMAGE_PASS_SIZE", "-1"), ("EMBEDDER_IMAGE_PASS_SIZE", "big"),
+    ("EMBEDDER_IMAGE_PASS_SIZE", "5000"),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as error:
         EmbedderConfig.from_env({name: value})
     message = str(error.value)
     assert name in message and "\n" not in message
+
+
+def test_image_pass_size_is_auto_unless_set() -> None:
+    assert EmbedderConfig.from_env({}).image_pass_size is None
+    assert EmbedderConfig.from_env({"EMBEDDER_IMAGE_PASS_SIZE": " Auto "}).image_pass_size is None
+    assert EmbedderConfig.from_env({"EMBEDDER_IMAGE_PASS_SIZE": "0"}).image_pass_size == 0
 
 
 def test_dtype_auto_is_bf16_only_where_the_cpu_has_native_bf16() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from embedder_service.model import ClipEmbedder, ModelNotFound, readable_prefix
+from embedder_service.model import ClipEmbedder, ModelNotFound, default_image_pass_size, readable_prefix
 from embedder_service.preprocess import Preprocessor
 from tests.fixtures_embedder import ClipReference, cosine, sample_photo
 
@@ -93,6 +93,35 @@ def test_a_batch_gives_each_image_its_own_vector(tiny_embedder: ClipEmbedder, ph
     batch = embed_photos(tiny_embedder, photos)
     for photo, vector in zip(photos, batch):
         np.testing.assert_allclose(embed_photos(tiny_embedder, [photo])[0], vector, atol=1e-5)
+
+
+@pytest.mark.parametrize("pass_size, passes", [(0, 1), (2, 3), (5, 1), (1, 5)])
+def test_a_batch_runs_in_passes_of_the_pass_size_with_the_same_vectors(
+        tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, photos: list[Image.Image], pass_size: int,
+        passes: int) -> None:
+    embedder = ClipEmbedder(str(tiny_clip_dir), dtype="fp32", device="cpu", image_pass_size=pass_size)
+    embedder.load()
+    assert embedder.image_pass_size == pass_size
+    model = embedder._model
+    forward = model.get_image_features
+    sizes: list[int] = []
+
+    def counted(pixel_values: torch.Tensor) -> object:
+        sizes.append(len(pixel_values))
+        return forward(pixel_values=pixel_values)
+
+    model.get_image_features = counted
+    got = embed_photos(embedder, photos)
+    assert len(sizes) == passes and sum(sizes) == len(photos) and max(sizes) <= (pass_size or len(photos))
+    np.testing.assert_allclose(got, embed_photos(tiny_embedder, photos), atol=1e-5)
+
+
+def test_image_passes_default_to_cache_sized_on_a_cpu_and_whole_on_a_gpu(tiny_embedder: ClipEmbedder) -> None:
+    assert default_image_pass_size("cpu", "fp32") == 4 and default_image_pass_size("cpu", "bf16") == 8
+    assert default_image_pass_size("cuda", "bf16") == 0 and default_image_pass_size("cuda", "fp32") == 0
+    assert tiny_embedder.image_pass_size == 4  # auto, on the CPU in float32
+    with pytest.raises(ValueError, match="image_pass_size"):
+        ClipEmbedder("x", image_pass_size=-1)
 
 
 def test_long_text_is_truncated_to_77_tokens(tiny_embedder: ClipEmbedder, tiny_reference: ClipReference) -> None:
