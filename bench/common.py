@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.processes import ServiceProcess, Stack, base_env, rss_bytes, search_process, start_stack
+from bench.processes import (DEPLOYED_SEARCH_SETTINGS, ServiceProcess, Stack, base_env, rss_bytes, search_process,
+                             start_stack)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "bench" / ".cache"
@@ -386,7 +387,7 @@ class Services:
     def search_service(self, index: str, dimension: int) -> ServiceProcess:
         """Another search service process over the same Redis, for an index of its own; stopped with the rest."""
         service = search_process(self.redis_url, dimension, self.workdir, index=index,
-                                 extra={"SEARCH_REDIS_TIMEOUT_SECONDS": "300"})
+                                 extra={"SEARCH_REDIS_TIMEOUT_SECONDS": "300", **DEPLOYED_SEARCH_SETTINGS})
         service.log_path = self.workdir / f"search-{index}.log"
         self.extra_search.append(service)
         return service.start().wait_serving()
@@ -400,7 +401,7 @@ class Services:
 def start_services(workdir: Path, model: Path, embedder_threads: int, dtype: str = "auto") -> Services:
     """The services as `clipsearch serve` runs them, with Redis's default fsync policy."""
     stack = start_stack(workdir, str(model), embedder_threads=embedder_threads, dtype=dtype,
-                        appendfsync="everysec", index="bench")
+                        appendfsync="everysec", index="bench", search_env=DEPLOYED_SEARCH_SETTINGS)
     return Services(stack, workdir)
 
 

@@ -32,7 +32,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from bench.processes import Stack, rss_bytes, start_stack
+from bench.processes import DEPLOYED_SEARCH_SETTINGS, Stack, rss_bytes, start_stack
 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
 
 OPERATIONS = ("text", "image", "upsert")
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"starting redis, the embedder ({args.model}) and the search service in {workdir}", file=sys.stderr)
         threads = args.embedder_threads or len(os.sched_getaffinity(0))
         stack = start_stack(workdir, args.model, embedder_threads=threads, dtype=args.dtype,
-                            appendfsync=args.appendfsync)
+                            appendfsync=args.appendfsync, search_env=DEPLOYED_SEARCH_SETTINGS)
         try:
             result = run_load(stack, config)
         except KeyboardInterrupt:

@@ -21,6 +21,9 @@ START_TIMEOUT = 300.0
 STOP_TIMEOUT = 30.0
 # Variables the services read: a caller's own settings must not leak into the processes started here.
 _SERVICE_VARIABLES = ("EMBEDDER_", "SEARCH_", "CLIP_MODEL", "REDIS_URL", "CLIPSEARCH_")
+# The fault tests' search services poll Redis every 0.2 s to notice a kill quickly; measured ones poll at the
+# service's default, as deployed (each poll is an FT.INFO that Redis answers on its one command thread).
+DEPLOYED_SEARCH_SETTINGS = {"SEARCH_HEALTH_INTERVAL_SECONDS": "1"}
 # Probes reconnect quickly: gRPC's default reconnect backoff grows to many seconds while a model loads.
 _PROBE_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
                   ("grpc.max_reconnect_backoff_ms", 500), ("grpc.enable_http_proxy", 0))
@@ -191,11 +194,13 @@ class Stack:
 
 
 def start_stack(workdir: Path, model: str, *, embedders: int = 1, embedder_threads: int = 1,
-                dtype: str = "fp32", appendfsync: str = "always", index: str = "clipsearch") -> Stack:
+                dtype: str = "fp32", appendfsync: str = "always", index: str = "clipsearch",
+                search_env: Mapping[str, str] | None = None) -> Stack:
     """Starts Redis, then the embedders (together), then a search service sized to the model.
 
     Logs and Redis's data go to `workdir`. appendfsync "always" makes every write Redis acknowledges
     durable before the reply, so a killed Redis loses nothing that a client was told is stored.
+    `search_env` adds to (or overrides) the search service's settings.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     redis = LocalRedis(workdir / "redis", appendfsync=appendfsync)
@@ -209,7 +214,7 @@ def start_stack(workdir: Path, model: str, *, embedders: int = 1, embedder_threa
         for replica in replicas:
             replica.wait_serving()
         dimension = model_dimension(replicas[0].address)
-        search = search_process(redis.url, dimension, workdir, index=index)
+        search = search_process(redis.url, dimension, workdir, index=index, extra=search_env)
         search.start().wait_serving()
     except BaseException:
         for service in ([search] if search else []) + replicas:
