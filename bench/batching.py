@@ -41,7 +41,7 @@ class PhaseResult:
     p50_ms: float
     p95_ms: float
     forward_passes: int
-    mean_batch: float  # items per model forward pass
+    mean_batch: float  # items per batch handed to the model
     cpu_seconds: float  # this process's CPU time (server and callers) during the phase
     per_cpu_second: float  # requests per CPU second: less swayed by other load on a shared machine
 

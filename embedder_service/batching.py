@@ -53,7 +53,8 @@ class BatchObserver(Protocol):
     """Hears about every model forward pass and the queue in front of the model (e.g. to export metrics)."""
 
     def forward(self, kind: str, rows: int) -> None:
-        """A forward pass of `rows` images or texts ran (kind is "image" or "text")."""
+        """The model embedded a batch of `rows` images or texts (kind is "image" or "text"); it may have run
+        the images in several passes (ClipEmbedder.image_pass_size)."""
 
     def queue_depth(self, kind: str, depth: int) -> None:
         """`depth` requests of `kind` are now waiting for a forward pass."""

@@ -158,9 +158,6 @@ class EmbedderConfig:
 
 
 def _image_pass_size(env: Mapping[str, str]) -> int | None:
-    raw = env.get("EMBEDDER_IMAGE_PASS_SIZE", "").strip()
-    if raw.lower() in ("auto", ""):
+    if env.get("EMBEDDER_IMAGE_PASS_SIZE", "").strip().lower() in ("", "auto"):
         return None
-    if not raw.isdigit() or int(raw) > 4096:
-        raise ConfigError(f"EMBEDDER_IMAGE_PASS_SIZE={raw!r} is not auto or a whole number from 0 to 4096")
-    return int(raw)
+    return env_int(env, "EMBEDDER_IMAGE_PASS_SIZE", 0, minimum=0, maximum=4096)

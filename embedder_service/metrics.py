@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# Rows per forward pass: 1 (no merging) up to the largest text batch a call may send.
+# Rows per batch handed to the model: 1 (no merging) up to the largest text batch a call may send.
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 
@@ -11,7 +11,8 @@ class EmbedderMetrics:
     """Registers the embedder's metrics in `registry`; observes the batcher (a BatchObserver)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.batch_size = Histogram("embedder_batch_size", "Images or texts per model forward pass.", ("kind",),
+        self.batch_size = Histogram("embedder_batch_size", "Images or texts per batch handed to the model (images "
+                                    "then run in passes of at most EMBEDDER_IMAGE_PASS_SIZE).", ("kind",),
                                     buckets=BATCH_SIZE_BUCKETS, registry=registry)
         self.queue = Gauge("embedder_queue_depth", "Requests waiting for a model forward pass.", ("kind",),
                            registry=registry)
