@@ -1,4 +1,5 @@
 """python -m bench: the whole benchmark suite (see bench.run)."""
+
 from bench.run import main
 
 raise SystemExit(main())

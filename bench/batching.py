@@ -1,4 +1,5 @@
 """Dynamic batching benchmark: concurrent single-item calls to an in-process embedder, batching on vs off."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,16 @@ from embedder_service.model import ClipEmbedder, prefer_sleeping_openmp_threads
 
 _ADJECTIVES = ["red", "small", "old", "shiny", "wet", "sleepy", "striped", "wooden", "bright", "broken"]
 _NOUNS = ["cat", "bicycle", "lighthouse", "teapot", "mountain", "robot", "sailboat", "violin", "dog", "castle"]
-_PLACES = ["on a beach at sunset", "in the snow", "next to a window", "in a busy street", "under a tree",
-           "on a wooden table", "in the fog", "at night, lit by neon signs"]
+_PLACES = [
+    "on a beach at sunset",
+    "in the snow",
+    "next to a window",
+    "in a busy street",
+    "under a tree",
+    "on a wooden table",
+    "in the fog",
+    "at night, lit by neon signs",
+]
 
 
 @dataclass(frozen=True)
@@ -88,9 +97,18 @@ def percentile_ms(latencies: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(latencies) * 1000, q)) if latencies else float("nan")
 
 
-def run_phase(embedder: ClipEmbedder, base: EmbedderConfig, kind: str, batching: bool, *, callers: int,
-              seconds: float | None, requests: int | None, images: list[bytes],
-              text_style: str = "caption") -> tuple[PhaseResult, list[float]]:
+def run_phase(
+    embedder: ClipEmbedder,
+    base: EmbedderConfig,
+    kind: str,
+    batching: bool,
+    *,
+    callers: int,
+    seconds: float | None,
+    requests: int | None,
+    images: list[bytes],
+    text_style: str = "caption",
+) -> tuple[PhaseResult, list[float]]:
     """Starts a server, lets `callers` threads send single-item calls until the budget is spent, stops it."""
     from embedder_service.server import build_server
 
@@ -120,8 +138,7 @@ def run_phase(embedder: ClipEmbedder, base: EmbedderConfig, kind: str, batching:
         if kind == "text":
             stub.EmbedTexts(pb.EmbedTextsRequest(texts=[caption(n, text_style)]), timeout=600)
         else:
-            stub.EmbedImages(pb.EmbedImagesRequest(images=[pb.Image(encoded=images[n % len(images)])]),
-                             timeout=600)
+            stub.EmbedImages(pb.EmbedImagesRequest(images=[pb.Image(encoded=images[n % len(images)])]), timeout=600)
 
     def work(index: int) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -133,7 +150,7 @@ def run_phase(embedder: ClipEmbedder, base: EmbedderConfig, kind: str, batching:
                     started = time.perf_counter()
                     call(stub, n)
                     latencies[index].append(time.perf_counter() - started)
-            except BaseException as error:  # reported after the phase
+            except BaseException as error:  # noqa: BLE001 - reported after the phase
                 errors.append(error)
 
     threads = [threading.Thread(target=work, args=(i,), name=f"caller-{i}") for i in range(callers)]
@@ -159,8 +176,9 @@ def run_phase(embedder: ClipEmbedder, base: EmbedderConfig, kind: str, batching:
     return summary(kind, batching, flat, elapsed, int(passes), rows, cpu), flat
 
 
-def model_ceiling(embedder: ClipEmbedder, kind: str, batch: int, images: list[bytes], *, items: int,
-                  text_style: str, rounds: int = 2) -> dict[str, float | int | None]:
+def model_ceiling(
+    embedder: ClipEmbedder, kind: str, batch: int, images: list[bytes], *, items: int, text_style: str, rounds: int = 2
+) -> dict[str, float | int | None]:
     """The model alone, without a server: items/s in passes of 1 and of `batch` (taken in turn, `rounds`
     times), and their ratio: the most that merging `batch` concurrent single-item calls can gain here."""
     from embedder_service.preprocess import Preprocessor, decode_image
@@ -189,8 +207,12 @@ def model_ceiling(embedder: ClipEmbedder, kind: str, batch: int, images: list[by
                 done[size] += size
             seconds[size] += time.perf_counter() - started
     single, merged = done[1] / seconds[1], done[batch] / seconds[batch]
-    return {"batch": batch, "items_per_pass_1": round(single, 3), "items_per_pass_batch": round(merged, 3),
-            "ceiling": ratio(merged, single)}
+    return {
+        "batch": batch,
+        "items_per_pass_1": round(single, 3),
+        "items_per_pass_batch": round(merged, 3),
+        "ceiling": ratio(merged, single),
+    }
 
 
 def _cpu_time() -> float:
@@ -198,14 +220,22 @@ def _cpu_time() -> float:
     return times.user + times.system
 
 
-def summary(kind: str, batching: bool, latencies: list[float], seconds: float, passes: int,
-            rows: float, cpu_seconds: float) -> PhaseResult:
-    return PhaseResult(kind=kind, batching=batching, requests=len(latencies), seconds=round(seconds, 3),
-                       throughput=round(len(latencies) / seconds, 3) if seconds else 0.0,
-                       p50_ms=round(percentile_ms(latencies, 50), 2), p95_ms=round(percentile_ms(latencies, 95), 2),
-                       forward_passes=passes, mean_batch=round(rows / passes, 2) if passes else 0.0,
-                       cpu_seconds=round(cpu_seconds, 3),
-                       per_cpu_second=round(len(latencies) / cpu_seconds, 3) if cpu_seconds else 0.0)
+def summary(
+    kind: str, batching: bool, latencies: list[float], seconds: float, passes: int, rows: float, cpu_seconds: float
+) -> PhaseResult:
+    return PhaseResult(
+        kind=kind,
+        batching=batching,
+        requests=len(latencies),
+        seconds=round(seconds, 3),
+        throughput=round(len(latencies) / seconds, 3) if seconds else 0.0,
+        p50_ms=round(percentile_ms(latencies, 50), 2),
+        p95_ms=round(percentile_ms(latencies, 95), 2),
+        forward_passes=passes,
+        mean_batch=round(rows / passes, 2) if passes else 0.0,
+        cpu_seconds=round(cpu_seconds, 3),
+        per_cpu_second=round(len(latencies) / cpu_seconds, 3) if cpu_seconds else 0.0,
+    )
 
 
 def pooled(kind: str, batching: bool, rounds: list[tuple[PhaseResult, list[float]]]) -> PhaseResult:
@@ -213,13 +243,24 @@ def pooled(kind: str, batching: bool, rounds: list[tuple[PhaseResult, list[float
     latencies = [value for _, values in rounds for value in values]
     passes = sum(result.forward_passes for result, _ in rounds)
     rows = sum(result.forward_passes * result.mean_batch for result, _ in rounds)
-    return summary(kind, batching, latencies, sum(result.seconds for result, _ in rounds), passes, rows,
-                   sum(result.cpu_seconds for result, _ in rounds))
+    return summary(
+        kind,
+        batching,
+        latencies,
+        sum(result.seconds for result, _ in rounds),
+        passes,
+        rows,
+        sum(result.cpu_seconds for result, _ in rounds),
+    )
 
 
 def machine() -> dict[str, object]:
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch_threads": _torch_threads()}
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch_threads": _torch_threads(),
+    }
 
 
 def _cpu_model() -> str:
@@ -242,27 +283,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.batching",
         description="Throughput and latency of 8 concurrent callers sending one text (then one image) per call "
-                    "to an in-process embedder over gRPC, with dynamic batching on and off.")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="CLIP checkpoint directory (default: a tiny random one, written to a temporary "
-                             "directory; for the real figure: python -m embedder_service.checkpoint DIR "
-                             "--arch vit-b-16)")
+        "to an in-process embedder over gRPC, with dynamic batching on and off.",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="CLIP checkpoint directory (default: a tiny random one, written to a temporary "
+        "directory; for the real figure: python -m embedder_service.checkpoint DIR "
+        "--arch vit-b-16)",
+    )
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--seconds", type=float, default=None, help="length of each phase (default 10)")
     budget.add_argument("--requests", type=int, default=None, help="calls per phase, instead of a time")
     parser.add_argument("--callers", type=int, default=8, help="concurrent callers (default 8)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="alternate off and on this many times per kind, pooling the figures (default 1)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="alternate off and on this many times per kind, pooling the figures (default 1)",
+    )
     parser.add_argument("--kinds", default="text,image", help="text, image or both (default text,image)")
-    parser.add_argument("--texts", choices=("caption", "short"), default="caption",
-                        help="caption: 6 to 14 words; short: adjective and noun, as many tokens for the random "
-                             "checkpoints' byte-level vocabulary as a caption is for CLIP's (default caption)")
-    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
-                        help="model precision (default auto: bf16 where the CPU computes it natively)")
-    parser.add_argument("--max-wait-ms", type=float, default=EmbedderConfig.batch_max_wait_ms,
-                        help=f"batching's longest wait (default {EmbedderConfig.batch_max_wait_ms:g})")
-    parser.add_argument("--max-batch", type=int, default=EmbedderConfig.batch_max_size,
-                        help=f"most items per merged pass (default {EmbedderConfig.batch_max_size})")
+    parser.add_argument(
+        "--texts",
+        choices=("caption", "short"),
+        default="caption",
+        help="caption: 6 to 14 words; short: adjective and noun, as many tokens for the random "
+        "checkpoints' byte-level vocabulary as a caption is for CLIP's (default caption)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="model precision (default auto: bf16 where the CPU computes it natively)",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=EmbedderConfig.batch_max_wait_ms,
+        help=f"batching's longest wait (default {EmbedderConfig.batch_max_wait_ms:g})",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=EmbedderConfig.batch_max_size,
+        help=f"most items per merged pass (default {EmbedderConfig.batch_max_size})",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this file")
     args = parser.parse_args(argv)
     # As the server does; only effective before torch is imported (not when another benchmark ran first).
@@ -280,14 +346,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint = write_checkpoint(Path(scratch) / "tiny", arch="tiny")
         embedder = ClipEmbedder(str(checkpoint), dtype=args.dtype, device="cpu")
         info = embedder.load()
-        base = EmbedderConfig(host="127.0.0.1", port=0, model=str(checkpoint), dtype=args.dtype, device="cpu",
-                              workers=max(16, args.callers * 2), batch_max_wait_ms=args.max_wait_ms,
-                              batch_max_size=args.max_batch)
+        base = EmbedderConfig(
+            host="127.0.0.1",
+            port=0,
+            model=str(checkpoint),
+            dtype=args.dtype,
+            device="cpu",
+            workers=max(16, args.callers * 2),
+            batch_max_wait_ms=args.max_wait_ms,
+            batch_max_size=args.max_batch,
+        )
         images = sample_jpegs()
         load_before = os.getloadavg()
-        print(f"model {checkpoint} ({info.dtype}, {info.image_size}px, {info.dimension}-d); {args.callers} callers; "
-              f"{f'{seconds:g}s' if seconds else f'{args.requests} calls'} per phase; "
-              f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}", file=sys.stderr)
+        print(
+            f"model {checkpoint} ({info.dtype}, {info.image_size}px, {info.dimension}-d); {args.callers} callers; "
+            f"{f'{seconds:g}s' if seconds else f'{args.requests} calls'} per phase; "
+            f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}",
+            file=sys.stderr,
+        )
         results: list[PhaseResult] = []
         round_ratios: dict[str, list[float | None]] = {}
         ceilings: dict[str, dict[str, float | int | None]] = {}
@@ -295,22 +371,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases: dict[bool, list[tuple[PhaseResult, list[float]]]] = {False: [], True: []}
             for _ in range(args.rounds):
                 for batching in (False, True):
-                    result, latencies = run_phase(embedder, base, kind, batching, callers=args.callers,
-                                                  seconds=seconds, requests=args.requests, images=images,
-                                                  text_style=args.texts)
+                    result, latencies = run_phase(
+                        embedder,
+                        base,
+                        kind,
+                        batching,
+                        callers=args.callers,
+                        seconds=seconds,
+                        requests=args.requests,
+                        images=images,
+                        text_style=args.texts,
+                    )
                     phases[batching].append((result, latencies))
-                    print(f"  {kind:5} batching {'on ' if batching else 'off'}: {result.throughput:8.2f}/s  "
-                          f"p50 {result.p50_ms:8.1f} ms  p95 {result.p95_ms:8.1f} ms  "
-                          f"mean batch {result.mean_batch:5.2f}  ({result.requests} calls)", file=sys.stderr)
+                    print(
+                        f"  {kind:5} batching {'on ' if batching else 'off'}: {result.throughput:8.2f}/s  "
+                        f"p50 {result.p50_ms:8.1f} ms  p95 {result.p95_ms:8.1f} ms  "
+                        f"mean batch {result.mean_batch:5.2f}  ({result.requests} calls)",
+                        file=sys.stderr,
+                    )
             results += [pooled(kind, batching, phases[batching]) for batching in (False, True)]
             measured = sum(r.requests for r, _ in phases[False]) // max(1, args.rounds)
-            ceilings[kind] = model_ceiling(embedder, kind, args.callers, images,
-                                           items=min(max(args.callers, measured), 512), text_style=args.texts)
-            print(f"  {kind:5} model alone: {ceilings[kind]['items_per_pass_1']:.2f}/s in passes of 1, "
-                  f"{ceilings[kind]['items_per_pass_batch']:.2f}/s in passes of {args.callers} "
-                  f"= {ceilings[kind]['ceiling']}x", file=sys.stderr)
-            round_ratios[kind] = [ratio(on.throughput, off.throughput)
-                                  for (off, _), (on, _) in zip(phases[False], phases[True], strict=True)]
+            ceilings[kind] = model_ceiling(
+                embedder, kind, args.callers, images, items=min(max(args.callers, measured), 512), text_style=args.texts
+            )
+            print(
+                f"  {kind:5} model alone: {ceilings[kind]['items_per_pass_1']:.2f}/s in passes of 1, "
+                f"{ceilings[kind]['items_per_pass_batch']:.2f}/s in passes of {args.callers} "
+                f"= {ceilings[kind]['ceiling']}x",
+                file=sys.stderr,
+            )
+            round_ratios[kind] = [
+                ratio(on.throughput, off.throughput)
+                for (off, _), (on, _) in zip(phases[False], phases[True], strict=True)
+            ]
         load_after = os.getloadavg()
 
     ratios, cpu_ratios = {}, {}
@@ -324,13 +417,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmark": "dynamic_batching",
         "checkpoint": str(args.checkpoint or "tiny (temporary)"),
         "model": {"dtype": info.dtype, "image_size": info.image_size, "dimension": info.dimension},
-        "callers": args.callers, "rounds": args.rounds, "seconds_per_phase": seconds,
-        "requests_per_phase": args.requests, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "callers": args.callers,
+        "rounds": args.rounds,
+        "seconds_per_phase": seconds,
+        "requests_per_phase": args.requests,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "omp_wait_policy_applied": omp_policy_applied,
-        "max_wait_ms": args.max_wait_ms, "max_batch": args.max_batch, "texts": args.texts,
-        "machine": machine(), "load_average_before": list(load_before), "load_average_after": list(load_after),
-        "results": [asdict(result) for result in results], "throughput_ratio_on_vs_off": ratios,
-        "throughput_ratio_on_vs_off_per_round": round_ratios, "per_cpu_second_ratio_on_vs_off": cpu_ratios,
+        "max_wait_ms": args.max_wait_ms,
+        "max_batch": args.max_batch,
+        "texts": args.texts,
+        "machine": machine(),
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+        "results": [asdict(result) for result in results],
+        "throughput_ratio_on_vs_off": ratios,
+        "throughput_ratio_on_vs_off_per_round": round_ratios,
+        "per_cpu_second_ratio_on_vs_off": cpu_ratios,
         # The model alone in passes of 1 and of `callers` items: what merging can gain at most on this machine.
         "model_alone": ceilings,
     }
@@ -349,15 +451,23 @@ def _load(load: tuple[float, float, float]) -> str:
     return " ".join(f"{value:.2f}" for value in load)
 
 
-def _table(results: list[PhaseResult], ratios: dict[str, float | None],
-           round_ratios: dict[str, list[float | None]], cpu_ratios: dict[str, float | None],
-           ceilings: dict[str, dict[str, float | int | None]]) -> str:
-    header = (f"{'kind':6} {'batching':8} {'calls/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'mean batch':>10} "
-              f"{'calls':>6} {'calls/cpu-s':>11}")
+def _table(
+    results: list[PhaseResult],
+    ratios: dict[str, float | None],
+    round_ratios: dict[str, list[float | None]],
+    cpu_ratios: dict[str, float | None],
+    ceilings: dict[str, dict[str, float | int | None]],
+) -> str:
+    header = (
+        f"{'kind':6} {'batching':8} {'calls/s':>9} {'p50 ms':>9} {'p95 ms':>9} {'mean batch':>10} "
+        f"{'calls':>6} {'calls/cpu-s':>11}"
+    )
     lines = [header, "-" * len(header)]
     for r in results:
-        lines.append(f"{r.kind:6} {'on' if r.batching else 'off':8} {r.throughput:9.2f} {r.p50_ms:9.1f} "
-                     f"{r.p95_ms:9.1f} {r.mean_batch:10.2f} {r.requests:6d} {r.per_cpu_second:11.2f}")
+        lines.append(
+            f"{r.kind:6} {'on' if r.batching else 'off':8} {r.throughput:9.2f} {r.p50_ms:9.1f} "
+            f"{r.p95_ms:9.1f} {r.mean_batch:10.2f} {r.requests:6d} {r.per_cpu_second:11.2f}"
+        )
     for kind, pooled_ratio in ratios.items():
         if pooled_ratio is None:
             lines.append(f"{kind}: no ratio (no calls with batching off)")
@@ -368,8 +478,7 @@ def _table(results: list[PhaseResult], ratios: dict[str, float | None],
         if cpu_ratios[kind] is not None:
             line += f"; per CPU second {cpu_ratios[kind]:.2f}x"
         if kind in ceilings:
-            line += (f"; model alone, passes of {ceilings[kind]['batch']} / passes of 1: "
-                     f"{ceilings[kind]['ceiling']}x")
+            line += f"; model alone, passes of {ceilings[kind]['batch']} / passes of 1: {ceilings[kind]['ceiling']}x"
         lines.append(line)
     return "\n".join(lines)
 

@@ -1,4 +1,5 @@
 """Shared benchmark plumbing: sizes, cached checkpoints and media, the service stack, timing, results."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,15 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.processes import (DEPLOYED_SEARCH_SETTINGS, ServiceProcess, Stack, base_env, rss_bytes, search_process,
-                             start_stack)
+from bench.processes import (
+    DEPLOYED_SEARCH_SETTINGS,
+    ServiceProcess,
+    Stack,
+    base_env,
+    rss_bytes,
+    search_process,
+    start_stack,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = REPO / "bench" / ".cache"
@@ -53,15 +61,43 @@ class Sizes:
     load_clients: int = 16
 
 
-QUICK = Sizes("quick", "tiny", png_frames=8, jpeg_photos=4, model_only_images=32, ingest_rounds=2,
-              seed_png_frames=8, query_items=(10_000,), queries=100, text_queries=20, video_seconds=10,
-              video_fps=25, batching_seconds=3.0, load_seconds=5.0, load_warmup=2.0, load_clients=8)
-FULL = Sizes("full", "vit-b-16", png_frames=16, jpeg_photos=4, model_only_images=16, ingest_rounds=3,
-             seed_png_frames=8, query_items=(10_000, 100_000), queries=200, text_queries=40, video_seconds=60,
-             video_fps=25, batching_seconds=10.0)
+QUICK = Sizes(
+    "quick",
+    "tiny",
+    png_frames=8,
+    jpeg_photos=4,
+    model_only_images=32,
+    ingest_rounds=2,
+    seed_png_frames=8,
+    query_items=(10_000,),
+    queries=100,
+    text_queries=20,
+    video_seconds=10,
+    video_fps=25,
+    batching_seconds=3.0,
+    load_seconds=5.0,
+    load_warmup=2.0,
+    load_clients=8,
+)
+FULL = Sizes(
+    "full",
+    "vit-b-16",
+    png_frames=16,
+    jpeg_photos=4,
+    model_only_images=16,
+    ingest_rounds=3,
+    seed_png_frames=8,
+    query_items=(10_000, 100_000),
+    queries=200,
+    text_queries=40,
+    video_seconds=60,
+    video_fps=25,
+    batching_seconds=10.0,
+)
 
 
 # --- the machine ------------------------------------------------------------------------------------
+
 
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
@@ -84,11 +120,16 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "cpu": cpu, "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu": cpu,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "avx2": "avx2" in flags, "avx512f": "avx512f" in flags, "native_bf16": cpu_supports_bf16(),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "pillow": Image.__version__, "platform": platform.platform(),
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "native_bf16": cpu_supports_bf16(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pillow": Image.__version__,
+        "platform": platform.platform(),
     }
 
 
@@ -116,8 +157,12 @@ class CpuMeter:
 
     def _now(self) -> float:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return (time.process_time() + children.ru_utime + children.ru_stime
-                + sum(process_cpu_seconds(pid) for pid in self._pids))
+        return (
+            time.process_time()
+            + children.ru_utime
+            + children.ru_stime
+            + sum(process_cpu_seconds(pid) for pid in self._pids)
+        )
 
     def seconds(self) -> float:
         return self._now() - self._start
@@ -180,12 +225,20 @@ class Target:
         return round(gap / self.goal, 3)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "value": self.value, "goal": self.goal,
-                "comparison": "<=" if self.upper_bound else ">=", "unit": self.unit, "met": self.met,
-                "margin": self.margin, "note": self.note}
+        return {
+            "name": self.name,
+            "value": self.value,
+            "goal": self.goal,
+            "comparison": "<=" if self.upper_bound else ">=",
+            "unit": self.unit,
+            "met": self.met,
+            "margin": self.margin,
+            "note": self.note,
+        }
 
 
 # --- the cache --------------------------------------------------------------------------------------
+
 
 def cache_dir(path: Path) -> Path:
     """The cache directory, made ignorable by git (weights and media must never be committed)."""
@@ -225,6 +278,7 @@ def building(final: Path) -> Iterator[Path]:
 
 # --- synthetic media --------------------------------------------------------------------------------
 
+
 def scene(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """Smooth gradients and waves under flat shapes, softened: compresses like a rendered or filmed frame."""
     yy = np.linspace(0, 1, height, dtype=np.float32)[:, None]
@@ -233,8 +287,7 @@ def scene(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     for _ in range(3):
         a, b = rng.uniform(-120, 120, 2)
         base, fx, fy, phase = rng.uniform(60, 190), rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 6.3)
-        channels.append(base + a * xx + b * yy
-                        + 25 * np.sin(fx * 6.283 * xx + phase) * np.cos(fy * 6.283 * yy))
+        channels.append(base + a * xx + b * yy + 25 * np.sin(fx * 6.283 * xx + phase) * np.cos(fy * 6.283 * yy))
     image = Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     scale = width / 1920
@@ -277,6 +330,7 @@ def _pool_folder(pool: Path, count: int, make: Callable[[int, Path], None], name
 
 def png_frames(cache: Path, count: int, size: tuple[int, int] = (1920, 1080)) -> Path:
     """A folder of `count` PNG frames of `size` (about 2.5 MB each at 1080p), generated once."""
+
     def make(n: int, path: Path) -> None:
         rng = np.random.default_rng(1000 + n)
         with_noise(scene(rng, *size), rng, 1.6).save(path, "PNG")
@@ -286,6 +340,7 @@ def png_frames(cache: Path, count: int, size: tuple[int, int] = (1920, 1080)) ->
 
 def jpeg_photos(cache: Path, count: int, size: tuple[int, int] = (4032, 3024)) -> Path:
     """A folder of `count` phone-sized JPEG photos (quality 92, 2-4 MB each), generated once."""
+
     def make(n: int, path: Path) -> None:
         rng = np.random.default_rng(5000 + n)
         with_noise(scene(rng, *size), rng, 3.0).save(path, "JPEG", quality=92)
@@ -311,8 +366,10 @@ def video(cache: Path, seconds: int, fps: int, size: tuple[int, int] = (1920, 10
     rng = np.random.default_rng(7)
     scenes = [np.asarray(scene(rng, width + 256, height)) for _ in range(max(1, seconds // 10))]
     noise = [rng.normal(0, 2.0, (height, width, 3)).astype(np.int16) for _ in range(4)]
-    sprites = [(int(rng.integers(80, 300)), tuple(int(v) for v in rng.integers(0, 256, 3)),
-                rng.uniform(-12, 12, 2)) for _ in range(6)]
+    sprites = [
+        (int(rng.integers(80, 300)), tuple(int(v) for v in rng.integers(0, 256, 3)), rng.uniform(-12, 12, 2))
+        for _ in range(6)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     with av.open(str(partial), mode="w", format="mp4") as container:
@@ -326,11 +383,11 @@ def video(cache: Path, seconds: int, fps: int, size: tuple[int, int] = (1920, 10
             second = index // fps
             background = scenes[(second // 10) % len(scenes)]
             shift = (index * 2) % 256  # a slow pan
-            frame = background[:, shift:shift + width].astype(np.int16)
+            frame = background[:, shift : shift + width].astype(np.int16)
             for number, (side, color, velocity) in enumerate(sprites):
                 x = int(abs((200 * number + velocity[0] * index) % (2 * (width - side)) - (width - side)))
                 y = int(abs((150 * number + velocity[1] * index) % (2 * (height - side)) - (height - side)))
-                frame[y:y + side, x:x + side] = color
+                frame[y : y + side, x : x + side] = color
             frame += noise[index % len(noise)]
             pixels = np.clip(frame, 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
@@ -346,6 +403,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 # --- the services -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Services:
@@ -376,8 +434,14 @@ class Services:
         """CPU seconds of `clipsearch stats` (interpreter start, imports, one call): measured once."""
         if self._startup_cpu is None:
             meter = CpuMeter()
-            subprocess.run([sys.executable, "-m", "client", "stats", "--json", "--search", self.search],
-                           cwd=REPO, env=base_env(), capture_output=True, check=True, timeout=600)
+            subprocess.run(
+                [sys.executable, "-m", "client", "stats", "--json", "--search", self.search],
+                cwd=REPO,
+                env=base_env(),
+                capture_output=True,
+                check=True,
+                timeout=600,
+            )
             self._startup_cpu = meter.seconds()
         return self._startup_cpu
 
@@ -386,8 +450,13 @@ class Services:
 
     def search_service(self, index: str, dimension: int) -> ServiceProcess:
         """Another search service process over the same Redis, for an index of its own; stopped with the rest."""
-        service = search_process(self.redis_url, dimension, self.workdir, index=index,
-                                 extra={"SEARCH_REDIS_TIMEOUT_SECONDS": "300", **DEPLOYED_SEARCH_SETTINGS})
+        service = search_process(
+            self.redis_url,
+            dimension,
+            self.workdir,
+            index=index,
+            extra={"SEARCH_REDIS_TIMEOUT_SECONDS": "300", **DEPLOYED_SEARCH_SETTINGS},
+        )
         service.log_path = self.workdir / f"search-{index}.log"
         self.extra_search.append(service)
         return service.start().wait_serving()
@@ -400,22 +469,45 @@ class Services:
 
 def start_services(workdir: Path, model: Path, embedder_threads: int, dtype: str = "auto") -> Services:
     """The services as `clipsearch serve` runs them, with Redis's default fsync policy."""
-    stack = start_stack(workdir, str(model), embedder_threads=embedder_threads, dtype=dtype,
-                        appendfsync="everysec", index="bench", search_env=DEPLOYED_SEARCH_SETTINGS)
+    stack = start_stack(
+        workdir,
+        str(model),
+        embedder_threads=embedder_threads,
+        dtype=dtype,
+        appendfsync="everysec",
+        index="bench",
+        search_env=DEPLOYED_SEARCH_SETTINGS,
+    )
     return Services(stack, workdir)
 
 
-def clipsearch_index(services: Services, paths: Sequence[Path], collection: str, *,
-                     fps: float = 1.0) -> tuple[dict[str, Any], Timed]:
+def clipsearch_index(
+    services: Services, paths: Sequence[Path], collection: str, *, fps: float = 1.0
+) -> tuple[dict[str, Any], Timed]:
     """Runs `clipsearch index PATHS --json` (python -m client) against the services.
 
     Returns its report and a Timed of the items it indexed over the seconds it reports (the run itself,
     without the interpreter's start), with the CPU time of the client and every service process. That CPU
     time includes starting the client (Services.client_startup_cpu), so it errs on the high side.
     """
-    command = [sys.executable, "-m", "client", "index", *map(str, paths), "--json", "--collection", collection,
-               "--fps", f"{fps:g}", "--embedder", services.embedder, "--search", services.search,
-               "--timeout", "600"]
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "index",
+        *map(str, paths),
+        "--json",
+        "--collection",
+        collection,
+        "--fps",
+        f"{fps:g}",
+        "--embedder",
+        services.embedder,
+        "--search",
+        services.search,
+        "--timeout",
+        "600",
+    ]
     meter = CpuMeter(services.pids())
     done = subprocess.run(command, cwd=REPO, env=base_env(), capture_output=True, text=True, timeout=3600)
     cpu = meter.seconds()

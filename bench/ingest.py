@@ -1,4 +1,5 @@
 """Ingest: the seed's per-image loop vs `clipsearch index` end to end vs the model alone, in one run."""
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,17 @@ import numpy as np
 import redis
 from PIL import Image
 
-from bench.common import (MODEL_BATCH, CpuMeter, Services, Timed, clipsearch_index, folder_bytes, load_average,
-                          median, ratio)
+from bench.common import (
+    MODEL_BATCH,
+    CpuMeter,
+    Services,
+    Timed,
+    clipsearch_index,
+    folder_bytes,
+    load_average,
+    median,
+    ratio,
+)
 from client.api import Client
 from client.media import ImageLimits, prepare_image
 from embedder_service.model import ClipEmbedder
@@ -39,9 +49,28 @@ class SeedLoop:
     def run(self, files: list[Path], client: redis.Redis, redis_pid: int) -> Timed:
         """Indexes the files into a RediSearch index of its own, one image at a time."""
         name = f"seed-{uuid.uuid4().hex[:8]}"
-        client.execute_command("FT.CREATE", name, "ON", "HASH", "PREFIX", "1", f"{name}:", "SCHEMA",
-                               "path", "TAG", "vector", "VECTOR", "HNSW", "6", "TYPE", "FLOAT32",
-                               "DIM", str(self.dimension), "DISTANCE_METRIC", "COSINE")
+        client.execute_command(
+            "FT.CREATE",
+            name,
+            "ON",
+            "HASH",
+            "PREFIX",
+            "1",
+            f"{name}:",
+            "SCHEMA",
+            "path",
+            "TAG",
+            "vector",
+            "VECTOR",
+            "HNSW",
+            "6",
+            "TYPE",
+            "FLOAT32",
+            "DIM",
+            str(self.dimension),
+            "DISTANCE_METRIC",
+            "COSINE",
+        )
         meter = CpuMeter([redis_pid])
         started = time.perf_counter()
         for number, path in enumerate(files):
@@ -62,12 +91,11 @@ class SeedLoop:
 def _info_field(reply: Any, name: str) -> Any:
     if isinstance(reply, dict):
         return reply.get(name, reply.get(name.encode()))
-    pairs = dict(zip(reply[::2], reply[1::2]))
+    pairs = dict(zip(reply[::2], reply[1::2], strict=False))
     return pairs.get(name, pairs.get(name.encode()))
 
 
-def model_only(embedder: ClipEmbedder, images: int, warm_up: bool = True,
-               batch_size: int = MODEL_BATCH) -> Timed:
+def model_only(embedder: ClipEmbedder, images: int, warm_up: bool = True, batch_size: int = MODEL_BATCH) -> Timed:
     """Throughput of the model alone: batches of `batch_size` random pixels (after a warm-up batch)."""
     size = embedder.info.image_size
     batch = np.random.default_rng(0).standard_normal((batch_size, 3, size, size), dtype=np.float32)
@@ -102,7 +130,9 @@ def seed_prepare_ms(files: list[Path], processor: Any) -> float:
 def _round_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed) -> dict[str, Any]:
     return {
         "load_average": load_average(),
-        "model_img_s": model.per_second, "seed_img_s": seed.per_second, "pipeline_img_s": pipeline.per_second,
+        "model_img_s": model.per_second,
+        "seed_img_s": seed.per_second,
+        "pipeline_img_s": pipeline.per_second,
         "model_bs1_img_s": single.per_second,
         # How much batches speed the model up on this machine, and so the most any pipeline can gain on the
         # seed loop (batch 1) by running the model at its batch-16 speed.
@@ -110,23 +140,39 @@ def _round_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed) ->
         "ceiling_vs_seed": ratio(model.per_second, seed.per_second),
         "pipeline_vs_seed": ratio(pipeline.per_second, seed.per_second),
         "pipeline_vs_model": ratio(pipeline.per_second, model.per_second),
-        "model_cpu_ms": model.cpu_ms_per_item, "seed_cpu_ms": seed.cpu_ms_per_item,
+        "model_cpu_ms": model.cpu_ms_per_item,
+        "seed_cpu_ms": seed.cpu_ms_per_item,
         "pipeline_cpu_ms": pipeline.cpu_ms_per_item,
     }
 
 
-def _summary(kind_files: list[Path], seed_files: list[Path], rounds: list[dict[str, Any]], image_size: int,
-             seed: SeedLoop) -> dict[str, Any]:
+def _summary(
+    kind_files: list[Path], seed_files: list[Path], rounds: list[dict[str, Any]], image_size: int, seed: SeedLoop
+) -> dict[str, Any]:
     with Image.open(kind_files[0]) as first:
         width, height = first.size
     figures: dict[str, Any] = {
-        "files": len(kind_files), "seed_files": len(seed_files), "width": width, "height": height,
-        "mean_file_bytes": folder_bytes(kind_files[0].parent) // len(kind_files), "rounds": rounds,
+        "files": len(kind_files),
+        "seed_files": len(seed_files),
+        "width": width,
+        "height": height,
+        "mean_file_bytes": folder_bytes(kind_files[0].parent) // len(kind_files),
+        "rounds": rounds,
     }
     # Medians over the rounds; each round's ratios compare figures taken minutes apart at most.
-    for key in ("model_img_s", "seed_img_s", "pipeline_img_s", "pipeline_vs_seed", "pipeline_vs_model",
-                "model_bs1_img_s", "model_batch_gain", "ceiling_vs_seed", "model_cpu_ms", "seed_cpu_ms",
-                "pipeline_cpu_ms"):
+    for key in (
+        "model_img_s",
+        "seed_img_s",
+        "pipeline_img_s",
+        "pipeline_vs_seed",
+        "pipeline_vs_model",
+        "model_bs1_img_s",
+        "model_batch_gain",
+        "ceiling_vs_seed",
+        "model_cpu_ms",
+        "seed_cpu_ms",
+        "pipeline_cpu_ms",
+    ):
         figures[key] = median([r[key] for r in rounds])
     # CPU time per image barely depends on other people's load: what an idle machine's ratios would be,
     # were every stage kept busy.
@@ -137,8 +183,18 @@ def _summary(kind_files: list[Path], seed_files: list[Path], rounds: list[dict[s
     return figures
 
 
-def run(services: Services, embedder: ClipEmbedder, checkpoint: Path, png_folder: Path, jpeg_folder: Path, *,
-        rounds: int, model_images: int, seed_png_files: int, run_id: str) -> dict[str, Any]:
+def run(
+    services: Services,
+    embedder: ClipEmbedder,
+    checkpoint: Path,
+    png_folder: Path,
+    jpeg_folder: Path,
+    *,
+    rounds: int,
+    model_images: int,
+    seed_png_files: int,
+    run_id: str,
+) -> dict[str, Any]:
     """Rounds of: (c) the model alone (batch 16, then batch 1), then for PNG frames and JPEG photos (a) the
     seed loop and (b) `clipsearch index` of the folder. Ratios are taken within each round, then their median
     reported."""
@@ -159,11 +215,14 @@ def run(services: Services, embedder: ClipEmbedder, checkpoint: Path, png_folder
                 seeded = seed.run(seed_files[kind], client, redis_pid)
                 report, pipeline = clipsearch_index(services, [folders[kind]], f"{kind}-{run_id}-{number}")
                 if report["indexed"] != len(image_files(folders[kind])):
-                    raise RuntimeError(f"clipsearch index wrote {report['indexed']} {kind} files of "
-                                       f"{len(image_files(folders[kind]))}")
+                    raise RuntimeError(
+                        f"clipsearch index wrote {report['indexed']} {kind} files of {len(image_files(folders[kind]))}"
+                    )
                 rows.append(_round_figures(model, single, seeded, pipeline))
     return {
-        "dtype": info.dtype, "model_batch": MODEL_BATCH, "rounds": rounds,
+        "dtype": info.dtype,
+        "model_batch": MODEL_BATCH,
+        "rounds": rounds,
         # Part of every clipsearch index run's CPU time: the interpreter's start and imports.
         "client_start_cpu_seconds": round(services.client_startup_cpu(), 3),
         "png": _summary(png_files, seed_files["png"], per_kind["png"], info.image_size, seed),

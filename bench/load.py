@@ -11,6 +11,7 @@ Upserts rewrite a fixed set of items (seeded before the warm-up), so Redis holds
 and memory growth after the warm-up means a leak, not more data. Resident memory (VmRSS) of Redis, the
 embedder and the search service is read after the warm-up and at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,20 @@ from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb
 OPERATIONS = ("text", "image", "upsert")
 COLLECTION = "load"
 _SEED_BATCH = 16
-_PHRASES = ("a cat on a sofa", "a red car in the rain", "mountains at sunset", "a bowl of fruit",
-            "people waving on a beach", "a city street at night", "a dog catching a ball", "snow on pine trees",
-            "a plate of pasta", "an old bicycle against a wall", "boats in a harbour", "a child with a kite")
+_PHRASES = (
+    "a cat on a sofa",
+    "a red car in the rain",
+    "mountains at sunset",
+    "a bowl of fruit",
+    "people waving on a beach",
+    "a city street at night",
+    "a dog catching a ball",
+    "snow on pine trees",
+    "a plate of pasta",
+    "an old bicycle against a wall",
+    "boats in a harbour",
+    "a child with a kite",
+)
 
 
 @dataclass(frozen=True)
@@ -88,12 +100,17 @@ class LoadResult:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "config": {**self.config.__dict__, "mix": dict(zip(OPERATIONS, self.config.mix))},
-            "model": self.model, "dimension": self.dimension, "seconds": round(self.seconds, 3),
+            "config": {**self.config.__dict__, "mix": dict(zip(OPERATIONS, self.config.mix, strict=False))},
+            "model": self.model,
+            "dimension": self.dimension,
+            "seconds": round(self.seconds, 3),
             "operations": {name: stats.__dict__ for name, stats in self.operations.items()},
-            "total": self.total.__dict__, "errors": self.errors,
-            "rss_bytes": {name: {"start": start, "end": end, "growth": round(end / start - 1.0, 4)}
-                          for name, (start, end) in self.rss.items()},
+            "total": self.total.__dict__,
+            "errors": self.errors,
+            "rss_bytes": {
+                name: {"start": start, "end": end, "growth": round(end / start - 1.0, 4)}
+                for name, (start, end) in self.rss.items()
+            },
             "rss_samples_bytes": self.rss_samples,
             "items_after": self.items_after,
             "load_average": {"start": self.load_average[0], "end": self.load_average[1]},
@@ -109,7 +126,8 @@ def make_pictures(count: int, seed: int) -> list[tuple[bytes, int, int]]:
         blocks = rng.integers(0, 256, (int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3), dtype=np.uint8)
         buffer = io.BytesIO()
         Image.fromarray(blocks).resize((width, height), Image.Resampling.BICUBIC).save(
-            buffer, "PNG" if n % 2 else "JPEG", quality=90)
+            buffer, "PNG" if n % 2 else "JPEG", quality=90
+        )
         pictures.append((buffer.getvalue(), width, height))
     return pictures
 
@@ -134,8 +152,9 @@ class _Recorder:
 class _Client:
     """One client: its own channels to the embedder and the search service."""
 
-    def __init__(self, embedder: str, search: str, config: LoadConfig,
-                 pictures: Sequence[tuple[bytes, int, int]]) -> None:
+    def __init__(
+        self, embedder: str, search: str, config: LoadConfig, pictures: Sequence[tuple[bytes, int, int]]
+    ) -> None:
         self._channels = [grpc.insecure_channel(embedder), grpc.insecure_channel(search)]
         self.embedder = embedder_pb2_grpc.EmbedderStub(self._channels[0])
         self.search = search_pb2_grpc.SearchStub(self._channels[1])
@@ -149,8 +168,8 @@ class _Client:
     def embed_picture(self, picture: int) -> list[float]:
         data = self.pictures[picture][0]
         response = self.embedder.EmbedImages(
-            embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.Image(encoded=data)]),
-            timeout=self.config.deadline)
+            embedder_pb2.EmbedImagesRequest(images=[embedder_pb2.Image(encoded=data)]), timeout=self.config.deadline
+        )
         return list(response.results[0].embedding.values)
 
     def query(self, vector: list[float]) -> None:
@@ -159,8 +178,13 @@ class _Client:
     def item(self, number: int, picture: int, vector: Sequence[float]) -> search_pb2.Item:
         data, width, height = self.pictures[picture]
         metadata = search_pb2.Metadata(
-            sources=[f"file:///load/{number:05d}.img"], media_type=search_pb2.MEDIA_TYPE_IMAGE,
-            collection=COLLECTION, content_hash=hashlib.sha256(data).hexdigest(), width=width, height=height)
+            sources=[f"file:///load/{number:05d}.img"],
+            media_type=search_pb2.MEDIA_TYPE_IMAGE,
+            collection=COLLECTION,
+            content_hash=hashlib.sha256(data).hexdigest(),
+            width=width,
+            height=height,
+        )
         return search_pb2.Item(id=f"load-{number:05d}", vector=vector, metadata=metadata)
 
     def upsert(self, number: int, picture: int) -> None:
@@ -171,20 +195,23 @@ class _Client:
         """Writes every id once (batched), so that upserts during the run rewrite, never add."""
         vectors: list[list[float]] = []
         for start in range(0, len(self.pictures), _SEED_BATCH):
-            images = [embedder_pb2.Image(encoded=data) for data, _, _ in self.pictures[start:start + _SEED_BATCH]]
-            response = self.embedder.EmbedImages(embedder_pb2.EmbedImagesRequest(images=images),
-                                                 timeout=self.config.deadline)
+            images = [embedder_pb2.Image(encoded=data) for data, _, _ in self.pictures[start : start + _SEED_BATCH]]
+            response = self.embedder.EmbedImages(
+                embedder_pb2.EmbedImagesRequest(images=images), timeout=self.config.deadline
+            )
             vectors.extend(list(result.embedding.values) for result in response.results)
         items = [self.item(n, n % len(vectors), vectors[n % len(vectors)]) for n in range(self.config.items)]
         for start in range(0, len(items), _SEED_BATCH):
-            self.search.Upsert(search_pb2.UpsertRequest(items=items[start:start + _SEED_BATCH]),
-                               timeout=self.config.deadline)
+            self.search.Upsert(
+                search_pb2.UpsertRequest(items=items[start : start + _SEED_BATCH]), timeout=self.config.deadline
+            )
 
     def operate(self, operation: str, rng: random.Random) -> None:
         picture = rng.randrange(len(self.pictures))
         if operation == "text":
-            response = self.embedder.EmbedTexts(embedder_pb2.EmbedTextsRequest(texts=[rng.choice(_PHRASES)]),
-                                                timeout=self.config.deadline)
+            response = self.embedder.EmbedTexts(
+                embedder_pb2.EmbedTextsRequest(texts=[rng.choice(_PHRASES)]), timeout=self.config.deadline
+            )
             self.query(list(response.embeddings[0].values))
         elif operation == "image":
             self.query(self.embed_picture(picture))
@@ -202,7 +229,7 @@ def _client_loop(client: _Client, recorder: _Recorder, stop: threading.Event, se
             client.operate(operation, rng)
         except grpc.RpcError as exc:
             error = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-        except Exception as exc:  # a malformed answer counts as an error too, and the client goes on
+        except Exception as exc:  # noqa: BLE001 - a malformed answer counts as an error too, and the client goes on
             error = type(exc).__name__
         recorder.record(operation, time.perf_counter() - started, error)
 
@@ -211,9 +238,14 @@ def _summarize(latencies: list[float], errors: int, seconds: float) -> Operation
     if not latencies:
         return OperationStats(errors=errors)
     ms = np.asarray(latencies) * 1000
-    return OperationStats(count=len(latencies), errors=errors, p50_ms=round(float(np.percentile(ms, 50)), 2),
-                          p99_ms=round(float(np.percentile(ms, 99)), 2), max_ms=round(float(ms.max()), 2),
-                          per_second=round(len(latencies) / seconds, 2))
+    return OperationStats(
+        count=len(latencies),
+        errors=errors,
+        p50_ms=round(float(np.percentile(ms, 50)), 2),
+        p99_ms=round(float(np.percentile(ms, 99)), 2),
+        max_ms=round(float(ms.max()), 2),
+        per_second=round(len(latencies) / seconds, 2),
+    )
 
 
 def _count(stub: search_pb2_grpc.SearchStub, deadline: float) -> int:
@@ -224,13 +256,18 @@ def _count(stub: search_pb2_grpc.SearchStub, deadline: float) -> int:
 def run_load(stack: Stack, config: LoadConfig) -> LoadResult:
     """Seeds the items, warms up for config.warmup seconds, then measures for config.duration seconds."""
     pictures = make_pictures(config.pictures, config.seed)
-    embedder = stack.embedder_addresses[0] if len(stack.embedders) == 1 else \
-        "ipv4:" + ",".join(stack.embedder_addresses)
+    embedder = (
+        stack.embedder_addresses[0] if len(stack.embedders) == 1 else "ipv4:" + ",".join(stack.embedder_addresses)
+    )
     clients = [_Client(embedder, stack.search.address, config, pictures) for _ in range(config.clients)]
     recorder = _Recorder()
     stop = threading.Event()
-    threads = [threading.Thread(target=_client_loop, args=(client, recorder, stop, config.seed * 1000 + n),
-                                name=f"load-{n}", daemon=True) for n, client in enumerate(clients)]
+    threads = [
+        threading.Thread(
+            target=_client_loop, args=(client, recorder, stop, config.seed * 1000 + n), name=f"load-{n}", daemon=True
+        )
+        for n, client in enumerate(clients)
+    ]
     load_start = os.getloadavg()[0]
     try:
         clients[0].seed()
@@ -260,25 +297,38 @@ def run_load(stack: Stack, config: LoadConfig) -> LoadResult:
         for client in clients:
             client.close()
     errors_by_operation = Counter(key.split(":")[0] for key in recorder.errors.elements())
-    operations = {name: _summarize(recorder.latencies[name], errors_by_operation[name], seconds)
-                  for name in OPERATIONS}
-    total = _summarize([v for values in recorder.latencies.values() for v in values],
-                       sum(recorder.errors.values()), seconds)
-    return LoadResult(config, seconds, operations, total, dict(recorder.errors),
-                      {name: (rss_start[name], rss_end[name]) for name in rss_start}, items_after, samples,
-                      (load_start, os.getloadavg()[0]), dimension=stack.dimension)
+    operations = {name: _summarize(recorder.latencies[name], errors_by_operation[name], seconds) for name in OPERATIONS}
+    total = _summarize(
+        [v for values in recorder.latencies.values() for v in values], sum(recorder.errors.values()), seconds
+    )
+    return LoadResult(
+        config,
+        seconds,
+        operations,
+        total,
+        dict(recorder.errors),
+        {name: (rss_start[name], rss_end[name]) for name in rss_start},
+        items_after,
+        samples,
+        (load_start, os.getloadavg()[0]),
+        dimension=stack.dimension,
+    )
 
 
 def format_table(result: LoadResult) -> str:
     """Throughput and latencies per operation, then resident memory per process."""
     config = result.config
-    lines = [f"{config.clients} clients, {result.seconds:.1f} s measured after {config.warmup:g} s warm-up, "
-             f"deadline {config.deadline:g} s per call"
-             + (f", model {result.model} ({result.dimension}-d)" if result.model else ""),
-             f"{'operation':<10}{'ops':>8}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}"]
+    lines = [
+        f"{config.clients} clients, {result.seconds:.1f} s measured after {config.warmup:g} s warm-up, "
+        f"deadline {config.deadline:g} s per call"
+        + (f", model {result.model} ({result.dimension}-d)" if result.model else ""),
+        f"{'operation':<10}{'ops':>8}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}",
+    ]
     for name, stats in [*result.operations.items(), ("all", result.total)]:
-        lines.append(f"{name:<10}{stats.count:>8}{stats.per_second:>9.1f}{stats.p50_ms:>9.1f}"
-                     f"{stats.p99_ms:>9.1f}{stats.max_ms:>9.1f}{stats.errors:>8}")
+        lines.append(
+            f"{name:<10}{stats.count:>8}{stats.per_second:>9.1f}{stats.p50_ms:>9.1f}"
+            f"{stats.p99_ms:>9.1f}{stats.max_ms:>9.1f}{stats.errors:>8}"
+        )
     lines.append(f"{'process':<12}{'RSS start':>12}{'RSS end':>12}{'growth':>9}")
     for name, (start, end) in result.rss.items():
         lines.append(f"{name:<12}{start / 2**20:>9.1f} MiB{end / 2**20:>8.1f} MiB{(end / start - 1) * 100:>8.1f}%")
@@ -290,21 +340,34 @@ def format_table(result: LoadResult) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, metavar="DIR_OR_ID",
-                        help="CLIP checkpoint directory (make checkpoint ARCH=vit-b-16) or cached hub id")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR_OR_ID",
+        help="CLIP checkpoint directory (make checkpoint ARCH=vit-b-16) or cached hub id",
+    )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured (default 60)")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before measuring (default 30)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent client threads (default 16)")
     parser.add_argument("--deadline", type=float, default=30.0, help="deadline of every call in seconds")
-    parser.add_argument("--mix", default="0.4,0.4,0.2", metavar="TEXT,IMAGE,UPSERT",
-                        help="weights of text queries, image queries and upserts (default 0.4,0.4,0.2)")
+    parser.add_argument(
+        "--mix",
+        default="0.4,0.4,0.2",
+        metavar="TEXT,IMAGE,UPSERT",
+        help="weights of text queries, image queries and upserts (default 0.4,0.4,0.2)",
+    )
     parser.add_argument("--items", type=int, default=200, help="ids that upserts rewrite (default 200)")
-    parser.add_argument("--embedder-threads", type=int, default=0,
-                        help="torch threads of the embedder (default: all cores)")
+    parser.add_argument(
+        "--embedder-threads", type=int, default=0, help="torch threads of the embedder (default: all cores)"
+    )
     parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--appendfsync", choices=("everysec", "always", "no"), default="everysec")
-    parser.add_argument("--max-rss-growth", type=float, default=0.10,
-                        help="exit 1 when a process grew more than this fraction (default 0.10)")
+    parser.add_argument(
+        "--max-rss-growth",
+        type=float,
+        default=0.10,
+        help="exit 1 when a process grew more than this fraction (default 0.10)",
+    )
     parser.add_argument("--workdir", type=Path, help="logs and Redis data (default: a temporary directory)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results here")
     args = parser.parse_args(argv)
@@ -313,14 +376,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--mix takes three non-negative weights, e.g. 0.4,0.4,0.2")
     if args.clients < 1 or args.items < 1 or min(args.duration, args.deadline) <= 0 or args.warmup < 0:
         parser.error("--clients and --items must be at least 1, --duration and --deadline positive")
-    config = LoadConfig(clients=args.clients, duration=args.duration, warmup=args.warmup,
-                        deadline=args.deadline, mix=mix, items=args.items)  # type: ignore[arg-type]
+    config = LoadConfig(
+        clients=args.clients,
+        duration=args.duration,
+        warmup=args.warmup,
+        deadline=args.deadline,
+        mix=mix,
+        items=args.items,
+    )  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="clipsearch-load-") as scratch:
         workdir = args.workdir or Path(scratch)
         print(f"starting redis, the embedder ({args.model}) and the search service in {workdir}", file=sys.stderr)
         threads = args.embedder_threads or len(os.sched_getaffinity(0))
-        stack = start_stack(workdir, args.model, embedder_threads=threads, dtype=args.dtype,
-                            appendfsync=args.appendfsync, search_env=DEPLOYED_SEARCH_SETTINGS)
+        stack = start_stack(
+            workdir,
+            args.model,
+            embedder_threads=threads,
+            dtype=args.dtype,
+            appendfsync=args.appendfsync,
+            search_env=DEPLOYED_SEARCH_SETTINGS,
+        )
         try:
             result = run_load(stack, config)
         except KeyboardInterrupt:

@@ -1,4 +1,5 @@
 """The three services as real processes on fixed loopback ports: start, kill, restart, resident memory."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,12 @@ _SERVICE_VARIABLES = ("EMBEDDER_", "SEARCH_", "CLIP_MODEL", "REDIS_URL", "CLIPSE
 # service's default, as deployed (each poll is an FT.INFO that Redis answers on its one command thread).
 DEPLOYED_SEARCH_SETTINGS = {"SEARCH_HEALTH_INTERVAL_SECONDS": "1"}
 # Probes reconnect quickly: gRPC's default reconnect backoff grows to many seconds while a model loads.
-_PROBE_OPTIONS = (("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                  ("grpc.max_reconnect_backoff_ms", 500), ("grpc.enable_http_proxy", 0))
+_PROBE_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.enable_http_proxy", 0),
+)
 
 
 class StartError(RuntimeError):
@@ -91,8 +96,14 @@ class ServiceProcess:
         if self.is_running():
             return self
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen([sys.executable, "-m", self.module], cwd=REPO, env=self.env,
-                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> ServiceProcess:
@@ -104,8 +115,7 @@ class ServiceProcess:
                     code = self._process.returncode if self._process is not None else None
                     raise StartError(f"{self.name} exited with code {code}:\n{self.log_tail()}")
                 if time.monotonic() > deadline:
-                    raise StartError(f"{self.name} is {status}, not SERVING, after {timeout:.0f} s:\n"
-                                     f"{self.log_tail()}")
+                    raise StartError(f"{self.name} is {status}, not SERVING, after {timeout:.0f} s:\n{self.log_tail()}")
                 time.sleep(0.05)
         return self
 
@@ -134,28 +144,60 @@ class ServiceProcess:
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def embedder_process(name: str, model: str, log_dir: Path, *, threads: int = 1, dtype: str = "fp32",
-                     port: int = 0, extra: Mapping[str, str] | None = None) -> ServiceProcess:
+def embedder_process(
+    name: str,
+    model: str,
+    log_dir: Path,
+    *,
+    threads: int = 1,
+    dtype: str = "fp32",
+    port: int = 0,
+    extra: Mapping[str, str] | None = None,
+) -> ServiceProcess:
     """`python -m embedder_service` for a model (a checkpoint directory or a cached hub id)."""
-    env = base_env() | {"CLIP_MODEL": model, "EMBEDDER_PORT": str(port or free_port()),
-                        "EMBEDDER_DTYPE": dtype, "EMBEDDER_DEVICE": "cpu", "EMBEDDER_THREADS": str(threads),
-                        "EMBEDDER_GRACE_SECONDS": "2"} | dict(extra or {})
+    env = (
+        base_env()
+        | {
+            "CLIP_MODEL": model,
+            "EMBEDDER_PORT": str(port or free_port()),
+            "EMBEDDER_DTYPE": dtype,
+            "EMBEDDER_DEVICE": "cpu",
+            "EMBEDDER_THREADS": str(threads),
+            "EMBEDDER_GRACE_SECONDS": "2",
+        }
+        | dict(extra or {})
+    )
     return ServiceProcess(name, "embedder_service", env, int(env["EMBEDDER_PORT"]), log_dir / f"{name}.log")
 
 
-def search_process(redis_url: str, dimension: int, log_dir: Path, *, index: str = "clipsearch",
-                   port: int = 0, extra: Mapping[str, str] | None = None) -> ServiceProcess:
+def search_process(
+    redis_url: str,
+    dimension: int,
+    log_dir: Path,
+    *,
+    index: str = "clipsearch",
+    port: int = 0,
+    extra: Mapping[str, str] | None = None,
+) -> ServiceProcess:
     """`python -m search_service` on an external Redis (REDIS_URL), so Redis can be killed on its own."""
-    env = base_env() | {"REDIS_URL": redis_url, "SEARCH_PORT": str(port or free_port()),
-                        "SEARCH_DIM": str(dimension), "SEARCH_INDEX": index,
-                        "SEARCH_HEALTH_INTERVAL_SECONDS": "0.2", "SEARCH_GRACE_SECONDS": "2"} | dict(extra or {})
+    env = (
+        base_env()
+        | {
+            "REDIS_URL": redis_url,
+            "SEARCH_PORT": str(port or free_port()),
+            "SEARCH_DIM": str(dimension),
+            "SEARCH_INDEX": index,
+            "SEARCH_HEALTH_INTERVAL_SECONDS": "0.2",
+            "SEARCH_GRACE_SECONDS": "2",
+        }
+        | dict(extra or {})
+    )
     return ServiceProcess("search", "search_service", env, int(env["SEARCH_PORT"]), log_dir / "search.log")
 
 
 def model_dimension(address: str, timeout: float = 30.0) -> int:
     with grpc.insecure_channel(address) as channel:
-        info = embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(),
-                                                                     timeout=timeout)
+        info = embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=timeout)
     return int(info.dimension)
 
 
@@ -193,9 +235,17 @@ class Stack:
         self.redis.stop()
 
 
-def start_stack(workdir: Path, model: str, *, embedders: int = 1, embedder_threads: int = 1,
-                dtype: str = "fp32", appendfsync: str = "always", index: str = "clipsearch",
-                search_env: Mapping[str, str] | None = None) -> Stack:
+def start_stack(
+    workdir: Path,
+    model: str,
+    *,
+    embedders: int = 1,
+    embedder_threads: int = 1,
+    dtype: str = "fp32",
+    appendfsync: str = "always",
+    index: str = "clipsearch",
+    search_env: Mapping[str, str] | None = None,
+) -> Stack:
     """Starts Redis, then the embedders (together), then a search service sized to the model.
 
     Logs and Redis's data go to `workdir`. appendfsync "always" makes every write Redis acknowledges
@@ -204,8 +254,10 @@ def start_stack(workdir: Path, model: str, *, embedders: int = 1, embedder_threa
     """
     workdir.mkdir(parents=True, exist_ok=True)
     redis = LocalRedis(workdir / "redis", appendfsync=appendfsync)
-    replicas = [embedder_process(f"embedder-{n}", model, workdir, threads=embedder_threads, dtype=dtype)
-                for n in range(1, embedders + 1)]
+    replicas = [
+        embedder_process(f"embedder-{n}", model, workdir, threads=embedder_threads, dtype=dtype)
+        for n in range(1, embedders + 1)
+    ]
     search: ServiceProcess | None = None
     try:
         redis.start()

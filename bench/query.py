@@ -1,4 +1,5 @@
 """Queries: gRPC search vs direct FT.SEARCH latency, text search end to end, recall@10, Redis bytes per item."""
+
 from __future__ import annotations
 
 import time
@@ -24,10 +25,29 @@ UPSERT_BATCH = 1000
 WARMUP = 5
 # The fields the search service returns for every match (index._ITEM_FIELDS), so that the direct query
 # reads as much from Redis as the service's does.
-RETURNED = (S.F_COLLECTION, S.F_SOURCES, S.F_TAGS, S.F_CONTENT_HASH, S.F_MEDIA_TYPE, S.F_TIMESTAMP,
-            S.F_FRAME_INDEX, S.F_WIDTH, S.F_HEIGHT)
-_SUBJECTS = ("a dog", "a red car", "a lighthouse", "two people", "a bowl of soup", "a mountain lake",
-             "a city street", "a cat", "a sailboat", "a birthday cake")
+RETURNED = (
+    S.F_COLLECTION,
+    S.F_SOURCES,
+    S.F_TAGS,
+    S.F_CONTENT_HASH,
+    S.F_MEDIA_TYPE,
+    S.F_TIMESTAMP,
+    S.F_FRAME_INDEX,
+    S.F_WIDTH,
+    S.F_HEIGHT,
+)
+_SUBJECTS = (
+    "a dog",
+    "a red car",
+    "a lighthouse",
+    "two people",
+    "a bowl of soup",
+    "a mountain lake",
+    "a city street",
+    "a cat",
+    "a sailboat",
+    "a birthday cake",
+)
 _PLACES = ("at night", "in the rain", "on a beach", "in the snow", "indoors")
 
 
@@ -38,17 +58,21 @@ def caption(n: int) -> str:
 def clustered(rng: np.random.Generator, centers: np.ndarray, count: int) -> np.ndarray:
     """Points around cluster centres: near neighbours within a cluster are close, as CLIP vectors are."""
     labels = rng.integers(0, len(centers), count)
-    return (centers[labels] + 0.8 * rng.standard_normal((count, centers.shape[1]), dtype=np.float32)
-            ).astype(np.float32)
+    return (centers[labels] + 0.8 * rng.standard_normal((count, centers.shape[1]), dtype=np.float32)).astype(np.float32)
 
 
 def load(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray) -> float:
     """Upserts the vectors (ids "0".."N-1") through the search service; seconds taken."""
     started = time.perf_counter()
     for start in range(0, len(vectors), UPSERT_BATCH):
-        items = [pb.Item(id=str(n), vector=vectors[n].tolist(),
-                         metadata=pb.Metadata(media_type=pb.MEDIA_TYPE_IMAGE, collection="bench"))
-                 for n in range(start, min(start + UPSERT_BATCH, len(vectors)))]
+        items = [
+            pb.Item(
+                id=str(n),
+                vector=vectors[n].tolist(),
+                metadata=pb.Metadata(media_type=pb.MEDIA_TYPE_IMAGE, collection="bench"),
+            )
+            for n in range(start, min(start + UPSERT_BATCH, len(vectors)))
+        ]
         stub.Upsert(pb.UpsertRequest(items=items), timeout=600)
     while (stats := stub.Stats(pb.StatsRequest(), timeout=60)).indexing:
         time.sleep(0.2)
@@ -59,10 +83,16 @@ def load(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray) -> float:
 
 def direct_query(client: redis.Redis, index: str, vector: np.ndarray, ef_runtime: int) -> list[str]:
     """The service's KNN query, sent with redis-py's FT.SEARCH helper; the matched keys."""
-    query = (Query(f"*=>[KNN $K @{S.F_VECTOR} $BLOB EF_RUNTIME $EF AS knn_distance]")
-             .sort_by("knn_distance").paging(0, K).return_fields(*RETURNED, "knn_distance").dialect(2))
-    result = client.ft(index).search(query, query_params={"K": K, "BLOB": vector.astype("<f4").tobytes(),
-                                                          "EF": ef_runtime})
+    query = (
+        Query(f"*=>[KNN $K @{S.F_VECTOR} $BLOB EF_RUNTIME $EF AS knn_distance]")
+        .sort_by("knn_distance")
+        .paging(0, K)
+        .return_fields(*RETURNED, "knn_distance")
+        .dialect(2)
+    )
+    result = client.ft(index).search(
+        query, query_params={"K": K, "BLOB": vector.astype("<f4").tobytes(), "EF": ef_runtime}
+    )
     return [document.id for document in result.docs]
 
 
@@ -70,8 +100,15 @@ def _used_memory(client: redis.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
-def bench_index(services: Services, client: redis.Redis, embedder: ClipEmbedder, items: int,
-                queries: int, text_queries: int, seed: int) -> dict[str, Any]:
+def bench_index(
+    services: Services,
+    client: redis.Redis,
+    embedder: ClipEmbedder,
+    items: int,
+    queries: int,
+    text_queries: int,
+    seed: int,
+) -> dict[str, Any]:
     """One index of `items` clustered 512-d vectors: memory, gRPC vs direct latency, recall, text search."""
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((CLUSTERS, DIMENSION), dtype=np.float32)
@@ -103,8 +140,9 @@ def bench_index(services: Services, client: redis.Redis, embedder: ClipEmbedder,
             health.Check(health_pb2.HealthCheckRequest(), timeout=60)
             health_elapsed = time.perf_counter() - started
             if len(keys) != K or len(reply.matches) != K:
-                raise RuntimeError(f"a query returned {len(reply.matches)} (gRPC) and {len(keys)} (direct) "
-                                   f"matches, not {K}")
+                raise RuntimeError(
+                    f"a query returned {len(reply.matches)} (gRPC) and {len(keys)} (direct) matches, not {K}"
+                )
             if n >= WARMUP:
                 grpc_times.append(grpc_elapsed)
                 direct_times.append(direct_elapsed)
@@ -113,12 +151,19 @@ def bench_index(services: Services, client: redis.Redis, embedder: ClipEmbedder,
     normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     similarity = (probes / np.linalg.norm(probes, axis=1, keepdims=True)) @ normed.T
     truth = np.argpartition(-similarity, K, axis=1)[:, :K]
-    recall = sum(len(hits & set(row.tolist())) for hits, row in zip(found, truth)) / truth.size
+    recall = sum(len(hits & set(row.tolist())) for hits, row in zip(found, truth, strict=False)) / truth.size
     figures: dict[str, Any] = {
-        "items": items, "dimension": DIMENSION, "queries": queries, "k": K, "ef_runtime": ef_runtime,
-        "load_seconds": round(load_seconds, 2), "redis_bytes_per_item": round(used / items),
-        "grpc_p50_ms": percentile_ms(grpc_times, 50), "grpc_p95_ms": percentile_ms(grpc_times, 95),
-        "direct_p50_ms": percentile_ms(direct_times, 50), "direct_p95_ms": percentile_ms(direct_times, 95),
+        "items": items,
+        "dimension": DIMENSION,
+        "queries": queries,
+        "k": K,
+        "ef_runtime": ef_runtime,
+        "load_seconds": round(load_seconds, 2),
+        "redis_bytes_per_item": round(used / items),
+        "grpc_p50_ms": percentile_ms(grpc_times, 50),
+        "grpc_p95_ms": percentile_ms(grpc_times, 95),
+        "direct_p50_ms": percentile_ms(direct_times, 50),
+        "direct_p95_ms": percentile_ms(direct_times, 95),
         "grpc_empty_call_p50_ms": percentile_ms(health_times, 50),
         "recall_at_10": round(recall, 4),
     }
@@ -129,16 +174,16 @@ def bench_index(services: Services, client: redis.Redis, embedder: ClipEmbedder,
         small = clustered(rng, rng.standard_normal((CLUSTERS, embedder.info.dimension), dtype=np.float32), items)
         text_index = f"{index}-d{embedder.info.dimension}"
         service = services.search_service(text_index, embedder.info.dimension)
-        with grpc.insecure_channel(service.address,
-                                   options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        with grpc.insecure_channel(service.address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
             load(search_pb2_grpc.SearchStub(channel), small)
     figures.update(text_search(services, service.address, client, embedder, text_index, text_queries))
     figures["text_index_dimension"] = embedder.info.dimension
     return figures
 
 
-def text_search(services: Services, search_address: str, client: redis.Redis, embedder: ClipEmbedder,
-                index: str, count: int) -> dict[str, Any]:
+def text_search(
+    services: Services, search_address: str, client: redis.Redis, embedder: ClipEmbedder, index: str, count: int
+) -> dict[str, Any]:
     """A text query through the client (embedder and search over gRPC) vs in-process embedding + FT.SEARCH."""
     ef_runtime = 100
     client_times: list[float] = []
@@ -159,7 +204,8 @@ def text_search(services: Services, search_address: str, client: redis.Redis, em
                 local_times.append(local_elapsed)
     figures = {
         "text_queries": count,
-        "text_client_p50_ms": percentile_ms(client_times, 50), "text_client_p95_ms": percentile_ms(client_times, 95),
+        "text_client_p50_ms": percentile_ms(client_times, 50),
+        "text_client_p95_ms": percentile_ms(client_times, 95),
         "text_inprocess_p50_ms": percentile_ms(local_times, 50),
         "text_inprocess_p95_ms": percentile_ms(local_times, 95),
     }
@@ -167,11 +213,13 @@ def text_search(services: Services, search_address: str, client: redis.Redis, em
     return figures
 
 
-def run(services: Services, embedder: ClipEmbedder, item_counts: tuple[int, ...], queries: int,
-        text_queries: int) -> dict[str, Any]:
+def run(
+    services: Services, embedder: ClipEmbedder, item_counts: tuple[int, ...], queries: int, text_queries: int
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with redis.Redis.from_url(services.redis_url) as client:
         for number, items in enumerate(item_counts):
-            results[str(items)] = bench_index(services, client, embedder, items, queries, text_queries,
-                                              seed=2024 + number)
+            results[str(items)] = bench_index(
+                services, client, embedder, items, queries, text_queries, seed=2024 + number
+            )
     return results

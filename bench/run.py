@@ -1,4 +1,5 @@
 """The benchmark suite in one command: python -m bench [--quick] [--json OUT] [--model DIR]."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,20 +27,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
         description="Ingest, query, memory, video and dynamic-batching benchmarks against baselines measured in "
-                    "the same run; prints a table and writes JSON. The full run uses the ViT-B/16 architecture "
-                    "(random weights, the real model's compute) and takes 10-20 minutes on 2 cores.")
-    parser.add_argument("--quick", action="store_true",
-                        help="small counts and the tiny checkpoint (unless --model): a few minutes")
+        "the same run; prints a table and writes JSON. The full run uses the ViT-B/16 architecture "
+        "(random weights, the real model's compute) and takes 10-20 minutes on 2 cores.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small counts and the tiny checkpoint (unless --model): a few minutes"
+    )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure as JSON to OUT")
-    parser.add_argument("--model", type=Path, metavar="DIR",
-                        help="CLIP checkpoint directory (default: a random-weight one written once into the "
-                             "cache: ViT-B/16 for the full run, tiny for --quick)")
-    parser.add_argument("--cache", type=Path, default=common.DEFAULT_CACHE, metavar="DIR",
-                        help="where generated checkpoints and media are kept between runs (default bench/.cache)")
-    parser.add_argument("--embedder-threads", type=int, default=0, metavar="N",
-                        help="torch threads of the embedder and of the in-process baselines (default: all cores)")
-    parser.add_argument("--skip", action="append", default=[], choices=PARTS,
-                        help="leave a part out (repeatable)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        metavar="DIR",
+        help="CLIP checkpoint directory (default: a random-weight one written once into the "
+        "cache: ViT-B/16 for the full run, tiny for --quick)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=common.DEFAULT_CACHE,
+        metavar="DIR",
+        help="where generated checkpoints and media are kept between runs (default bench/.cache)",
+    )
+    parser.add_argument(
+        "--embedder-threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="torch threads of the embedder and of the in-process baselines (default: all cores)",
+    )
+    parser.add_argument("--skip", action="append", default=[], choices=PARTS, help="leave a part out (repeatable)")
     return parser
 
 
@@ -50,20 +66,28 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
     skip = set(args.skip)
     run_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
-    results: dict[str, Any] = {"suite": sizes.name, "sizes": asdict(sizes),
-                               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": common.machine(),
-                               "load_average": {"start": common.load_average()}}
+    results: dict[str, Any] = {
+        "suite": sizes.name,
+        "sizes": asdict(sizes),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": common.machine(),
+        "load_average": {"start": common.load_average()},
+    }
     say(f"clipsearch benchmarks ({sizes.name}); load average {fmt_load(results['load_average']['start'])}")
 
     cache = common.cache_dir(args.cache)
-    model = args.model.resolve() if args.model else step(f"checkpoint {sizes.arch}", common.checkpoint, cache,
-                                                         sizes.arch)
-    png = step(f"{sizes.png_frames} PNG frames", common.png_frames, cache, sizes.png_frames,
-               sizes.frame_size)
-    jpeg = step(f"{sizes.jpeg_photos} JPEG photos", common.jpeg_photos, cache, sizes.jpeg_photos,
-                sizes.photo_size)
-    video = None if "video" in skip else step(f"{sizes.video_seconds}s video", common.video, cache,
-                                                sizes.video_seconds, sizes.video_fps, sizes.video_size)
+    model = (
+        args.model.resolve() if args.model else step(f"checkpoint {sizes.arch}", common.checkpoint, cache, sizes.arch)
+    )
+    png = step(f"{sizes.png_frames} PNG frames", common.png_frames, cache, sizes.png_frames, sizes.frame_size)
+    jpeg = step(f"{sizes.jpeg_photos} JPEG photos", common.jpeg_photos, cache, sizes.jpeg_photos, sizes.photo_size)
+    video = (
+        None
+        if "video" in skip
+        else step(
+            f"{sizes.video_seconds}s video", common.video, cache, sizes.video_seconds, sizes.video_fps, sizes.video_size
+        )
+    )
 
     import torch
 
@@ -72,11 +96,19 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
     torch.set_num_threads(threads)
     embedder = ClipEmbedder(str(model), dtype="auto", device="cpu", threads=threads)
     info = embedder.load()
-    results["model"] = {"checkpoint": str(model), "dtype": info.dtype, "dtype_setting": "auto",
-                        "image_size": info.image_size, "dimension": info.dimension}
-    results["settings"] = {"embedder_threads": threads, "decode_workers": decode_workers(),
-                           "services": "separate processes (Redis, python -m embedder_service, "
-                                       "python -m search_service), client as `python -m client index`"}
+    results["model"] = {
+        "checkpoint": str(model),
+        "dtype": info.dtype,
+        "dtype_setting": "auto",
+        "image_size": info.image_size,
+        "dimension": info.dimension,
+    }
+    results["settings"] = {
+        "embedder_threads": threads,
+        "decode_workers": decode_workers(),
+        "services": "separate processes (Redis, python -m embedder_service, "
+        "python -m search_service), client as `python -m client index`",
+    }
     say(f"model {model} ({info.dtype}, {info.image_size}px, {info.dimension}-d), {threads} torch threads")
 
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
@@ -88,8 +120,7 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
                 warm_up(services)
                 results["memory"]["embedder_rss_bytes_warm"] = services.embedder_rss()
                 if "ingest" not in skip:
-                    results["ingest"] = step("ingest", ingest_part, services, embedder, model, png, jpeg,
-                                             sizes, run_id)
+                    results["ingest"] = step("ingest", ingest_part, services, embedder, model, png, jpeg, sizes, run_id)
                 if video is not None:
                     from bench import video as video_bench
 
@@ -98,10 +129,12 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
                 if "query" not in skip:
                     from bench import query
 
-                    results["query"] = step("queries", query.run, services, embedder, sizes.query_items,
-                                            sizes.queries, sizes.text_queries)
+                    results["query"] = step(
+                        "queries", query.run, services, embedder, sizes.query_items, sizes.queries, sizes.text_queries
+                    )
                     results["memory"]["redis_bytes_per_item"] = {
-                        items: figures["redis_bytes_per_item"] for items, figures in results["query"].items()}
+                        items: figures["redis_bytes_per_item"] for items, figures in results["query"].items()
+                    }
             finally:
                 services.stop()
         del embedder
@@ -160,19 +193,30 @@ def warm_up(services: common.Services) -> None:
         client.embed_image(buffer.getvalue())
 
 
-def ingest_part(services: common.Services, embedder: Any, model: Path, png: Path, jpeg: Path, sizes: Sizes,
-                run_id: str) -> dict[str, Any]:
+def ingest_part(
+    services: common.Services, embedder: Any, model: Path, png: Path, jpeg: Path, sizes: Sizes, run_id: str
+) -> dict[str, Any]:
     from bench import ingest
 
-    return ingest.run(services, embedder, model, png, jpeg, rounds=sizes.ingest_rounds,
-                      model_images=sizes.model_only_images, seed_png_files=sizes.seed_png_frames, run_id=run_id)
+    return ingest.run(
+        services,
+        embedder,
+        model,
+        png,
+        jpeg,
+        rounds=sizes.ingest_rounds,
+        model_images=sizes.model_only_images,
+        seed_png_files=sizes.seed_png_frames,
+        run_id=run_id,
+    )
 
 
 def embedder_memory(services: common.Services) -> dict[str, int]:
     """The embedder's resident memory now and at its peak (after ingest: weights and activations)."""
     status = Path(f"/proc/{services.stack.embedders[0].pid}/status").read_text().splitlines()
-    fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in status
-              if line.startswith(("VmRSS:", "VmHWM:"))}
+    fields = {
+        line.split(":")[0]: int(line.split()[1]) * 1024 for line in status if line.startswith(("VmRSS:", "VmHWM:"))
+    }
     return {"embedder_rss_bytes": fields["VmRSS"], "embedder_peak_rss_bytes": fields["VmHWM"]}
 
 
@@ -182,8 +226,11 @@ def batching_part(model: Path, sizes: Sizes, workdir: Path) -> dict[str, Any]:
 
     out = workdir / "batching.json"
     argv = ["--checkpoint", str(model), "--json", str(out)]
-    argv += ["--requests", str(sizes.batching_requests)] if sizes.batching_requests else \
-        ["--seconds", str(sizes.batching_seconds or 10.0)]
+    argv += (
+        ["--requests", str(sizes.batching_requests)]
+        if sizes.batching_requests
+        else ["--seconds", str(sizes.batching_seconds or 10.0)]
+    )
     with contextlib.redirect_stdout(io.StringIO()):
         batching.main(argv)
     return json.loads(out.read_text(encoding="utf-8"))
@@ -197,9 +244,20 @@ def load_part(model: Path, sizes: Sizes, workdir: Path) -> dict[str, Any]:
 
     out = workdir / "load.json"
     with contextlib.redirect_stdout(io.StringIO()):
-        code = load.main(["--model", str(model), "--duration", f"{sizes.load_seconds:g}",
-                          "--warmup", f"{sizes.load_warmup:g}", "--clients", str(sizes.load_clients),
-                          "--json", str(out)])
+        code = load.main(
+            [
+                "--model",
+                str(model),
+                "--duration",
+                f"{sizes.load_seconds:g}",
+                "--warmup",
+                f"{sizes.load_warmup:g}",
+                "--clients",
+                str(sizes.load_clients),
+                "--json",
+                str(out),
+            ]
+        )
     return {**json.loads(out.read_text(encoding="utf-8")), "exit_code": code}
 
 
@@ -209,15 +267,39 @@ def targets(results: dict[str, Any]) -> list[Target]:
     if png:
         found.append(Target("ingest PNG: clipsearch index / seed loop", png["pipeline_vs_seed"], 2.2))
         found.append(Target("ingest PNG: clipsearch index / model only", png["pipeline_vs_model"], 0.70))
-        found.append(Target("ingest PNG, CPU time per image: seed / clipsearch index",
-                            png["cpu_pipeline_vs_seed"], 2.2, note="load-independent view"))
-        found.append(Target("ingest PNG, CPU time per image: model only / clipsearch index",
-                            png["cpu_pipeline_vs_model"], 0.70, note="load-independent view"))
+        found.append(
+            Target(
+                "ingest PNG, CPU time per image: seed / clipsearch index",
+                png["cpu_pipeline_vs_seed"],
+                2.2,
+                note="load-independent view",
+            )
+        )
+        found.append(
+            Target(
+                "ingest PNG, CPU time per image: model only / clipsearch index",
+                png["cpu_pipeline_vs_model"],
+                0.70,
+                note="load-independent view",
+            )
+        )
     for items, figures in results.get("query", {}).items():
-        found.append(Target(f"query {items}: gRPC search p50 / direct FT.SEARCH p50",
-                            figures["grpc_vs_direct_p50"], 1.5, upper_bound=True))
-        found.append(Target(f"query {items}: text via client p50 / in-process + FT.SEARCH p50",
-                            figures["text_client_vs_inprocess_p50"], 1.3, upper_bound=True))
+        found.append(
+            Target(
+                f"query {items}: gRPC search p50 / direct FT.SEARCH p50",
+                figures["grpc_vs_direct_p50"],
+                1.5,
+                upper_bound=True,
+            )
+        )
+        found.append(
+            Target(
+                f"query {items}: text via client p50 / in-process + FT.SEARCH p50",
+                figures["text_client_vs_inprocess_p50"],
+                1.3,
+                upper_bound=True,
+            )
+        )
         found.append(Target(f"query {items}: recall@10 vs brute force", figures["recall_at_10"], 0.98, unit=""))
     ratios = results.get("batching", {}).get("throughput_ratio_on_vs_off", {})
     for kind, goal in (("text", 2.0), ("image", 1.3)):
@@ -240,56 +322,88 @@ def table(results: dict[str, Any]) -> str:
 
     model = results.get("model", {})
     add("model", f"{Path(model.get('checkpoint', '?')).name} {model.get('dtype')} (auto)")
-    add("embedder threads / client decode workers",
-        f"{results['settings']['embedder_threads']} / {results['settings']['decode_workers']}")
+    add(
+        "embedder threads / client decode workers",
+        f"{results['settings']['embedder_threads']} / {results['settings']['decode_workers']}",
+    )
     ingest = results.get("ingest")
     if ingest:
         for kind in ("png", "jpeg"):
             f = ingest[kind]
             what = f"{kind.upper()} {f['width']}x{f['height']} x{f['files']}"
-            add(f"{what}: img/s model only (bs {ingest['model_batch']}) / seed loop / clipsearch index",
-                f"{f['model_img_s']} / {f['seed_img_s']} / {f['pipeline_img_s']} "
-                f"(median of {ingest['rounds']} rounds)")
-            add(f"{what}: CPU ms per image, same order (all processes)",
+            add(
+                f"{what}: img/s model only (bs {ingest['model_batch']}) / seed loop / clipsearch index",
+                f"{f['model_img_s']} / {f['seed_img_s']} / {f['pipeline_img_s']} (median of {ingest['rounds']} rounds)",
+            )
+            add(
+                f"{what}: CPU ms per image, same order (all processes)",
                 f"{f['model_cpu_ms']} / {f['seed_cpu_ms']} / {f['pipeline_cpu_ms']} (the last with the "
-                f"client's start, {ingest['client_start_cpu_seconds']} s per run)")
-            add(f"{what}: CPU ms per file to decode+shrink, client / seed",
-                f"{f['client_prepare_cpu_ms']} / {f['seed_prepare_cpu_ms']}")
-            add(f"{what}: ceiling of index / seed (model only / seed loop); model bs {ingest['model_batch']} / bs 1",
-                f"{f['ceiling_vs_seed']}x; {f['model_batch_gain']}x ({f['model_bs1_img_s']} img/s at bs 1)")
+                f"client's start, {ingest['client_start_cpu_seconds']} s per run)",
+            )
+            add(
+                f"{what}: CPU ms per file to decode+shrink, client / seed",
+                f"{f['client_prepare_cpu_ms']} / {f['seed_prepare_cpu_ms']}",
+            )
+            add(
+                f"{what}: ceiling of index / seed (model only / seed loop); model bs {ingest['model_batch']} / bs 1",
+                f"{f['ceiling_vs_seed']}x; {f['model_batch_gain']}x ({f['model_bs1_img_s']} img/s at bs 1)",
+            )
     memory = results.get("memory", {})
     if "embedder_rss_bytes" in memory:
-        add("embedder RSS: started / after a first call / after ingest and video / peak",
-            " / ".join(f"{memory[key] / 2**20:,.0f}" for key in (
-                "embedder_rss_bytes_loaded", "embedder_rss_bytes_warm", "embedder_rss_bytes",
-                "embedder_peak_rss_bytes")) + " MiB")
+        add(
+            "embedder RSS: started / after a first call / after ingest and video / peak",
+            " / ".join(
+                f"{memory[key] / 2**20:,.0f}"
+                for key in (
+                    "embedder_rss_bytes_loaded",
+                    "embedder_rss_bytes_warm",
+                    "embedder_rss_bytes",
+                    "embedder_peak_rss_bytes",
+                )
+            )
+            + " MiB",
+        )
     video = results.get("video")
     if video:
-        add(f"video {video['video']['width']}x{video['video']['height']} {video['video']['codec']} "
+        add(
+            f"video {video['video']['width']}x{video['video']['height']} {video['video']['codec']} "
             f"{video['video']['seconds']:g}s @1fps: in-stream / seed (PNG files)",
-            f"{video['instream_frames_s']} / {video['seed_frames_s']} frames/s = {video['instream_vs_seed']}x")
-        add("video: CPU ms per frame, in-stream / seed",
-            f"{video['instream_cpu_ms_per_frame']} / {video['seed_cpu_ms_per_frame']}")
+            f"{video['instream_frames_s']} / {video['seed_frames_s']} frames/s = {video['instream_vs_seed']}x",
+        )
+        add(
+            "video: CPU ms per frame, in-stream / seed",
+            f"{video['instream_cpu_ms_per_frame']} / {video['seed_cpu_ms_per_frame']}",
+        )
     for items, q in results.get("query", {}).items():
-        add(f"query {items}: gRPC / direct FT.SEARCH p50 (empty gRPC call p50)",
-            f"{q['grpc_p50_ms']} / {q['direct_p50_ms']} ms ({q['grpc_empty_call_p50_ms']} ms)")
-        add(f"query {items}: text via client / in-process p50",
-            f"{q['text_client_p50_ms']} / {q['text_inprocess_p50_ms']} ms")
+        add(
+            f"query {items}: gRPC / direct FT.SEARCH p50 (empty gRPC call p50)",
+            f"{q['grpc_p50_ms']} / {q['direct_p50_ms']} ms ({q['grpc_empty_call_p50_ms']} ms)",
+        )
+        add(
+            f"query {items}: text via client / in-process p50",
+            f"{q['text_client_p50_ms']} / {q['text_inprocess_p50_ms']} ms",
+        )
         add(f"query {items}: Redis bytes per item", q["redis_bytes_per_item"], "B")
     batching = results.get("batching", {})
     for phase in batching.get("results", []):
-        add(f"batching {phase['kind']} {'on' if phase['batching'] else 'off'}: calls/s, p50, p95",
-            f"{phase['throughput']} /s, {phase['p50_ms']} ms, {phase['p95_ms']} ms")
+        add(
+            f"batching {phase['kind']} {'on' if phase['batching'] else 'off'}: calls/s, p50, p95",
+            f"{phase['throughput']} /s, {phase['p50_ms']} ms, {phase['p95_ms']} ms",
+        )
     for kind, alone in batching.get("model_alone", {}).items():
-        add(f"batching {kind}: model alone, items/s in passes of 1 / of {alone['batch']} (ceiling of on / off)",
-            f"{alone['items_per_pass_1']} / {alone['items_per_pass_batch']} /s = {alone['ceiling']}x")
+        add(
+            f"batching {kind}: model alone, items/s in passes of 1 / of {alone['batch']} (ceiling of on / off)",
+            f"{alone['items_per_pass_1']} / {alone['items_per_pass_batch']} /s = {alone['ceiling']}x",
+        )
     load = results.get("load", {})
     if "skipped" in load:
         add("load benchmark", f"skipped: {load['skipped']}")
     elif "total" in load:
         total = load["total"]
-        add(f"load: {load['config']['clients']} clients mixing text/image/upsert: ops/s, p50, p99, errors",
-            f"{total['per_second']:.1f} /s, {total['p50_ms']:.1f} ms, {total['p99_ms']:.1f} ms, {total['errors']}")
+        add(
+            f"load: {load['config']['clients']} clients mixing text/image/upsert: ops/s, p50, p99, errors",
+            f"{total['per_second']:.1f} /s, {total['p50_ms']:.1f} ms, {total['p99_ms']:.1f} ms, {total['errors']}",
+        )
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     lines.append("")
@@ -304,7 +418,9 @@ def table(results: dict[str, Any]) -> str:
             margin = f" ({t['margin']:+.0%})" if t["margin"] is not None else ""
             value = f"{t['value']:.3f}" if t["value"] is not None else "-"
             lines.append(f"{t['name']:<{name_width}}  {value:>8}  {t['comparison']}{t['goal']:<7}  {status}{margin}")
-    lines.append(f"load average: start {fmt_load(results['load_average']['start'])}, "
-                 f"end {fmt_load(results['load_average']['end'])}; {results['machine']['cpu']}, "
-                 f"{results['machine']['cores']} cores; {results['seconds']} s")
+    lines.append(
+        f"load average: start {fmt_load(results['load_average']['start'])}, "
+        f"end {fmt_load(results['load_average']['end'])}; {results['machine']['cpu']}, "
+        f"{results['machine']['cores']} cores; {results['seconds']} s"
+    )
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Video: `clipsearch index` of a 1080p video at 1 fps vs the seed's way (frames to PNG files, then the folder)."""
+
 from __future__ import annotations
 
 import tempfile
@@ -34,9 +35,13 @@ def extract_pngs(video: Path, folder: Path, fps: float) -> int:
 def run(services: Services, video: Path, run_id: str) -> dict[str, Any]:
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
-        described = {"codec": stream.codec_context.name, "width": stream.width, "height": stream.height,
-                     "frame_rate": float(stream.average_rate or 0),
-                     "seconds": round(float(container.duration or 0) / av.time_base, 2)}
+        described = {
+            "codec": stream.codec_context.name,
+            "width": stream.width,
+            "height": stream.height,
+            "frame_rate": float(stream.average_rate or 0),
+            "seconds": round(float(container.duration or 0) / av.time_base, 2),
+        }
     report, instream = clipsearch_index(services, [video], f"video-{run_id}", fps=FPS)
     frames = report["frames"]
     with tempfile.TemporaryDirectory(prefix="clipsearch-frames-") as scratch:
@@ -47,15 +52,22 @@ def run(services: Services, video: Path, run_id: str) -> dict[str, Any]:
         extract = Timed(extracted, time.perf_counter() - started, meter.seconds())
         seed_report, indexed = clipsearch_index(services, [folder], f"video-seed-{run_id}")
     if extracted != frames or seed_report["indexed"] != frames:
-        raise RuntimeError(f"frame counts differ: {frames} indexed from the video, {extracted} extracted, "
-                           f"{seed_report['indexed']} indexed from the PNG files")
+        raise RuntimeError(
+            f"frame counts differ: {frames} indexed from the video, {extracted} extracted, "
+            f"{seed_report['indexed']} indexed from the PNG files"
+        )
     seed = Timed(frames, extract.seconds + indexed.seconds, extract.cpu_seconds + indexed.cpu_seconds)
     return {
-        "video": described, "sampling_fps": FPS, "frames": frames,
-        "instream_seconds": round(instream.seconds, 3), "instream_frames_s": instream.per_second,
+        "video": described,
+        "sampling_fps": FPS,
+        "frames": frames,
+        "instream_seconds": round(instream.seconds, 3),
+        "instream_frames_s": instream.per_second,
         "instream_cpu_ms_per_frame": instream.cpu_ms_per_item,
-        "seed_extract_seconds": round(extract.seconds, 3), "seed_index_seconds": round(indexed.seconds, 3),
-        "seed_frames_s": seed.per_second, "seed_cpu_ms_per_frame": seed.cpu_ms_per_item,
+        "seed_extract_seconds": round(extract.seconds, 3),
+        "seed_index_seconds": round(indexed.seconds, 3),
+        "seed_frames_s": seed.per_second,
+        "seed_cpu_ms_per_frame": seed.cpu_ms_per_item,
         "instream_vs_seed": ratio(instream.per_second, seed.per_second),
         "cpu_instream_vs_seed": ratio(seed.cpu_ms_per_item, instream.cpu_ms_per_item),
     }

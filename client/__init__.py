@@ -1,4 +1,5 @@
 """The clipsearch client: index images and videos, search by text or image, classify, via the services."""
+
 import os
 
 # gRPC documents ERROR as its default log level, yet with GRPC_VERBOSITY unset its core also prints INFO
@@ -12,7 +13,22 @@ from .ingest import Failure, ImageBytes, IndexReport, IngestOptions, ProgressEve
 from .results import DeleteResult, Hit, Item, LabelScore, Stats
 
 __all__ = [
-    "Client", "ClientConfig", "ClientError", "DeleteResult", "Failure", "Hit", "ImageBytes", "IndexReport",
-    "IngestOptions", "InvalidInput", "Item", "LabelScore", "NotFound", "ProgressEvent", "SearchFilter",
-    "ServiceError", "ServiceUnavailable", "Stats",
+    "Client",
+    "ClientConfig",
+    "ClientError",
+    "DeleteResult",
+    "Failure",
+    "Hit",
+    "ImageBytes",
+    "IndexReport",
+    "IngestOptions",
+    "InvalidInput",
+    "Item",
+    "LabelScore",
+    "NotFound",
+    "ProgressEvent",
+    "SearchFilter",
+    "ServiceError",
+    "ServiceUnavailable",
+    "Stats",
 ]

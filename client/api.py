@@ -1,4 +1,5 @@
 """The Python client: index files, search by text, image or item, classify, delete, stats."""
+
 from __future__ import annotations
 
 import os
@@ -48,9 +49,12 @@ class SearchFilter:
             raise InvalidInput(f"unknown media type {self.media!r}: use image or video")
         filter_ = search_pb2.Filter(
             collections=[idmod.normalize_collection(c) for c in self.collections],
-            sources=list(self.sources), source_dir=self.source_dir, tags=list(self.tags),
+            sources=list(self.sources),
+            source_dir=self.source_dir,
+            tags=list(self.tags),
             media_type=MEDIA_TYPES[self.media] if self.media else search_pb2.MEDIA_TYPE_UNSPECIFIED,
-            content_hashes=list(self.content_hashes))
+            content_hashes=list(self.content_hashes),
+        )
         if self.min_timestamp_seconds is not None:
             filter_.min_timestamp_seconds = self.min_timestamp_seconds
         if self.max_timestamp_seconds is not None:
@@ -65,9 +69,15 @@ class Client:
     Use as a context manager, or call close(): it closes the channels.
     """
 
-    def __init__(self, embedder: str | Sequence[str] | None = None, search: str | None = None, *,
-                 timeout: float | None = None, connect_timeout: float | None = None,
-                 config: ClientConfig | None = None) -> None:
+    def __init__(
+        self,
+        embedder: str | Sequence[str] | None = None,
+        search: str | None = None,
+        *,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        config: ClientConfig | None = None,
+    ) -> None:
         config = config or ClientConfig.from_env()
         if isinstance(embedder, str):
             embedder_addresses = split_addresses(embedder)
@@ -77,10 +87,12 @@ class Client:
             embedder_addresses = config.embedder_addresses
         try:
             self._transport = Transport(
-                embedder_addresses or config.embedder_addresses, search or config.search_address,
+                embedder_addresses or config.embedder_addresses,
+                search or config.search_address,
                 timeout=timeout if timeout is not None else config.timeout,
                 connect_timeout=connect_timeout if connect_timeout is not None else config.connect_timeout,
-                security=config.security)
+                security=config.security,
+            )
         except ConfigError:
             raise  # a TLS or token setting: its message names the setting
         except ValueError as exc:
@@ -90,8 +102,9 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -120,15 +133,15 @@ class Client:
         rows: list[np.ndarray] = []
         for start in range(0, len(texts), limit):
             response = self._transport.embed_texts(
-                embedder_pb2.EmbedTextsRequest(texts=list(texts[start:start + limit])))
+                embedder_pb2.EmbedTextsRequest(texts=list(texts[start : start + limit]))
+            )
             rows.extend(np.asarray(e.values, np.float32) for e in response.embeddings)
         return np.stack(rows)
 
     def embed_image(self, image: ImageInput) -> np.ndarray:
         """The vector of one image (a file path or encoded bytes)."""
         label, prepared = self._prepare(image)
-        response = self._transport.embed_images(
-            embedder_pb2.EmbedImagesRequest(images=[prepared], allow_partial=True))
+        response = self._transport.embed_images(embedder_pb2.EmbedImagesRequest(images=[prepared], allow_partial=True))
         result = response.results[0]
         if result.WhichOneof("result") != "embedding":
             raise InvalidInput(f"{label}: {result.error.message or 'cannot embed this image'}")
@@ -154,8 +167,9 @@ class Client:
         """Zero-shot probabilities of an image (path or bytes) over labels, best first."""
         label, prepared = self._prepare(image)
         try:
-            response = self._transport.classify(embedder_pb2.ClassifyRequest(
-                image=prepared, labels=list(labels), prompt_template=template))
+            response = self._transport.classify(
+                embedder_pb2.ClassifyRequest(image=prepared, labels=list(labels), prompt_template=template)
+            )
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"cannot classify {label}: {exc.details}") from None
@@ -166,9 +180,11 @@ class Client:
         """Zero-shot probabilities of an indexed item over labels, from its stored vector, best first."""
         vector = self._stored_vector(item_id)
         try:
-            response = self._transport.classify(embedder_pb2.ClassifyRequest(
-                embedding=embedder_pb2.Embedding(values=vector), labels=list(labels),
-                prompt_template=template))
+            response = self._transport.classify(
+                embedder_pb2.ClassifyRequest(
+                    embedding=embedder_pb2.Embedding(values=vector), labels=list(labels), prompt_template=template
+                )
+            )
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"cannot classify {item_id}: {exc.details}") from None
@@ -176,9 +192,18 @@ class Client:
         return _ranked(response)
 
     # Indexing.
-    def index(self, paths: Iterable[PathLike | ImageBytes], *, collection: str = "", fps: float = 1.0,
-              tags: Sequence[str] = (), recursive: bool = True, prune: bool = False,
-              on_event: ProgressCallback | None = None, options: IngestOptions | None = None) -> IndexReport:
+    def index(
+        self,
+        paths: Iterable[PathLike | ImageBytes],
+        *,
+        collection: str = "",
+        fps: float = 1.0,
+        tags: Sequence[str] = (),
+        recursive: bool = True,
+        prune: bool = False,
+        on_event: ProgressCallback | None = None,
+        options: IngestOptions | None = None,
+    ) -> IndexReport:
         """Indexes files and folders (images and videos) and image bytes; see IndexReport.
 
         What is already indexed is skipped; `prune` removes, within the given paths and collection, the
@@ -191,33 +216,62 @@ class Client:
         for tag in tags:
             size = len(tag.encode("utf-8"))
             if not 1 <= size <= _MAX_TAG_BYTES or any(unicodedata.category(c) == "Cc" for c in tag):
-                raise InvalidInput(f"bad tag {tag!r}: tags are 1 to {_MAX_TAG_BYTES} bytes of UTF-8 "
-                                   "without control characters")
-        options = replace(options or IngestOptions(), collection=idmod.normalize_collection(collection),
-                          fps=fps, tags=tuple(tags), recursive=recursive, prune=prune)
+                raise InvalidInput(
+                    f"bad tag {tag!r}: tags are 1 to {_MAX_TAG_BYTES} bytes of UTF-8 without control characters"
+                )
+        options = replace(
+            options or IngestOptions(),
+            collection=idmod.normalize_collection(collection),
+            fps=fps,
+            tags=tuple(tags),
+            recursive=recursive,
+            prune=prune,
+        )
         return Ingest(self._transport, self.model_info(), options, on_event).run(paths)
 
-    def index_images(self, images: Iterable[PathLike | bytes | ImageBytes], *, collection: str = "",
-                     tags: Sequence[str] = (), on_event: ProgressCallback | None = None) -> IndexReport:
+    def index_images(
+        self,
+        images: Iterable[PathLike | bytes | ImageBytes],
+        *,
+        collection: str = "",
+        tags: Sequence[str] = (),
+        on_event: ProgressCallback | None = None,
+    ) -> IndexReport:
         """Indexes image files or image bytes (bytes have no source unless given as ImageBytes)."""
-        inputs = [ImageBytes(i, label=f"<bytes #{n}>") if isinstance(i, bytes) else i
-                  for n, i in enumerate(images)]
+        inputs = [ImageBytes(i, label=f"<bytes #{n}>") if isinstance(i, bytes) else i for n, i in enumerate(images)]
         return self.index(inputs, collection=collection, tags=tags, on_event=on_event)
 
-    def index_video(self, path: PathLike, *, collection: str = "", fps: float = 1.0,
-                    tags: Sequence[str] = (), on_event: ProgressCallback | None = None) -> IndexReport:
+    def index_video(
+        self,
+        path: PathLike,
+        *,
+        collection: str = "",
+        fps: float = 1.0,
+        tags: Sequence[str] = (),
+        on_event: ProgressCallback | None = None,
+    ) -> IndexReport:
         """Indexes the frames of one video, sampled at fps."""
         return self.index([path], collection=collection, fps=fps, tags=tags, on_event=on_event)
 
     # Searching.
-    def search_vector(self, vector: Sequence[float] | np.ndarray, *, top: int = 10, offset: int = 0,
-                      filter: SearchFilter | None = None, min_score: float | None = None,
-                      with_vectors: bool = False) -> list[Hit]:
+    def search_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        *,
+        top: int = 10,
+        offset: int = 0,
+        filter: SearchFilter | None = None,
+        min_score: float | None = None,
+        with_vectors: bool = False,
+    ) -> list[Hit]:
         """Nearest items to a vector, best first."""
-        request = search_pb2.QueryRequest(vector=[float(v) for v in np.asarray(vector).ravel()],
-                                          k=top, offset=offset,
-                                          filter=(filter or SearchFilter()).to_proto(),
-                                          with_vectors=with_vectors)
+        request = search_pb2.QueryRequest(
+            vector=[float(v) for v in np.asarray(vector).ravel()],
+            k=top,
+            offset=offset,
+            filter=(filter or SearchFilter()).to_proto(),
+            with_vectors=with_vectors,
+        )
         if min_score is not None:
             request.min_score = min_score
         try:
@@ -228,33 +282,54 @@ class Client:
             raise
         return [Hit.from_match(m, offset + n + 1) for n, m in enumerate(response.matches)]
 
-    def search_text(self, text: str, *, top: int = 10, offset: int = 0, filter: SearchFilter | None = None,
-                    min_score: float | None = None) -> list[Hit]:
+    def search_text(
+        self,
+        text: str,
+        *,
+        top: int = 10,
+        offset: int = 0,
+        filter: SearchFilter | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
         """Items best matching a text description."""
         if not text.strip():
             raise InvalidInput("the search text is empty")
-        return self.search_vector(self.embed_texts([text])[0], top=top, offset=offset, filter=filter,
-                                  min_score=min_score)
+        return self.search_vector(
+            self.embed_texts([text])[0], top=top, offset=offset, filter=filter, min_score=min_score
+        )
 
-    def search_image(self, image: ImageInput, *, top: int = 10, offset: int = 0,
-                     filter: SearchFilter | None = None, min_score: float | None = None) -> list[Hit]:
+    def search_image(
+        self,
+        image: ImageInput,
+        *,
+        top: int = 10,
+        offset: int = 0,
+        filter: SearchFilter | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
         """Items most similar to an image (a file path or encoded bytes)."""
-        return self.search_vector(self.embed_image(image), top=top, offset=offset, filter=filter,
-                                  min_score=min_score)
+        return self.search_vector(self.embed_image(image), top=top, offset=offset, filter=filter, min_score=min_score)
 
-    def search_like(self, item_id: str, *, top: int = 10, offset: int = 0,
-                    filter: SearchFilter | None = None, min_score: float | None = None) -> list[Hit]:
-        """"More like this": items nearest to an indexed item, the item itself excluded."""
+    def search_like(
+        self,
+        item_id: str,
+        *,
+        top: int = 10,
+        offset: int = 0,
+        filter: SearchFilter | None = None,
+        min_score: float | None = None,
+    ) -> list[Hit]:
+        """ "More like this": items nearest to an indexed item, the item itself excluded."""
         vector = self._stored_vector(item_id)
         if offset + top + 1 <= _MAX_QUERY_K:
             # Ask for everything up to the page plus one, so the page is exact wherever the item ranks.
             hits = self.search_vector(vector, top=offset + top + 1, filter=filter, min_score=min_score)
-            others = [h for h in hits if h.id != item_id][offset:offset + top]
+            others = [h for h in hits if h.id != item_id][offset : offset + top]
         else:
             # Deep pages: the item is its own nearest neighbour (score 1), so it ranks before the page.
             hits = self.search_vector(vector, top=top + 1, offset=offset, filter=filter, min_score=min_score)
             others = [h for h in hits if h.id != item_id]
-            others = others[:top] if len(others) < len(hits) else others[1:top + 1]
+            others = others[:top] if len(others) < len(hits) else others[1 : top + 1]
         return [replace(h, rank=offset + n + 1) for n, h in enumerate(others)]
 
     def _stored_vector(self, item_id: str) -> list[float]:
@@ -273,7 +348,7 @@ class Client:
         """The items that exist among item_ids, in order."""
         items: list[Item] = []
         for start in range(0, len(item_ids), 1000):
-            response = self._transport.get(search_pb2.GetRequest(ids=list(item_ids[start:start + 1000])))
+            response = self._transport.get(search_pb2.GetRequest(ids=list(item_ids[start : start + 1000])))
             items.extend(Item.from_proto(i) for i in response.items)
         return items
 
@@ -282,8 +357,9 @@ class Client:
         for item in list_all(self._transport, (filter or SearchFilter()).to_proto(), page_size=page_size):
             yield Item.from_proto(item)
 
-    def delete(self, *, ids: Sequence[str] = (), sources: Sequence[PathLike] = (),
-               collection: str | None = None) -> DeleteResult:
+    def delete(
+        self, *, ids: Sequence[str] = (), sources: Sequence[PathLike] = (), collection: str | None = None
+    ) -> DeleteResult:
         """Deletes items by id, removes sources (files, or every file under a folder), or drops a collection.
 
         `ids` alone deletes those items and `collection` alone the whole collection. With `sources`, the
@@ -293,16 +369,21 @@ class Client:
         if not ids and not sources and collection is None:
             raise InvalidInput("give ids, sources or a collection to delete")
         if ids and collection is not None and not sources:
-            raise InvalidInput("ids and a collection go together only with sources: give ids alone to delete "
-                               "items, or a collection alone to drop it")
+            raise InvalidInput(
+                "ids and a collection go together only with sources: give ids alone to delete "
+                "items, or a collection alone to drop it"
+            )
         scope = None if collection is None else idmod.normalize_collection(collection)
         if sources:
             uris = self._source_uris(sources, scope)
-            id_chunks = [list(ids[s:s + 1000]) for s in range(0, len(ids), 1000)] or [[]]
-            requests = [search_pb2.DeleteRequest(sources=uris[s:s + 1000], ids=chunk, collection=scope or "")
-                        for s in range(0, len(uris), 1000) for chunk in id_chunks]
+            id_chunks = [list(ids[s : s + 1000]) for s in range(0, len(ids), 1000)] or [[]]
+            requests = [
+                search_pb2.DeleteRequest(sources=uris[s : s + 1000], ids=chunk, collection=scope or "")
+                for s in range(0, len(uris), 1000)
+                for chunk in id_chunks
+            ]
         elif ids:
-            requests = [search_pb2.DeleteRequest(ids=list(ids[s:s + 1000])) for s in range(0, len(ids), 1000)]
+            requests = [search_pb2.DeleteRequest(ids=list(ids[s : s + 1000])) for s in range(0, len(ids), 1000)]
         else:
             requests = [search_pb2.DeleteRequest(collection=scope or "")]
         deleted = updated = 0

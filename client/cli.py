@@ -1,4 +1,5 @@
 """The `clipsearch` command: index, search, classify, stats, delete, collections (and serve)."""
+
 from __future__ import annotations
 
 import argparse
@@ -41,76 +42,131 @@ def _count(minimum: int) -> Callable[[str], int]:
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
         return value
+
     return parse
 
 
 def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
     group = parser.add_argument_group("services")
     if embedder:
-        group.add_argument("--embedder", action="append", metavar="HOST:PORT[,HOST:PORT…]",
-                           help="embedder address(es), repeatable or comma-separated, or one gRPC target "
-                                "(dns:///HOST:PORT, ipv4:IP:PORT,IP:PORT…, unix:PATH); calls are spread "
-                                "over all of them (default: $EMBEDDER_ADDR or 127.0.0.1:50051)")
-    group.add_argument("--search", metavar="HOST:PORT",
-                       help="search service address or gRPC target (default: $SEARCH_ADDR or 127.0.0.1:50052)")
-    group.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
-                       help="deadline of each call (default: $CLIPSEARCH_TIMEOUT or 60)")
-    group.add_argument("--connect-timeout", type=_positive_float, metavar="SECONDS",
-                       help="how long to wait for a service to accept a connection "
-                            "(default: $CLIPSEARCH_CONNECT_TIMEOUT or 10)")
+        group.add_argument(
+            "--embedder",
+            action="append",
+            metavar="HOST:PORT[,HOST:PORT…]",
+            help="embedder address(es), repeatable or comma-separated, or one gRPC target "
+            "(dns:///HOST:PORT, ipv4:IP:PORT,IP:PORT…, unix:PATH); calls are spread "
+            "over all of them (default: $EMBEDDER_ADDR or 127.0.0.1:50051)",
+        )
+    group.add_argument(
+        "--search",
+        metavar="HOST:PORT",
+        help="search service address or gRPC target (default: $SEARCH_ADDR or 127.0.0.1:50052)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="deadline of each call (default: $CLIPSEARCH_TIMEOUT or 60)",
+    )
+    group.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long to wait for a service to accept a connection (default: $CLIPSEARCH_CONNECT_TIMEOUT or 10)",
+    )
     security = parser.add_argument_group(
-        "security", "TLS and the shared token; the token itself is read only from $CLIPSEARCH_AUTH_TOKEN or a "
-                    "file, never from the command line, where other users could see it")
-    security.add_argument("--tls-ca", type=Path, metavar="FILE",
-                          help="PEM CA that signed the services' certificates; turns TLS on "
-                               "(default: $CLIPSEARCH_TLS_CA; plaintext when unset)")
-    security.add_argument("--tls-cert", type=Path, metavar="FILE",
-                          help="PEM client certificate, for services that require one (mutual TLS) "
-                               "(default: $CLIPSEARCH_TLS_CERT)")
-    security.add_argument("--tls-key", type=Path, metavar="FILE",
-                          help="the client certificate's unencrypted PEM key (default: $CLIPSEARCH_TLS_KEY)")
-    security.add_argument("--token-file", type=Path, metavar="FILE",
-                          help="file holding the services' shared token (default: $CLIPSEARCH_AUTH_TOKEN, "
-                               "or the file $CLIPSEARCH_AUTH_TOKEN_FILE)")
+        "security",
+        "TLS and the shared token; the token itself is read only from $CLIPSEARCH_AUTH_TOKEN or a "
+        "file, never from the command line, where other users could see it",
+    )
+    security.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="PEM CA that signed the services' certificates; turns TLS on "
+        "(default: $CLIPSEARCH_TLS_CA; plaintext when unset)",
+    )
+    security.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM client certificate, for services that require one (mutual TLS) (default: $CLIPSEARCH_TLS_CERT)",
+    )
+    security.add_argument(
+        "--tls-key",
+        type=Path,
+        metavar="FILE",
+        help="the client certificate's unencrypted PEM key (default: $CLIPSEARCH_TLS_KEY)",
+    )
+    security.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="file holding the services' shared token (default: $CLIPSEARCH_AUTH_TOKEN, "
+        "or the file $CLIPSEARCH_AUTH_TOKEN_FILE)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--collection", action="append", default=[], metavar="NAME",
-                        help="only items of this collection (repeatable)")
-    parser.add_argument("--tag", action="append", default=[], metavar="TAG",
-                        help="only items carrying this tag (repeatable: all must match)")
+    parser.add_argument(
+        "--collection", action="append", default=[], metavar="NAME", help="only items of this collection (repeatable)"
+    )
+    parser.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="only items carrying this tag (repeatable: all must match)",
+    )
     parser.add_argument("--media", choices=["image", "video"], help="only images, or only video frames")
 
 
 def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Search images and video frames by text, by image or by example.")
+        prog=PROG, description="Search images and video frames by text, by image or by example."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("index", help="index image and video files and folders",
-                       description="Index images and videos. Folders are walked recursively; what is "
-                                   "already indexed is skipped.")
+    p = sub.add_parser(
+        "index",
+        help="index image and video files and folders",
+        description="Index images and videos. Folders are walked recursively; what is already indexed is skipped.",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
     p.add_argument("--collection", default="", metavar="NAME", help="collection to add to (default: default)")
-    p.add_argument("--fps", type=_positive_float, default=1.0,
-                   help="video frames sampled per second (default: 1)")
+    p.add_argument("--fps", type=_positive_float, default=1.0, help="video frames sampled per second (default: 1)")
     p.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag new items (repeatable)")
-    p.add_argument("--prune", action="store_true",
-                   help="also remove, within PATHs and the collection, files that are gone or changed")
-    p.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
-                   help="walk folders recursively (default: on)")
-    p.add_argument("--batch-images", type=_count(1), default=IngestOptions.batch_images,
-                   help="most images per embedding call (default: %(default)s)")
-    p.add_argument("--inflight", type=_count(0), default=0,
-                   help="embedding calls in flight (default: two per embedder address)")
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="also remove, within PATHs and the collection, files that are gone or changed",
+    )
+    p.add_argument(
+        "--recursive",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="walk folders recursively (default: on)",
+    )
+    p.add_argument(
+        "--batch-images",
+        type=_count(1),
+        default=IngestOptions.batch_images,
+        help="most images per embedding call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--inflight", type=_count(0), default=0, help="embedding calls in flight (default: two per embedder address)"
+    )
     _common(p)
     p.set_defaults(handler=_index)
 
-    p = sub.add_parser("search", help="search by text, by image or by an indexed item",
-                       description="Print the best matches, best first.")
+    p = sub.add_parser(
+        "search",
+        help="search by text, by image or by an indexed item",
+        description="Print the best matches, best first.",
+    )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--text", help="a description, e.g. \"a cat on a sofa\"")
+    what.add_argument("--text", help='a description, e.g. "a cat on a sofa"')
     what.add_argument("--image", metavar="FILE", help="an image file to find similar ones to")
     what.add_argument("--like", metavar="ID", help="an indexed item's id: more like it (itself excluded)")
     p.add_argument("--top", type=_count(1), default=10, help="how many results (default: 10)")
@@ -120,13 +176,20 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=_search)
 
-    p = sub.add_parser("classify", help="zero-shot labels for an image or an indexed item",
-                       description="Probabilities of each label, best first.")
+    p = sub.add_parser(
+        "classify",
+        help="zero-shot labels for an image or an indexed item",
+        description="Probabilities of each label, best first.",
+    )
     p.add_argument("file", nargs="?", metavar="FILE", help="an image file")
     p.add_argument("--id", help="an indexed item instead of a file")
     p.add_argument("--labels", nargs="+", required=True, metavar="LABEL", help="candidate labels")
-    p.add_argument("--template", default="", metavar="TEXT",
-                   help='prompt around each label, "{}" marks the label, e.g. "a photo of {}"')
+    p.add_argument(
+        "--template",
+        default="",
+        metavar="TEXT",
+        help='prompt around each label, "{}" marks the label, e.g. "a photo of {}"',
+    )
     _common(p)
     p.set_defaults(handler=_classify)
 
@@ -138,14 +201,20 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
     _common(p, embedder=False)
     p.set_defaults(handler=_collections)
 
-    p = sub.add_parser("delete", help="delete items, files' entries or a collection",
-                       description="Delete items by id, remove files (or every file under a folder), or "
-                                   "drop a collection. An item left without files is deleted.")
+    p = sub.add_parser(
+        "delete",
+        help="delete items, files' entries or a collection",
+        description="Delete items by id, remove files (or every file under a folder), or "
+        "drop a collection. An item left without files is deleted.",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--id", nargs="+", dest="ids", metavar="ID", help="item ids")
     which.add_argument("--source", nargs="+", dest="sources", metavar="PATH", help="files or folders")
-    p.add_argument("--collection", metavar="NAME",
-                   help="alone: a whole collection; with --source: remove the files from this collection only")
+    p.add_argument(
+        "--collection",
+        metavar="NAME",
+        help="alone: a whole collection; with --source: remove the files from this collection only",
+    )
     _common(p, embedder=False)
     p.set_defaults(handler=_delete)
 
@@ -162,23 +231,34 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
 def _client(args: argparse.Namespace) -> Client:
     config = ClientConfig.from_env()
     # The options override their variables one by one.
-    overrides = {name: value for name, value in (("tls_ca", args.tls_ca), ("tls_cert", args.tls_cert),
-                                                 ("tls_key", args.tls_key)) if value is not None}
+    overrides = {
+        name: value
+        for name, value in (("tls_ca", args.tls_ca), ("tls_cert", args.tls_cert), ("tls_key", args.tls_key))
+        if value is not None
+    }
     if args.token_file is not None:
         overrides["token"] = token_from_file(args.token_file)
     config = dataclasses.replace(config, **overrides)
     embedder = [a for value in (getattr(args, "embedder", None) or []) for a in split_addresses(value)]
-    return Client(embedder or None, args.search, timeout=args.timeout, connect_timeout=args.connect_timeout,
-                  config=config)
+    return Client(
+        embedder or None, args.search, timeout=args.timeout, connect_timeout=args.connect_timeout, config=config
+    )
 
 
 def _index(args: argparse.Namespace) -> int:
     options = IngestOptions(batch_images=args.batch_images, inflight=args.inflight)
     live = sys.stderr.isatty() and not args.json
     with _client(args) as client, output.IndexProgress(sys.stderr, live) as progress:
-        report = client.index(args.paths, collection=args.collection, fps=args.fps, tags=args.tag,
-                              recursive=args.recursive, prune=args.prune, on_event=progress,
-                              options=options)
+        report = client.index(
+            args.paths,
+            collection=args.collection,
+            fps=args.fps,
+            tags=args.tag,
+            recursive=args.recursive,
+            prune=args.prune,
+            on_event=progress,
+            options=options,
+        )
     if args.json:
         output.print_json(report.to_json())
     else:
@@ -191,16 +271,19 @@ def _search(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.text is not None:
             query = {"text": args.text}
-            hits = client.search_text(args.text, top=args.top, offset=args.offset, filter=filter_,
-                                      min_score=args.min_score)
+            hits = client.search_text(
+                args.text, top=args.top, offset=args.offset, filter=filter_, min_score=args.min_score
+            )
         elif args.image is not None:
             query = {"image": display_path(args.image)}
-            hits = client.search_image(args.image, top=args.top, offset=args.offset, filter=filter_,
-                                       min_score=args.min_score)
+            hits = client.search_image(
+                args.image, top=args.top, offset=args.offset, filter=filter_, min_score=args.min_score
+            )
         else:
             query = {"like": args.like}
-            hits = client.search_like(args.like, top=args.top, offset=args.offset, filter=filter_,
-                                      min_score=args.min_score)
+            hits = client.search_like(
+                args.like, top=args.top, offset=args.offset, filter=filter_, min_score=args.min_score
+            )
     if args.json:
         output.print_json({"query": query, "results": [h.to_json() for h in hits]})
     elif hits:
@@ -219,8 +302,12 @@ def _classify(args: argparse.Namespace) -> int:
         else:
             scores = client.classify_item(args.id, args.labels, args.template)
     if args.json:
-        output.print_json({"input": {"file": display_path(args.file)} if args.file else {"id": args.id},
-                           "labels": [s.to_json() for s in scores]})
+        output.print_json(
+            {
+                "input": {"file": display_path(args.file)} if args.file else {"id": args.id},
+                "labels": [s.to_json() for s in scores],
+            }
+        )
     else:
         output.console().print(output.labels_table(scores))
     return 0

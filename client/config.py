@@ -18,6 +18,7 @@
 
 The services read the same token variables, and EMBEDDER_TLS_* / SEARCH_TLS_* for their side of TLS.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ DEFAULT_SEARCH_ADDR = "127.0.0.1:50052"
 
 
 def split_addresses(value: str) -> tuple[str, ...]:
-    """"a:1, b:2" -> ("a:1", "b:2"); an explicit gRPC target ("ipv4:10.0.0.1:1,10.0.0.2:1") stays whole."""
+    """ "a:1, b:2" -> ("a:1", "b:2"); an explicit gRPC target ("ipv4:10.0.0.1:1,10.0.0.2:1") stays whole."""
     if is_explicit_target(value.partition(",")[0]):
         return (value.strip(),)
     return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -56,8 +57,13 @@ class ClientConfig:
 
     @property
     def security(self) -> ChannelSecurity:
-        return ChannelSecurity(ca_file=self.tls_ca, cert_file=self.tls_cert, key_file=self.tls_key,
-                               server_name=self.tls_server_name, token=self.token)
+        return ChannelSecurity(
+            ca_file=self.tls_ca,
+            cert_file=self.tls_cert,
+            key_file=self.tls_key,
+            server_name=self.tls_server_name,
+            token=self.token,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ClientConfig:

@@ -1,4 +1,5 @@
 """Errors the client raises: one readable line each, naming the service or file involved."""
+
 from __future__ import annotations
 
 import grpc

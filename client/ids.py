@@ -1,4 +1,5 @@
 """Content hashes and the item ids derived from them."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Indexing files: read and hash, skip what is stored, embed in parallel batches, upsert, prune."""
+
 from __future__ import annotations
 
 import os
@@ -18,11 +19,33 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 
 from . import ids as idmod
 from .errors import ClientError, ServiceError
-from .media import (Found, ImageLimits, MediaError, MediaKind, PreparedImage, Problem, VideoFrame, discover,
-                    format_timestamp, iter_video_frames, open_regular, prepare_image, read_file)
+from .media import (
+    Found,
+    ImageLimits,
+    MediaError,
+    MediaKind,
+    PreparedImage,
+    Problem,
+    VideoFrame,
+    discover,
+    format_timestamp,
+    iter_video_frames,
+    open_regular,
+    prepare_image,
+    read_file,
+)
 from .transport import Transport
-from .uris import (MAX_SOURCE_BYTES, PathLike, absolute, dir_uri, display, display_path, is_within,
-                   path_to_uri, uri_to_path)
+from .uris import (
+    MAX_SOURCE_BYTES,
+    PathLike,
+    absolute,
+    dir_uri,
+    display,
+    display_path,
+    is_within,
+    path_to_uri,
+    uri_to_path,
+)
 
 # A tag on one frame of each fully indexed video: how many frames a complete run at that fps wrote.
 _MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)fps$")
@@ -90,10 +113,15 @@ class IndexReport:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "indexed": self.indexed, "images": self.images, "frames": self.frames, "videos": self.videos,
-            "skipped_known": self.known, "sources_added": self.sources_added,
+            "indexed": self.indexed,
+            "images": self.images,
+            "frames": self.frames,
+            "videos": self.videos,
+            "skipped_known": self.known,
+            "sources_added": self.sources_added,
             "failed": [{"path": f.path, "error": f.reason} for f in self.failed],
-            "pruned_sources": self.pruned_sources, "pruned_items": self.pruned_items,
+            "pruned_sources": self.pruned_sources,
+            "pruned_items": self.pruned_items,
             "seconds": round(self.seconds, 3),
         }
 
@@ -246,8 +274,15 @@ class _Pipeline:
     memory: at most `inflight` batches being embedded plus a few waiting to be written.
     """
 
-    def __init__(self, transport: Transport, tally: _Tally, options: IngestOptions, max_images: int,
-                 max_bytes: int, inflight: int) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        tally: _Tally,
+        options: IngestOptions,
+        max_images: int,
+        max_bytes: int,
+        inflight: int,
+    ) -> None:
         self._transport = transport
         self._tally = tally
         self._options = options
@@ -270,8 +305,10 @@ class _Pipeline:
         try:
             full = self._batcher.add(pending, pending.nbytes)
         except ValueError:
-            self._tally.failed(pending.label, f"too large to send ({pending.nbytes} bytes after shrinking, "
-                                              f"a call holds {self._batcher.max_bytes})")
+            self._tally.failed(
+                pending.label,
+                f"too large to send ({pending.nbytes} bytes after shrinking, a call holds {self._batcher.max_bytes})",
+            )
             return
         if full:
             self._submit(full)
@@ -327,7 +364,7 @@ class _Pipeline:
                 written = self._embed(batch)
                 if written:
                     self._put(written)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
             self._set_error(exc)
         finally:
             self._slots.release()
@@ -346,8 +383,7 @@ class _Pipeline:
             middle = len(batch) // 2
             return self._embed(batch[:middle]) + self._embed(batch[middle:])
         if len(response.results) != len(batch):
-            raise ClientError(f"the embedder returned {len(response.results)} results for "
-                              f"{len(batch)} images")
+            raise ClientError(f"the embedder returned {len(response.results)} results for {len(batch)} images")
         written: list[_Written] = []
         for pending, result in zip(batch, response.results, strict=True):
             if result.WhichOneof("result") != "embedding":
@@ -379,17 +415,17 @@ class _Pipeline:
                     if len(buffered) >= self._options.upsert_batch or self._writes.empty():
                         self._flush(buffered)
                         buffered = []
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
                 self._set_error(exc)
         if self._error is None:
             try:
                 self._flush(buffered)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
                 self._set_error(exc)
 
     def _flush(self, written: list[_Written]) -> None:
         for start in range(0, len(written), self._options.upsert_batch):
-            self._upsert(written[start:start + self._options.upsert_batch])
+            self._upsert(written[start : start + self._options.upsert_batch])
 
     def _upsert(self, written: list[_Written]) -> None:
         if not written:
@@ -411,11 +447,12 @@ class _Pipeline:
 
     def _apply_patch(self, patch: _Patch) -> None:
         for start in range(0, len(patch.ids), _GET_LIMIT):
-            chunk = list(patch.ids[start:start + _GET_LIMIT])
+            chunk = list(patch.ids[start : start + _GET_LIMIT])
             response = self._transport.get(search_pb2.GetRequest(ids=chunk, with_vectors=True))
             if patch.report_missing and response.missing_ids:
-                self._tally.failed(patch.label, "not indexed: the same content could not be indexed "
-                                                "from its other path")
+                self._tally.failed(
+                    patch.label, "not indexed: the same content could not be indexed from its other path"
+                )
             items = []
             gained = 0
             for item in response.items:
@@ -430,7 +467,8 @@ class _Pipeline:
                 items.append(item)
             for offset in range(0, len(items), self._options.upsert_batch):
                 self._transport.upsert(
-                    search_pb2.UpsertRequest(items=items[offset:offset + self._options.upsert_batch]))
+                    search_pb2.UpsertRequest(items=items[offset : offset + self._options.upsert_batch])
+                )
             self._tally.sources_added(gained)
             self._tally.known(len(response.items) - gained)
 
@@ -458,8 +496,13 @@ class _ImageEntry:
 class Ingest:
     """One index run over files, folders and image bytes."""
 
-    def __init__(self, transport: Transport, model: embedder_pb2.ModelInfo, options: IngestOptions,
-                 on_event: ProgressCallback | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        model: embedder_pb2.ModelInfo,
+        options: IngestOptions,
+        on_event: ProgressCallback | None = None,
+    ) -> None:
         self._transport = transport
         self._model = model
         self._options = options
@@ -467,8 +510,9 @@ class Ingest:
         self._tags = tuple(dict.fromkeys(options.tags))
         self.report = IndexReport()
         self._tally = _Tally(self.report, on_event)
-        self._limits = ImageLimits(model.image_size or 224, model.max_image_pixels or 1 << 28,
-                                   options.encoded_max_bytes)
+        self._limits = ImageLimits(
+            model.image_size or 224, model.max_image_pixels or 1 << 28, options.encoded_max_bytes
+        )
         # What this run has written or decided on, so a second copy is not embedded twice.
         self._run_images: dict[str, str] = {}
         self._run_videos: set[str] = set()
@@ -493,16 +537,15 @@ class Ingest:
         inputs = list(inputs)
         self._check_dimensions()
         max_images, max_bytes, inflight = self._budget()
-        self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images, max_bytes,
-                                   inflight)
-        self._prepare_pool = ThreadPoolExecutor(max_workers=self._options.prepare_workers or decode_workers(),
-                                                thread_name_prefix="prepare")
+        self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images, max_bytes, inflight)
+        self._prepare_pool = ThreadPoolExecutor(
+            max_workers=self._options.prepare_workers or decode_workers(), thread_name_prefix="prepare"
+        )
         try:
             self._produce(inputs)
             self._pipeline.finish()
             if self._deferred or self._deferred_videos:
-                self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images,
-                                           max_bytes, inflight)
+                self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images, max_bytes, inflight)
                 for patch in self._deferred:
                     self._pipeline.patch(patch)
                 for video_hash, uri, label in self._deferred_videos:
@@ -510,8 +553,9 @@ class Ingest:
                     if frames:
                         self._pipeline.patch(_Patch(tuple(frames), (uri,), label=label))
                     else:
-                        self._tally.failed(label, "not indexed: the same video could not be indexed "
-                                                  "from its other path")
+                        self._tally.failed(
+                            label, "not indexed: the same video could not be indexed from its other path"
+                        )
                 self._pipeline.finish()
         except BaseException as exc:
             self._pipeline.abort(exc)
@@ -530,7 +574,8 @@ class Ingest:
             raise ClientError(
                 f"the embedder's model ({self._model.model_id}) makes {self._model.dimension}-dimensional "
                 f"vectors but the search index {stats.settings.index_name!r} holds {stored}-dimensional "
-                f"ones; use the same model for both services")
+                f"ones; use the same model for both services"
+            )
 
     def _produce(self, inputs: list[PathLike | ImageBytes]) -> None:
         assert self._pipeline is not None
@@ -575,8 +620,9 @@ class Ingest:
     def _source_uri(self, path: Path) -> str | None:
         uri = path_to_uri(path)
         if len(uri) > MAX_SOURCE_BYTES:
-            self._tally.failed(display(uri), f"path too long to store ({len(uri)} bytes as a URI, the "
-                                             f"limit is {MAX_SOURCE_BYTES})")
+            self._tally.failed(
+                display(uri), f"path too long to store ({len(uri)} bytes as a URI, the limit is {MAX_SOURCE_BYTES})"
+            )
             return None
         return uri
 
@@ -610,8 +656,9 @@ class Ingest:
                     self._tally.known()
                 else:
                     # The same content seen earlier in this run: it may not be written yet.
-                    self._deferred.append(_Patch((entry.item_id,), (entry.uri,), label=entry.label,
-                                                 report_missing=True))
+                    self._deferred.append(
+                        _Patch((entry.item_id,), (entry.uri,), label=entry.label, report_missing=True)
+                    )
                 continue
             self._run_images[entry.item_id] = entry.uri
             item = stored.get(entry.item_id)
@@ -627,11 +674,17 @@ class Ingest:
                 self._tally.failed(entry.label, str(prepared))
                 continue
             metadata = search_pb2.Metadata(
-                sources=[entry.uri] if entry.uri else [], media_type=search_pb2.MEDIA_TYPE_IMAGE,
-                collection=self._collection, content_hash=entry.content_hash,
-                width=prepared.width, height=prepared.height, tags=self._tags)
-            self._pipeline.add(_Pending(entry.item_id, metadata, prepared.image,
-                                        prepared.image.ByteSize() + 16, entry.label))
+                sources=[entry.uri] if entry.uri else [],
+                media_type=search_pb2.MEDIA_TYPE_IMAGE,
+                collection=self._collection,
+                content_hash=entry.content_hash,
+                width=prepared.width,
+                height=prepared.height,
+                tags=self._tags,
+            )
+            self._pipeline.add(
+                _Pending(entry.item_id, metadata, prepared.image, prepared.image.ByteSize() + 16, entry.label)
+            )
 
     def _prepare(self, entry: _ImageEntry) -> PreparedImage | MediaError:
         try:
@@ -640,8 +693,9 @@ class Ingest:
             return exc
 
     def _stored_frames(self, video_hash: str) -> Iterator[search_pb2.Item]:
-        filter_ = search_pb2.Filter(collections=[self._collection], content_hashes=[video_hash],
-                                    media_type=search_pb2.MEDIA_TYPE_VIDEO_FRAME)
+        filter_ = search_pb2.Filter(
+            collections=[self._collection], content_hashes=[video_hash], media_type=search_pb2.MEDIA_TYPE_VIDEO_FRAME
+        )
         return list_all(self._transport, filter_)
 
     def _process_video(self, found: Found) -> None:
@@ -693,8 +747,9 @@ class Ingest:
         held: VideoFrame | None = None
         count = 0
         try:
-            for frame in iter_video_frames(stream, self._options.fps, self._limits.image_size,
-                                           self._limits.max_image_pixels):
+            for frame in iter_video_frames(
+                stream, self._options.fps, self._limits.image_size, self._limits.max_image_pixels
+            ):
                 if held is not None:
                     self._emit_frame(held, video, None)
                 held = frame
@@ -725,12 +780,17 @@ class Ingest:
                 self._patch_sources(video, flush=False)
             return
         metadata = search_pb2.Metadata(
-            sources=[video.uri], media_type=search_pb2.MEDIA_TYPE_VIDEO_FRAME, collection=self._collection,
-            timestamp_seconds=frame.timestamp_seconds, frame_index=frame.frame_index,
-            content_hash=video.content_hash, width=frame.source_width, height=frame.source_height,
-            tags=self._tags + ((marker,) if marker else ()))
-        image = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.rgb, width=frame.width,
-                                                             height=frame.height))
+            sources=[video.uri],
+            media_type=search_pb2.MEDIA_TYPE_VIDEO_FRAME,
+            collection=self._collection,
+            timestamp_seconds=frame.timestamp_seconds,
+            frame_index=frame.frame_index,
+            content_hash=video.content_hash,
+            width=frame.source_width,
+            height=frame.source_height,
+            tags=self._tags + ((marker,) if marker else ()),
+        )
+        image = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.rgb, width=frame.width, height=frame.height))
         self._pipeline.add(_Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label))
 
     def _patch_sources(self, video: _VideoRun, *, flush: bool) -> None:
@@ -753,17 +813,21 @@ class Ingest:
             for item in list_all(self._transport, filter_):
                 for source in item.metadata.sources:
                     if not is_within(source, scope) or (
-                            not self._options.recursive and scope.endswith("/")
-                            and "/" in source[len(scope):]):
+                        not self._options.recursive and scope.endswith("/") and "/" in source[len(scope) :]
+                    ):
                         continue
                     if not _is_file(source):
                         gone.add(source)
                     elif self._content_changed(item, source):
                         changed.setdefault(item.id, (frozenset(item.metadata.sources), set()))[1].add(source)
-        requests = [search_pb2.DeleteRequest(sources=chunk, collection=self._collection)
-                    for chunk in _chunks(sorted(gone), _GET_LIMIT)]
-        requests += [search_pb2.DeleteRequest(ids=ids, sources=sources, collection=self._collection)
-                     for ids, sources in _removal_batches(changed, _GET_LIMIT)]
+        requests = [
+            search_pb2.DeleteRequest(sources=chunk, collection=self._collection)
+            for chunk in _chunks(sorted(gone), _GET_LIMIT)
+        ]
+        requests += [
+            search_pb2.DeleteRequest(ids=ids, sources=sources, collection=self._collection)
+            for ids, sources in _removal_batches(changed, _GET_LIMIT)
+        ]
         counted: set[str] = set()
         for request in requests:
             response = self._transport.delete(request)
@@ -791,11 +855,12 @@ class Ingest:
 
 
 def _chunks(values: list[str], size: int) -> list[list[str]]:
-    return [values[start:start + size] for start in range(0, len(values), size)]
+    return [values[start : start + size] for start in range(0, len(values), size)]
 
 
-def _removal_batches(changed: dict[str, tuple[frozenset[str], set[str]]],
-                     limit: int) -> Iterator[tuple[list[str], list[str]]]:
+def _removal_batches(
+    changed: dict[str, tuple[frozenset[str], set[str]]], limit: int
+) -> Iterator[tuple[list[str], list[str]]]:
     """Groups (item id -> its sources, those to remove) into Delete calls of ids and sources.
 
     A call removes every one of its sources from every one of its items, so an item joins a call only
@@ -835,15 +900,16 @@ def _is_file(uri: str) -> bool:
         return False
 
 
-def list_all(transport: Transport, filter_: search_pb2.Filter, *, with_vectors: bool = False,
-             page_size: int = 1000) -> Iterator[search_pb2.Item]:
+def list_all(
+    transport: Transport, filter_: search_pb2.Filter, *, with_vectors: bool = False, page_size: int = 1000
+) -> Iterator[search_pb2.Item]:
     """Every item matching the filter, page by page."""
     token = ""
     while True:
-        response = transport.list(search_pb2.ListRequest(filter=filter_, page_size=page_size,
-                                                         page_token=token, with_vectors=with_vectors))
+        response = transport.list(
+            search_pb2.ListRequest(filter=filter_, page_size=page_size, page_token=token, with_vectors=with_vectors)
+        )
         yield from response.items
         token = response.next_page_token
         if not token:
             return
-

@@ -1,4 +1,5 @@
 """Local media: finding image and video files, reading them safely, shrinking images, sampling videos."""
+
 from __future__ import annotations
 
 import enum
@@ -20,14 +21,52 @@ from clipsearch.v1 import embedder_pb2
 
 from .uris import PathLike
 
-IMAGE_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff",
-    ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".heic", ".heif", ".avif", ".jp2", ".j2k",
-})
-VIDEO_EXTENSIONS = frozenset({
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".m2ts",
-    ".mts", ".ts", ".3gp", ".ogv", ".vob",
-})
+IMAGE_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".pnm",
+        ".tga",
+        ".ico",
+        ".heic",
+        ".heif",
+        ".avif",
+        ".jp2",
+        ".j2k",
+    }
+)
+VIDEO_EXTENSIONS = frozenset(
+    {
+        ".mp4",
+        ".m4v",
+        ".mov",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".wmv",
+        ".flv",
+        ".mpg",
+        ".mpeg",
+        ".m2ts",
+        ".mts",
+        ".ts",
+        ".3gp",
+        ".ogv",
+        ".vob",
+    }
+)
 
 
 class MediaError(Exception):
@@ -93,8 +132,9 @@ def discover(paths: Iterable[PathLike], recursive: bool = True) -> Iterator[Foun
             yield Found(path, kind)
 
 
-def _walk(directory: Path, st: os.stat_result, recursive: bool,
-          visited: set[tuple[int, int]]) -> Iterator[Found | Problem]:
+def _walk(
+    directory: Path, st: os.stat_result, recursive: bool, visited: set[tuple[int, int]]
+) -> Iterator[Found | Problem]:
     key = (st.st_dev, st.st_ino)
     if key in visited:
         return
@@ -220,8 +260,9 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
             if width * height > limits.max_image_pixels:
-                raise MediaError(f"image is {width}x{height} pixels, more than the embedder's limit of "
-                                 f"{limits.max_image_pixels}")
+                raise MediaError(
+                    f"image is {width}x{height} pixels, more than the embedder's limit of {limits.max_image_pixels}"
+                )
             if im.format == "JPEG":
                 # Lets libjpeg decode at a reduced scale that is still at least the target size.
                 target = max(1, limits.image_size)
@@ -237,7 +278,7 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
             raw = embedder_pb2.RawImage(rgb=rgb.tobytes(), width=w, height=h)
     except MediaError:
         raise
-    except Exception as exc:  # Pillow raises many types for hostile or corrupt files
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for hostile or corrupt files
         raise MediaError(f"cannot decode image: {exc}") from None
     full_w, full_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     return PreparedImage(embedder_pb2.Image(raw=raw), full_w, full_h)
@@ -278,8 +319,9 @@ class VideoFrame:
     frame_index: int
 
 
-def iter_video_frames(source: BinaryIO | PathLike, fps: float, short_side: int,
-                      max_pixels: int) -> Iterator[VideoFrame]:
+def iter_video_frames(
+    source: BinaryIO | PathLike, fps: float, short_side: int, max_pixels: int
+) -> Iterator[VideoFrame]:
     """Decodes the first video stream in-stream and yields the frames FrameSampler picks.
 
     Frames are converted with swscale straight to RGB at a size whose shorter side is short_side (never
@@ -289,7 +331,7 @@ def iter_video_frames(source: BinaryIO | PathLike, fps: float, short_side: int,
     target = source if hasattr(source, "read") else os.fsdecode(source)  # type: ignore[arg-type]
     try:
         container = av.open(target, mode="r")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - PyAV and Pillow raise many types for corrupt files
         raise MediaError(f"cannot open video: {exc}") from None
     with container:
         if not container.streams.video:
@@ -305,12 +347,13 @@ def iter_video_frames(source: BinaryIO | PathLike, fps: float, short_side: int,
                 if frame.pts is None or not sampler.take((frame.pts - start) * time_base):
                     continue
                 if frame.width * frame.height > max_pixels:
-                    raise MediaError(f"video frames are {frame.width}x{frame.height} pixels, more than "
-                                     f"the limit of {max_pixels}")
+                    raise MediaError(
+                        f"video frames are {frame.width}x{frame.height} pixels, more than the limit of {max_pixels}"
+                    )
                 yield _convert(frame, index, float((frame.pts - start) * time_base), short_side)
         except MediaError:
             raise
-        except Exception as exc:  # av.FFmpegError and friends for corrupt streams
+        except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends for corrupt streams
             raise MediaError(f"cannot decode video: {exc}") from None
 
 

@@ -1,4 +1,5 @@
 """How the CLI prints results: rich tables for people, one JSON document with --json."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,16 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import (BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn,
-                           TimeElapsedColumn)
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -23,8 +32,7 @@ def console(stream: TextIO | None = None) -> Console:
     tty = stream.isatty()
     # Without a terminal rich assumes 80 columns; COLUMNS still wins when set.
     width = None if tty or os.environ.get("COLUMNS") else 240
-    return Console(file=stream, width=width, highlight=False, soft_wrap=not tty,
-                   force_terminal=tty)
+    return Console(file=stream, width=width, highlight=False, soft_wrap=not tty, force_terminal=tty)
 
 
 def print_json(doc: Any, stream: TextIO | None = None) -> None:
@@ -65,8 +73,9 @@ def stats_table(stats: Stats) -> Table:
     table.add_row("items", str(stats.items))
     for name, count in stats.collections.items():
         table.add_row(Text(f"  {name}"), str(count))
-    table.add_row("index", f"{stats.index_name} ({stats.algorithm}, {stats.dimension} dimensions, "
-                           f"{stats.distance_metric})")
+    table.add_row(
+        "index", f"{stats.index_name} ({stats.algorithm}, {stats.dimension} dimensions, {stats.distance_metric})"
+    )
     if stats.indexing:
         table.add_row("indexing", f"{stats.percent_indexed:.0f}% done")
     table.add_row("redis memory", _bytes(stats.redis_memory_bytes))
@@ -85,9 +94,10 @@ def collections_table(collections: dict[str, int]) -> Table:
 
 
 def report_summary(report: IndexReport) -> str:
-    parts = [f"indexed {report.indexed} ({report.images} images, {report.frames} video frames"
-             f"{_videos(report.videos)})",
-             f"skipped {report.known} already indexed"]
+    parts = [
+        f"indexed {report.indexed} ({report.images} images, {report.frames} video frames{_videos(report.videos)})",
+        f"skipped {report.known} already indexed",
+    ]
     if report.sources_added:
         parts.append(f"added a path to {report.sources_added} indexed items")
     parts.append(f"failed {len(report.failed)}")
@@ -135,9 +145,15 @@ class IndexProgress:
         self._counts = {"indexed": 0, "known": 0, "failed": 0}
         if live:
             self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=16), _RateColumn(),
-                TimeElapsedColumn(), TextColumn("{task.fields[current]}", style="dim"),
-                console=Console(file=err), transient=True)
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=16),
+                _RateColumn(),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[current]}", style="dim"),
+                console=Console(file=err),
+                transient=True,
+            )
 
     def __enter__(self) -> IndexProgress:
         if self._progress is not None:

@@ -1,4 +1,5 @@
 """Typed results of client calls, converted from the protobuf messages."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -13,8 +14,11 @@ _MEDIA_NAMES = {
     search_pb2.MEDIA_TYPE_VIDEO_FRAME: "video_frame",
     search_pb2.MEDIA_TYPE_UNSPECIFIED: "unspecified",
 }
-MEDIA_TYPES = {"image": search_pb2.MEDIA_TYPE_IMAGE, "video": search_pb2.MEDIA_TYPE_VIDEO_FRAME,
-               "video_frame": search_pb2.MEDIA_TYPE_VIDEO_FRAME}
+MEDIA_TYPES = {
+    "image": search_pb2.MEDIA_TYPE_IMAGE,
+    "video": search_pb2.MEDIA_TYPE_VIDEO_FRAME,
+    "video_frame": search_pb2.MEDIA_TYPE_VIDEO_FRAME,
+}
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,17 @@ class Item:
         md = item.metadata
         frame = md.media_type == search_pb2.MEDIA_TYPE_VIDEO_FRAME
         return cls(
-            id=item.id, sources=tuple(md.sources), media=_MEDIA_NAMES.get(md.media_type, "unspecified"),
-            collection=md.collection, timestamp_seconds=md.timestamp_seconds if frame else None,
-            frame_index=md.frame_index if frame else None, content_hash=md.content_hash,
-            width=md.width, height=md.height, tags=tuple(md.tags))
+            id=item.id,
+            sources=tuple(md.sources),
+            media=_MEDIA_NAMES.get(md.media_type, "unspecified"),
+            collection=md.collection,
+            timestamp_seconds=md.timestamp_seconds if frame else None,
+            frame_index=md.frame_index if frame else None,
+            content_hash=md.content_hash,
+            width=md.width,
+            height=md.height,
+            tags=tuple(md.tags),
+        )
 
 
 @dataclass(frozen=True)
@@ -133,13 +144,18 @@ class Stats:
     def from_proto(cls, stats: search_pb2.StatsResponse) -> Stats:
         settings = stats.settings
         return cls(
-            items=stats.items, collections={c.name: c.items for c in stats.collections},
+            items=stats.items,
+            collections={c.name: c.items for c in stats.collections},
             redis_memory_bytes=stats.redis_memory_bytes,
-            vector_index_memory_bytes=stats.vector_index_memory_bytes, indexing=stats.indexing,
-            percent_indexed=float(stats.percent_indexed), index_name=settings.index_name,
+            vector_index_memory_bytes=stats.vector_index_memory_bytes,
+            indexing=stats.indexing,
+            percent_indexed=float(stats.percent_indexed),
+            index_name=settings.index_name,
             algorithm=search_pb2.Algorithm.Name(settings.algorithm).removeprefix("ALGORITHM_"),
-            dimension=settings.dimension, distance_metric=settings.distance_metric,
-            redis_version=stats.redis_version)
+            dimension=settings.dimension,
+            distance_metric=settings.distance_metric,
+            redis_version=stats.redis_version,
+        )
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)

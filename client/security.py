@@ -1,4 +1,5 @@
 """How the client secures its channels: TLS trusting a CA, a client certificate (mutual TLS), a shared token."""
+
 from __future__ import annotations
 
 import socket
@@ -81,11 +82,16 @@ class ChannelSecurity:
             given, missing = (CERT_SETTING, KEY_SETTING) if self.key_file is None else (KEY_SETTING, CERT_SETTING)
             raise ConfigError(f"{given} is set but {missing} is not: a client certificate needs both")
         if not self.tls:
-            extra = [name for name, value in ((CERT_SETTING, self.cert_file),
-                                              (SERVER_NAME_VARIABLE, self.server_name)) if value]
+            extra = [
+                name
+                for name, value in ((CERT_SETTING, self.cert_file), (SERVER_NAME_VARIABLE, self.server_name))
+                if value
+            ]
             if extra:
-                raise ConfigError(f"{extra[0]} needs {CA_SETTING}, the CA that signed the services' "
-                                  "certificates (setting it turns TLS on)")
+                raise ConfigError(
+                    f"{extra[0]} needs {CA_SETTING}, the CA that signed the services' "
+                    "certificates (setting it turns TLS on)"
+                )
         if self.server_name is not None and not all(0x21 <= ord(c) <= 0x7E for c in self.server_name):
             raise ConfigError(f"{SERVER_NAME_VARIABLE}={self.server_name!r} is not a host name")
 
@@ -105,15 +111,18 @@ def _client_context(security: ChannelSecurity) -> ssl.SSLContext:
     try:
         context.load_verify_locations(cafile=security.ca_file)
     except ssl.SSLError as error:
-        raise ConfigError(f"{CA_SETTING}: {str(security.ca_file)!r} holds no PEM CA certificate: "
-                          f"{ssl_reason(error)}") from None
+        raise ConfigError(
+            f"{CA_SETTING}: {str(security.ca_file)!r} holds no PEM CA certificate: {ssl_reason(error)}"
+        ) from None
     if security.cert_file is not None and security.key_file is not None:
         try:
             context.load_cert_chain(security.cert_file, security.key_file, password=_no_password)
         except ssl.SSLError as error:
-            raise ConfigError(f"{CERT_SETTING} {str(security.cert_file)!r} and {KEY_SETTING} "
-                              f"{str(security.key_file)!r} are not a PEM certificate and its private key: "
-                              f"{ssl_reason(error)}") from None
+            raise ConfigError(
+                f"{CERT_SETTING} {str(security.cert_file)!r} and {KEY_SETTING} "
+                f"{str(security.key_file)!r} are not a PEM certificate and its private key: "
+                f"{ssl_reason(error)}"
+            ) from None
     context.set_alpn_protocols(["h2"])  # as gRPC does; a gRPC server may drop a connection without it
     return context
 
@@ -127,16 +136,21 @@ class ChannelFactory:
         self._credentials: grpc.ChannelCredentials | None = None
         self._context: ssl.SSLContext | None = None
         if security.tls:
-            for path, setting in ((security.ca_file, CA_SETTING), (security.cert_file, CERT_SETTING),
-                                  (security.key_file, KEY_SETTING)):
+            for path, setting in (
+                (security.ca_file, CA_SETTING),
+                (security.cert_file, CERT_SETTING),
+                (security.key_file, KEY_SETTING),
+            ):
                 if path is not None:
                     read_pem(path, f"{setting}: ")
             self._context = _client_context(security)
-            self._credentials = channel_credentials(ca_file=security.ca_file, cert_file=security.cert_file,
-                                                    key_file=security.key_file, token=security.token)
+            self._credentials = channel_credentials(
+                ca_file=security.ca_file, cert_file=security.cert_file, key_file=security.key_file, token=security.token
+            )
 
-    def open(self, target: str, options: Sequence[tuple[str, Any]] = (), *,
-             server_name: str | None = None) -> grpc.Channel:
+    def open(
+        self, target: str, options: Sequence[tuple[str, Any]] = (), *, server_name: str | None = None
+    ) -> grpc.Channel:
         """A channel to `target`. With TLS, the certificate must name `server_name` (the security's own
         server_name wins; default: the target's host)."""
         if self._credentials is not None:
@@ -149,8 +163,9 @@ class ChannelFactory:
             channel = grpc.intercept_channel(channel, BearerTokenInterceptor(self.security.token))
         return channel
 
-    def diagnose(self, host: str, port: int, *, server_name: str | None = None,
-                 timeout: float = _DIAGNOSIS_TIMEOUT_SECONDS) -> str:
+    def diagnose(
+        self, host: str, port: int, *, server_name: str | None = None, timeout: float = _DIAGNOSIS_TIMEOUT_SECONDS
+    ) -> str:
         """Why this client cannot open a gRPC connection to host:port at the TLS level, in words with the
         setting to change; "" when nothing answers there or the handshake succeeds. server_name: as for
         open()."""
@@ -176,10 +191,14 @@ class ChannelFactory:
         except ssl.SSLCertVerificationError as error:
             message = error.verify_message or ssl_reason(error)
             if "mismatch" in message.lower():
-                return (f"its certificate does not name {name!r} ({message}); dial a name it holds, or set "
-                        f"{SERVER_NAME_VARIABLE} to one")
-            return (f"its certificate is not trusted ({message}); {CA_SETTING} must be the CA that signed "
-                    "the services' certificates")
+                return (
+                    f"its certificate does not name {name!r} ({message}); dial a name it holds, or set "
+                    f"{SERVER_NAME_VARIABLE} to one"
+                )
+            return (
+                f"its certificate is not trusted ({message}); {CA_SETTING} must be the CA that signed "
+                "the services' certificates"
+            )
         except ssl.SSLError as error:
             if error.reason in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"):
                 return f"it speaks plaintext, not TLS; unset {CA_SETTING}, or enable TLS on the service"
@@ -189,10 +208,14 @@ class ChannelFactory:
         if accepted:
             return ""
         if not self.security.mutual:
-            return (f"it requires a client certificate (mutual TLS); set {CERT_SETTING} and {KEY_SETTING} "
-                    "to one signed by the CA the service trusts")
-        return (f"it refused the client certificate {str(self.security.cert_file)!r}: it must be signed by "
-                "the CA the service trusts for clients and allow client authentication")
+            return (
+                f"it requires a client certificate (mutual TLS); set {CERT_SETTING} and {KEY_SETTING} "
+                "to one signed by the CA the service trusts"
+            )
+        return (
+            f"it refused the client certificate {str(self.security.cert_file)!r}: it must be signed by "
+            "the CA the service trusts for clients and allow client authentication"
+        )
 
 
 def _speaks_tls(sock: socket.socket, host: str) -> str:

@@ -1,8 +1,10 @@
 """`clipsearch serve`: runs Redis, the embedder replicas and the search service as supervised processes."""
+
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import importlib.util
 import logging
 import os
@@ -14,7 +16,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, TextIO
 
@@ -107,7 +109,7 @@ class ServeConfig:
     start_timeout: float
     env: Mapping[str, str]
     # How serve's own calls reach the services: their token and, when they use TLS, the client side of it.
-    security: ChannelSecurity = ChannelSecurity()
+    security: ChannelSecurity = field(default_factory=ChannelSecurity)
 
     @property
     def token(self) -> str | None:
@@ -132,30 +134,66 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "embedder and the search service, as supervised child processes. Ctrl-C stops them all. The "
         "services read their settings from the environment, TLS (EMBEDDER_TLS_*, SEARCH_TLS_*) and the shared "
         "token (CLIPSEARCH_AUTH_TOKEN[_FILE]) included; with TLS, serve checks them with CLIPSEARCH_TLS_CA "
-        "(and CLIPSEARCH_TLS_CERT/_KEY where they require client certificates), as a client would.")
-    parser.add_argument("--model", metavar="ID_OR_DIR",
-                        help="CLIP model: a Hugging Face id or a local checkpoint directory "
-                             "(sets CLIP_MODEL; default: $CLIP_MODEL or openai/clip-vit-base-patch16)")
-    parser.add_argument("--dtype", choices=("auto", "fp32", "bf16"),
-                        help="embedder weights and compute precision (sets EMBEDDER_DTYPE; default: "
-                             "$EMBEDDER_DTYPE or auto, i.e. bf16 where the CPU supports it)")
-    parser.add_argument("--data-dir", type=Path, metavar="DIR",
-                        help="where Redis keeps its data (default: $XDG_DATA_HOME/clipsearch, "
-                             "i.e. ~/.local/share/clipsearch)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address the services bind (default 127.0.0.1; 0.0.0.0 for all interfaces)")
-    parser.add_argument("--embedder-port", type=int, default=DEFAULT_EMBEDDER_PORT, metavar="PORT",
-                        help=f"first embedder port (default {DEFAULT_EMBEDDER_PORT}; 0 picks free ports); "
-                             "further replicas take the following ports, skipping the search and Redis ports")
-    parser.add_argument("--search-port", type=int, default=DEFAULT_SEARCH_PORT, metavar="PORT",
-                        help=f"search service port (default {DEFAULT_SEARCH_PORT}; 0 picks a free one)")
-    parser.add_argument("--redis-port", type=int, default=0, metavar="PORT",
-                        help="local Redis port (default 0: a free one); ignored when REDIS_URL is set")
-    parser.add_argument("--embedders", type=int, default=1, metavar="N",
-                        help="embedder replicas, on consecutive ports from --embedder-port (default 1)")
-    parser.add_argument("--start-timeout", type=float, default=DEFAULT_START_TIMEOUT, metavar="SECONDS",
-                        help="how long a service may take to become ready, model download included "
-                             f"(default {DEFAULT_START_TIMEOUT:.0f})")
+        "(and CLIPSEARCH_TLS_CERT/_KEY where they require client certificates), as a client would."
+    )
+    parser.add_argument(
+        "--model",
+        metavar="ID_OR_DIR",
+        help="CLIP model: a Hugging Face id or a local checkpoint directory "
+        "(sets CLIP_MODEL; default: $CLIP_MODEL or openai/clip-vit-base-patch16)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "fp32", "bf16"),
+        help="embedder weights and compute precision (sets EMBEDDER_DTYPE; default: "
+        "$EMBEDDER_DTYPE or auto, i.e. bf16 where the CPU supports it)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="where Redis keeps its data (default: $XDG_DATA_HOME/clipsearch, i.e. ~/.local/share/clipsearch)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address the services bind (default 127.0.0.1; 0.0.0.0 for all interfaces)"
+    )
+    parser.add_argument(
+        "--embedder-port",
+        type=int,
+        default=DEFAULT_EMBEDDER_PORT,
+        metavar="PORT",
+        help=f"first embedder port (default {DEFAULT_EMBEDDER_PORT}; 0 picks free ports); "
+        "further replicas take the following ports, skipping the search and Redis ports",
+    )
+    parser.add_argument(
+        "--search-port",
+        type=int,
+        default=DEFAULT_SEARCH_PORT,
+        metavar="PORT",
+        help=f"search service port (default {DEFAULT_SEARCH_PORT}; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--redis-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="local Redis port (default 0: a free one); ignored when REDIS_URL is set",
+    )
+    parser.add_argument(
+        "--embedders",
+        type=int,
+        default=1,
+        metavar="N",
+        help="embedder replicas, on consecutive ports from --embedder-port (default 1)",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=DEFAULT_START_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a service may take to become ready, model download included "
+        f"(default {DEFAULT_START_TIMEOUT:.0f})",
+    )
 
 
 def default_data_dir(env: Mapping[str, str]) -> Path:
@@ -212,8 +250,9 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def plan_ports(embedder_port: int, embedders: int, search_port: int, redis_port: int | None,
-               free_ports: Callable[[int], list[int]]) -> tuple[tuple[int, ...], int, int | None]:
+def plan_ports(
+    embedder_port: int, embedders: int, search_port: int, redis_port: int | None, free_ports: Callable[[int], list[int]]
+) -> tuple[tuple[int, ...], int, int | None]:
     """Resolves the ports: 0 means a free one; embedder replicas count up from the first port, skipping
     the search and Redis ports."""
     wanted_free = embedders * (embedder_port == 0) + (search_port == 0) + (redis_port == 0)
@@ -236,8 +275,9 @@ def plan_ports(embedder_port: int, embedders: int, search_port: int, redis_port:
         candidate = embedder_port
         while len(ports) < embedders:
             if candidate > 65535:
-                raise ServeError(f"not enough ports above --embedder-port {embedder_port} for "
-                                 f"{embedders} embedders", EXIT_USAGE)
+                raise ServeError(
+                    f"not enough ports above --embedder-port {embedder_port} for {embedders} embedders", EXIT_USAGE
+                )
             if candidate not in taken:
                 ports.append(candidate)
             candidate += 1
@@ -251,30 +291,39 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         raise ServeError(f"--embedders {args.embedders} is out of range (1 to 64)", EXIT_USAGE)
     if args.start_timeout <= 0:
         raise ServeError("--start-timeout must be positive", EXIT_USAGE)
-    for value, option in ((args.embedder_port, "--embedder-port"), (args.search_port, "--search-port"),
-                          (args.redis_port, "--redis-port")):
+    for value, option in (
+        (args.embedder_port, "--embedder-port"),
+        (args.search_port, "--search-port"),
+        (args.redis_port, "--redis-port"),
+    ):
         _check_port(value, option)
     try:
         _reserve_free_ports(args.host, 1)
     except OSError as error:
-        raise ServeError(f"--host {args.host} is not an address this machine can listen on: "
-                         f"{error.strerror or error}", EXIT_USAGE) from None
+        raise ServeError(
+            f"--host {args.host} is not an address this machine can listen on: {error.strerror or error}", EXIT_USAGE
+        ) from None
     try:
         security = serve_security(env)
     except ConfigError as error:
         raise ServeError(str(error), EXIT_USAGE) from None
     external_redis = env.get("REDIS_URL", "").strip()
     embedder_ports, search_port, redis_port = plan_ports(
-        args.embedder_port, args.embedders, args.search_port,
+        args.embedder_port,
+        args.embedders,
+        args.search_port,
         None if external_redis else args.redis_port,
-        lambda count: _reserve_free_ports(args.host, count))
+        lambda count: _reserve_free_ports(args.host, count),
+    )
     named = [(p, "--embedder-port") for p in embedder_ports if args.embedder_port]
     named += [(search_port, "--search-port")] if args.search_port else []
     named += [(redis_port, "--redis-port")] if redis_port and args.redis_port else []
     for port, option in named:
         if not port_is_free(args.host, port):
-            raise ServeError(f"port {port} is in use (another clipsearch serve?); choose another with "
-                             f"{option} (0 picks a free one)", EXIT_USAGE)
+            raise ServeError(
+                f"port {port} is in use (another clipsearch serve?); choose another with {option} (0 picks a free one)",
+                EXIT_USAGE,
+            )
     data_dir = (args.data_dir or default_data_dir(env)).expanduser().resolve()
     return ServeConfig(
         host=args.host,
@@ -301,21 +350,31 @@ def serve_security(env: Mapping[str, str]) -> ChannelSecurity:
     if len(with_tls) == 1:
         (on,) = with_tls
         (off,) = set(SERVICE_PREFIXES) - {on}
-        raise ServeError(f"{on}_TLS_CERT is set but {off}_TLS_CERT is not: under clipsearch serve both services "
-                         "use TLS or neither, as a client speaks TLS to both or to neither", EXIT_USAGE)
+        raise ServeError(
+            f"{on}_TLS_CERT is set but {off}_TLS_CERT is not: under clipsearch serve both services "
+            "use TLS or neither, as a client speaks TLS to both or to neither",
+            EXIT_USAGE,
+        )
     if not with_tls:
         if security.tls:
-            raise ServeError(f"{CA_VARIABLE} is set but the services run without TLS: set EMBEDDER_TLS_CERT, "
-                             f"EMBEDDER_TLS_KEY, SEARCH_TLS_CERT and SEARCH_TLS_KEY, or unset {CA_VARIABLE}",
-                             EXIT_USAGE)
+            raise ServeError(
+                f"{CA_VARIABLE} is set but the services run without TLS: set EMBEDDER_TLS_CERT, "
+                f"EMBEDDER_TLS_KEY, SEARCH_TLS_CERT and SEARCH_TLS_KEY, or unset {CA_VARIABLE}",
+                EXIT_USAGE,
+            )
     elif not security.tls:
-        raise ServeError(f"the services use TLS (EMBEDDER_TLS_CERT, SEARCH_TLS_CERT): set {CA_VARIABLE} to the CA "
-                         "that signed their certificates, for serve's own readiness checks as for any client",
-                         EXIT_USAGE)
+        raise ServeError(
+            f"the services use TLS (EMBEDDER_TLS_CERT, SEARCH_TLS_CERT): set {CA_VARIABLE} to the CA "
+            "that signed their certificates, for serve's own readiness checks as for any client",
+            EXIT_USAGE,
+        )
     mutual = [f"{prefix}_TLS_CLIENT_CA" for prefix, tls in servers.items() if tls is not None and tls.mutual]
     if mutual and not security.mutual:
-        raise ServeError(f"the services require client certificates ({', '.join(mutual)}): set {CERT_VARIABLE} "
-                         f"and {KEY_VARIABLE} to one that CA signed, for serve's own calls", EXIT_USAGE)
+        raise ServeError(
+            f"the services require client certificates ({', '.join(mutual)}): set {CERT_VARIABLE} "
+            f"and {KEY_VARIABLE} to one that CA signed, for serve's own calls",
+            EXIT_USAGE,
+        )
     security.load()  # reads the files now: a bad one is a start-up error, not a child that never gets ready
     return security
 
@@ -329,7 +388,6 @@ def redact_url(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-
 
 
 class GrpcProbe:
@@ -350,7 +408,8 @@ class GrpcProbe:
             return self._answers_a_call()
         try:
             response = health_pb2_grpc.HealthStub(self.channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT_SECONDS)
+                health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT_SECONDS
+            )
         except grpc.RpcError:
             self.answered = False
             return False
@@ -373,6 +432,7 @@ class GrpcProbe:
         if self.kind != "search" or not self.answered:
             return None
         from clipsearch.v1 import search_pb2, search_pb2_grpc
+
         try:
             search_pb2_grpc.SearchStub(self.channel).Stats(search_pb2.StatsRequest(), timeout=PROBE_TIMEOUT_SECONDS)
         except grpc.RpcError as error:
@@ -384,12 +444,14 @@ class GrpcProbe:
         try:
             if self.kind == "embedder":
                 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
                 embedder_pb2_grpc.EmbedderStub(self.channel).GetModelInfo(
-                    embedder_pb2.GetModelInfoRequest(), timeout=PROBE_TIMEOUT_SECONDS)
+                    embedder_pb2.GetModelInfoRequest(), timeout=PROBE_TIMEOUT_SECONDS
+                )
             else:
                 from clipsearch.v1 import search_pb2, search_pb2_grpc
-                search_pb2_grpc.SearchStub(self.channel).Stats(search_pb2.StatsRequest(),
-                                                               timeout=PROBE_TIMEOUT_SECONDS)
+
+                search_pb2_grpc.SearchStub(self.channel).Stats(search_pb2.StatsRequest(), timeout=PROBE_TIMEOUT_SECONDS)
         except grpc.RpcError as error:
             self.answered = error.code() != grpc.StatusCode.UNAVAILABLE
             return False
@@ -431,9 +493,9 @@ Probe = GrpcProbe | RedisProbe
 def model_info(address: str, security: ChannelSecurity | None = None) -> ModelInfo:
     """The embedder's ModelInfo message."""
     from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
+
     with (security or ChannelSecurity()).load().open(address, _PROBE_CHANNEL_OPTIONS) as channel:
         return embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(), timeout=30)
-
 
 
 def _live_group_members(pgid: int) -> list[int]:
@@ -460,10 +522,8 @@ def _live_group_members(pgid: int) -> list[int]:
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 @dataclass(frozen=True)
@@ -499,8 +559,9 @@ class OutputRelay:
 class Child:
     """A supervised child process: started in its own process group, restarted with backoff."""
 
-    def __init__(self, spec: ChildSpec, relay: OutputRelay, start_timeout: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, spec: ChildSpec, relay: OutputRelay, start_timeout: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.spec = spec
         self.relay = relay
         self.start_timeout = start_timeout
@@ -529,10 +590,17 @@ class Child:
         argv = [sys.executable, "-c", _EXEC_WITH_PARENT_DEATH_SIGNAL, str(os.getpid()), *self.spec.argv]
         self.tail.clear()
         self.process = subprocess.Popen(
-            argv, env=dict(self.spec.env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, process_group=0, close_fds=True)
-        self.reader = threading.Thread(target=self._relay_output, args=(self.process.stdout,),
-                                       name=f"output-{self.name}", daemon=True)
+            argv,
+            env=dict(self.spec.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            process_group=0,
+            close_fds=True,
+        )
+        self.reader = threading.Thread(
+            target=self._relay_output, args=(self.process.stdout,), name=f"output-{self.name}", daemon=True
+        )
         self.reader.start()
         self.probe = self.spec.make_probe()
         self.state = "starting"
@@ -648,8 +716,10 @@ class Child:
             if now - self.started_at > self.start_timeout:
                 if not self.ever_served:
                     self.stop(SERVICE_GRACE_SECONDS)
-                    raise ServeError(f"{self.name} did not become ready within {self.start_timeout:.0f} s "
-                                     "(raise --start-timeout for a slow model download)")
+                    raise ServeError(
+                        f"{self.name} did not become ready within {self.start_timeout:.0f} s "
+                        "(raise --start-timeout for a slow model download)"
+                    )
                 log.warning("%s: not ready after %.0f s; restarting it", self.name, self.start_timeout)
                 self.stop(SERVICE_GRACE_SECONDS)
                 return self._schedule_restart(now, "did not become ready")
@@ -674,7 +744,6 @@ class Child:
         return "exited"
 
 
-
 def _child_env(config: ServeConfig, overrides: Mapping[str, str]) -> dict[str, str]:
     env = dict(config.env)
     env["PYTHONUNBUFFERED"] = "1"
@@ -691,8 +760,15 @@ def redis_spec(config: ServeConfig) -> ChildSpec:
     redis_dir = config.data_dir / "redis"
     return ChildSpec(
         name="redis",
-        argv=(sys.executable, "-m", "search_service.redis_server", "--data", str(redis_dir),
-              "--port", str(config.redis_port)),
+        argv=(
+            sys.executable,
+            "-m",
+            "search_service.redis_server",
+            "--data",
+            str(redis_dir),
+            "--port",
+            str(config.redis_port),
+        ),
         env=_child_env(config, {}),
         address=config.redis_url,
         make_probe=lambda: RedisProbe("127.0.0.1", config.redis_port or 0),
@@ -709,15 +785,17 @@ def embedder_specs(config: ServeConfig) -> list[ChildSpec]:
         # Replicas share the cores rather than each claiming all of them.
         overrides["EMBEDDER_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(config.embedder_ports)))
     specs = []
-    for number, (port, address) in enumerate(zip(config.embedder_ports, config.embedder_addresses()), 1):
+    for number, (port, address) in enumerate(zip(config.embedder_ports, config.embedder_addresses(), strict=False), 1):
         name = "embedder" if len(config.embedder_ports) == 1 else f"embedder-{number}"
-        specs.append(ChildSpec(
-            name=name,
-            argv=(sys.executable, "-m", "embedder_service"),
-            env=_child_env(config, {**overrides, "EMBEDDER_PORT": str(port)}),
-            address=address,
-            make_probe=lambda address=address: GrpcProbe(address, "embedder", config.security),
-        ))
+        specs.append(
+            ChildSpec(
+                name=name,
+                argv=(sys.executable, "-m", "embedder_service"),
+                env=_child_env(config, {**overrides, "EMBEDDER_PORT": str(port)}),
+                address=address,
+                make_probe=lambda address=address: GrpcProbe(address, "embedder", config.security),
+            )
+        )
     return specs
 
 
@@ -726,26 +804,32 @@ def search_spec(config: ServeConfig, dimension: int) -> ChildSpec:
     return ChildSpec(
         name="search",
         argv=(sys.executable, "-m", "search_service"),
-        env=_child_env(config, {
-            "SEARCH_HOST": config.host,
-            "SEARCH_PORT": str(config.search_port),
-            "REDIS_URL": config.redis_url,
-            "SEARCH_DATA_DIR": str(config.data_dir / "redis"),
-            # The index must hold the vectors of the model the embedder serves.
-            "SEARCH_DIM": str(dimension),
-        }),
+        env=_child_env(
+            config,
+            {
+                "SEARCH_HOST": config.host,
+                "SEARCH_PORT": str(config.search_port),
+                "REDIS_URL": config.redis_url,
+                "SEARCH_DATA_DIR": str(config.data_dir / "redis"),
+                # The index must hold the vectors of the model the embedder serves.
+                "SEARCH_DIM": str(dimension),
+            },
+        ),
         address=address,
         make_probe=lambda: GrpcProbe(address, "search", config.security),
-        hint=(f". Under clipsearch serve SEARCH_DIM follows the model ({dimension}): for this model, use "
-              "another --data-dir, or name a new index with SEARCH_INDEX"),
+        hint=(
+            f". Under clipsearch serve SEARCH_DIM follows the model ({dimension}): for this model, use "
+            "another --data-dir, or name a new index with SEARCH_INDEX"
+        ),
     )
 
 
 class Supervisor:
     """Starts children, keeps them running, and stops them in order: services first, Redis last."""
 
-    def __init__(self, config: ServeConfig, stop: threading.Event, hurry: threading.Event,
-                 relay: OutputRelay | None = None) -> None:
+    def __init__(
+        self, config: ServeConfig, stop: threading.Event, hurry: threading.Event, relay: OutputRelay | None = None
+    ) -> None:
         self.config = config
         self.stop_requested = stop
         self.hurry = hurry
@@ -768,8 +852,13 @@ class Supervisor:
         for child in self.children:
             event = child.tick()
             if event == "serving" and child.restarts:
-                log.info("%s: serving again at %s (pid %d, restart %d)", child.name, child.spec.address,
-                         child.pid, child.restarts)
+                log.info(
+                    "%s: serving again at %s (pid %d, restart %d)",
+                    child.name,
+                    child.spec.address,
+                    child.pid,
+                    child.restarts,
+                )
 
     def _wait_until_ready(self, children: Sequence[Child]) -> bool:
         """Ticks everything until `children` all serve; False if a stop was requested first."""
@@ -800,8 +889,11 @@ class Supervisor:
     def shutdown(self) -> None:
         services = [c for c in (*self.embedders, self.search) if c is not None]
         if services:
-            log.info("stopping %s%s", ", ".join(child.name for child in services),
-                     " and then redis" if self.redis is not None else "")
+            log.info(
+                "stopping %s%s",
+                ", ".join(child.name for child in services),
+                " and then redis" if self.redis is not None else "",
+            )
         for child in services:
             child.terminate()
         deadline = time.monotonic() + SERVICE_GRACE_SECONDS
@@ -866,8 +958,11 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     missing = missing_modules()
     if missing:
         names = ", ".join(module for module, _ in missing)
-        print(f"clipsearch serve: cannot import {names} (the embedder and search extras); install them "
-              f"with: pip install 'clipsearch[all]'", file=sys.stderr)
+        print(
+            f"clipsearch serve: cannot import {names} (the embedder and search extras); install them "
+            f"with: pip install 'clipsearch[all]'",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         config = build_config(args, env)
@@ -897,8 +992,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         print(f"clipsearch serve: {error}", file=sys.stderr)
         code = error.exit_code
     except grpc.RpcError as error:
-        print(f"clipsearch serve: the embedder did not describe its model: {error.details()}",
-              file=sys.stderr)
+        print(f"clipsearch serve: the embedder did not describe its model: {error.details()}", file=sys.stderr)
         code = EXIT_CHILD_FAILED
     finally:
         supervisor.shutdown()

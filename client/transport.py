@@ -1,4 +1,5 @@
 """gRPC channels and stubs for the embedder (round-robin over replicas) and the search service."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -26,19 +27,23 @@ Response = TypeVar("Response")
 def _service_config(service: str) -> str:
     # round_robin sends consecutive calls to different ready replicas and skips ones that are down;
     # UNAVAILABLE (a replica starting or stopping) is retried by gRPC itself, on another replica.
-    return json.dumps({
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [{
-            "name": [{"service": service}],
-            "retryPolicy": {
-                "maxAttempts": 5,
-                "initialBackoff": "0.2s",
-                "maxBackoff": "3s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }],
-    })
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [
+                {
+                    "name": [{"service": service}],
+                    "retryPolicy": {
+                        "maxAttempts": 5,
+                        "initialBackoff": "0.2s",
+                        "maxBackoff": "3s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
 
 
 def _channel_options(service: str) -> list[tuple[str, Any]]:
@@ -85,8 +90,12 @@ def check_target(target: str) -> str:
     """An explicit gRPC target, unchanged; ValueError says what is malformed."""
     target = target.strip()
     scheme, _, rest = target.partition(":")
-    forms = {"dns": "dns:[//AUTHORITY/]HOST:PORT", "ipv4": "ipv4:IP:PORT[,IP:PORT…]",
-             "ipv6": "ipv6:[IP]:PORT[,[IP]:PORT…]", "unix": "unix:PATH or unix:///ABSOLUTE/PATH"}
+    forms = {
+        "dns": "dns:[//AUTHORITY/]HOST:PORT",
+        "ipv4": "ipv4:IP:PORT[,IP:PORT…]",
+        "ipv6": "ipv6:[IP]:PORT[,[IP]:PORT…]",
+        "unix": "unix:PATH or unix:///ABSOLUTE/PATH",
+    }
     problem = ValueError(f"bad target {target!r}: expected {forms.get(scheme, 'HOST:PORT')}")
     if scheme == "unix":
         if not rest.strip("/"):
@@ -115,8 +124,10 @@ def check_addresses(addresses: Sequence[str]) -> None:
     """Rejects a malformed HOST:PORT or target, or an explicit target listed beside other addresses."""
     explicit = [a for a in addresses if is_explicit_target(a)]
     if explicit and len(addresses) > 1:
-        raise ValueError(f"the gRPC target {explicit[0]!r} must be the only address: list the replicas inside "
-                         "one target (ipv4:10.0.0.1:50051,10.0.0.2:50051) or give HOST:PORT addresses")
+        raise ValueError(
+            f"the gRPC target {explicit[0]!r} must be the only address: list the replicas inside "
+            "one target (ipv4:10.0.0.1:50051,10.0.0.2:50051) or give HOST:PORT addresses"
+        )
     for address in addresses:
         if is_explicit_target(address):
             check_target(address)
@@ -191,8 +202,7 @@ def _resolve(host: str, port: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ServiceUnavailable(EMBEDDER, f"{host}:{port}", f"cannot resolve {host}: {exc.strerror}") \
-            from None
+        raise ServiceUnavailable(EMBEDDER, f"{host}:{port}", f"cannot resolve {host}: {exc.strerror}") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -244,9 +254,15 @@ class Transport:
     down is reported quickly instead of after a full call deadline.
     """
 
-    def __init__(self, embedder_addresses: Sequence[str], search_address: str, *,
-                 timeout: float = 60.0, connect_timeout: float = 10.0,
-                 security: ChannelSecurity | None = None) -> None:
+    def __init__(
+        self,
+        embedder_addresses: Sequence[str],
+        search_address: str,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        security: ChannelSecurity | None = None,
+    ) -> None:
         self.embedder_addresses = tuple(a.strip() for a in embedder_addresses if a.strip())
         self.search_address = search_address.strip()
         self.timeout = timeout
@@ -278,7 +294,8 @@ class Transport:
                     target = self._targets[SEARCH]
                     options = _channel_options("clipsearch.v1.Search")
                 channel = self._channel_factory.open(
-                    target, options, server_name=self._embedder_server_name if service == EMBEDDER else None)
+                    target, options, server_name=self._embedder_server_name if service == EMBEDDER else None
+                )
                 self._channels[service] = channel
             return channel
 
@@ -290,8 +307,10 @@ class Transport:
             return None
         hosts = {host for host, _ in replicas}
         if len(hosts) > 1:
-            raise ConfigError(f"with TLS, embedder replicas on different hosts ({', '.join(sorted(hosts))}) need "
-                              f"{SERVER_NAME_VARIABLE}: a name each replica's certificate holds")
+            raise ConfigError(
+                f"with TLS, embedder replicas on different hosts ({', '.join(sorted(hosts))}) need "
+                f"{SERVER_NAME_VARIABLE}: a name each replica's certificate holds"
+            )
         return hosts.pop()
 
     def address(self, service: str) -> str:
@@ -351,8 +370,11 @@ class Transport:
         if code == grpc.StatusCode.UNAVAILABLE:
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
         if code == grpc.StatusCode.UNAUTHENTICATED:
-            remedy = (f"the token in {TOKEN_SETTING} is not the services' token" if self.security.token
-                      else f"set {TOKEN_SETTING} to the services' token")
+            remedy = (
+                f"the token in {TOKEN_SETTING} is not the services' token"
+                if self.security.token
+                else f"set {TOKEN_SETTING} to the services' token"
+            )
             details = f"authentication failed: {details}; {remedy}"
         return ServiceError(service, self.address(service), code, details)
 
@@ -360,8 +382,9 @@ class Transport:
     def model_info(self) -> embedder_pb2.ModelInfo:
         return self.call(EMBEDDER, "GetModelInfo", embedder_pb2.GetModelInfoRequest())
 
-    def embed_images(self, request: embedder_pb2.EmbedImagesRequest,
-                     timeout: float | None = None) -> embedder_pb2.EmbedImagesResponse:
+    def embed_images(
+        self, request: embedder_pb2.EmbedImagesRequest, timeout: float | None = None
+    ) -> embedder_pb2.EmbedImagesResponse:
         return self.call(EMBEDDER, "EmbedImages", request, timeout)
 
     def embed_texts(self, request: embedder_pb2.EmbedTextsRequest) -> embedder_pb2.EmbedTextsResponse:

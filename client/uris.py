@@ -1,4 +1,5 @@
 """File paths <-> the percent-encoded `file://` source URIs the search service stores."""
+
 from __future__ import annotations
 
 import os
@@ -36,10 +37,10 @@ def uri_to_path(uri: str) -> Path:
     """The local path a `file://` URI names (the inverse of path_to_uri)."""
     if not uri.startswith(FILE_SCHEME):
         raise ValueError(f"not a file URI: {uri!r}")
-    rest = uri[len(FILE_SCHEME):]
+    rest = uri[len(FILE_SCHEME) :]
     # "file://host/path" is not produced here; tolerate an explicit "localhost" authority.
     if rest.startswith("localhost/"):
-        rest = rest[len("localhost"):]
+        rest = rest[len("localhost") :]
     if not rest.startswith("/"):
         raise ValueError(f"not an absolute file URI: {uri!r}")
     return Path(os.fsdecode(unquote_to_bytes(rest)))
@@ -48,7 +49,7 @@ def uri_to_path(uri: str) -> Path:
 def display(uri: str) -> str:
     """A printable form of a source: the path for file URIs (undecodable bytes shown as \\xNN)."""
     try:
-        raw = unquote_to_bytes(uri[len(FILE_SCHEME):]) if uri.startswith(FILE_SCHEME) else None
+        raw = unquote_to_bytes(uri[len(FILE_SCHEME) :]) if uri.startswith(FILE_SCHEME) else None
     except ValueError:
         raw = None
     if raw is None or not raw.startswith(b"/"):

@@ -13,6 +13,7 @@ With a token set, every call must carry it, except:
 A missing, malformed or wrong token gets UNAUTHENTICATED before the request is even parsed. A token sent
 over plaintext can be read by anyone on the path: off loopback, enable TLS as well (clipsearch.tls).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,11 +32,13 @@ TOKEN_FILE_VARIABLE = "CLIPSEARCH_AUTH_TOKEN_FILE"
 METADATA_KEY = "authorization"
 SCHEME = "Bearer"
 # Health and reflection, under every name grpcio registers them.
-EXEMPT_SERVICES = frozenset({
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-})
+EXEMPT_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +122,10 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         """Why the metadata does not authenticate the call, or None when it does."""
         values = [value for key, value in metadata if key == METADATA_KEY]
         if not values:
-            return (f"missing credentials: this server requires the metadata '{METADATA_KEY}: {SCHEME} <token>' "
-                    f"(the token set in {TOKEN_VARIABLE} on the server)")
+            return (
+                f"missing credentials: this server requires the metadata '{METADATA_KEY}: {SCHEME} <token>' "
+                f"(the token set in {TOKEN_VARIABLE} on the server)"
+            )
         if len(values) > 1:
             return f"send '{METADATA_KEY}' metadata once, not {len(values)} times"
         value = values[0]
@@ -162,8 +167,12 @@ class _ClientCallDetails(NamedTuple):
     compression: Any
 
 
-class BearerTokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                             grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class BearerTokenInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Adds the token to every call of a channel, plaintext ones included:
     grpc.intercept_channel(channel, BearerTokenInterceptor(token))."""
 
@@ -173,22 +182,31 @@ class BearerTokenInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamC
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = [item for item in (details.metadata or ()) if item[0] != METADATA_KEY]
-        return _ClientCallDetails(details.method, details.timeout, [*metadata, *self._metadata],
-                                  details.credentials, details.wait_for_ready,
-                                  getattr(details, "compression", None))
+        return _ClientCallDetails(
+            details.method,
+            details.timeout,
+            [*metadata, *self._metadata],
+            details.credentials,
+            details.wait_for_ready,
+            getattr(details, "compression", None),
+        )
 
-    def intercept_unary_unary(self, continuation: Any, client_call_details: grpc.ClientCallDetails,
-                              request: Any) -> Any:
+    def intercept_unary_unary(
+        self, continuation: Any, client_call_details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(client_call_details), request)
 
-    def intercept_unary_stream(self, continuation: Any, client_call_details: grpc.ClientCallDetails,
-                               request: Any) -> Any:
+    def intercept_unary_stream(
+        self, continuation: Any, client_call_details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(client_call_details), request)
 
-    def intercept_stream_unary(self, continuation: Any, client_call_details: grpc.ClientCallDetails,
-                               request_iterator: Any) -> Any:
+    def intercept_stream_unary(
+        self, continuation: Any, client_call_details: grpc.ClientCallDetails, request_iterator: Any
+    ) -> Any:
         return continuation(self._details(client_call_details), request_iterator)
 
-    def intercept_stream_stream(self, continuation: Any, client_call_details: grpc.ClientCallDetails,
-                                request_iterator: Any) -> Any:
+    def intercept_stream_stream(
+        self, continuation: Any, client_call_details: grpc.ClientCallDetails, request_iterator: Any
+    ) -> Any:
         return continuation(self._details(client_call_details), request_iterator)

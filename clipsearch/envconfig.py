@@ -1,4 +1,5 @@
 """Typed reads of environment variables with one-line errors naming the variable."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,9 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
-def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+def env_int(
+    env: Mapping[str, str], name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default

@@ -1,4 +1,5 @@
 """Prometheus metrics for the gRPC servers: per-call counts, latencies and in-flight calls, served on /metrics."""
+
 from __future__ import annotations
 
 import logging
@@ -22,7 +23,7 @@ ResponseHook = Callable[[Any, Any], None]
 
 
 def _split_method(full_method: str) -> tuple[str, str]:
-    """"/clipsearch.v1.Search/Query" -> ("clipsearch.v1.Search", "Query")."""
+    """ "/clipsearch.v1.Search/Query" -> ("clipsearch.v1.Search", "Query")."""
     service, _, method = full_method.lstrip("/").rpartition("/")
     return service or "unknown", method or "unknown"
 
@@ -42,24 +43,37 @@ class GrpcMetrics(grpc.ServerInterceptor):
     def __init__(self, registry: CollectorRegistry, *, on_response: Mapping[str, ResponseHook] | None = None) -> None:
         labels = ("grpc_service", "grpc_method")
         self.started = Counter("grpc_server_started", "RPCs started on the server.", labels, registry=registry)
-        self.handled = Counter("grpc_server_handled", "RPCs completed on the server, by status code.",
-                               (*labels, "grpc_code"), registry=registry)
-        self.latency = Histogram("grpc_server_handling_seconds", "Time to handle an RPC, until its response "
-                                 "or error is ready.", labels, buckets=LATENCY_BUCKETS, registry=registry)
-        self.in_flight = Gauge("grpc_server_in_flight_requests", "RPCs being handled now.", labels,
-                               registry=registry)
+        self.handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            (*labels, "grpc_code"),
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "grpc_server_handling_seconds",
+            "Time to handle an RPC, until its response or error is ready.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge("grpc_server_in_flight_requests", "RPCs being handled now.", labels, registry=registry)
         self._on_response = dict(on_response or {})
 
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED; not counted, to bound the labels
             return None
         full_method = handler_call_details.method
         labels = _split_method(full_method)
         hook = self._on_response.get(full_method)
-        codecs = dict(request_deserializer=handler.request_deserializer,
-                      response_serializer=handler.response_serializer)
+        codecs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary, labels, hook), **codecs)
         if handler.stream_unary is not None:
@@ -70,8 +84,9 @@ class GrpcMetrics(grpc.ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(self._streaming(handler.stream_stream, labels), **codecs)
         return handler
 
-    def _unary(self, behavior: Callable[[Any, grpc.ServicerContext], Any], labels: tuple[str, str],
-               hook: ResponseHook | None) -> Callable[[Any, grpc.ServicerContext], Any]:
+    def _unary(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Any], labels: tuple[str, str], hook: ResponseHook | None
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             started = self._start(labels)
             try:
@@ -90,8 +105,9 @@ class GrpcMetrics(grpc.ServerInterceptor):
 
         return wrapper
 
-    def _streaming(self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
-                   labels: tuple[str, str]) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    def _streaming(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]], labels: tuple[str, str]
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = self._start(labels)
             try:
@@ -168,8 +184,9 @@ def start_metrics_endpoint(host: str, port: int, registry: CollectorRegistry) ->
     return MetricsEndpoint(host, port, registry)
 
 
-def metrics_endpoint_beside(server: GrpcServer, host: str, port: int | None,
-                            registry: CollectorRegistry) -> MetricsEndpoint | None:
+def metrics_endpoint_beside(
+    server: GrpcServer, host: str, port: int | None, registry: CollectorRegistry
+) -> MetricsEndpoint | None:
     """The metrics endpoint of a built, not yet started `server`, when a port is set (else None).
 
     When the endpoint cannot listen, the server is stopped and MetricsPortError raised.

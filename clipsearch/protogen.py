@@ -1,4 +1,5 @@
 """Generates the Python gRPC code for protos/ (python -m clipsearch.protogen [OUT_DIR])."""
+
 from __future__ import annotations
 
 import sys
@@ -15,9 +16,9 @@ def proto_files() -> list[Path]:
 
 def generate(out_dir: Path) -> None:
     """Writes *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every proto into out_dir."""
-    from grpc_tools import protoc  # build-time dependency only
-
     import importlib.resources
+
+    from grpc_tools import protoc  # build-time dependency only
 
     include = str(importlib.resources.files("grpc_tools") / "_proto")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """gRPC server plumbing both services share: limits, health, reflection, interceptors, shutdown."""
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,9 @@ class ServerOptions:
 class GrpcServer:
     """A started-or-not gRPC server with its bound port and health status."""
 
-    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer,
-                 service_names: Sequence[str]) -> None:
+    def __init__(
+        self, server: grpc.Server, port: int, health_servicer: health.HealthServicer, service_names: Sequence[str]
+    ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -55,8 +57,7 @@ class GrpcServer:
 
     def set_serving(self, serving: bool) -> None:
         """Reports SERVING or NOT_SERVING for the server as a whole ("") and for each service."""
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *self.service_names):
             self.health.set(name, status)
 
@@ -69,8 +70,7 @@ class GrpcServer:
         return self.server.wait_for_termination(timeout)
 
 
-def create_server(address: str, services: Sequence[ServiceBinding],
-                  options: ServerOptions | None = None) -> GrpcServer:
+def create_server(address: str, services: Sequence[ServiceBinding], options: ServerOptions | None = None) -> GrpcServer:
     """Builds a server on `address` ("127.0.0.1:0" picks a free port) with health and reflection.
 
     Health starts as NOT_SERVING; call set_serving(True) once the service is ready.
@@ -106,8 +106,9 @@ def create_server(address: str, services: Sequence[ServiceBinding],
     return grpc_server
 
 
-def run_until_signalled(server: GrpcServer, grace: float = DEFAULT_GRACE_SECONDS,
-                        on_stop: Callable[[], None] | None = None) -> None:
+def run_until_signalled(
+    server: GrpcServer, grace: float = DEFAULT_GRACE_SECONDS, on_stop: Callable[[], None] | None = None
+) -> None:
     """Blocks until SIGTERM or SIGINT, then stops the server gracefully and runs on_stop."""
     stop = threading.Event()
 
@@ -124,8 +125,9 @@ def run_until_signalled(server: GrpcServer, grace: float = DEFAULT_GRACE_SECONDS
 
 
 def configure_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -10,6 +10,7 @@ Certificate and key go together; without them the server speaks plaintext. The f
 once at start-up, so a wrong path or a key that does not match its certificate stops the start with a
 message naming the variable.
 """
+
 from __future__ import annotations
 
 import ssl
@@ -40,8 +41,14 @@ class ServerTls:
         return self.client_ca is not None
 
     @classmethod
-    def load(cls, cert_file: Path, key_file: Path, client_ca_file: Path | None = None, *,
-             names: tuple[str, str, str] = ("certificate", "private key", "client CA")) -> ServerTls:
+    def load(
+        cls,
+        cert_file: Path,
+        key_file: Path,
+        client_ca_file: Path | None = None,
+        *,
+        names: tuple[str, str, str] = ("certificate", "private key", "client CA"),
+    ) -> ServerTls:
         """Reads and checks the PEM files; errors name the file by `names` (e.g. the variables)."""
         cert_name, key_name, ca_name = names
         chain = _read(cert_file, cert_name)
@@ -50,16 +57,19 @@ class ServerTls:
         try:
             context.load_cert_chain(cert_file, key_file, password=_no_password)
         except (ssl.SSLError, _EncryptedKey) as error:
-            raise ConfigError(f"{cert_name}={str(cert_file)!r} and {key_name}={str(key_file)!r} are not a PEM "
-                              f"certificate and its unencrypted private key: {ssl_reason(error)}") from None
+            raise ConfigError(
+                f"{cert_name}={str(cert_file)!r} and {key_name}={str(key_file)!r} are not a PEM "
+                f"certificate and its unencrypted private key: {ssl_reason(error)}"
+            ) from None
         client_ca = None
         if client_ca_file is not None:
             client_ca = _read(client_ca_file, ca_name)
             try:
                 context.load_verify_locations(cafile=client_ca_file)
             except ssl.SSLError as error:
-                raise ConfigError(f"{ca_name}={str(client_ca_file)!r} holds no PEM CA certificate: "
-                                  f"{ssl_reason(error)}") from None
+                raise ConfigError(
+                    f"{ca_name}={str(client_ca_file)!r} holds no PEM CA certificate: {ssl_reason(error)}"
+                ) from None
         return cls(cert_file, key_file, client_ca_file, chain, key, client_ca)
 
     @classmethod
@@ -108,8 +118,9 @@ def _read(path: Path, name: str) -> bytes:
 
 def server_credentials(tls: ServerTls) -> grpc.ServerCredentials:
     """gRPC server credentials for `tls`; with a client CA, clients without a valid certificate are refused."""
-    return grpc.ssl_server_credentials([(tls.private_key, tls.certificate_chain)], root_certificates=tls.client_ca,
-                                       require_client_auth=tls.mutual)
+    return grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate_chain)], root_certificates=tls.client_ca, require_client_auth=tls.mutual
+    )
 
 
 def optional_server_credentials(tls: ServerTls | None) -> grpc.ServerCredentials | None:
@@ -126,8 +137,13 @@ def security_summary(tls: ServerTls | None, token: str | None) -> str:
 # --- the client side ------------------------------------------------------------------------------
 
 
-def channel_credentials(*, ca_file: Path | None = None, cert_file: Path | None = None,
-                        key_file: Path | None = None, token: str | None = None) -> grpc.ChannelCredentials:
+def channel_credentials(
+    *,
+    ca_file: Path | None = None,
+    cert_file: Path | None = None,
+    key_file: Path | None = None,
+    token: str | None = None,
+) -> grpc.ChannelCredentials:
     """Credentials for grpc.secure_channel: trust `ca_file` (None: the system's roots), present
     `cert_file`/`key_file` to a server that requires client certificates, and send `token` on every call."""
     if (cert_file is None) != (key_file is None):

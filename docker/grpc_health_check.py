@@ -13,6 +13,7 @@ It runs in the service's own container and speaks TLS when the service does, i.e
     --server-name or CLIPSEARCH_TLS_SERVER_NAME.
 Health checks need no token: the services exempt them from authentication.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,6 +48,7 @@ def _prefix(service: str, env: Mapping[str, str]) -> str | None:
 def credentials(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[grpc.ChannelCredentials | None, str]:
     """TLS credentials for the probe (None: plaintext) and the name the certificate must hold ("": the
     address's host)."""
+
     def setting(option: str | None, *names: str) -> str:
         return option or next((env[n].strip() for n in names if env.get(n, "").strip()), "")
 
@@ -72,8 +74,12 @@ def credentials(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[grpc.
 def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("address", help="host:port of the gRPC server, e.g. 127.0.0.1:50051")
-    parser.add_argument("service", nargs="?", default="",
-                        help="service to check, e.g. clipsearch.v1.Embedder (default: the whole server)")
+    parser.add_argument(
+        "service",
+        nargs="?",
+        default="",
+        help="service to check, e.g. clipsearch.v1.Embedder (default: the whole server)",
+    )
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
     parser.add_argument("--ca", help="PEM CA that signed the server's certificate; turns TLS on")
     parser.add_argument("--cert", help="PEM client certificate, for a server that requires one")
@@ -94,7 +100,8 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
     with channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
         except grpc.RpcError as error:
             print(f"{target}: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1

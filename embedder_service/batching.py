@@ -1,4 +1,5 @@
 """Dynamic batching: concurrent embedding requests merged into shared model forward passes."""
+
 from __future__ import annotations
 
 import logging
@@ -71,8 +72,7 @@ class BatchingOptions:
 
     def __post_init__(self) -> None:
         if min(self.max_images, self.max_texts) < 1:
-            raise ValueError(f"max_images and max_texts must be at least 1, got {self.max_images}, "
-                             f"{self.max_texts}")
+            raise ValueError(f"max_images and max_texts must be at least 1, got {self.max_images}, {self.max_texts}")
         if not 0.0 <= self.max_wait_seconds < float("inf"):
             raise ValueError(f"max_wait_seconds must be finite and not negative, got {self.max_wait_seconds}")
 
@@ -102,8 +102,13 @@ class BatchingEmbedder:
     same work and the same lock, without merging.
     """
 
-    def __init__(self, model: ClipEmbedder, options: BatchingOptions = BatchingOptions(), *,
-                 observer: BatchObserver | None = None) -> None:
+    def __init__(
+        self,
+        model: ClipEmbedder,
+        options: BatchingOptions = BatchingOptions(),
+        *,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self._model = model
         self._options = options
         self._observer = observer
@@ -112,7 +117,7 @@ class BatchingEmbedder:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._unbatched_lock = threading.Lock()  # batching off: one forward pass at a time
-        self._unbatched_waiting = {kind: 0 for kind in KINDS}
+        self._unbatched_waiting = dict.fromkeys(KINDS, 0)
 
     # --- what the servicer uses: the ClipEmbedder interface ------------------------------------------
 
@@ -140,8 +145,9 @@ class BatchingEmbedder:
             raise ValueError("no texts to embed")
         tokens = self._model.tokenize(texts)
         step = self._model.text_batch_size
-        return np.concatenate([self._submit(TEXT, tokens[i:i + step], len(tokens[i:i + step]))
-                               for i in range(0, len(tokens), step)])
+        return np.concatenate(
+            [self._submit(TEXT, tokens[i : i + step], len(tokens[i : i + step])) for i in range(0, len(tokens), step)]
+        )
 
     def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
         """As ClipEmbedder.classify, with the prompts embedded through this batcher."""
@@ -301,19 +307,19 @@ class BatchingEmbedder:
                     merged = [ids for request in batch for ids in request.payload]
                 vectors = self._forward(kind, merged)
             except Exception:
-                log.warning("a merged %s pass of %d requests failed; running them one by one", kind, len(batch),
-                            exc_info=True)
+                log.warning(
+                    "a merged %s pass of %d requests failed; running them one by one", kind, len(batch), exc_info=True
+                )
             else:
                 start = 0
                 for request in batch:
-                    request.result = vectors[start:start + request.rows]
+                    request.result = vectors[start : start + request.rows]
                     start += request.rows
                     request.done.set()
                 return
         for request in batch:
             try:
                 request.result = self._forward(kind, request.payload)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - handed back to the caller that submitted the request
                 request.error = error
             request.done.set()
-

@@ -1,4 +1,5 @@
 """Writes a random-weight CLIP checkpoint, with its tokenizer and image processor, for offline use."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,14 +18,26 @@ MAX_TEXT_TOKENS = 77
 
 # Architectures: "vit-b-16" is exactly openai/clip-vit-base-patch16; "tiny" runs in milliseconds on a CPU.
 _VISION = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                 image_size=64, patch_size=16),
-    "vit-b-16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                     image_size=224, patch_size=16),
+    "tiny": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 64,
+        "patch_size": 16,
+    },
+    "vit-b-16": {
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "image_size": 224,
+        "patch_size": 16,
+    },
 }
 _TEXT = {
-    "tiny": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
-    "vit-b-16": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+    "tiny": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+    "vit-b-16": {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
 }
 _PROJECTION_DIM = {"tiny": 32, "vit-b-16": 512}
 # The released vocabulary's size; the tiny model only needs the byte-level base tokens and the two specials.
@@ -67,10 +80,16 @@ def write_checkpoint(directory: str | Path, arch: str = "tiny", seed: int = 0) -
     projection_dim = _PROJECTION_DIM[arch]
 
     config = CLIPConfig(
-        text_config=dict(**_TEXT[arch], vocab_size=vocab_size, max_position_embeddings=MAX_TEXT_TOKENS,
-                         projection_dim=projection_dim, hidden_act="quick_gelu",
-                         bos_token_id=vocab[START_TOKEN], eos_token_id=vocab[END_TOKEN],
-                         pad_token_id=vocab[END_TOKEN]),
+        text_config=dict(
+            **_TEXT[arch],
+            vocab_size=vocab_size,
+            max_position_embeddings=MAX_TEXT_TOKENS,
+            projection_dim=projection_dim,
+            hidden_act="quick_gelu",
+            bos_token_id=vocab[START_TOKEN],
+            eos_token_id=vocab[END_TOKEN],
+            pad_token_id=vocab[END_TOKEN],
+        ),
         vision_config=dict(**_VISION[arch], projection_dim=projection_dim, hidden_act="quick_gelu"),
         projection_dim=projection_dim,
         logit_scale_init_value=2.6592,
@@ -87,8 +106,13 @@ def write_checkpoint(directory: str | Path, arch: str = "tiny", seed: int = 0) -
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         resample=3,  # PIL bicubic
-        do_resize=True, do_center_crop=True, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=list(OPENAI_CLIP_MEAN), image_std=list(OPENAI_CLIP_STD),
+        do_resize=True,
+        do_center_crop=True,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(OPENAI_CLIP_MEAN),
+        image_std=list(OPENAI_CLIP_STD),
         do_convert_rgb=True,
     )
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
@@ -102,16 +126,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m embedder_service.checkpoint",
         description="Write a random-weight CLIP checkpoint (model, tokenizer, image processor) to DIR. "
-                    "Its vectors are meaningless, but it serves exactly like a real one: point CLIP_MODEL at DIR.")
+        "Its vectors are meaningless, but it serves exactly like a real one: point CLIP_MODEL at DIR.",
+    )
     parser.add_argument("directory", type=Path, help="where to write the checkpoint (created if missing)")
-    parser.add_argument("--arch", choices=ARCHS, default="tiny",
-                        help="tiny (fast, for tests) or vit-b-16 (the exact openai/clip-vit-base-patch16 "
-                             "architecture, about 600 MB); default tiny")
+    parser.add_argument(
+        "--arch",
+        choices=ARCHS,
+        default="tiny",
+        help="tiny (fast, for tests) or vit-b-16 (the exact openai/clip-vit-base-patch16 "
+        "architecture, about 600 MB); default tiny",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
     args = parser.parse_args(argv)
     path = write_checkpoint(args.directory, args.arch, args.seed)
-    print(f"wrote a random-weight {args.arch} CLIP checkpoint to {path}; run it with CLIP_MODEL={path}",
-          file=sys.stderr)
+    print(
+        f"wrote a random-weight {args.arch} CLIP checkpoint to {path}; run it with CLIP_MODEL={path}", file=sys.stderr
+    )
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@
 | EMBEDDER_TLS_CLIENT_CA       | (unset)                        | PEM CA certificate(s): when set, clients must show  |
 |                              |                                | a certificate it signed (mutual TLS)                |
 """
+
 from __future__ import annotations
 
 import math
@@ -53,16 +54,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from clipsearch.envconfig import (ConfigError, env_bool, env_choice, env_float, env_int, env_str,
-                                  environ)
 from clipsearch.auth import token_from_env
+from clipsearch.envconfig import ConfigError, env_bool, env_choice, env_float, env_int, env_str, environ
 from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
 from clipsearch.tls import ServerTls
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 DEFAULT_PORT = 50051
 
-__all__ = ["ConfigError", "DEFAULT_MODEL", "DEFAULT_PORT", "EmbedderConfig", "Limits"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_PORT", "ConfigError", "EmbedderConfig", "Limits"]
 
 
 def _all_cores() -> int:
@@ -123,8 +123,9 @@ class EmbedderConfig:
             max_labels=env_int(env, "EMBEDDER_MAX_LABELS", Limits.max_labels, minimum=1),
             max_text_bytes=env_int(env, "EMBEDDER_MAX_TEXT_BYTES", Limits.max_text_bytes, minimum=1),
             max_image_pixels=env_int(env, "EMBEDDER_MAX_IMAGE_PIXELS", Limits.max_image_pixels, minimum=1),
-            max_message_bytes=env_int(env, "EMBEDDER_MAX_MESSAGE_BYTES", Limits.max_message_bytes,
-                                      minimum=1024, maximum=2**31 - 1),
+            max_message_bytes=env_int(
+                env, "EMBEDDER_MAX_MESSAGE_BYTES", Limits.max_message_bytes, minimum=1024, maximum=2**31 - 1
+            ),
         )
         device = env_str(env, "EMBEDDER_DEVICE", "auto").lower()
         if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):

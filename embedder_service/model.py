@@ -1,4 +1,5 @@
 """The CLIP model: loading, batched image and text embedding, zero-shot classification."""
+
 from __future__ import annotations
 
 import logging
@@ -77,7 +78,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """"auto" becomes "cuda" when a GPU is usable, else "cpu"; anything else is kept."""
+    """ "auto" becomes "cuda" when a GPU is usable, else "cpu"; anything else is kept."""
     import torch
 
     if device == "auto":
@@ -86,7 +87,7 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
-    """"auto" becomes bf16 where the device computes it natively, else fp32."""
+    """ "auto" becomes bf16 where the device computes it natively, else fp32."""
     if dtype != "auto":
         return dtype
     import torch
@@ -100,7 +101,8 @@ def _not_found(model_id: str, reason: str) -> ModelNotFound:
     return ModelNotFound(
         f"CLIP_MODEL={model_id}: {reason}. Set CLIP_MODEL to a local checkpoint directory or to a Hugging Face "
         f"model id that is in the local cache (e.g. write a random-weight one with "
-        f"`python -m embedder_service.checkpoint DIR` and set CLIP_MODEL=DIR)")
+        f"`python -m embedder_service.checkpoint DIR` and set CLIP_MODEL=DIR)"
+    )
 
 
 def default_image_pass_size(device: str, dtype: str) -> int:
@@ -123,8 +125,16 @@ class ClipEmbedder:
     batch of images runs as several passes, the lock taken for each, so a text can run between them.
     """
 
-    def __init__(self, model_id: str, *, dtype: str = "auto", device: str = "auto",
-                 threads: int | None = None, text_batch_size: int = 256, image_pass_size: int | None = None) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        dtype: str = "auto",
+        device: str = "auto",
+        threads: int | None = None,
+        text_batch_size: int = 256,
+        image_pass_size: int | None = None,
+    ) -> None:
         if dtype not in ("auto", "fp32", "bf16"):
             raise ValueError(f"dtype must be auto, fp32 or bf16, got {dtype!r}")
         if image_pass_size is not None and image_pass_size < 0:
@@ -194,10 +204,9 @@ class ClipEmbedder:
         try:
             model = _from_pretrained(CLIPModel, source, local_only)
             tokenizer = _from_pretrained(CLIPTokenizer, source, local_only)
-        except Exception as error:  # transformers reports a bad or missing checkpoint in many ways
+        except Exception as error:  # noqa: BLE001 - transformers reports a bad or missing checkpoint in many ways
             where = "it" if local_only else "the local Hugging Face cache or the hub"
-            raise _not_found(self.model_id, f"cannot load a CLIP model from {where} ({_first_line(error)})") \
-                from None
+            raise _not_found(self.model_id, f"cannot load a CLIP model from {where} ({_first_line(error)})") from None
         spec = self._read_preprocess_spec(source, local_only, model.config.vision_config.image_size)
         # exp() in float32 before any bf16 cast, so logits match the fp32 reference in both dtypes.
         logit_scale = float(model.logit_scale.detach().float().exp())
@@ -209,12 +218,16 @@ class ClipEmbedder:
         self._model = model
         self._tokenizer = tokenizer
         self._max_tokens = max_tokens
-        self._pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                 else tokenizer.eos_token_id)
+        self._pad_token_id = int(
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         self._torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
         self._torch_device = torch_device
-        self._image_pass_size = (default_image_pass_size(torch_device.type, dtype)
-                                 if self._image_pass_request is None else self._image_pass_request)
+        self._image_pass_size = (
+            default_image_pass_size(torch_device.type, dtype)
+            if self._image_pass_request is None
+            else self._image_pass_request
+        )
         self._spec = spec
         self._info = ModelInfo(
             model_id=self.model_id,
@@ -231,8 +244,7 @@ class ClipEmbedder:
         path = Path(self.model_id).expanduser()
         if path.is_dir():
             if not (path / "config.json").is_file():
-                raise _not_found(self.model_id, f"the directory {path} has no config.json, so it is not a "
-                                                "checkpoint")
+                raise _not_found(self.model_id, f"the directory {path} has no config.json, so it is not a checkpoint")
             return str(path), True
         if path.exists():
             raise _not_found(self.model_id, f"{path} is a file, not a checkpoint directory")
@@ -246,8 +258,12 @@ class ClipEmbedder:
         try:
             processor = _from_pretrained(CLIPImageProcessorPil, source, local_only)
         except (OSError, ValueError) as error:
-            log.warning("%s has no image processor config (%s); using CLIP's defaults at %dpx",
-                        self.model_id, _first_line(error), image_size)
+            log.warning(
+                "%s has no image processor config (%s); using CLIP's defaults at %dpx",
+                self.model_id,
+                _first_line(error),
+                image_size,
+            )
             return PreprocessSpec(shortest_edge=image_size, crop_height=image_size, crop_width=image_size)
         size = processor.size
         crop = processor.crop_size if processor.do_center_crop else None
@@ -275,7 +291,7 @@ class ClipEmbedder:
         parts = []
         for start in range(0, len(batch), step):
             with self._forward_lock, torch.inference_mode():
-                features = self._model.get_image_features(pixel_values=batch[start:start + step]).pooler_output
+                features = self._model.get_image_features(pixel_values=batch[start : start + step]).pooler_output
                 parts.append(_normalized(features))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
@@ -285,8 +301,9 @@ class ClipEmbedder:
         if not texts:
             raise ValueError("no texts to embed")
         step = self._text_batch_size
-        return np.concatenate([self.embed_tokens(self.tokenize(texts[i:i + step]))
-                               for i in range(0, len(texts), step)])
+        return np.concatenate(
+            [self.embed_tokens(self.tokenize(texts[i : i + step])) for i in range(0, len(texts), step)]
+        )
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, start and end tokens included, truncated to the token limit; no padding."""
@@ -294,8 +311,7 @@ class ClipEmbedder:
         prefixes = [readable_prefix(text, self._max_tokens) for text in texts]
         # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
         with self._tokenizer_lock:
-            return self._tokenizer(prefixes, padding=False, truncation=True,
-                                   max_length=self._max_tokens)["input_ids"]
+            return self._tokenizer(prefixes, padding=False, truncation=True, max_length=self._max_tokens)["input_ids"]
 
     def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Token id lists (as tokenize returns) -> (N, dimension) vectors, in one forward pass.
@@ -312,13 +328,12 @@ class ClipEmbedder:
         input_ids = torch.full((len(token_ids), longest), self._pad_token_id, dtype=torch.long)
         attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
         for row, ids in enumerate(token_ids):
-            input_ids[row, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
         input_ids = input_ids.to(self._torch_device)
         attention_mask = attention_mask.to(self._torch_device)
         with self._forward_lock, torch.inference_mode():
-            features = self._model.get_text_features(input_ids=input_ids,
-                                                     attention_mask=attention_mask).pooler_output
+            features = self._model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
             return _normalized(features)
 
     def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
@@ -330,8 +345,14 @@ class ClipEmbedder:
         return zero_shot(image_vector, labels, template, embed_texts=self.embed_texts, info=self.info)
 
 
-def zero_shot(image_vector: np.ndarray, labels: Sequence[str], template: str, *,
-              embed_texts: Callable[[Sequence[str]], np.ndarray], info: ModelInfo) -> Classification:
+def zero_shot(
+    image_vector: np.ndarray,
+    labels: Sequence[str],
+    template: str,
+    *,
+    embed_texts: Callable[[Sequence[str]], np.ndarray],
+    info: ModelInfo,
+) -> Classification:
     """CLIP's zero-shot scores of an image vector against labels, with prompts embedded by `embed_texts`."""
     import torch
 
@@ -367,7 +388,7 @@ def readable_prefix(text: str, max_tokens: int) -> str:
         if count == max_tokens:
             break
     # One giant "word" with no whitespace is cut as well; no real caption comes near this length.
-    return text[:min(end, 64 * max_tokens)]
+    return text[: min(end, 64 * max_tokens)]
 
 
 def _normalized(features: object) -> np.ndarray:
@@ -391,4 +412,3 @@ def _from_pretrained(cls: type, source: str, local_only: bool) -> object:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-

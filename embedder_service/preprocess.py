@@ -1,4 +1,5 @@
 """Image decoding and CLIP preprocessing with Pillow and NumPy, equal to transformers' CLIPImageProcessor."""
+
 from __future__ import annotations
 
 import io
@@ -66,9 +67,10 @@ def decode_image(data: bytes, max_pixels: int, *, draft_size: int | None = None)
     except Image.DecompressionBombError as error:
         raise ImageTooLarge(f"exceeds the limit of {max_pixels} pixels: {error}") from None
     except UnidentifiedImageError:
-        raise InvalidImage(f"cannot identify image file ({len(data)} bytes): not an image format this "
-                           "server reads, or corrupt") from None
-    except Exception as error:  # Pillow raises many types for bytes it cannot parse.
+        raise InvalidImage(
+            f"cannot identify image file ({len(data)} bytes): not an image format this server reads, or corrupt"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for bytes it cannot parse.
         raise InvalidImage(f"cannot decode image: {_describe(error)}") from None
     width, height = image.size
     if width < 1 or height < 1:
@@ -86,7 +88,7 @@ def decode_image(data: bytes, max_pixels: int, *, draft_size: int | None = None)
         raise _pixel_limit_error(width, height, max_pixels) from None
     except InvalidImage:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - Pillow raises many types for bytes it cannot parse
         raise InvalidImage(f"cannot decode image: {_describe(error)}") from None
     if upright.size != stored_size:  # EXIF orientation turned the image by 90 degrees
         width, height = height, width
@@ -101,8 +103,7 @@ def raw_image(rgb: bytes, width: int, height: int, max_pixels: int) -> DecodedIm
         raise _pixel_limit_error(width, height, max_pixels)
     expected = width * height * 3
     if len(rgb) != expected:
-        raise InvalidImage(f"raw image of {width}x{height} needs {expected} bytes (width*height*3), "
-                           f"got {len(rgb)}")
+        raise InvalidImage(f"raw image of {width}x{height} needs {expected} bytes (width*height*3), got {len(rgb)}")
     return DecodedImage(Image.frombytes("RGB", (width, height), rgb), width, height)
 
 
@@ -120,7 +121,7 @@ def _draft(image: Image.Image, shortest: int) -> None:
 def _exif_transpose(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # A malformed EXIF block should not cost a readable image; keep it as stored.
+    except Exception:  # noqa: BLE001 - A malformed EXIF block should not cost a readable image; keep it as stored.
         return image
 
 
@@ -199,10 +200,17 @@ class Preprocessor:
             left = (new_width - spec.crop_width) // 2
             top = (new_height - spec.crop_height) // 2
             scale_x, scale_y = width / new_width, height / new_height
-            box = (left * scale_x, top * scale_y,
-                   (left + spec.crop_width) * scale_x, (top + spec.crop_height) * scale_y)
-            pixels = np.asarray(image.resize((spec.crop_width, spec.crop_height), spec.resample, box=box,
-                                             reducing_gap=self.FAST_REDUCING_GAP))
+            box = (
+                left * scale_x,
+                top * scale_y,
+                (left + spec.crop_width) * scale_x,
+                (top + spec.crop_height) * scale_y,
+            )
+            pixels = np.asarray(
+                image.resize(
+                    (spec.crop_width, spec.crop_height), spec.resample, box=box, reducing_gap=self.FAST_REDUCING_GAP
+                )
+            )
         else:
             if (new_width, new_height) != (width, height):
                 image = image.resize((new_width, new_height), spec.resample)
@@ -215,11 +223,11 @@ def _center_crop(pixels: np.ndarray, crop_height: int, crop_width: int) -> np.nd
     height, width = pixels.shape[:2]
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
     if top >= 0 and left >= 0:
-        return pixels[top:top + crop_height, left:left + crop_width]
+        return pixels[top : top + crop_height, left : left + crop_width]
     out = np.zeros((crop_height, crop_width, 3), dtype=pixels.dtype)
     src_top, src_left = max(top, 0), max(left, 0)
     dst_top, dst_left = max(-top, 0), max(-left, 0)
     h = min(height - src_top, crop_height - dst_top)
     w = min(width - src_left, crop_width - dst_left)
-    out[dst_top:dst_top + h, dst_left:dst_left + w] = pixels[src_top:src_top + h, src_left:src_left + w]
+    out[dst_top : dst_top + h, dst_left : dst_left + w] = pixels[src_top : src_top + h, src_left : src_left + w]
     return out

@@ -1,4 +1,5 @@
 """Builds and runs the embedder gRPC server (python -m embedder_service)."""
+
 from __future__ import annotations
 
 import functools
@@ -8,14 +9,21 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 from PIL import Image
-
 from prometheus_client import CollectorRegistry
 
 from clipsearch.auth import auth_interceptors
 from clipsearch.envconfig import ConfigError
 from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, MetricsPortError, metrics_endpoint_beside
-from clipsearch.serving import (DEFAULT_GRACE_SECONDS, GrpcServer, ServerOptions, ServiceBinding,
-                                configure_logging, create_server, fail, run_until_signalled)
+from clipsearch.serving import (
+    DEFAULT_GRACE_SECONDS,
+    GrpcServer,
+    ServerOptions,
+    ServiceBinding,
+    configure_logging,
+    create_server,
+    fail,
+    run_until_signalled,
+)
 from clipsearch.tls import optional_server_credentials, security_summary
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatchingEmbedder, BatchingOptions
@@ -30,8 +38,9 @@ log = logging.getLogger("embedder_service")
 class EmbedderServer(GrpcServer):
     """The gRPC server with its batcher and metrics endpoint, which start and stop with it."""
 
-    def __init__(self, base: GrpcServer, batcher: BatchingEmbedder, registry: CollectorRegistry,
-                 metrics: MetricsEndpoint | None) -> None:
+    def __init__(
+        self, base: GrpcServer, batcher: BatchingEmbedder, registry: CollectorRegistry, metrics: MetricsEndpoint | None
+    ) -> None:
         super().__init__(base.server, base.port, base.health, base.service_names)
         self.batcher = batcher
         self.registry = registry
@@ -51,13 +60,23 @@ class EmbedderServer(GrpcServer):
 
 def create_embedder(config: EmbedderConfig) -> ClipEmbedder:
     """The (not yet loaded) model the configuration names."""
-    return ClipEmbedder(config.model, dtype=config.dtype, device=config.device, threads=config.threads,
-                        text_batch_size=config.limits.max_batch_texts, image_pass_size=config.image_pass_size)
+    return ClipEmbedder(
+        config.model,
+        dtype=config.dtype,
+        device=config.device,
+        threads=config.threads,
+        text_batch_size=config.limits.max_batch_texts,
+        image_pass_size=config.image_pass_size,
+    )
 
 
-def build_server(config: EmbedderConfig, embedder: ClipEmbedder | None = None, *,
-                 interceptors: Sequence[grpc.ServerInterceptor] = (),
-                 registry: CollectorRegistry | None = None) -> EmbedderServer:
+def build_server(
+    config: EmbedderConfig,
+    embedder: ClipEmbedder | None = None,
+    *,
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    registry: CollectorRegistry | None = None,
+) -> EmbedderServer:
     """A server for `config` (not started, health NOT_SERVING); loads the model first if needed.
 
     `interceptors` wrap every call (metrics, authentication); they run in the given order, after the
@@ -67,18 +86,23 @@ def build_server(config: EmbedderConfig, embedder: ClipEmbedder | None = None, *
     embedder = embedder or create_embedder(config)
     embedder.load()
     registry = CollectorRegistry() if registry is None else registry
-    batching = BatchingOptions(enabled=config.dynamic_batching,
-                               max_images=min(config.batch_max_size, config.limits.max_batch_images),
-                               max_texts=min(config.batch_max_size, config.limits.max_batch_texts),
-                               max_wait_seconds=config.batch_max_wait_ms / 1000)
+    batching = BatchingOptions(
+        enabled=config.dynamic_batching,
+        max_images=min(config.batch_max_size, config.limits.max_batch_images),
+        max_texts=min(config.batch_max_size, config.limits.max_batch_texts),
+        max_wait_seconds=config.batch_max_wait_ms / 1000,
+    )
     batcher = BatchingEmbedder(embedder, batching, observer=EmbedderMetrics(registry))
     servicer = EmbedderServicer(batcher, config.limits, fast_resize=config.fast_resize)
-    binding = ServiceBinding(SERVICE_NAME,
-                             functools.partial(embedder_pb2_grpc.add_EmbedderServicer_to_server, servicer))
-    options = ServerOptions(max_message_bytes=config.limits.max_message_bytes, max_workers=config.workers,
-                            interceptors=(GrpcMetrics(registry), *interceptors,
-                                          *auth_interceptors(config.auth_token)),
-                            credentials=optional_server_credentials(config.tls))
+    binding = ServiceBinding(
+        SERVICE_NAME, functools.partial(embedder_pb2_grpc.add_EmbedderServicer_to_server, servicer)
+    )
+    options = ServerOptions(
+        max_message_bytes=config.limits.max_message_bytes,
+        max_workers=config.workers,
+        interceptors=(GrpcMetrics(registry), *interceptors, *auth_interceptors(config.auth_token)),
+        credentials=optional_server_credentials(config.tls),
+    )
     base = create_server(config.address, [binding], options)
     metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)
     return EmbedderServer(base, batcher, registry, metrics)
@@ -103,9 +127,17 @@ def main(env: Mapping[str, str] | None = None) -> None:
         info = embedder.load()
     except ModelNotFound as error:
         fail(f"embedder: {error}")
-    log.info("loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s, %d threads, images in passes of %s",
-             info.model_id, time.monotonic() - started, info.dimension, info.image_size, info.dtype, info.device,
-             config.threads, embedder.image_pass_size or "any size")
+    log.info(
+        "loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s, %d threads, images in passes of %s",
+        info.model_id,
+        time.monotonic() - started,
+        info.dimension,
+        info.image_size,
+        info.dtype,
+        info.device,
+        config.threads,
+        embedder.image_pass_size or "any size",
+    )
     try:
         server = build_server(config, embedder)
     except MetricsPortError as error:
@@ -115,8 +147,13 @@ def main(env: Mapping[str, str] | None = None) -> None:
     server.start()
     server.set_serving(True)
     host = f"[{config.host}]" if ":" in config.host else config.host
-    log.info("embedder serving %s on %s:%d (%s)", SERVICE_NAME, host, server.port,
-             security_summary(config.tls, config.auth_token))
+    log.info(
+        "embedder serving %s on %s:%d (%s)",
+        SERVICE_NAME,
+        host,
+        server.port,
+        security_summary(config.tls, config.auth_token),
+    )
     if server.metrics is not None:
         log.info("metrics on %s", server.metrics.url)
     run_until_signalled(server, config.grace_seconds)

@@ -1,4 +1,5 @@
 """clipsearch.v1.Embedder over gRPC: validates requests, maps them to the model, errors to status codes."""
+
 from __future__ import annotations
 
 import functools
@@ -14,8 +15,7 @@ from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatcherClosed, BatchingEmbedder
 from embedder_service.config import Limits
 from embedder_service.model import ClipEmbedder
-from embedder_service.preprocess import (DecodedImage, ImageTooLarge, InvalidImage, Preprocessor,
-                                         decode_image, raw_image)
+from embedder_service.preprocess import DecodedImage, ImageTooLarge, InvalidImage, Preprocessor, decode_image, raw_image
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,13 @@ def _code_number(code: grpc.StatusCode) -> int:
 
 
 def _image_status(error: InvalidImage) -> grpc.StatusCode:
-    return grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(error, ImageTooLarge) \
-        else grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(error, ImageTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
     """Implements every RPC of clipsearch.v1.Embedder as embedder.proto documents it."""
 
-    def __init__(self, embedder: ClipEmbedder | BatchingEmbedder, limits: Limits, *,
-                 fast_resize: bool = False) -> None:
+    def __init__(self, embedder: ClipEmbedder | BatchingEmbedder, limits: Limits, *, fast_resize: bool = False) -> None:
         self._embedder = embedder
         self._limits = limits
         self._preprocess = Preprocessor(embedder.preprocess_spec, fast=fast_resize)
@@ -79,9 +77,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         if count == 0:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "images: at least one image is required")
         if count > self._limits.max_batch_images:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"images: {count} images exceed the limit of {self._limits.max_batch_images} per call "
-                           "(ModelInfo.max_batch_images); split the batch")
+            raise Rejected(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"images: {count} images exceed the limit of {self._limits.max_batch_images} per call "
+                "(ModelInfo.max_batch_images); split the batch",
+            )
         results = [pb.ImageResult() for _ in range(count)]
         pixels: list[np.ndarray] = []
         embedded: list[int] = []
@@ -101,7 +101,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             embedded.append(index)
         if pixels:
             vectors = self._embedder.embed_images(np.stack(pixels))
-            for index, vector in zip(embedded, vectors):
+            for index, vector in zip(embedded, vectors, strict=False):
                 results[index].embedding.values.extend(vector.tolist())
         return pb.EmbedImagesResponse(results=results)
 
@@ -111,9 +111,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         if count == 0:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "texts: at least one text is required")
         if count > self._limits.max_batch_texts:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"texts: {count} texts exceed the limit of {self._limits.max_batch_texts} per call "
-                           "(ModelInfo.max_batch_texts); split the batch")
+            raise Rejected(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"texts: {count} texts exceed the limit of {self._limits.max_batch_texts} per call "
+                "(ModelInfo.max_batch_texts); split the batch",
+            )
         for index, text in enumerate(request.texts):
             self._check_text(f"texts[{index}]", text, "text")
         vectors = self._embedder.embed_texts(list(request.texts))
@@ -125,9 +127,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         self._check_labels(labels)
         template = request.prompt_template
         if template and template.count("{}") != 1:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"prompt_template: {template!r} must contain \"{{}}\" exactly once (where the label "
-                           "goes), e.g. \"a photo of {}\"; leave it empty to use labels as they are")
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f'prompt_template: {template!r} must contain "{{}}" exactly once (where the label '
+                'goes), e.g. "a photo of {}"; leave it empty to use labels as they are',
+            )
         if template:
             self._check_text("prompt_template", template, "prompt template")
         which = request.WhichOneof("input")
@@ -143,10 +147,14 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         else:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "input: set either image or embedding")
         result = self._embedder.classify(vector, labels, template)
-        return pb.ClassifyResponse(scores=[
-            pb.LabelScore(label=label, probability=float(p), logit=float(logit), cosine=float(cosine))
-            for label, p, logit, cosine in zip(labels, result.probabilities, result.logits, result.cosines)
-        ])
+        return pb.ClassifyResponse(
+            scores=[
+                pb.LabelScore(label=label, probability=float(p), logit=float(logit), cosine=float(cosine))
+                for label, p, logit, cosine in zip(
+                    labels, result.probabilities, result.logits, result.cosines, strict=False
+                )
+            ]
+        )
 
     @_rpc
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
@@ -186,31 +194,38 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: empty {what}")
         size = len(text.encode("utf-8"))
         if size > self._limits.max_text_bytes:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"{name}: {size} bytes exceed the limit of {self._limits.max_text_bytes} UTF-8 bytes "
-                           "per text (ModelInfo.max_text_bytes)")
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{name}: {size} bytes exceed the limit of {self._limits.max_text_bytes} UTF-8 bytes "
+                "per text (ModelInfo.max_text_bytes)",
+            )
 
     def _check_labels(self, labels: Sequence[str]) -> None:
         if not labels:
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "labels: at least one label is required")
         if len(labels) > self._limits.max_labels:
-            raise Rejected(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"labels: {len(labels)} labels exceed the limit of {self._limits.max_labels} per call "
-                           "(ModelInfo.max_labels)")
+            raise Rejected(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"labels: {len(labels)} labels exceed the limit of {self._limits.max_labels} per call "
+                "(ModelInfo.max_labels)",
+            )
         seen: dict[str, int] = {}
         for index, label in enumerate(labels):
             self._check_text(f"labels[{index}]", label, "label")
             if label in seen:
-                raise Rejected(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"labels[{index}]: {label!r} repeats labels[{seen[label]}]")
+                raise Rejected(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"labels[{index}]: {label!r} repeats labels[{seen[label]}]"
+                )
             seen[label] = index
 
     def _check_embedding(self, embedding: pb.Embedding) -> np.ndarray:
         dimension = self._embedder.info.dimension
         values = np.asarray(embedding.values, dtype=np.float32)
         if values.shape[0] != dimension:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"embedding: has {values.shape[0]} values, the model's vectors have {dimension}")
+            raise Rejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"embedding: has {values.shape[0]} values, the model's vectors have {dimension}",
+            )
         if not np.all(np.isfinite(values)):
             raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "embedding: contains NaN or infinite values")
         if not np.any(values):

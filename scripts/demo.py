@@ -1,4 +1,5 @@
 """The one-command demo: starts the stack, indexes sample photos and a video, searches and classifies."""
+
 from __future__ import annotations
 
 import argparse
@@ -110,8 +111,10 @@ def clipsearch_command() -> list[str]:
 def model_help(model: str) -> str:
     """What to do when the embedder cannot load `model`."""
     if not model.startswith(("/", ".", "~")):  # a Hugging Face id rather than a directory
-        why = (f"The CLIP model {model!r} could not be loaded (the line above says why); most likely it is "
-               "not in the\nHugging Face cache and cannot be downloaded from here (no internet access).")
+        why = (
+            f"The CLIP model {model!r} could not be loaded (the line above says why); most likely it is "
+            "not in the\nHugging Face cache and cannot be downloaded from here (no internet access)."
+        )
     else:
         why = f"The CLIP model {model!r} could not be loaded (the line above says why)."
     return f"""
@@ -135,9 +138,21 @@ class Stack:
     def __init__(self, workdir: Path, model: str, embedders: int) -> None:
         self.log_path = workdir / "serve.log"
         # Free ports, so the demo runs beside a `clipsearch serve` on the default ports.
-        self.args = ["serve", "--model", model, "--data-dir", str(workdir / "data"),
-                     "--embedder-port", "0", "--search-port", "0", "--embedders", str(embedders),
-                     "--start-timeout", f"{SERVE_START_TIMEOUT:.0f}"]
+        self.args = [
+            "serve",
+            "--model",
+            model,
+            "--data-dir",
+            str(workdir / "data"),
+            "--embedder-port",
+            "0",
+            "--search-port",
+            "0",
+            "--embedders",
+            str(embedders),
+            "--start-timeout",
+            f"{SERVE_START_TIMEOUT:.0f}",
+        ]
         self.process: subprocess.Popen[str] | None = None
         self.addresses: dict[str, str] = {}
 
@@ -145,8 +160,13 @@ class Stack:
         """Starts serve and waits for its EMBEDDER_ADDR and SEARCH_ADDR lines."""
         print(f"$ clipsearch {shlex.join(self.args)}", flush=True)
         with self.log_path.open("w") as log:
-            self.process = subprocess.Popen([*clipsearch_command(), *self.args], stdout=subprocess.PIPE,
-                                            stderr=log, text=True, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [*clipsearch_command(), *self.args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
         ready = threading.Event()
         threading.Thread(target=self._read_stdout, args=(ready,), daemon=True).start()
         deadline = time.monotonic() + SERVE_START_TIMEOUT + 120  # serve gives up first
@@ -173,8 +193,7 @@ class Stack:
             return fatal[-1]
         tail = "\n".join(f"  {line}" for line in lines[-15:])
         if self.process is not None and self.process.poll() is None:
-            return (f"clipsearch serve did not become ready within {SERVE_START_TIMEOUT:.0f} s; "
-                    f"its log ends:\n{tail}")
+            return f"clipsearch serve did not become ready within {SERVE_START_TIMEOUT:.0f} s; its log ends:\n{tail}"
         return f"clipsearch serve stopped; its log ends:\n{tail}"
 
     def stop(self, interrupted: bool = False) -> int | None:
@@ -205,8 +224,10 @@ def run_cli(args: Sequence[str], env: dict[str, str], shown: Sequence[str]) -> N
 def check_imports() -> None:
     missing = [name for name in ("skimage", "av", "client") if importlib.util.find_spec(name) is None]
     if missing:
-        raise DemoError(f"cannot import {', '.join(missing)}: run the demo with `make demo`, which installs "
-                        "everything it needs into .venv")
+        raise DemoError(
+            f"cannot import {', '.join(missing)}: run the demo with `make demo`, which installs "
+            "everything it needs into .venv"
+        )
 
 
 def demo(workdir: Path, model: str, embedders: int) -> None:
@@ -217,8 +238,11 @@ def demo(workdir: Path, model: str, embedders: int) -> None:
     by_name = {path.name: path for path in photos}
     video = videos_dir / "slideshow.mp4"
     seconds = write_demo_video(video, [by_name[name] for name in VIDEO_PHOTOS])
-    print(f"  {len(photos)} photos; {video.name}: {seconds:.0f} s, showing "
-          f"{', '.join(VIDEO_PHOTOS)} for {VIDEO_SECONDS_PER_PHOTO} s each", flush=True)
+    print(
+        f"  {len(photos)} photos; {video.name}: {seconds:.0f} s, showing "
+        f"{', '.join(VIDEO_PHOTOS)} for {VIDEO_SECONDS_PER_PHOTO} s each",
+        flush=True,
+    )
 
     print(f"\nStarting the stack with CLIP_MODEL={model}", flush=True)
     stack = Stack(workdir, model, embedders)
@@ -227,12 +251,17 @@ def demo(workdir: Path, model: str, embedders: int) -> None:
         addresses = stack.start()
         env = {**os.environ, **addresses, "COLUMNS": os.environ.get("COLUMNS", "160")}
         run_cli(["index", str(photos_dir), str(video)], env, ["index", "photos/", "videos/slideshow.mp4"])
-        run_cli(["search", "--text", TEXT_QUERY, "--top", "5"], env,
-                ["search", "--text", TEXT_QUERY, "--top", "5"])
-        run_cli(["search", "--image", str(by_name[IMAGE_QUERY]), "--top", "5"], env,
-                ["search", "--image", f"photos/{IMAGE_QUERY}", "--top", "5"])
-        run_cli(["classify", str(by_name[CLASSIFY_PHOTO]), "--labels", *LABELS], env,
-                ["classify", f"photos/{CLASSIFY_PHOTO}", "--labels", *LABELS])
+        run_cli(["search", "--text", TEXT_QUERY, "--top", "5"], env, ["search", "--text", TEXT_QUERY, "--top", "5"])
+        run_cli(
+            ["search", "--image", str(by_name[IMAGE_QUERY]), "--top", "5"],
+            env,
+            ["search", "--image", f"photos/{IMAGE_QUERY}", "--top", "5"],
+        )
+        run_cli(
+            ["classify", str(by_name[CLASSIFY_PHOTO]), "--labels", *LABELS],
+            env,
+            ["classify", f"photos/{CLASSIFY_PHOTO}", "--labels", *LABELS],
+        )
         run_cli(["stats"], env, ["stats"])
     except KeyboardInterrupt:
         interrupted = True
@@ -241,15 +270,16 @@ def demo(workdir: Path, model: str, embedders: int) -> None:
         print("\nStopping the stack", flush=True)
         code = stack.stop(interrupted)
         if code not in (0, None):
-            print(f"clipsearch serve exited with code {code}; its log ends:\n{stack.log_tail()}",
-                  file=sys.stderr)
+            print(f"clipsearch serve exited with code {code}; its log ends:\n{stack.log_tail()}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--workdir", type=Path,
-                        help="where photos, the video and the Redis data go (default: a temporary folder, "
-                             "removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where photos, the video and the Redis data go (default: a temporary folder, removed afterwards)",
+    )
     parser.add_argument("--embedders", type=int, default=1, help="embedder replicas (default 1)")
     args = parser.parse_args(argv)
     model = os.environ.get("CLIP_MODEL", "").strip() or DEFAULT_MODEL

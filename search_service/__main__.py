@@ -1,4 +1,5 @@
 """Runs the search service: python -m search_service (configured by environment variables, see config.py)."""
+
 from search_service.server import main
 
 main()

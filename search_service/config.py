@@ -1,4 +1,5 @@
 """The search service's settings, read from environment variables."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -6,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_str, environ
 from clipsearch.auth import token_from_env
+from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_str, environ
 from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
 from clipsearch.tls import ServerTls
 from search_service.redis_server import APPENDFSYNC_POLICIES
@@ -95,8 +96,7 @@ class SearchConfig:
         if redis_url is not None:
             scheme = urlsplit(redis_url).scheme
             if scheme not in REDIS_URL_SCHEMES:
-                raise ConfigError(f"REDIS_URL={redact_url(redis_url)!r} must start with redis://, rediss:// "
-                                  "or unix://")
+                raise ConfigError(f"REDIS_URL={redact_url(redis_url)!r} must start with redis://, rediss:// or unix://")
         index_name = env_str(env, "SEARCH_INDEX", "clipsearch")
         if any(c.isspace() for c in index_name):
             raise ConfigError(f"SEARCH_INDEX={index_name!r} must not contain spaces")
@@ -117,8 +117,7 @@ class SearchConfig:
             query_timeout_ms=env_int(env, "SEARCH_QUERY_TIMEOUT_MS", 10_000, minimum=0),
             redis_timeout_seconds=env_float(env, "SEARCH_REDIS_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             health_interval_seconds=env_float(env, "SEARCH_HEALTH_INTERVAL_SECONDS", 1.0, minimum=0.05),
-            max_message_bytes=env_int(env, "SEARCH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES,
-                                      minimum=1024 * 1024),
+            max_message_bytes=env_int(env, "SEARCH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024 * 1024),
             grace_seconds=env_float(env, "SEARCH_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, minimum=0.0),
             log_level=env_choice(env, "SEARCH_LOG_LEVEL", "info", LOG_LEVELS).upper(),
             metrics_port=env_int(env, "SEARCH_METRICS_PORT", 0, minimum=0, maximum=65535) or None,

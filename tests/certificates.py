@@ -1,4 +1,5 @@
 """Test-time X.509 certificates made with the openssl command: a CA, a server and a client certificate."""
+
 from __future__ import annotations
 
 import shutil
@@ -46,9 +47,24 @@ def _openssl(*args: str, cwd: Path) -> None:
 def make_ca(directory: Path, name: str) -> Identity:
     """A self-signed CA certificate that may sign others."""
     identity = Identity(directory / f"{name}.pem", directory / f"{name}.key")
-    _openssl("req", "-x509", *_KEY, "-keyout", identity.key.name, "-out", identity.cert.name, "-days", VALID_DAYS,
-             "-subj", f"/CN=clipsearch test {name}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    _openssl(
+        "req",
+        "-x509",
+        *_KEY,
+        "-keyout",
+        identity.key.name,
+        "-out",
+        identity.cert.name,
+        "-days",
+        VALID_DAYS,
+        "-subj",
+        f"/CN=clipsearch test {name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )
     return identity
 
 
@@ -57,16 +73,40 @@ def issue(directory: Path, ca: Identity, name: str, *, usage: str, alt_names: st
     identity = Identity(directory / f"{name}.pem", directory / f"{name}.key")
     request = directory / f"{name}.csr"
     extensions = directory / f"{name}.ext"
-    lines = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature",
-             f"extendedKeyUsage={usage}"]
+    lines = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature", f"extendedKeyUsage={usage}"]
     if alt_names:
         lines.append(f"subjectAltName={alt_names}")
     extensions.write_text("\n".join(lines) + "\n")
-    _openssl("req", "-new", *_KEY, "-keyout", identity.key.name, "-out", request.name,
-             "-subj", f"/CN=clipsearch test {name}", cwd=directory)
-    _openssl("x509", "-req", "-in", request.name, "-CA", ca.cert.name, "-CAkey", ca.key.name,
-             "-CAcreateserial", "-out", identity.cert.name, "-days", VALID_DAYS, "-extfile", extensions.name,
-             cwd=directory)
+    _openssl(
+        "req",
+        "-new",
+        *_KEY,
+        "-keyout",
+        identity.key.name,
+        "-out",
+        request.name,
+        "-subj",
+        f"/CN=clipsearch test {name}",
+        cwd=directory,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        request.name,
+        "-CA",
+        ca.cert.name,
+        "-CAkey",
+        ca.key.name,
+        "-CAcreateserial",
+        "-out",
+        identity.cert.name,
+        "-days",
+        VALID_DAYS,
+        "-extfile",
+        extensions.name,
+        cwd=directory,
+    )
     return identity
 
 

@@ -1,4 +1,5 @@
 """Pytest fixtures for the client tests: generated media, clients on in-process services, replicas."""
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,9 @@ from PIL import Image
 from client import Client
 
 
-def write_images(directory: Path, count: int, *, size: tuple[int, int] = (96, 72), seed: int = 0,
-                 prefix: str = "img") -> list[Path]:
+def write_images(
+    directory: Path, count: int, *, size: tuple[int, int] = (96, 72), seed: int = 0, prefix: str = "img"
+) -> list[Path]:
     """`count` distinct images (random blocks of colour, PNG and JPEG alternating) in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -32,8 +34,9 @@ def write_images(directory: Path, count: int, *, size: tuple[int, int] = (96, 72
     return paths
 
 
-def write_video(path: Path, *, seconds: int = 10, fps: int = 10, size: tuple[int, int] = (64, 48),
-                codec: str = "mpeg4") -> Path:
+def write_video(
+    path: Path, *, seconds: int = 10, fps: int = 10, size: tuple[int, int] = (64, 48), codec: str = "mpeg4"
+) -> Path:
     """A video whose frames are solid colours, different for every frame, at a constant frame rate."""
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
@@ -62,8 +65,7 @@ def client(embedder_address: str, search_address: str) -> Iterator[Client]:
 @pytest.fixture
 def cli_env(embedder_address: str, search_address: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """EMBEDDER_ADDR and SEARCH_ADDR set for the in-process services, as `clipsearch` reads them."""
-    env = {"EMBEDDER_ADDR": embedder_address, "SEARCH_ADDR": search_address,
-           "CLIPSEARCH_CONNECT_TIMEOUT": "30"}
+    env = {"EMBEDDER_ADDR": embedder_address, "SEARCH_ADDR": search_address, "CLIPSEARCH_CONNECT_TIMEOUT": "30"}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
@@ -76,8 +78,11 @@ class CallCounter(grpc.ServerInterceptor):
     calls: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
-                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
         with self.lock:
             self.calls[handler_call_details.method.rsplit("/", 1)[-1]] += 1
         return continuation(handler_call_details)
@@ -100,8 +105,7 @@ def embedder_replicas(tiny_clip_dir: Path, tiny_embedder: object) -> Iterator[li
     try:
         for _ in range(2):
             counter = CallCounter()
-            server = build_server(embedder_test_config(tiny_clip_dir, workers=4), tiny_embedder,
-                                  interceptors=[counter])
+            server = build_server(embedder_test_config(tiny_clip_dir, workers=4), tiny_embedder, interceptors=[counter])
             server.start()
             server.set_serving(True)
             replicas.append(Replica(f"127.0.0.1:{server.port}", counter, server))

@@ -1,4 +1,5 @@
 """Pytest fixtures and helpers for the end-to-end tests: `clipsearch serve` and the CLI as real processes."""
+
 from __future__ import annotations
 
 import json
@@ -68,9 +69,15 @@ def run_cli(args: Sequence[str], env: Mapping[str, str], *, tmp: Path, check: bo
     stem = tmp / f"cli-{time.monotonic_ns()}"
     out, err, rss = stem.with_suffix(".out"), stem.with_suffix(".err"), stem.with_suffix(".rss")
     with out.open("w") as stdout, err.open("w") as stderr:
-        process = subprocess.Popen([sys.executable, "-c", _MEASURE, str(rss), *clipsearch_command(), *args],
-                                   env=dict(env), cwd=REPO, stdin=subprocess.DEVNULL, stdout=stdout,
-                                   stderr=stderr, process_group=0)
+        process = subprocess.Popen(
+            [sys.executable, "-c", _MEASURE, str(rss), *clipsearch_command(), *args],
+            env=dict(env),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            process_group=0,
+        )
     try:
         code = process.wait(CLI_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -82,7 +89,8 @@ def run_cli(args: Sequence[str], env: Mapping[str, str], *, tmp: Path, check: bo
         path.unlink()
     if check:
         assert result.returncode == 0, (
-            f"clipsearch {' '.join(args)} exited with {result.returncode}:\n{result.stderr[-3000:]}")
+            f"clipsearch {' '.join(args)} exited with {result.returncode}:\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -101,8 +109,7 @@ def health_status(address: str, timeout: float = 2.0) -> str:
     """The grpc.health.v1 status of a server ("" service), or "UNREACHABLE"."""
     with grpc.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                                 timeout=timeout)
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
             return "UNREACHABLE"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
@@ -176,9 +183,15 @@ class ServeProcess:
         self.exports: dict[str, str] = {}
         self._ready = threading.Event()
         with log_path.open("w") as log:
-            self.process = subprocess.Popen([*clipsearch_command(), "serve", *args], env=dict(env), cwd=REPO,
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                            text=True)
+            self.process = subprocess.Popen(
+                [*clipsearch_command(), "serve", *args],
+                env=dict(env),
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         threading.Thread(target=self._read_stdout, daemon=True).start()
 
     def _read_stdout(self) -> None:
@@ -204,8 +217,7 @@ class ServeProcess:
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.2):
             if self.process.poll() is not None:
-                raise AssertionError(f"clipsearch serve exited with {self.process.returncode}:\n"
-                                     f"{self.log[-4000:]}")
+                raise AssertionError(f"clipsearch serve exited with {self.process.returncode}:\n{self.log[-4000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"clipsearch serve not ready after {timeout:.0f} s:\n{self.log[-4000:]}")
         return self
@@ -220,8 +232,12 @@ class ServeProcess:
 
     def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """An environment in which `clipsearch` talks to this stack."""
-        return {**(os.environ if base is None else base), "EMBEDDER_ADDR": self.exports["EMBEDDER_ADDR"],
-                "SEARCH_ADDR": self.search_address, "COLUMNS": "200"}
+        return {
+            **(os.environ if base is None else base),
+            "EMBEDDER_ADDR": self.exports["EMBEDDER_ADDR"],
+            "SEARCH_ADDR": self.search_address,
+            "COLUMNS": "200",
+        }
 
     def children(self) -> dict[str, int]:
         """The direct children by role: "redis", "search", and "embedder@PORT" for each replica."""
@@ -245,16 +261,26 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"clipsearch serve did not stop within {timeout:.0f} s:\n{self.log[-3000:]}")
+            raise AssertionError(f"clipsearch serve did not stop within {timeout:.0f} s:\n{self.log[-3000:]}") from None
 
 
-def start_serve(tmp: Path, model_dir: Path, *extra: str,
-                env: Mapping[str, str] | None = None) -> ServeProcess:
+def start_serve(tmp: Path, model_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> ServeProcess:
     """Starts `clipsearch serve` on free ports with its data in `tmp`; the caller stops it."""
     base = dict(os.environ if env is None else env)
     base.pop("REDIS_URL", None)
-    args = ["--model", str(model_dir), "--data-dir", str(tmp / "data"), "--embedder-port", "0",
-            "--search-port", "0", "--dtype", "fp32", *extra]
+    args = [
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(tmp / "data"),
+        "--embedder-port",
+        "0",
+        "--search-port",
+        "0",
+        "--dtype",
+        "fp32",
+        *extra,
+    ]
     return ServeProcess(args, base, tmp / "serve.log")
 
 
@@ -314,7 +340,7 @@ def write_test_video(path: Path, seconds: int, fps: int, width: int, height: int
             for step in range(fps):
                 picture = pattern.copy()
                 column = (step * width) // fps
-                picture[:, column:column + max(1, width // 16)] = 255
+                picture[:, column : column + max(1, width // 16)] = 255
                 for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
                     container.mux(packet)
                 frames += 1

@@ -1,4 +1,5 @@
 """Pytest fixtures for the embedder tests: a tiny random-weight CLIP checkpoint and servers that serve it."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,9 @@ class ClipReference:
     def outputs(self, images: list[Image.Image], texts: list[str]) -> object:
         import torch
 
-        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True, truncation=True,
-                                max_length=77)
+        inputs = self.processor(
+            images=images, text=texts, return_tensors="pt", padding=True, truncation=True, max_length=77
+        )
         with torch.inference_mode():
             return self.model(**inputs)
 
@@ -77,7 +79,7 @@ def embedder_test_config(model_dir: Path, **overrides: object) -> object:
     """An EmbedderConfig for tests: loopback, free port, float32 on the CPU, few workers."""
     from embedder_service.config import EmbedderConfig
 
-    values = dict(host="127.0.0.1", port=0, model=str(model_dir), dtype="fp32", device="cpu", workers=8)
+    values = {"host": "127.0.0.1", "port": 0, "model": str(model_dir), "dtype": "fp32", "device": "cpu", "workers": 8}
     values.update(overrides)
     return EmbedderConfig(**values)
 
@@ -90,7 +92,7 @@ def embedder_server(tiny_clip_dir: Path, tiny_embedder: object) -> Iterator[Grpc
 
 @pytest.fixture(scope="session")
 def embedder_address(embedder_server: GrpcServer) -> str:
-    """"127.0.0.1:PORT" of an in-process embedder serving the tiny checkpoint (default limits, fp32)."""
+    """ "127.0.0.1:PORT" of an in-process embedder serving the tiny checkpoint (default limits, fp32)."""
     return f"127.0.0.1:{embedder_server.port}"
 
 

@@ -1,4 +1,5 @@
 """Pytest fixtures for the search tests: a session Redis, and search servers each with an index of its own."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,11 @@ def health_status(address: str, service: str = "") -> int:
     """The server's current health status (UNKNOWN when it cannot be asked)."""
     with grpc.insecure_channel(address) as channel:
         try:
-            return health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            return (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                .status
+            )
         except grpc.RpcError:
             return health_pb2.HealthCheckResponse.UNKNOWN
 
@@ -90,10 +94,18 @@ def search_server_factory(redis_url: str) -> Iterator[SearchServerFactory]:
     def factory(*, wait: bool = True, **overrides: Any) -> RunningSearch:
         name = overrides.pop("index_name", None) or unique_index_name()
         config = dataclasses.replace(
-            SearchConfig(host="127.0.0.1", port=0, redis_url=redis_url, index_name=name,
-                         key_prefix=f"{name}:item:", dimension=TEST_DIMENSION, health_interval_seconds=0.1,
-                         grace_seconds=0.0),
-            **overrides)
+            SearchConfig(
+                host="127.0.0.1",
+                port=0,
+                redis_url=redis_url,
+                index_name=name,
+                key_prefix=f"{name}:item:",
+                dimension=TEST_DIMENSION,
+                health_interval_seconds=0.1,
+                grace_seconds=0.0,
+            ),
+            **overrides,
+        )
         server = build_server(config)
         server.start()
         running = RunningSearch(f"127.0.0.1:{server.port}", config, server)
@@ -107,8 +119,7 @@ def search_server_factory(redis_url: str) -> Iterator[SearchServerFactory]:
         running.server.stop(0)
     for running in started:
         try:
-            with redis.Redis.from_url(running.config.redis_url or redis_url, protocol=3,
-                                      socket_timeout=5) as client:
+            with redis.Redis.from_url(running.config.redis_url or redis_url, protocol=3, socket_timeout=5) as client:
                 client.execute_command("FT.DROPINDEX", running.config.index_name, "DD")
         except redis.RedisError:
             pass  # that Redis is gone or the index was never created
@@ -116,7 +127,7 @@ def search_server_factory(redis_url: str) -> Iterator[SearchServerFactory]:
 
 @pytest.fixture
 def search_address(search_server_factory: SearchServerFactory) -> str:
-    """"127.0.0.1:PORT" of a SERVING search server with its own empty index of dimension 32."""
+    """ "127.0.0.1:PORT" of a SERVING search server with its own empty index of dimension 32."""
     return search_server_factory().address
 
 

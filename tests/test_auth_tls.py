@@ -1,7 +1,9 @@
 """Optional shared-token authentication and TLS / mutual TLS on both services, their settings from the
 environment, and listening on loopback unless told otherwise."""
+
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import time
@@ -61,17 +63,20 @@ class Client:
             if self.token is not None:
                 channel = grpc.intercept_channel(channel, BearerTokenInterceptor(self.token))
         else:
-            channel = grpc.secure_channel(address, channel_credentials(ca_file=self.ca, cert_file=self.cert,
-                                                                       key_file=self.key, token=self.token))
+            channel = grpc.secure_channel(
+                address, channel_credentials(ca_file=self.ca, cert_file=self.cert, key_file=self.key, token=self.token)
+            )
         with channel:
             yield channel
 
 
-def tls_client(pki: TestPki, *, identity: str | None = None, token: str | None = None,
-               ca: Path | None = None) -> Client:
+def tls_client(
+    pki: TestPki, *, identity: str | None = None, token: str | None = None, ca: Path | None = None
+) -> Client:
     chosen = getattr(pki, identity) if identity else None
-    return Client(ca=ca or pki.ca.cert, cert=chosen.cert if chosen else None, key=chosen.key if chosen else None,
-                  token=token)
+    return Client(
+        ca=ca or pki.ca.cert, cert=chosen.cert if chosen else None, key=chosen.key if chosen else None, token=token
+    )
 
 
 # --- both services, started with given security settings --------------------------------------------
@@ -86,8 +91,9 @@ class Service:
 
     def call(self, channel: grpc.Channel, **kwargs: Any) -> Any:
         if self.name == "clipsearch.v1.Embedder":
-            return embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(embedder_pb2.GetModelInfoRequest(),
-                                                                        timeout=30, **kwargs)
+            return embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(
+                embedder_pb2.GetModelInfoRequest(), timeout=30, **kwargs
+            )
         return search_pb2_grpc.SearchStub(channel).Stats(search_pb2.StatsRequest(), timeout=30, **kwargs)
 
 
@@ -212,6 +218,7 @@ def test_without_a_token_configured_any_caller_is_served(embedder_stub: embedder
 
 def _echo_server(interceptor: grpc.ServerInterceptor, calls: list[str]) -> Any:
     """A server with one method of each kind (unary or streaming, in and out) that echo bytes."""
+
     def record(name: str, value: Any) -> Any:
         calls.append(name)
         return value
@@ -219,18 +226,24 @@ def _echo_server(interceptor: grpc.ServerInterceptor, calls: list[str]) -> Any:
     handlers = {
         "UnaryUnary": grpc.unary_unary_rpc_method_handler(lambda request, _: record("UnaryUnary", request)),
         "UnaryStream": grpc.unary_stream_rpc_method_handler(
-            lambda request, _: iter([record("UnaryStream", request)] * 2)),
+            lambda request, _: iter([record("UnaryStream", request)] * 2)
+        ),
         "StreamUnary": grpc.stream_unary_rpc_method_handler(
-            lambda requests, _: record("StreamUnary", b"".join(requests))),
+            lambda requests, _: record("StreamUnary", b"".join(requests))
+        ),
         "StreamStream": grpc.stream_stream_rpc_method_handler(
-            lambda requests, _: (record("StreamStream", r) for r in requests)),
+            lambda requests, _: (record("StreamStream", r) for r in requests)
+        ),
     }
 
     def register(server: grpc.Server) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
 
-    return create_server("127.0.0.1:0", [ServiceBinding("test.Echo", register)],
-                         ServerOptions(max_workers=4, interceptors=(interceptor,)))
+    return create_server(
+        "127.0.0.1:0",
+        [ServiceBinding("test.Echo", register)],
+        ServerOptions(max_workers=4, interceptors=(interceptor,)),
+    )
 
 
 def test_every_kind_of_method_is_guarded_and_never_runs_unauthenticated() -> None:
@@ -300,8 +313,11 @@ def test_mutual_tls_with_a_token(service: Service, pki: TestPki) -> None:
     with started(service, member, tls=server_tls(pki, mutual=True), auth_token=TOKEN) as address:
         assert status_of(service, member, address) == (grpc.StatusCode.OK, "")
         # No client certificate, one from another CA, or plaintext: the handshake fails, token or not.
-        for outsider in (tls_client(pki, token=TOKEN), tls_client(pki, identity="stranger", token=TOKEN),
-                         Client(token=TOKEN)):
+        for outsider in (
+            tls_client(pki, token=TOKEN),
+            tls_client(pki, identity="stranger", token=TOKEN),
+            Client(token=TOKEN),
+        ):
             assert status_of(service, outsider, address)[0] == UNAVAILABLE, outsider
         # A certificate gets a client through the handshake; the token is still required.
         assert status_of(service, tls_client(pki, identity="client"), address)[0] == UNAUTHENTICATED
@@ -314,31 +330,42 @@ CONFIGS = [pytest.param(EmbedderConfig, "EMBEDDER", id="embedder"), pytest.param
 
 
 @pytest.mark.parametrize(("config_class", "prefix"), CONFIGS)
-def test_security_settings_from_the_environment(config_class: Any, prefix: str, pki: TestPki,
-                                                tmp_path: Path) -> None:
+def test_security_settings_from_the_environment(config_class: Any, prefix: str, pki: TestPki, tmp_path: Path) -> None:
     plain = config_class.from_env({})
     assert (plain.auth_token, plain.tls) == (None, None)
 
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN}\n")
-    env = {"CLIPSEARCH_AUTH_TOKEN_FILE": str(token_file), f"{prefix}_TLS_CERT": str(pki.server.cert),
-           f"{prefix}_TLS_KEY": str(pki.server.key), f"{prefix}_TLS_CLIENT_CA": str(pki.ca.cert)}
+    env = {
+        "CLIPSEARCH_AUTH_TOKEN_FILE": str(token_file),
+        f"{prefix}_TLS_CERT": str(pki.server.cert),
+        f"{prefix}_TLS_KEY": str(pki.server.key),
+        f"{prefix}_TLS_CLIENT_CA": str(pki.ca.cert),
+    }
     config = config_class.from_env(env)
     assert config.auth_token == TOKEN
-    assert (config.tls.cert_file, config.tls.key_file, config.tls.client_ca_file, config.tls.mutual) == \
-        (pki.server.cert, pki.server.key, pki.ca.cert, True)
+    assert (config.tls.cert_file, config.tls.key_file, config.tls.client_ca_file, config.tls.mutual) == (
+        pki.server.cert,
+        pki.server.key,
+        pki.ca.cert,
+        True,
+    )
     assert config.tls.private_key == pki.server.key.read_bytes()
     shown = repr(config)
     assert TOKEN not in shown and "PRIVATE KEY" not in shown  # configs get logged
 
-    one_way = config_class.from_env({"CLIPSEARCH_AUTH_TOKEN": TOKEN, f"{prefix}_TLS_CERT": str(pki.server.cert),
-                                     f"{prefix}_TLS_KEY": str(pki.server.key)})
+    one_way = config_class.from_env(
+        {
+            "CLIPSEARCH_AUTH_TOKEN": TOKEN,
+            f"{prefix}_TLS_CERT": str(pki.server.cert),
+            f"{prefix}_TLS_KEY": str(pki.server.key),
+        }
+    )
     assert (one_way.auth_token, one_way.tls.mutual) == (TOKEN, False)
 
 
 @pytest.mark.parametrize(("config_class", "prefix"), CONFIGS)
-def test_bad_security_settings_name_the_variable(config_class: Any, prefix: str, pki: TestPki,
-                                                 tmp_path: Path) -> None:
+def test_bad_security_settings_name_the_variable(config_class: Any, prefix: str, pki: TestPki, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     cert, key = str(pki.server.cert), str(pki.server.key)
@@ -351,13 +378,19 @@ def test_bad_security_settings_name_the_variable(config_class: Any, prefix: str,
         ({f"{prefix}_TLS_CERT": cert}, f"{prefix}_TLS_CERT is set but {prefix}_TLS_KEY is not"),
         ({f"{prefix}_TLS_KEY": key}, f"{prefix}_TLS_KEY is set but {prefix}_TLS_CERT is not"),
         ({f"{prefix}_TLS_CLIENT_CA": str(pki.ca.cert)}, f"{prefix}_TLS_CLIENT_CA needs {prefix}_TLS_CERT"),
-        ({f"{prefix}_TLS_CERT": cert, f"{prefix}_TLS_KEY": str(pki.client.key)},
-         "the private key does not belong to the certificate"),
-        ({f"{prefix}_TLS_CERT": str(tmp_path / "nope.pem"), f"{prefix}_TLS_KEY": key},
-         f"{prefix}_TLS_CERT='{tmp_path / 'nope.pem'}' cannot be read"),
+        (
+            {f"{prefix}_TLS_CERT": cert, f"{prefix}_TLS_KEY": str(pki.client.key)},
+            "the private key does not belong to the certificate",
+        ),
+        (
+            {f"{prefix}_TLS_CERT": str(tmp_path / "nope.pem"), f"{prefix}_TLS_KEY": key},
+            f"{prefix}_TLS_CERT='{tmp_path / 'nope.pem'}' cannot be read",
+        ),
         ({f"{prefix}_TLS_CERT": cert, f"{prefix}_TLS_KEY": str(empty)}, f"{prefix}_TLS_KEY='{empty}' is not a PEM"),
-        ({f"{prefix}_TLS_CERT": cert, f"{prefix}_TLS_KEY": key, f"{prefix}_TLS_CLIENT_CA": key},
-         f"{prefix}_TLS_CLIENT_CA='{key}' holds no PEM CA certificate"),
+        (
+            {f"{prefix}_TLS_CERT": cert, f"{prefix}_TLS_KEY": key, f"{prefix}_TLS_CLIENT_CA": key},
+            f"{prefix}_TLS_CLIENT_CA='{key}' holds no PEM CA certificate",
+        ),
     ]
     for env, message in cases:
         with pytest.raises(ConfigError) as error:
@@ -370,8 +403,12 @@ def test_an_encrypted_key_is_refused(pki: TestPki, tmp_path: Path) -> None:
     import subprocess
 
     encrypted = tmp_path / "encrypted.key"
-    subprocess.run(["openssl", "pkey", "-in", str(pki.server.key), "-aes256", "-passout", "pass:secret",
-                    "-out", str(encrypted)], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["openssl", "pkey", "-in", str(pki.server.key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     with pytest.raises(ConfigError, match="the private key is encrypted"):
         ServerTls.load(pki.server.cert, encrypted)
 
@@ -384,9 +421,9 @@ def test_token_from_env_ignores_surrounding_whitespace(tmp_path: Path) -> None:
     assert token_from_env({"CLIPSEARCH_AUTH_TOKEN": "  "}) is None
 
 
-def test_a_bad_tls_setting_stops_either_service_with_one_line(pki: TestPki, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str],
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_tls_setting_stops_either_service_with_one_line(
+    pki: TestPki, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from embedder_service.server import main as embedder_main
     from search_service.server import main as search_main
 
@@ -427,20 +464,26 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
-def test_both_services_listen_on_loopback_unless_told_otherwise(tiny_clip_dir: Path, tiny_embedder: Any,
-                                                                redis_url: str) -> None:
+def test_both_services_listen_on_loopback_unless_told_otherwise(
+    tiny_clip_dir: Path, tiny_embedder: Any, redis_url: str
+) -> None:
     outside = non_loopback_address()
     if outside is None:
         pytest.skip("this machine has no non-loopback IPv4 address to test from")
     index = unique_index_name()
-    embedder_config = EmbedderConfig.from_env({"EMBEDDER_PORT": "0", "CLIP_MODEL": str(tiny_clip_dir),
-                                               "EMBEDDER_DEVICE": "cpu", "EMBEDDER_DTYPE": "fp32"})
-    search_config = SearchConfig.from_env({"SEARCH_PORT": "0", "REDIS_URL": redis_url, "SEARCH_INDEX": index,
-                                           "SEARCH_DIM": "32"})
+    embedder_config = EmbedderConfig.from_env(
+        {"EMBEDDER_PORT": "0", "CLIP_MODEL": str(tiny_clip_dir), "EMBEDDER_DEVICE": "cpu", "EMBEDDER_DTYPE": "fp32"}
+    )
+    search_config = SearchConfig.from_env(
+        {"SEARCH_PORT": "0", "REDIS_URL": redis_url, "SEARCH_INDEX": index, "SEARCH_DIM": "32"}
+    )
     assert (embedder_config.host, search_config.host) == ("127.0.0.1", "127.0.0.1")
     everywhere = dataclasses.replace(embedder_config, host="0.0.0.0")
-    servers = [build_embedder(embedder_config, tiny_embedder), build_search(search_config),
-               build_embedder(everywhere, tiny_embedder)]
+    servers = [
+        build_embedder(embedder_config, tiny_embedder),
+        build_search(search_config),
+        build_embedder(everywhere, tiny_embedder),
+    ]
     try:
         for server in servers:
             server.start()
@@ -455,11 +498,9 @@ def test_both_services_listen_on_loopback_unless_told_otherwise(tiny_clip_dir: P
             server.stop(0)
         import redis
 
-        with redis.Redis.from_url(redis_url) as client:
-            try:
-                client.execute_command("FT.DROPINDEX", index, "DD")
-            except redis.ResponseError:
-                pass  # never created
+        # The index may never have been created.
+        with redis.Redis.from_url(redis_url) as client, contextlib.suppress(redis.ResponseError):
+            client.execute_command("FT.DROPINDEX", index, "DD")
 
 
 def test_a_busy_port_is_a_clear_start_up_error(tiny_clip_dir: Path, tiny_embedder: Any, pki: TestPki) -> None:

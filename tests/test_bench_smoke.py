@@ -1,4 +1,5 @@
 """The benchmark suite end to end on tiny sizes: it runs, and its JSON holds every figure (no timing checks)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,21 +14,68 @@ from bench.run import main
 
 # PNG frames over the client's 1 MB encoded limit (decoded and shrunk by the client) and small JPEGs (sent
 # encoded), a 3-second video, 500 vectors, a few calls of each kind.
-SMOKE = Sizes("smoke", "tiny", png_frames=2, jpeg_photos=2, model_only_images=16, ingest_rounds=1,
-              seed_png_frames=2, query_items=(500,), queries=10, text_queries=3, video_seconds=3, video_fps=25,
-              batching_requests=16, frame_size=(1280, 720), photo_size=(800, 600), video_size=(320, 240),
-              load_seconds=2.0, load_warmup=1.0, load_clients=4)
+SMOKE = Sizes(
+    "smoke",
+    "tiny",
+    png_frames=2,
+    jpeg_photos=2,
+    model_only_images=16,
+    ingest_rounds=1,
+    seed_png_frames=2,
+    query_items=(500,),
+    queries=10,
+    text_queries=3,
+    video_seconds=3,
+    video_fps=25,
+    batching_requests=16,
+    frame_size=(1280, 720),
+    photo_size=(800, 600),
+    video_size=(320, 240),
+    load_seconds=2.0,
+    load_warmup=1.0,
+    load_clients=4,
+)
 
-INGEST_FIGURES = ("model_img_s", "seed_img_s", "pipeline_img_s", "pipeline_vs_seed", "pipeline_vs_model",
-                  "model_cpu_ms", "seed_cpu_ms", "pipeline_cpu_ms", "cpu_pipeline_vs_seed", "cpu_pipeline_vs_model",
-                  "client_prepare_cpu_ms", "seed_prepare_cpu_ms", "model_bs1_img_s", "model_batch_gain",
-                  "ceiling_vs_seed")
-QUERY_FIGURES = ("grpc_p50_ms", "grpc_p95_ms", "direct_p50_ms", "direct_p95_ms", "grpc_vs_direct_p50",
-                 "grpc_empty_call_p50_ms",
-                 "text_client_p50_ms", "text_client_p95_ms", "text_inprocess_p50_ms", "text_inprocess_p95_ms",
-                 "text_client_vs_inprocess_p50", "redis_bytes_per_item", "recall_at_10")
-VIDEO_FIGURES = ("instream_frames_s", "seed_frames_s", "instream_vs_seed", "instream_cpu_ms_per_frame",
-                 "seed_cpu_ms_per_frame", "cpu_instream_vs_seed")
+INGEST_FIGURES = (
+    "model_img_s",
+    "seed_img_s",
+    "pipeline_img_s",
+    "pipeline_vs_seed",
+    "pipeline_vs_model",
+    "model_cpu_ms",
+    "seed_cpu_ms",
+    "pipeline_cpu_ms",
+    "cpu_pipeline_vs_seed",
+    "cpu_pipeline_vs_model",
+    "client_prepare_cpu_ms",
+    "seed_prepare_cpu_ms",
+    "model_bs1_img_s",
+    "model_batch_gain",
+    "ceiling_vs_seed",
+)
+QUERY_FIGURES = (
+    "grpc_p50_ms",
+    "grpc_p95_ms",
+    "direct_p50_ms",
+    "direct_p95_ms",
+    "grpc_vs_direct_p50",
+    "grpc_empty_call_p50_ms",
+    "text_client_p50_ms",
+    "text_client_p95_ms",
+    "text_inprocess_p50_ms",
+    "text_inprocess_p95_ms",
+    "text_client_vs_inprocess_p50",
+    "redis_bytes_per_item",
+    "recall_at_10",
+)
+VIDEO_FIGURES = (
+    "instream_frames_s",
+    "seed_frames_s",
+    "instream_vs_seed",
+    "instream_cpu_ms_per_frame",
+    "seed_cpu_ms_per_frame",
+    "cpu_instream_vs_seed",
+)
 
 
 def positive(value: object) -> bool:
@@ -53,8 +101,11 @@ def test_every_ingest_figure_is_measured(results: tuple[dict, str]) -> None:
         assert figures["files"] == files and len(figures["rounds"]) == SMOKE.ingest_rounds
         # The small JPEGs go to the embedder encoded: the client spends nothing on decoding them.
         may_be_zero = {"client_prepare_cpu_ms"} if kind == "jpeg" else set()
-        missing = [name for name in INGEST_FIGURES
-                   if not positive(figures[name]) and not (name in may_be_zero and figures[name] == 0)]
+        missing = [
+            name
+            for name in INGEST_FIGURES
+            if not positive(figures[name]) and not (name in may_be_zero and figures[name] == 0)
+        ]
         assert not missing, f"{kind}: {missing}"
     assert (data["ingest"]["png"]["width"], data["ingest"]["png"]["height"]) == SMOKE.frame_size
     assert data["ingest"]["png"]["mean_file_bytes"] > 1 << 20  # so the client shrinks them itself

@@ -1,4 +1,5 @@
 """`clipsearch index` over a folder of hostile files: each is reported, the run goes on, nothing else changes."""
+
 from __future__ import annotations
 
 import io
@@ -27,8 +28,7 @@ def _bomb_png(side: int = 30_000) -> bytes:
     row = b"\x00" * (1 + side // 8)
     compressor = zlib.compressobj(9)
     data = b"".join(compressor.compress(row) for _ in range(64)) + compressor.flush()
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data)
-            + _png_chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
 def _png_with_huge_text(megabytes: int = 20) -> bytes:
@@ -71,16 +71,25 @@ def hostile_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_hostile_files_are_reported_and_the_run_goes_on(cli_env: dict[str, str], hostile_folder: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_hostile_files_are_reported_and_the_run_goes_on(
+    cli_env: dict[str, str], hostile_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["index", str(hostile_folder), "--json"])
     out, err = capsys.readouterr()
     assert code == EXIT_PARTIAL, err
     assert "Traceback" not in err
     report = json.loads(out)
     failed = {Path(f["path"]).name: f["error"] for f in report["failed"]}
-    expected_failures = {"truncated.jpg", "truncated.png", "empty.png", "bomb.png", "text-pretending.jpg",
-                         "corrupt.mp4", "pipe.png", "dangling.png"}
+    expected_failures = {
+        "truncated.jpg",
+        "truncated.png",
+        "empty.png",
+        "bomb.png",
+        "text-pretending.jpg",
+        "corrupt.mp4",
+        "pipe.png",
+        "dangling.png",
+    }
     assert expected_failures <= set(failed), failed
     assert all(reason.strip() for reason in failed.values())
     for name in expected_failures:

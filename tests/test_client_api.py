@@ -1,4 +1,5 @@
 """The Client against in-process services: index, search, classify, skip, dedupe, prune, videos, bad files."""
+
 from __future__ import annotations
 
 import io
@@ -11,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from client import Client, ClientError, ImageBytes, InvalidInput, NotFound, SearchFilter
 from client.ingest import IngestOptions
 from client.uris import path_to_uri
+from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from tests.fixtures_client import write_images, write_video
 from tests.fixtures_search import SearchServerFactory
 
@@ -63,15 +64,19 @@ def test_more_like_this_excludes_the_item(client: Client, photos: list[Path]) ->
 
 
 def test_classification_sums_to_one_and_matches_the_embedder(
-        client: Client, photos: list[Path], embedder_stub: embedder_pb2_grpc.EmbedderStub) -> None:
+    client: Client, photos: list[Path], embedder_stub: embedder_pb2_grpc.EmbedderStub
+) -> None:
     labels = ["a cat", "a dog", "a car", "a tree"]
     scores = client.classify(photos[0], labels, template="a photo of {}")
     assert sorted(s.label for s in scores) == sorted(labels)
     assert math.fsum(s.probability for s in scores) == pytest.approx(1.0, abs=1e-5)
     assert [s.probability for s in scores] == sorted((s.probability for s in scores), reverse=True)
-    direct = embedder_stub.Classify(embedder_pb2.ClassifyRequest(
-        image=embedder_pb2.Image(encoded=photos[0].read_bytes()), labels=labels,
-        prompt_template="a photo of {}"), timeout=30)
+    direct = embedder_stub.Classify(
+        embedder_pb2.ClassifyRequest(
+            image=embedder_pb2.Image(encoded=photos[0].read_bytes()), labels=labels, prompt_template="a photo of {}"
+        ),
+        timeout=30,
+    )
     expected = {s.label: s.probability for s in direct.scores}
     for score in scores:
         assert score.probability == pytest.approx(expected[score.label], abs=1e-6)
@@ -85,8 +90,9 @@ def test_classification_sums_to_one_and_matches_the_embedder(
         client.classify(photos[0], ["same", "same"])
 
 
-def test_the_same_photo_at_two_paths_is_one_item_with_two_sources(client: Client, tmp_path: Path,
-                                                               photos: list[Path]) -> None:
+def test_the_same_photo_at_two_paths_is_one_item_with_two_sources(
+    client: Client, tmp_path: Path, photos: list[Path]
+) -> None:
     copy_dir = tmp_path / "copies"
     copy_dir.mkdir()
     copy = copy_dir / "same.png"
@@ -105,8 +111,7 @@ def test_the_same_photo_at_two_paths_is_one_item_with_two_sources(client: Client
     assert len(client.get([item.id])[0].sources) == 3
 
 
-def test_a_second_run_adds_nothing_and_new_files_are_added(client: Client, tmp_path: Path,
-                                                           photos: list[Path]) -> None:
+def test_a_second_run_adds_nothing_and_new_files_are_added(client: Client, tmp_path: Path, photos: list[Path]) -> None:
     client.index([tmp_path / "photos"])
     again = client.index([tmp_path / "photos"])
     assert (again.images, again.known, again.failed) == (0, 10, [])
@@ -116,8 +121,7 @@ def test_a_second_run_adds_nothing_and_new_files_are_added(client: Client, tmp_p
     assert client.stats().items == 12
 
 
-def test_prune_removes_sources_of_deleted_files_within_the_given_paths(client: Client,
-                                                                      tmp_path: Path) -> None:
+def test_prune_removes_sources_of_deleted_files_within_the_given_paths(client: Client, tmp_path: Path) -> None:
     kept = write_images(tmp_path / "photos", 4)
     other = write_images(tmp_path / "elsewhere", 2, seed=3, prefix="other")
     duplicate = tmp_path / "photos" / "dup.png"
@@ -125,9 +129,9 @@ def test_prune_removes_sources_of_deleted_files_within_the_given_paths(client: C
     client.index([tmp_path / "photos", tmp_path / "elsewhere"])
     assert client.stats().items == 6
 
-    kept[1].unlink()        # its item has no other source: deleted
-    duplicate.unlink()      # its item keeps kept[0]
-    other[0].unlink()       # outside the pruned path: untouched
+    kept[1].unlink()  # its item has no other source: deleted
+    duplicate.unlink()  # its item keeps kept[0]
+    other[0].unlink()  # outside the pruned path: untouched
     report = client.index([tmp_path / "photos"], prune=True)
     assert (report.pruned_sources, report.pruned_items) == (2, 1)
     assert client.stats().items == 5
@@ -140,8 +144,7 @@ def test_prune_removes_sources_of_deleted_files_within_the_given_paths(client: C
     assert gone.pruned_items == 2 and client.stats().items == 3
 
 
-def test_video_frames_carry_their_timestamps_and_are_skipped_when_complete(client: Client,
-                                                                           tmp_path: Path) -> None:
+def test_video_frames_carry_their_timestamps_and_are_skipped_when_complete(client: Client, tmp_path: Path) -> None:
     video = write_video(tmp_path / "clips" / "colours.mp4", seconds=10, fps=10)
     report = client.index([video])
     assert (report.frames, report.videos, report.failed) == (10, 1, [])
@@ -189,8 +192,15 @@ def test_bad_files_are_reported_and_the_run_goes_on(client: Client, tmp_path: Pa
 
     report = client.index([folder, tmp_path / "missing-folder"])
     failed = {Path(f.path).name: f.reason for f in report.failed}
-    assert {"corrupt.jpg", "empty.png", "truncated.png", "garbage.mp4", "pipe.jpg", "dangling.jpg",
-            "missing-folder"} <= set(failed)
+    assert {
+        "corrupt.jpg",
+        "empty.png",
+        "truncated.png",
+        "garbage.mp4",
+        "pipe.jpg",
+        "dangling.jpg",
+        "missing-folder",
+    } <= set(failed)
     assert all(reason for reason in failed.values())
     assert report.images == len(good)
     assert client.stats().items == 3
@@ -239,24 +249,24 @@ def test_collections_tags_and_deletes(client: Client, tmp_path: Path) -> None:
 
 
 def test_images_given_as_bytes(client: Client, photos: list[Path]) -> None:
-    report = client.index_images([photos[0].read_bytes(), ImageBytes(photos[1].read_bytes(),
-                                                                     source=path_to_uri(photos[1]))])
+    report = client.index_images(
+        [photos[0].read_bytes(), ImageBytes(photos[1].read_bytes(), source=path_to_uri(photos[1]))]
+    )
     assert report.images == 2
     assert client.search_image(photos[1].read_bytes(), top=1)[0].source == str(photos[1].resolve())
     with pytest.raises(InvalidInput, match="cannot identify|decode|image"):
         client.search_image(b"not an image")
 
 
-def test_a_model_and_index_of_different_dimensions_are_refused(embedder_address: str,
-                                                               search_server_factory: SearchServerFactory,
-                                                               photos: list[Path]) -> None:
+def test_a_model_and_index_of_different_dimensions_are_refused(
+    embedder_address: str, search_server_factory: SearchServerFactory, photos: list[Path]
+) -> None:
     other = search_server_factory(dimension=64)
     with Client(embedder_address, other.address) as client, pytest.raises(ClientError, match="32.*64"):
         client.index(photos)
 
 
-def test_prune_handles_changed_files_and_leaves_other_collections_alone(client: Client,
-                                                                       tmp_path: Path) -> None:
+def test_prune_handles_changed_files_and_leaves_other_collections_alone(client: Client, tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     first, second, third = write_images(folder, 3)
     client.index([folder])

@@ -1,4 +1,5 @@
 """Local media without servers: file discovery, safe reads, image shrinking, video frame sampling."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.media import (Found, FrameSampler, ImageLimits, MediaError, MediaKind, Problem, discover,
-                          iter_video_frames, prepare_image, read_file, shrunk_size)
+from client.media import (
+    Found,
+    FrameSampler,
+    ImageLimits,
+    MediaError,
+    MediaKind,
+    Problem,
+    discover,
+    iter_video_frames,
+    prepare_image,
+    read_file,
+    shrunk_size,
+)
 from clipsearch.v1 import embedder_pb2
 from clipsearch.v1.embedder_pb2_grpc import EmbedderStub
 from tests.fixtures_client import write_images, write_video
@@ -40,8 +52,7 @@ def test_discovery_walks_folders_and_reports_unusable_entries(tmp_path: Path) ->
 
     found, problems = _names(list(discover([root])), root)
 
-    assert found == ["album.jpg/inside00.png", "clip.MP4", "img00.png", "img01.jpg",
-                     "sub/deeper/deep00.png"]
+    assert found == ["album.jpg/inside00.png", "clip.MP4", "img00.png", "img01.jpg", "sub/deeper/deep00.png"]
     assert problems == {"broken.jpg": "dangling symbolic link", "pipe.jpg": "not a regular file"}
     kinds = {r.path.name: r.kind for r in discover([root]) if isinstance(r, Found)}
     assert kinds["clip.MP4"] is MediaKind.VIDEO and kinds["img00.png"] is MediaKind.IMAGE
@@ -53,11 +64,14 @@ def test_discovery_without_recursion_and_of_named_files(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("x")
     found, _ = _names(list(discover([tmp_path / "top"], recursive=False)), tmp_path)
     assert found == ["top/img00.png"]
-    found, problems = _names(list(discover([tmp_path / "readme.txt", tmp_path / "nope.jpg",
-                                            tmp_path / "top" / "img00.png"])), tmp_path)
+    found, problems = _names(
+        list(discover([tmp_path / "readme.txt", tmp_path / "nope.jpg", tmp_path / "top" / "img00.png"])), tmp_path
+    )
     assert found == ["top/img00.png"]
-    assert problems == {"readme.txt": "not an image or video (unknown file extension)",
-                        "nope.jpg": "no such file or directory"}
+    assert problems == {
+        "readme.txt": "not an image or video (unknown file extension)",
+        "nope.jpg": "no such file or directory",
+    }
 
 
 def test_reading_a_fifo_or_empty_file_fails_without_blocking(tmp_path: Path) -> None:
@@ -113,14 +127,14 @@ def test_shrinking_here_keeps_the_vector_within_tolerance(embedder_stub: Embedde
     info = embedder_stub.GetModelInfo(embedder_pb2.GetModelInfoRequest())
     limits = ImageLimits(info.image_size, info.max_image_pixels, encoded_max_bytes=0)
     frame = sample_photo("astronaut").resize((1920, 1080), Image.Resampling.BICUBIC)
-    photo = encode_image(sample_photo("coffee").resize((4032, 3024), Image.Resampling.BICUBIC), "JPEG",
-                         quality=92)
+    photo = encode_image(sample_photo("coffee").resize((4032, 3024), Image.Resampling.BICUBIC), "JPEG", quality=92)
     shrunk_frame = prepare_image(encode_image(frame, "PNG"), limits)
     shrunk_photo = prepare_image(photo, limits)
     assert shrunk_frame.image.raw.height == shrunk_photo.image.raw.height == info.image_size
     whole_frame = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.tobytes(), width=1920, height=1080))
-    request = embedder_pb2.EmbedImagesRequest(images=[whole_frame, shrunk_frame.image,
-                                                      embedder_pb2.Image(encoded=photo), shrunk_photo.image])
+    request = embedder_pb2.EmbedImagesRequest(
+        images=[whole_frame, shrunk_frame.image, embedder_pb2.Image(encoded=photo), shrunk_photo.image]
+    )
     vectors = [np.asarray(r.embedding.values) for r in embedder_stub.EmbedImages(request).results]
     assert cosine(vectors[0], vectors[1]) >= 0.999
     assert cosine(vectors[2], vectors[3]) >= 0.999
@@ -147,8 +161,11 @@ def test_sampler_takes_the_first_frame_at_or_after_each_multiple() -> None:
     times = [Fraction(n, 3) for n in range(-1, 10)]  # 3 fps, starting before zero
     assert [t for t in times if sampler.take(t)] == [0, 1, 2, 3]
     gappy = FrameSampler(2)
-    assert [t for t in (Fraction(0), Fraction(1, 5), Fraction(3, 2), Fraction(8, 5), Fraction(2))
-            if gappy.take(t)] == [0, Fraction(3, 2), 2]
+    assert [t for t in (Fraction(0), Fraction(1, 5), Fraction(3, 2), Fraction(8, 5), Fraction(2)) if gappy.take(t)] == [
+        0,
+        Fraction(3, 2),
+        2,
+    ]
     with pytest.raises(ValueError):
         FrameSampler(0)
 
@@ -164,8 +181,7 @@ def test_video_frames_are_sampled_at_one_per_second(ten_second_video: Path) -> N
     assert [f.frame_index for f in frames] == list(range(0, 100, 10))
     assert {(f.width, f.height, f.source_width, f.source_height) for f in frames} == {(64, 48, 64, 48)}
     assert all(len(f.rgb) == 64 * 48 * 3 for f in frames)
-    means = {tuple(np.frombuffer(f.rgb, np.uint8).reshape(48, 64, 3).mean(axis=(0, 1)).round())
-             for f in frames}
+    means = {tuple(np.frombuffer(f.rgb, np.uint8).reshape(48, 64, 3).mean(axis=(0, 1)).round()) for f in frames}
     assert len(means) == 10  # every sampled frame is a different picture
 
 

@@ -1,4 +1,5 @@
 """Prune and scoped deletes through the client and the CLI: one scoped Delete per removal, no rewrites."""
+
 from __future__ import annotations
 
 import functools
@@ -14,12 +15,12 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipsearch.serving import ServerOptions, ServiceBinding, create_server
-from clipsearch.v1 import search_pb2_grpc
 from client import Client, InvalidInput, SearchFilter, ServiceError
 from client.cli import main
 from client.ingest import _removal_batches
 from client.uris import path_to_uri
+from clipsearch.serving import ServerOptions, ServiceBinding, create_server
+from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig
 from search_service.server import SERVICE_NAME, SearchServer, build_index, connect
 from search_service.servicer import SearchServicer
@@ -35,15 +36,20 @@ class FailingDelete(grpc.ServerInterceptor):
         self._seen = 0
         self._lock = threading.Lock()
 
-    def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
-                          handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
         if handler_call_details.method.endswith("/Delete"):
             with self._lock:
                 self._seen += 1
                 fail = self._seen == self.fail_call
             if fail:
+
                 def abort(request: bytes, context: grpc.ServicerContext) -> None:
                     context.abort(grpc.StatusCode.INTERNAL, "the connection broke")
+
                 return grpc.unary_unary_rpc_method_handler(abort)
         return continuation(handler_call_details)
 
@@ -59,13 +65,22 @@ class CountedSearch:
 def counted_search(redis_url: str) -> Iterator[CountedSearch]:
     """A search server on an index of its own whose calls are counted, and whose Deletes can be failed."""
     name = unique_index_name()
-    config = SearchConfig(host="127.0.0.1", port=0, redis_url=redis_url, index_name=name, key_prefix=f"{name}:item:",
-                          dimension=TEST_DIMENSION, health_interval_seconds=0.1, grace_seconds=0.0)
+    config = SearchConfig(
+        host="127.0.0.1",
+        port=0,
+        redis_url=redis_url,
+        index_name=name,
+        key_prefix=f"{name}:item:",
+        dimension=TEST_DIMENSION,
+        health_interval_seconds=0.1,
+        grace_seconds=0.0,
+    )
     counter, failing = CallCounter(), FailingDelete()
     index = build_index(config, connect(redis_url, 5.0), "test Redis")
     register = functools.partial(search_pb2_grpc.add_SearchServicer_to_server, SearchServicer(index))
-    base = create_server(config.address, [ServiceBinding(SERVICE_NAME, register)],
-                         ServerOptions(interceptors=(counter, failing)))
+    base = create_server(
+        config.address, [ServiceBinding(SERVICE_NAME, register)], ServerOptions(interceptors=(counter, failing))
+    )
     server = SearchServer(base, index, config.health_interval_seconds)
     server.start()
     try:
@@ -89,15 +104,22 @@ def album(tmp_path: Path) -> dict[str, Path]:
     file whose old content stays at another path, and an unchanged one."""
     folder = tmp_path / "album"
     dup_source, alone, changed, unchanged = write_images(folder, 4)
-    paths = {"dup": folder / "dup.png", "dup_source": dup_source, "alone": alone, "changed": changed,
-             "changed_copy": folder / "copy.png", "unchanged": unchanged}
+    paths = {
+        "dup": folder / "dup.png",
+        "dup_source": dup_source,
+        "alone": alone,
+        "changed": changed,
+        "changed_copy": folder / "copy.png",
+        "unchanged": unchanged,
+    }
     shutil.copy(dup_source, paths["dup"])
     shutil.copy(changed, paths["changed_copy"])
     return paths
 
 
 def test_prune_in_one_collection_leaves_the_other_untouched_and_never_rewrites(
-        embedder_address: str, counted_search: CountedSearch, album: dict[str, Path], tmp_path: Path) -> None:
+    embedder_address: str, counted_search: CountedSearch, album: dict[str, Path], tmp_path: Path
+) -> None:
     folder = album["dup"].parent
     with Client(embedder_address, counted_search.address, connect_timeout=30) as client:
         client.index([folder], collection="a")
@@ -105,8 +127,8 @@ def test_prune_in_one_collection_leaves_the_other_untouched_and_never_rewrites(
         b_before = snapshot(client, "b")
         old_changed = client.search_image(album["changed"], top=1, filter=SearchFilter(collections=("a",)))[0].id
 
-        album["dup"].unlink()          # its item keeps dup_source
-        album["alone"].unlink()        # its item has no other path: deleted
+        album["dup"].unlink()  # its item keeps dup_source
+        album["alone"].unlink()  # its item has no other path: deleted
         write_images(tmp_path / "new", 1, seed=99)[0].replace(album["changed"])  # its old item keeps the copy
         first = client.index([folder], collection="a")  # the new content is indexed: one item upserted
         assert first.images == 1
@@ -119,13 +141,15 @@ def test_prune_in_one_collection_leaves_the_other_untouched_and_never_rewrites(
         uri = {name: path_to_uri(path) for name, path in album.items()}
         a_after = snapshot(client, "a")
         assert a_after[old_changed] == (uri["changed_copy"],)
-        assert sorted(a_after.values()) == sorted([
-            (uri["dup_source"],), (uri["changed_copy"],), (uri["changed"],), (uri["unchanged"],)])
+        assert sorted(a_after.values()) == sorted(
+            [(uri["dup_source"],), (uri["changed_copy"],), (uri["changed"],), (uri["unchanged"],)]
+        )
         assert snapshot(client, "b") == b_before  # every path kept, even of the files that are gone
 
 
 def test_an_interrupted_prune_loses_no_item_and_a_rerun_finishes_it(
-        embedder_address: str, counted_search: CountedSearch, album: dict[str, Path], tmp_path: Path) -> None:
+    embedder_address: str, counted_search: CountedSearch, album: dict[str, Path], tmp_path: Path
+) -> None:
     folder = album["dup"].parent
     with Client(embedder_address, counted_search.address, connect_timeout=30) as client:
         client.index([folder])
@@ -149,8 +173,9 @@ def test_an_interrupted_prune_loses_no_item_and_a_rerun_finishes_it(
 
         report = client.index([folder], prune=True)
         assert (report.pruned_sources, report.pruned_items) == (1, 0)
-        assert sorted(snapshot(client, "default").values()) == sorted([
-            (uri["dup_source"],), (uri["changed_copy"],), (uri["changed"],), (uri["unchanged"],)])
+        assert sorted(snapshot(client, "default").values()) == sorted(
+            [(uri["dup_source"],), (uri["changed_copy"],), (uri["changed"],), (uri["unchanged"],)]
+        )
 
 
 def test_client_delete_scopes_sources_to_a_collection_and_ids(client: Client, tmp_path: Path) -> None:
@@ -174,8 +199,9 @@ def test_client_delete_scopes_sources_to_a_collection_and_ids(client: Client, tm
         client.delete()
 
 
-def test_cli_delete_source_with_a_collection(cli_env: dict[str, str], tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_delete_source_with_a_collection(
+    cli_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     photos = write_images(tmp_path / "photos", 2)
     for collection in ("a", "b"):
         assert main(["index", str(photos[0].parent), "--collection", collection, "--json"]) == 0
@@ -194,18 +220,20 @@ def test_cli_delete_source_with_a_collection(cli_env: dict[str, str], tmp_path: 
     assert '"items": 2' in capsys.readouterr().out
 
 
-
 _items = st.dictionaries(
     st.sampled_from([f"id{n}" for n in range(12)]),
     st.sets(st.sampled_from([f"file:///{n}.jpg" for n in range(6)]), min_size=1).flatmap(
-        lambda listed: st.tuples(st.just(frozenset(listed)), st.sets(st.sampled_from(sorted(listed)), min_size=1))),
-    max_size=12)
+        lambda listed: st.tuples(st.just(frozenset(listed)), st.sets(st.sampled_from(sorted(listed)), min_size=1))
+    ),
+    max_size=12,
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(changed=_items, limit=st.integers(1, 4))
 def test_removal_batches_remove_exactly_what_each_item_loses(
-        changed: dict[str, tuple[frozenset[str], set[str]]], limit: int) -> None:
+    changed: dict[str, tuple[frozenset[str], set[str]]], limit: int
+) -> None:
     left = {item_id: set(listed) for item_id, (listed, _) in changed.items()}
     for ids, sources in _removal_batches(changed, limit):
         assert 1 <= len(ids) <= limit and 1 <= len(sources) <= limit

@@ -1,4 +1,5 @@
 """Several embedder replicas: one index run keeps all of them busy, and a dead one does not fail the run."""
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,9 @@ from client.ingest import IngestOptions
 from tests.fixtures_client import Replica, write_images, write_video
 
 
-def test_both_replicas_embed_during_one_run(embedder_replicas: list[Replica], search_address: str,
-                                           tmp_path: Path) -> None:
+def test_both_replicas_embed_during_one_run(
+    embedder_replicas: list[Replica], search_address: str, tmp_path: Path
+) -> None:
     write_images(tmp_path / "photos", 24)
     write_video(tmp_path / "photos" / "clip.mp4", seconds=8, fps=5)
     addresses = [r.address for r in embedder_replicas]
@@ -30,8 +32,9 @@ def test_both_replicas_embed_during_one_run(embedder_replicas: list[Replica], se
         assert [r.counter.calls["EmbedImages"] for r in embedder_replicas] == calls
 
 
-def test_a_dead_replica_does_not_fail_the_run(embedder_replicas: list[Replica], search_address: str,
-                                              tmp_path: Path) -> None:
+def test_a_dead_replica_does_not_fail_the_run(
+    embedder_replicas: list[Replica], search_address: str, tmp_path: Path
+) -> None:
     dead, alive = embedder_replicas
     dead.server.stop(0)  # type: ignore[attr-defined]
     write_images(tmp_path / "photos", 12)
@@ -42,8 +45,9 @@ def test_a_dead_replica_does_not_fail_the_run(embedder_replicas: list[Replica], 
     assert alive.counter.calls["EmbedImages"] == 4
 
 
-def test_batches_stay_under_the_embedders_message_limit(tiny_clip_dir: Path, tiny_embedder: object,
-                                                        search_address: str, tmp_path: Path) -> None:
+def test_batches_stay_under_the_embedders_message_limit(
+    tiny_clip_dir: Path, tiny_embedder: object, search_address: str, tmp_path: Path
+) -> None:
     from embedder_service.config import Limits
     from embedder_service.server import build_server
     from tests.fixtures_client import CallCounter
@@ -51,8 +55,11 @@ def test_batches_stay_under_the_embedders_message_limit(tiny_clip_dir: Path, tin
 
     limit = 400_000
     counter = CallCounter()
-    server = build_server(embedder_test_config(tiny_clip_dir, limits=Limits(max_message_bytes=limit)),
-                          tiny_embedder, interceptors=[counter])
+    server = build_server(
+        embedder_test_config(tiny_clip_dir, limits=Limits(max_message_bytes=limit)),
+        tiny_embedder,
+        interceptors=[counter],
+    )
     server.start()
     server.set_serving(True)
     try:

@@ -1,4 +1,5 @@
 """The client, the CLI, `clipsearch serve` and the container health probe with TLS, mutual TLS and a token."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,9 +29,15 @@ from tests.fixtures_search import SearchServerFactory
 
 TOKEN = "s3cret-shared.token~7"
 # Every variable the client or the services read for security; tests start from none of them.
-SECURITY_VARIABLES = ("CLIPSEARCH_AUTH_TOKEN", "CLIPSEARCH_AUTH_TOKEN_FILE", "CLIPSEARCH_TLS_CA",
-                      "CLIPSEARCH_TLS_CERT", "CLIPSEARCH_TLS_KEY", "CLIPSEARCH_TLS_SERVER_NAME",
-                      *(f"{p}_TLS_{n}" for p in ("EMBEDDER", "SEARCH") for n in ("CERT", "KEY", "CLIENT_CA")))
+SECURITY_VARIABLES = (
+    "CLIPSEARCH_AUTH_TOKEN",
+    "CLIPSEARCH_AUTH_TOKEN_FILE",
+    "CLIPSEARCH_TLS_CA",
+    "CLIPSEARCH_TLS_CERT",
+    "CLIPSEARCH_TLS_KEY",
+    "CLIPSEARCH_TLS_SERVER_NAME",
+    *(f"{p}_TLS_{n}" for p in ("EMBEDDER", "SEARCH") for n in ("CERT", "KEY", "CLIENT_CA")),
+)
 
 
 @pytest.fixture(autouse=True)
@@ -62,13 +69,18 @@ class Stack:
 
     def env(self, **security: str | Path) -> dict[str, str]:
         """The CLI's environment: these addresses plus CLIPSEARCH_<NAME> security variables."""
-        return {"EMBEDDER_ADDR": self.embedder, "SEARCH_ADDR": self.search, "CLIPSEARCH_CONNECT_TIMEOUT": "10",
-                **{f"CLIPSEARCH_{name.upper()}": str(value) for name, value in security.items()}}
+        return {
+            "EMBEDDER_ADDR": self.embedder,
+            "SEARCH_ADDR": self.search,
+            "CLIPSEARCH_CONNECT_TIMEOUT": "10",
+            **{f"CLIPSEARCH_{name.upper()}": str(value) for name, value in security.items()},
+        }
 
 
 def start_embedder(model_dir: Path, embedder: Any, *, interceptors: tuple[Any, ...] = (), **overrides: Any) -> Any:
-    server = build_embedder(embedder_test_config(model_dir, workers=4, **overrides), embedder,
-                            interceptors=interceptors)
+    server = build_embedder(
+        embedder_test_config(model_dir, workers=4, **overrides), embedder, interceptors=interceptors
+    )
     server.start()
     server.set_serving(True)
     return server
@@ -105,7 +117,7 @@ def token_stack(token_embedder: str, search_server_factory: SearchServerFactory)
 
 def member(pki: TestPki, **overrides: Any) -> ClientConfig:
     """Settings of a client the mutual-TLS stack lets in."""
-    values = dict(tls_ca=pki.ca.cert, tls_cert=pki.client.cert, tls_key=pki.client.key, token=TOKEN)
+    values = {"tls_ca": pki.ca.cert, "tls_cert": pki.client.cert, "tls_key": pki.client.key, "token": TOKEN}
     return ClientConfig(connect_timeout=10, **{**values, **overrides})
 
 
@@ -127,8 +139,9 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
 # --- the Python client ------------------------------------------------------------------------------------
 
 
-def test_the_client_indexes_and_searches_over_mutual_tls_with_a_token(pki: TestPki, mtls_stack: Stack,
-                                                                      tmp_path: Path) -> None:
+def test_the_client_indexes_and_searches_over_mutual_tls_with_a_token(
+    pki: TestPki, mtls_stack: Stack, tmp_path: Path
+) -> None:
     photos = write_images(tmp_path / "photos", 3)
     with Client(mtls_stack.embedder, mtls_stack.search, config=member(pki)) as client:
         report = client.index([tmp_path / "photos"], collection="secure")
@@ -138,13 +151,19 @@ def test_the_client_indexes_and_searches_over_mutual_tls_with_a_token(pki: TestP
         assert client.stats().items == 3
 
 
-def test_the_client_reads_its_security_settings_from_the_environment(pki: TestPki, mtls_stack: Stack,
-                                                                     token_file: Path) -> None:
-    env = mtls_stack.env(tls_ca=pki.ca.cert, tls_cert=pki.client.cert, tls_key=pki.client.key,
-                         auth_token_file=token_file)
+def test_the_client_reads_its_security_settings_from_the_environment(
+    pki: TestPki, mtls_stack: Stack, token_file: Path
+) -> None:
+    env = mtls_stack.env(
+        tls_ca=pki.ca.cert, tls_cert=pki.client.cert, tls_key=pki.client.key, auth_token_file=token_file
+    )
     config = ClientConfig.from_env(env)
-    assert (config.token, config.tls_ca, config.tls_cert, config.tls_key) == \
-        (TOKEN, pki.ca.cert, pki.client.cert, pki.client.key)
+    assert (config.token, config.tls_ca, config.tls_cert, config.tls_key) == (
+        TOKEN,
+        pki.ca.cert,
+        pki.client.cert,
+        pki.client.key,
+    )
     assert TOKEN not in repr(config)
     with Client(config=config) as client:
         assert client.embed_texts(["a locked door"]).shape == (1, client.model_info().dimension)
@@ -154,22 +173,29 @@ def test_the_client_reads_its_security_settings_from_the_environment(pki: TestPk
 def test_a_token_over_plaintext(token_stack: Stack) -> None:
     with Client(token_stack.embedder, token_stack.search, config=ClientConfig(token=TOKEN)) as client:
         assert client.embed_texts(["a cat"]).shape[0] == 1 and client.stats().items == 0
-    for token, remedy in ((None, "set CLIPSEARCH_AUTH_TOKEN or CLIPSEARCH_AUTH_TOKEN_FILE (or --token-file)"),
-                          ("not-the-token", "is not the services' token")):
-        with Client(token_stack.embedder, token_stack.search, config=ClientConfig(token=token)) as client:
-            with pytest.raises(ServiceError) as caught:
-                client.stats()
+    for token, remedy in (
+        (None, "set CLIPSEARCH_AUTH_TOKEN or CLIPSEARCH_AUTH_TOKEN_FILE (or --token-file)"),
+        ("not-the-token", "is not the services' token"),
+    ):
+        with (
+            Client(token_stack.embedder, token_stack.search, config=ClientConfig(token=token)) as client,
+            pytest.raises(ServiceError) as caught,
+        ):
+            client.stats()
         message = str(caught.value)
         assert "UNAUTHENTICATED: authentication failed" in message and remedy in message, message
         assert "\n" not in message and TOKEN not in message
 
 
-def test_replicas_listed_by_address_share_one_certificate_name(pki: TestPki, tiny_clip_dir: Path,
-                                                               tiny_embedder: Any) -> None:
+def test_replicas_listed_by_address_share_one_certificate_name(
+    pki: TestPki, tiny_clip_dir: Path, tiny_embedder: Any
+) -> None:
     tls = ServerTls.load(pki.server.cert, pki.server.key, pki.ca.cert)
     counters = [CallCounter(), CallCounter()]
-    servers = [start_embedder(tiny_clip_dir, tiny_embedder, tls=tls, auth_token=TOKEN, interceptors=(counter,))
-               for counter in counters]
+    servers = [
+        start_embedder(tiny_clip_dir, tiny_embedder, tls=tls, auth_token=TOKEN, interceptors=(counter,))
+        for counter in counters
+    ]
     try:
         ports = [server.port for server in servers]
         # Round-robin over both, each certificate checked against the replicas' common host name.
@@ -187,16 +213,20 @@ def test_replicas_listed_by_address_share_one_certificate_name(pki: TestPki, tin
             server.stop(0)
 
 
-@pytest.mark.parametrize(("case", "expected"), [
-    ("plaintext to TLS", "it speaks TLS; set CLIPSEARCH_TLS_CA (--tls-ca)"),
-    ("no client certificate", "it requires a client certificate (mutual TLS); set CLIPSEARCH_TLS_CERT"),
-    ("a stranger's certificate", "it refused the client certificate"),
-    ("another CA", "its certificate is not trusted"),
-    ("another name", "its certificate does not name 'elsewhere.example'"),
-    ("TLS to plaintext", "it speaks plaintext, not TLS; unset CLIPSEARCH_TLS_CA"),
-])
-def test_a_tls_mismatch_is_explained(case: str, expected: str, pki: TestPki, mtls_embedder: str,
-                                     token_embedder: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("plaintext to TLS", "it speaks TLS; set CLIPSEARCH_TLS_CA (--tls-ca)"),
+        ("no client certificate", "it requires a client certificate (mutual TLS); set CLIPSEARCH_TLS_CERT"),
+        ("a stranger's certificate", "it refused the client certificate"),
+        ("another CA", "its certificate is not trusted"),
+        ("another name", "its certificate does not name 'elsewhere.example'"),
+        ("TLS to plaintext", "it speaks plaintext, not TLS; unset CLIPSEARCH_TLS_CA"),
+    ],
+)
+def test_a_tls_mismatch_is_explained(
+    case: str, expected: str, pki: TestPki, mtls_embedder: str, token_embedder: str
+) -> None:
     configs = {
         "plaintext to TLS": ClientConfig(token=TOKEN),
         "no client certificate": member(pki, tls_cert=None, tls_key=None),
@@ -207,9 +237,8 @@ def test_a_tls_mismatch_is_explained(case: str, expected: str, pki: TestPki, mtl
     }
     address = token_embedder if case == "TLS to plaintext" else mtls_embedder
     config = dataclasses.replace(configs[case], connect_timeout=5)
-    with Client(address, "127.0.0.1:1", config=config) as client:
-        with pytest.raises(ServiceUnavailable) as caught:
-            client.model_info()
+    with Client(address, "127.0.0.1:1", config=config) as client, pytest.raises(ServiceUnavailable) as caught:
+        client.model_info()
     message = str(caught.value)
     assert message.startswith(f"cannot reach the embedder service at {address} (") and expected in message, message
     assert "\n" not in message
@@ -218,20 +247,34 @@ def test_a_tls_mismatch_is_explained(case: str, expected: str, pki: TestPki, mtl
 # --- the CLI, in process ------------------------------------------------------------------------------------
 
 
-def test_the_cli_with_options_or_variables(pki: TestPki, mtls_stack: Stack, token_file: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_with_options_or_variables(
+    pki: TestPki,
+    mtls_stack: Stack,
+    token_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     write_images(tmp_path / "photos", 2)
     for name, value in mtls_stack.env().items():
         monkeypatch.setenv(name, value)
-    options = ["--tls-ca", str(pki.ca.cert), "--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key),
-               "--token-file", str(token_file)]
+    options = [
+        "--tls-ca",
+        str(pki.ca.cert),
+        "--tls-cert",
+        str(pki.client.cert),
+        "--tls-key",
+        str(pki.client.key),
+        "--token-file",
+        str(token_file),
+    ]
     code, out, err = cli(["index", str(tmp_path / "photos"), "--json", *options], capsys)
     assert code == 0, err
     assert json.loads(out)["images"] == 2
 
-    for name, value in mtls_stack.env(tls_ca=pki.ca.cert, tls_cert=pki.client.cert, tls_key=pki.client.key,
-                                      auth_token=TOKEN).items():
+    for name, value in mtls_stack.env(
+        tls_ca=pki.ca.cert, tls_cert=pki.client.cert, tls_key=pki.client.key, auth_token=TOKEN
+    ).items():
         monkeypatch.setenv(name, value)
     code, out, err = cli(["search", "--text", "colours", "--json"], capsys)
     assert code == 0, err
@@ -248,43 +291,65 @@ def test_the_cli_with_options_or_variables(pki: TestPki, mtls_stack: Stack, toke
     assert out == ""
 
 
-def test_the_cli_without_a_ca_on_a_tls_stack(mtls_stack: Stack, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_without_a_ca_on_a_tls_stack(
+    mtls_stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     for name, value in mtls_stack.env(auth_token=TOKEN, connect_timeout=5).items():
         monkeypatch.setenv(name, value)
     code, _, err = cli(["stats"], capsys)
-    assert_one_line_error(code, err, f"cannot reach the search service at {mtls_stack.search}",
-                          "it speaks TLS; set CLIPSEARCH_TLS_CA (--tls-ca)")
+    assert_one_line_error(
+        code,
+        err,
+        f"cannot reach the search service at {mtls_stack.search}",
+        "it speaks TLS; set CLIPSEARCH_TLS_CA (--tls-ca)",
+    )
 
 
-def test_bad_security_settings_are_one_line_errors(pki: TestPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_security_settings_are_one_line_errors(
+    pki: TestPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
     text = tmp_path / "notes.txt"
     text.write_text("not a certificate\n")
     ca, cert, key = str(pki.ca.cert), str(pki.client.cert), str(pki.client.key)
     encrypted = tmp_path / "encrypted.key"
-    subprocess.run(["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     cases: list[tuple[dict[str, str], list[str], str]] = [
         ({}, ["--tls-cert", cert, "--tls-key", key], "CLIPSEARCH_TLS_CERT (--tls-cert) needs CLIPSEARCH_TLS_CA"),
-        ({}, ["--tls-ca", ca, "--tls-cert", cert],
-         "CLIPSEARCH_TLS_CERT (--tls-cert) is set but CLIPSEARCH_TLS_KEY (--tls-key) is not"),
+        (
+            {},
+            ["--tls-ca", ca, "--tls-cert", cert],
+            "CLIPSEARCH_TLS_CERT (--tls-cert) is set but CLIPSEARCH_TLS_KEY (--tls-key) is not",
+        ),
         ({"CLIPSEARCH_TLS_KEY": key}, ["--tls-ca", ca], "CLIPSEARCH_TLS_KEY (--tls-key) is set but"),
         ({"CLIPSEARCH_TLS_SERVER_NAME": "a.example"}, [], "CLIPSEARCH_TLS_SERVER_NAME needs CLIPSEARCH_TLS_CA"),
-        ({}, ["--tls-ca", str(tmp_path / "missing.pem")],
-         f"CLIPSEARCH_TLS_CA (--tls-ca): '{tmp_path / 'missing.pem'}' cannot be read: No such file"),
+        (
+            {},
+            ["--tls-ca", str(tmp_path / "missing.pem")],
+            f"CLIPSEARCH_TLS_CA (--tls-ca): '{tmp_path / 'missing.pem'}' cannot be read: No such file",
+        ),
         ({"CLIPSEARCH_TLS_CA": str(text)}, [], f"CLIPSEARCH_TLS_CA (--tls-ca): '{text}' is not a PEM file"),
         ({}, ["--tls-ca", key], "holds no PEM CA certificate"),
-        ({}, ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", str(pki.server.key)],
-         "the private key does not belong to the certificate"),
+        (
+            {},
+            ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", str(pki.server.key)],
+            "the private key does not belong to the certificate",
+        ),
         ({}, ["--token-file", str(empty)], f"--token-file='{empty}' is empty"),
         ({}, ["--token-file", str(tmp_path / "nope")], "--token-file="),
         ({"CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "nope")}, [], "CLIPSEARCH_AUTH_TOKEN_FILE="),
         ({"CLIPSEARCH_AUTH_TOKEN": "two words"}, [], "CLIPSEARCH_AUTH_TOKEN must be printable ASCII"),
-        ({}, ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", str(encrypted)],
-         "CLIPSEARCH_TLS_KEY (--tls-key): the private key is encrypted"),
+        (
+            {},
+            ["--tls-ca", ca, "--tls-cert", cert, "--tls-key", str(encrypted)],
+            "CLIPSEARCH_TLS_KEY (--tls-key): the private key is encrypted",
+        ),
     ]
     for env, options, message in cases:
         with monkeypatch.context() as patch:
@@ -299,8 +364,9 @@ def test_bad_security_settings_are_one_line_errors(pki: TestPki, tmp_path: Path,
 # --- real processes ------------------------------------------------------------------------------------------
 
 
-def test_the_clipsearch_command_with_a_token_file_and_mutual_tls(pki: TestPki, mtls_stack: Stack,
-                                                                 token_file: Path, tmp_path: Path) -> None:
+def test_the_clipsearch_command_with_a_token_file_and_mutual_tls(
+    pki: TestPki, mtls_stack: Stack, token_file: Path, tmp_path: Path
+) -> None:
     base = {**os.environ, **mtls_stack.env(tls_ca=pki.ca.cert, tls_cert=pki.client.cert, tls_key=pki.client.key)}
     stats = run_cli(["stats", "--json", "--token-file", str(token_file)], base, tmp=tmp_path).json()
     assert stats["items"] == 0
@@ -311,20 +377,33 @@ def test_the_clipsearch_command_with_a_token_file_and_mutual_tls(pki: TestPki, m
     # A failed handshake is one line too, without gRPC's own log lines around it (importing the client here
     # set GRPC_VERBOSITY: the command must do without it).
     quiet = {name: value for name, value in base.items() if name != "GRPC_VERBOSITY"}
-    untrusted = run_cli(["stats", "--token-file", str(token_file), "--tls-ca", str(pki.other_ca.cert)],
-                        {**quiet, "CLIPSEARCH_CONNECT_TIMEOUT": "5"}, tmp=tmp_path, check=False)
+    untrusted = run_cli(
+        ["stats", "--token-file", str(token_file), "--tls-ca", str(pki.other_ca.cert)],
+        {**quiet, "CLIPSEARCH_CONNECT_TIMEOUT": "5"},
+        tmp=tmp_path,
+        check=False,
+    )
     assert untrusted.returncode == 1 and untrusted.stdout == ""
     assert untrusted.stderr.startswith("clipsearch: error: cannot reach the search service")
     assert untrusted.stderr.strip().count("\n") == 0 and "its certificate is not trusted" in untrusted.stderr
 
 
-def test_clipsearch_serve_with_a_token_and_mutual_tls(pki: TestPki, token_file: Path, tmp_path: Path,
-                                                      tiny_clip_dir: Path) -> None:
-    server = {f"{prefix}_{name}": str(value) for prefix in ("EMBEDDER_TLS", "SEARCH_TLS")
-              for name, value in (("CERT", pki.server.cert), ("KEY", pki.server.key), ("CLIENT_CA", pki.ca.cert))}
-    env = {**{k: v for k, v in os.environ.items() if k not in SECURITY_VARIABLES}, **server,
-           "CLIPSEARCH_AUTH_TOKEN_FILE": str(token_file), "CLIPSEARCH_TLS_CA": str(pki.ca.cert),
-           "CLIPSEARCH_TLS_CERT": str(pki.client.cert), "CLIPSEARCH_TLS_KEY": str(pki.client.key)}
+def test_clipsearch_serve_with_a_token_and_mutual_tls(
+    pki: TestPki, token_file: Path, tmp_path: Path, tiny_clip_dir: Path
+) -> None:
+    server = {
+        f"{prefix}_{name}": str(value)
+        for prefix in ("EMBEDDER_TLS", "SEARCH_TLS")
+        for name, value in (("CERT", pki.server.cert), ("KEY", pki.server.key), ("CLIENT_CA", pki.ca.cert))
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in SECURITY_VARIABLES},
+        **server,
+        "CLIPSEARCH_AUTH_TOKEN_FILE": str(token_file),
+        "CLIPSEARCH_TLS_CA": str(pki.ca.cert),
+        "CLIPSEARCH_TLS_CERT": str(pki.client.cert),
+        "CLIPSEARCH_TLS_KEY": str(pki.client.key),
+    }
     stack = start_serve(tmp_path, tiny_clip_dir, env=env)
     try:
         stack.wait_ready()
@@ -332,8 +411,17 @@ def test_clipsearch_serve_with_a_token_and_mutual_tls(pki: TestPki, token_file: 
         assert stack.exports["CLIPSEARCH_TLS_CA"] == str(pki.ca.cert)
         assert stack.exports["CLIPSEARCH_AUTH_TOKEN_FILE"] == str(token_file)
         client_env = stack.client_env({k: v for k, v in os.environ.items() if k not in SECURITY_VARIABLES})
-        client_env.update({name: stack.exports[name] for name in ("CLIPSEARCH_TLS_CA", "CLIPSEARCH_TLS_CERT",
-                                                                  "CLIPSEARCH_TLS_KEY", "CLIPSEARCH_AUTH_TOKEN_FILE")})
+        client_env.update(
+            {
+                name: stack.exports[name]
+                for name in (
+                    "CLIPSEARCH_TLS_CA",
+                    "CLIPSEARCH_TLS_CERT",
+                    "CLIPSEARCH_TLS_KEY",
+                    "CLIPSEARCH_AUTH_TOKEN_FILE",
+                )
+            }
+        )
         write_images(tmp_path / "photos", 3)
         report = run_cli(["index", str(tmp_path / "photos"), "--json"], client_env, tmp=tmp_path).json()
         assert (report["images"], report["failed"]) == (3, [])
@@ -355,15 +443,17 @@ def _health_probe() -> Callable[..., int]:
     return module.main
 
 
-def test_the_health_probe_speaks_the_services_tls(pki: TestPki, tiny_clip_dir: Path, tiny_embedder: Any,
-                                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_health_probe_speaks_the_services_tls(
+    pki: TestPki, tiny_clip_dir: Path, tiny_embedder: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     probe = _health_probe()
     # A server certificate that also allows client authentication can probe its own mutual-TLS server.
     dual = issue(pki.ca.cert.parent, pki.ca, "dual", usage="serverAuth,clientAuth", alt_names="IP:127.0.0.1")
     own = {"EMBEDDER_TLS_CERT": str(dual.cert), "EMBEDDER_TLS_KEY": str(dual.key)}
     one_way = start_embedder(tiny_clip_dir, tiny_embedder, tls=ServerTls.load(dual.cert, dual.key), auth_token=TOKEN)
-    mutual = start_embedder(tiny_clip_dir, tiny_embedder, tls=ServerTls.load(dual.cert, dual.key, pki.ca.cert),
-                            auth_token=TOKEN)
+    mutual = start_embedder(
+        tiny_clip_dir, tiny_embedder, tls=ServerTls.load(dual.cert, dual.key, pki.ca.cert), auth_token=TOKEN
+    )
     try:
         one_way_address, mutual_address = f"127.0.0.1:{one_way.port}", f"127.0.0.1:{mutual.port}"
         service = "clipsearch.v1.Embedder"
@@ -383,8 +473,9 @@ def test_the_health_probe_speaks_the_services_tls(pki: TestPki, tiny_clip_dir: P
         with_client_ca = {**own, "EMBEDDER_TLS_CLIENT_CA": str(pki.ca.cert)}
         code, output = run(mutual_address, with_client_ca)  # trusts the client CA, presents its own certificate
         assert (code, output.strip()) == (0, f"{mutual_address} {service}: SERVING")
-        code, output = run(mutual_address, with_client_ca, "--cert", str(pki.stranger.cert),
-                           "--key", str(pki.stranger.key))
+        code, output = run(
+            mutual_address, with_client_ca, "--cert", str(pki.stranger.cert), "--key", str(pki.stranger.key)
+        )
         assert code == 1 and "UNAVAILABLE" in output
         code, output = run(mutual_address, {**with_client_ca, "CLIPSEARCH_TLS_SERVER_NAME": "elsewhere.example"})
         assert code == 1 and "UNAVAILABLE" in output
@@ -399,19 +490,27 @@ def test_serve_security_settings(pki: TestPki, tmp_path: Path) -> None:
     def security(env: dict[str, str]) -> ChannelSecurity:
         return serve.serve_security(env)
 
-    server = {f"{p}_TLS_{n}": str(v) for p in ("EMBEDDER", "SEARCH")
-              for n, v in (("CERT", pki.server.cert), ("KEY", pki.server.key))}
+    server = {
+        f"{p}_TLS_{n}": str(v)
+        for p in ("EMBEDDER", "SEARCH")
+        for n, v in (("CERT", pki.server.cert), ("KEY", pki.server.key))
+    }
     client = {"CLIPSEARCH_TLS_CA": str(pki.ca.cert)}
     assert security({}) == ChannelSecurity()
-    assert security({**server, **client, "CLIPSEARCH_AUTH_TOKEN": TOKEN}) == \
-        ChannelSecurity(ca_file=pki.ca.cert, token=TOKEN)
+    assert security({**server, **client, "CLIPSEARCH_AUTH_TOKEN": TOKEN}) == ChannelSecurity(
+        ca_file=pki.ca.cert, token=TOKEN
+    )
     mutual = {**server, "SEARCH_TLS_CLIENT_CA": str(pki.ca.cert)}
     refusals = [
-        ({"EMBEDDER_TLS_CERT": server["EMBEDDER_TLS_CERT"], "EMBEDDER_TLS_KEY": server["EMBEDDER_TLS_KEY"]},
-         "EMBEDDER_TLS_CERT is set but SEARCH_TLS_CERT is not: under clipsearch serve both services use TLS"),
+        (
+            {"EMBEDDER_TLS_CERT": server["EMBEDDER_TLS_CERT"], "EMBEDDER_TLS_KEY": server["EMBEDDER_TLS_KEY"]},
+            "EMBEDDER_TLS_CERT is set but SEARCH_TLS_CERT is not: under clipsearch serve both services use TLS",
+        ),
         (server, "the services use TLS (EMBEDDER_TLS_CERT, SEARCH_TLS_CERT): set CLIPSEARCH_TLS_CA"),
-        ({**mutual, **client}, "require client certificates (SEARCH_TLS_CLIENT_CA): set CLIPSEARCH_TLS_CERT and "
-                               "CLIPSEARCH_TLS_KEY"),
+        (
+            {**mutual, **client},
+            "require client certificates (SEARCH_TLS_CLIENT_CA): set CLIPSEARCH_TLS_CERT and CLIPSEARCH_TLS_KEY",
+        ),
         (client, "CLIPSEARCH_TLS_CA is set but the services run without TLS"),
     ]
     for env, message in refusals:
@@ -422,6 +521,7 @@ def test_serve_security_settings(pki: TestPki, tmp_path: Path) -> None:
         security({"SEARCH_TLS_KEY": str(pki.server.key)})
     with pytest.raises(ConfigError, match="CLIPSEARCH_TLS_CA \\(--tls-ca\\): .* cannot be read"):
         security({**server, "CLIPSEARCH_TLS_CA": str(tmp_path / "missing.pem")})
-    full = security({**mutual, **client, "CLIPSEARCH_TLS_CERT": str(pki.client.cert),
-                     "CLIPSEARCH_TLS_KEY": str(pki.client.key)})
+    full = security(
+        {**mutual, **client, "CLIPSEARCH_TLS_CERT": str(pki.client.cert), "CLIPSEARCH_TLS_KEY": str(pki.client.key)}
+    )
     assert (full.tls, full.mutual) == (True, True)

@@ -1,4 +1,5 @@
 """Client parts that need no server: ids, source URIs, batching, addresses, timestamps."""
+
 from __future__ import annotations
 
 import os
@@ -64,9 +65,15 @@ def test_non_utf8_names_round_trip_and_display(tmp_path: Path) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b
-                                                          and b not in (b".", b"..")),
-                min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.binary(min_size=1, max_size=40).filter(
+            lambda b: b"/" not in b and b"\0" not in b and b not in (b".", b"..")
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_any_byte_path_round_trips(parts: list[bytes]) -> None:
     path = b"/" + b"/".join(parts)
     uri = path_to_uri(path)
@@ -83,10 +90,8 @@ def test_is_within_directory_scopes() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(sizes=st.lists(st.integers(1, 100), max_size=60), max_count=st.integers(1, 8),
-       max_bytes=st.integers(100, 400))
-def test_batches_respect_count_and_byte_limits_in_order(sizes: list[int], max_count: int,
-                                                        max_bytes: int) -> None:
+@given(sizes=st.lists(st.integers(1, 100), max_size=60), max_count=st.integers(1, 8), max_bytes=st.integers(100, 400))
+def test_batches_respect_count_and_byte_limits_in_order(sizes: list[int], max_count: int, max_bytes: int) -> None:
     batcher: Batcher[int] = Batcher(max_count, max_bytes)
     batches: list[list[int]] = []
     for index, size in enumerate(sizes):
@@ -149,9 +154,10 @@ def test_marker_tag_names_the_frame_count_and_rate() -> None:
 
 
 def test_the_client_needs_no_model_or_database_libraries() -> None:
-    code = ("import sys, client, client.cli, client.api, client.ingest, client.media, client.output\n"
-            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'redis'})\n"
-            "print(','.join(heavy))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                            check=True)
+    code = (
+        "import sys, client, client.cli, client.api, client.ingest, client.media, client.output\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'redis'})\n"
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == ""

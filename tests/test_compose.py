@@ -1,4 +1,5 @@
 """docker-compose.yml and the Dockerfiles agree with the code: modules, env names, ports, installs, health."""
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,13 @@ EXTRAS = {"embedder": "embedder", "search": "search", "cli": None}
 # Variables read by libraries rather than by the project, and the module whose source reads each.
 LIBRARY_ENV = {"HF_HOME": "huggingface_hub.constants"}
 # Variables read by Python and pip themselves.
-INTERPRETER_ENV = {"PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR",
-                   "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_ROOT_USER_ACTION"}
+INTERPRETER_ENV = {
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED",
+    "PIP_NO_CACHE_DIR",
+    "PIP_DISABLE_PIP_VERSION_CHECK",
+    "PIP_ROOT_USER_ACTION",
+}
 
 
 def load_compose() -> dict:
@@ -128,9 +134,14 @@ def source_files(packages: tuple[str, ...]) -> Iterator[Path]:
 def config_class(package: str) -> type:
     """The service's configuration: the dataclass in PACKAGE.config with a from_env classmethod."""
     module = importlib.import_module(f"{package}.config")
-    found = [value for value in vars(module).values()
-             if isinstance(value, type) and dataclasses.is_dataclass(value) and hasattr(value, "from_env")
-             and value.__module__ == module.__name__]
+    found = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and dataclasses.is_dataclass(value)
+        and hasattr(value, "from_env")
+        and value.__module__ == module.__name__
+    ]
     assert len(found) == 1, f"{package}.config: expected one dataclass with from_env, found {found}"
     return found[0]
 
@@ -143,8 +154,7 @@ def compose_command() -> list[str] | None:
     for command in (["docker", "compose"], ["docker-compose"]):
         if shutil.which(command[0]) is None:
             continue
-        version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True,
-                                 check=False)
+        version = subprocess.run([*command, "version", "--short"], capture_output=True, text=True, check=False)
         if version.returncode == 0 and version.stdout.strip().lstrip("v").startswith("2"):
             return command
     return None
@@ -154,8 +164,13 @@ def test_docker_compose_validates_the_file() -> None:
     command = compose_command()
     if command is None:
         pytest.skip("Docker Compose v2 is not installed (neither `docker compose` nor `docker-compose`)")
-    result = subprocess.run([*command, "-f", str(COMPOSE_FILE), "--profile", "cli", "config", "--quiet"],
-                            cwd=ROOT, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "--profile", "cli", "config", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     # --quiet prints nothing for a valid file (some wrappers lose the exit status, so both are checked).
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
@@ -163,8 +178,9 @@ def test_docker_compose_validates_the_file() -> None:
 def test_redis_has_the_query_engine_persistence_and_a_healthcheck() -> None:
     redis = SERVICES["redis"]
     pinned = r"redis:8\.\d+\.\d+(-\w+)?|redis/redis-stack-server:\d+\.\d+\.\d+-v\d+"
-    assert re.fullmatch(pinned, redis["image"]), \
+    assert re.fullmatch(pinned, redis["image"]), (
         f"pin Redis 8 (query engine built in) or redis-stack-server to an exact version: {redis['image']}"
+    )
     command = [str(part) for part in redis["command"]]
     assert command[command.index("--appendonly") + 1] == "yes"
     volume = next(v.split(":")[0] for v in redis["volumes"] if v.split(":")[1] == "/data")
@@ -197,15 +213,17 @@ def test_cli_runs_the_installed_console_script() -> None:
 @pytest.mark.parametrize("service", ["embedder", "search", "cli"])
 def test_every_variable_set_is_read_by_the_code(service: str) -> None:
     packages = ("clipsearch", GRPC_SERVICES[service][0] if service in GRPC_SERVICES else "client")
-    read = {name for path in source_files(packages)
-            for name in re.findall(r"[\"']([A-Z][A-Z0-9_]+)[\"']", path.read_text())}
+    read = {
+        name for path in source_files(packages) for name in re.findall(r"[\"']([A-Z][A-Z0-9_]+)[\"']", path.read_text())
+    }
     names = set(compose_env(service)) | set(dockerfile_of(service).env())
     assert names, f"{service} sets no variables"
     for name in sorted(names - INTERPRETER_ENV):
         if name in LIBRARY_ENV:
             spec = importlib.util.find_spec(LIBRARY_ENV[name])
-            assert spec and spec.origin and f'"{name}"' in Path(spec.origin).read_text(), \
+            assert spec and spec.origin and f'"{name}"' in Path(spec.origin).read_text(), (
                 f"{name}: not read by {LIBRARY_ENV[name]}"
+            )
         else:
             assert name in read, f"{service} sets {name}, which no module of {packages} reads"
 
@@ -273,11 +291,17 @@ def test_healthchecks_probe_the_grpc_service(service: str) -> None:
 
 def test_health_check_script_with_running_services(embedder_address: str, search_address: str) -> None:
     def probe(address: str, service: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(HEALTH_SCRIPT), address, service, "--timeout", "10"],
-                              capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [sys.executable, str(HEALTH_SCRIPT), address, service, "--timeout", "10"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
-    for address, service in ((embedder_address, GRPC_SERVICES["embedder"][1]),
-                             (search_address, GRPC_SERVICES["search"][1])):
+    for address, service in (
+        (embedder_address, GRPC_SERVICES["embedder"][1]),
+        (search_address, GRPC_SERVICES["search"][1]),
+    ):
         result = probe(address, service)
         assert result.returncode == 0 and "SERVING" in result.stdout, result.stdout + result.stderr
     unknown = probe(embedder_address, "clipsearch.v1.NoSuchService")
@@ -348,8 +372,11 @@ def imported_project_packages(package: str) -> set[str]:
 def test_dockerfile_copies_what_exists_and_is_not_ignored(service: str) -> None:
     dockerfile = dockerfile_of(service)
     context = ROOT / SERVICES[service]["build"].get("context", ".")
-    ignore = [line.strip() for line in (context / ".dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (context / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert not any(p.startswith("!") for p in ignore), "exceptions are not checked here"
     copied: set[str] = set()
     for copy in dockerfile.all("COPY"):

@@ -1,4 +1,5 @@
 """End to end: `clipsearch serve` and the `clipsearch` CLI as real processes, on a tiny CLIP."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,15 @@ import pytest
 from PIL import Image
 
 from client import cli
-from tests.fixtures_e2e import (ServeProcess, fully_indexed_stats, health_status, run_cli,
-                                second_pattern, write_test_images, write_test_video)
+from tests.fixtures_e2e import (
+    ServeProcess,
+    fully_indexed_stats,
+    health_status,
+    run_cli,
+    second_pattern,
+    write_test_images,
+    write_test_video,
+)
 
 COLLECTION = "e2e"
 PHOTOS = 30
@@ -42,8 +50,9 @@ def corpus(serve_stack: ServeProcess, tmp_path_factory: pytest.TempPathFactory) 
     video = tmp / "videos" / "clip.mp4"
     write_test_video(video, VIDEO_SECONDS, VIDEO_FPS, *VIDEO_SIZE)
     env = serve_stack.client_env()
-    report = run_cli(["index", str(tmp / "photos"), str(video), "--collection", COLLECTION, "--json"],
-                     env, tmp=tmp).json()
+    report = run_cli(
+        ["index", str(tmp / "photos"), str(video), "--collection", COLLECTION, "--json"], env, tmp=tmp
+    ).json()
     return Corpus(tmp, env, photos, video, report)
 
 
@@ -66,9 +75,22 @@ def test_every_image_finds_itself_first(corpus: Corpus, serve_stack: ServeProces
     for photo in corpus.photos:
         output = io.StringIO()
         with contextlib.redirect_stdout(output):
-            code = cli.main(["search", "--image", str(photo), "--top", "3", "--collection", COLLECTION,
-                             "--json", "--embedder", serve_stack.exports["EMBEDDER_ADDR"],
-                             "--search", serve_stack.search_address])
+            code = cli.main(
+                [
+                    "search",
+                    "--image",
+                    str(photo),
+                    "--top",
+                    "3",
+                    "--collection",
+                    COLLECTION,
+                    "--json",
+                    "--embedder",
+                    serve_stack.exports["EMBEDDER_ADDR"],
+                    "--search",
+                    serve_stack.search_address,
+                ]
+            )
         assert code == 0
         first = json.loads(output.getvalue())["results"][0]
         assert str(photo) in first["paths"], f"{photo.name}: first match is {first['paths']}"
@@ -76,8 +98,18 @@ def test_every_image_finds_itself_first(corpus: Corpus, serve_stack: ServeProces
 
 
 def test_video_frames_carry_their_timestamps(corpus: Corpus) -> None:
-    frames = corpus.cli("search", "--text", "a coloured pattern", "--media", "video", "--collection",
-                        COLLECTION, "--top", "50", "--json")["results"]
+    frames = corpus.cli(
+        "search",
+        "--text",
+        "a coloured pattern",
+        "--media",
+        "video",
+        "--collection",
+        COLLECTION,
+        "--top",
+        "50",
+        "--json",
+    )["results"]
     by_time = sorted(frames, key=lambda hit: hit["timestamp_seconds"])
     assert [hit["timestamp_seconds"] for hit in by_time] == [float(s) for s in range(VIDEO_SECONDS)]
     assert [hit["frame_index"] for hit in by_time] == [s * VIDEO_FPS for s in range(VIDEO_SECONDS)]
@@ -86,16 +118,20 @@ def test_video_frames_carry_their_timestamps(corpus: Corpus) -> None:
     for second in (0, 3, VIDEO_SECONDS - 1):
         picture = corpus.tmp / f"second-{second}.png"
         Image.fromarray(second_pattern(second, *VIDEO_SIZE)).save(picture)
-        best = corpus.cli("search", "--image", picture, "--media", "video", "--collection", COLLECTION,
-                          "--top", "1", "--json")["results"][0]
+        best = corpus.cli(
+            "search", "--image", picture, "--media", "video", "--collection", COLLECTION, "--top", "1", "--json"
+        )["results"][0]
         assert best["timestamp_seconds"] == second
 
 
 def test_the_results_table_shows_video_times_as_hh_mm_ss(corpus: Corpus, tmp_path: Path) -> None:
     picture = tmp_path / "second-5.png"
     Image.fromarray(second_pattern(5, *VIDEO_SIZE)).save(picture)
-    table = run_cli(["search", "--image", str(picture), "--media", "video", "--collection", COLLECTION,
-                     "--top", "1"], corpus.env, tmp=tmp_path).stdout
+    table = run_cli(
+        ["search", "--image", str(picture), "--media", "video", "--collection", COLLECTION, "--top", "1"],
+        corpus.env,
+        tmp=tmp_path,
+    ).stdout
     assert "00:00:05" in table and "clip.mp4" in table
 
 
@@ -122,18 +158,19 @@ def test_a_second_index_run_adds_nothing(corpus: Corpus) -> None:
 def test_prune_removes_the_items_of_deleted_files(serve_stack: ServeProcess, tmp_path: Path) -> None:
     env = serve_stack.client_env()
     photos = write_test_images(tmp_path / "album", 6, seed=5)
-    first = run_cli(["index", str(tmp_path / "album"), "--collection", "prune", "--json"], env,
-                    tmp=tmp_path).json()
+    first = run_cli(["index", str(tmp_path / "album"), "--collection", "prune", "--json"], env, tmp=tmp_path).json()
     assert first["indexed"] == 6
     gone = photos[:2]
     for photo in gone:
         photo.unlink()
-    pruned = run_cli(["index", str(tmp_path / "album"), "--collection", "prune", "--prune", "--json"], env,
-                     tmp=tmp_path).json()
+    pruned = run_cli(
+        ["index", str(tmp_path / "album"), "--collection", "prune", "--prune", "--json"], env, tmp=tmp_path
+    ).json()
     assert (pruned["indexed"], pruned["pruned_items"]) == (0, 2)
     assert fully_indexed_stats(env, tmp_path)["collections"]["prune"] == 4
-    left = run_cli(["search", "--text", "anything", "--collection", "prune", "--top", "10", "--json"], env,
-                   tmp=tmp_path).json()["results"]
+    left = run_cli(
+        ["search", "--text", "anything", "--collection", "prune", "--top", "10", "--json"], env, tmp=tmp_path
+    ).json()["results"]
     assert sorted(path for hit in left for path in hit["paths"]) == sorted(str(p) for p in photos[2:])
 
 

@@ -1,4 +1,5 @@
 """The one-command demo (`make demo` runs scripts/demo.py), as CI runs it: on a local tiny checkpoint."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,15 @@ DEMO_TIMEOUT = 600
 
 
 def run_demo(workdir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(DEMO), "--workdir", str(workdir)], env=env, cwd=REPO,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DEMO_TIMEOUT)
+    return subprocess.run(
+        [sys.executable, str(DEMO), "--workdir", str(workdir)],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT,
+    )
 
 
 def processes_using(directory: Path) -> list[str]:
@@ -35,7 +43,7 @@ def section(output: str, command: str) -> list[str]:
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"$ clipsearch {command}"))
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("$ ")), len(lines))
-    return [line for line in lines[start + 1:end] if line.strip()]
+    return [line for line in lines[start + 1 : end] if line.strip()]
 
 
 def test_the_demo_runs_every_step_on_a_local_checkpoint(tmp_path: Path, tiny_clip_dir: Path) -> None:

@@ -1,4 +1,5 @@
 """Scale: a 40-minute video indexes completely through `clipsearch index`, in bounded client memory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,7 @@ PEAK_RSS_LIMIT = 256 * MiB
 PEAK_RSS_GROWTH_LIMIT = 32 * MiB
 
 
-def test_a_forty_minute_video_indexes_completely_in_bounded_memory(serve_stack: ServeProcess,
-                                                                   tmp_path: Path) -> None:
+def test_a_forty_minute_video_indexes_completely_in_bounded_memory(serve_stack: ServeProcess, tmp_path: Path) -> None:
     short, long = tmp_path / "one-minute.mp4", tmp_path / "forty-minutes.mp4"
     write_test_video(short, SHORT_SECONDS, FPS, WIDTH, HEIGHT)
     assert write_test_video(long, LONG_SECONDS, FPS, WIDTH, HEIGHT) == LONG_SECONDS * FPS
@@ -33,7 +33,9 @@ def test_a_forty_minute_video_indexes_completely_in_bounded_memory(serve_stack: 
     assert stats["collections"]["scale"] == LONG_SECONDS
     assert stats["collections"]["scale-baseline"] == SHORT_SECONDS
 
-    print(f"clipsearch index peak RSS: {result.max_rss_bytes / MiB:.0f} MiB for {LONG_SECONDS} frames, "
-          f"{baseline.max_rss_bytes / MiB:.0f} MiB for {SHORT_SECONDS}; took {report['seconds']:.1f} s")
+    print(
+        f"clipsearch index peak RSS: {result.max_rss_bytes / MiB:.0f} MiB for {LONG_SECONDS} frames, "
+        f"{baseline.max_rss_bytes / MiB:.0f} MiB for {SHORT_SECONDS}; took {report['seconds']:.1f} s"
+    )
     assert result.max_rss_bytes <= PEAK_RSS_LIMIT
     assert result.max_rss_bytes <= baseline.max_rss_bytes + PEAK_RSS_GROWTH_LIMIT

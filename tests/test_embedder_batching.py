@@ -1,4 +1,5 @@
 """Dynamic batching: merged forward passes give every caller the vectors it would get alone."""
+
 from __future__ import annotations
 
 import threading
@@ -25,8 +26,16 @@ from embedder_service.preprocess import Preprocessor, decode_image
 from embedder_service.server import EmbedderServer
 from tests.fixtures_embedder import cosine, embedder_test_config, encode_image, running_embedder, sample_photo
 
-TEXTS = ["a", "a photo of a cat", "一只猫在沙发上睡觉", "🚀", "a diagram of " + "very " * 40 + "long words",
-         "the quick brown fox jumps over the lazy dog", "x y", "ein Hund im Schnee, der einen Ball fängt"]
+TEXTS = [
+    "a",
+    "a photo of a cat",
+    "一只猫在沙发上睡觉",
+    "🚀",
+    "a diagram of " + "very " * 40 + "long words",
+    "the quick brown fox jumps over the lazy dog",
+    "x y",
+    "ein Hund im Schnee, der einen Ball fängt",
+]
 # Texts of one token length, so that a merged batch of them is one forward pass.
 SAME_LENGTH = [f"a photo of a {animal}" for animal in ("cat", "dog", "owl", "elk", "fox", "cow", "pig", "ant")]
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket"]
@@ -72,7 +81,7 @@ def run_together(calls: list[Callable[[], object]]) -> list[object]:
         barrier.wait()
         try:
             results[index] = calls[index]()
-        except Exception as error:  # reported to the test, which checks each result
+        except Exception as error:  # noqa: BLE001 - reported to the test, which checks each result
             results[index] = error
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(calls))]
@@ -91,19 +100,23 @@ def batch_sizes(registry: CollectorRegistry, kind: str) -> tuple[float, float]:
 
 
 @contextmanager
-def embedder_stub(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder,
-                  **overrides: object) -> Iterator[tuple[embedder_pb2_grpc.EmbedderStub, EmbedderServer]]:
+def embedder_stub(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, **overrides: object
+) -> Iterator[tuple[embedder_pb2_grpc.EmbedderStub, EmbedderServer]]:
     config = embedder_test_config(tiny_clip_dir, workers=16, **overrides)
-    with running_embedder(config, tiny_embedder) as server, \
-            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    with (
+        running_embedder(config, tiny_embedder) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
         yield embedder_pb2_grpc.EmbedderStub(channel), server
 
 
 # --- over gRPC ---------------------------------------------------------------------------------------
 
 
-def test_concurrent_callers_get_the_vectors_of_direct_calls(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder,
-                                                            image_files: list[bytes]) -> None:
+def test_concurrent_callers_get_the_vectors_of_direct_calls(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, image_files: list[bytes]
+) -> None:
     """12 callers, 3 rounds each, of texts of many lengths and of images, merged into shared passes."""
     expected_texts = {text: alone_text(tiny_embedder, text) for text in TEXTS}
     expected_images = [alone_image(tiny_embedder, data) for data in image_files]
@@ -115,20 +128,24 @@ def test_concurrent_callers_get_the_vectors_of_direct_calls(tiny_clip_dir: Path,
                 n = seed + round_
                 if n % 3 == 2:
                     chosen = [n % len(image_files), (n + 1) % len(image_files)]
-                    response = stub.EmbedImages(pb.EmbedImagesRequest(
-                        images=[pb.Image(encoded=image_files[i]) for i in chosen]))
-                    out += [("image", i, values(result.embedding))
-                            for i, result in zip(chosen, response.results, strict=True)]
+                    response = stub.EmbedImages(
+                        pb.EmbedImagesRequest(images=[pb.Image(encoded=image_files[i]) for i in chosen])
+                    )
+                    out += [
+                        ("image", i, values(result.embedding))
+                        for i, result in zip(chosen, response.results, strict=True)
+                    ]
                 else:
                     chosen = [n % len(TEXTS)] if n % 3 == 0 else [n % len(TEXTS), (n + 3) % len(TEXTS)]
                     response = stub.EmbedTexts(pb.EmbedTextsRequest(texts=[TEXTS[i] for i in chosen]))
-                    out += [("text", i, values(embedding))
-                            for i, embedding in zip(chosen, response.embeddings, strict=True)]
+                    out += [
+                        ("text", i, values(embedding)) for i, embedding in zip(chosen, response.embeddings, strict=True)
+                    ]
             return out
+
         return run
 
-    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=1000.0,
-                       batch_max_size=8) as (stub, server):
+    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=1000.0, batch_max_size=8) as (stub, server):
         results = run_together([caller(seed) for seed in range(12)])
         text_passes, text_rows = batch_sizes(server.registry, "text")
         image_passes, image_rows = batch_sizes(server.registry, "image")
@@ -143,17 +160,28 @@ def test_concurrent_callers_get_the_vectors_of_direct_calls(tiny_clip_dir: Path,
 
 
 @pytest.mark.parametrize("kind", ["text", "image"])
-def test_eight_callers_at_once_share_one_forward_pass(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder,
-                                                      image_files: list[bytes], kind: str) -> None:
-    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=LONG_WAIT_MS,
-                       batch_max_size=8) as (stub, server):
+def test_eight_callers_at_once_share_one_forward_pass(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, image_files: list[bytes], kind: str
+) -> None:
+    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=LONG_WAIT_MS, batch_max_size=8) as (
+        stub,
+        server,
+    ):
         if kind == "text":
-            calls = [lambda text=text: values(stub.EmbedTexts(pb.EmbedTextsRequest(texts=[text])).embeddings[0])
-                     for text in SAME_LENGTH]
+            calls = [
+                lambda text=text: values(stub.EmbedTexts(pb.EmbedTextsRequest(texts=[text])).embeddings[0])
+                for text in SAME_LENGTH
+            ]
             expected = [alone_text(tiny_embedder, text) for text in SAME_LENGTH]
         else:
-            calls = [lambda i=i: values(stub.EmbedImages(pb.EmbedImagesRequest(
-                images=[pb.Image(encoded=image_files[i % 4])])).results[0].embedding) for i in range(8)]
+            calls = [
+                lambda i=i: values(
+                    stub.EmbedImages(pb.EmbedImagesRequest(images=[pb.Image(encoded=image_files[i % 4])]))
+                    .results[0]
+                    .embedding
+                )
+                for i in range(8)
+            ]
             expected = [alone_image(tiny_embedder, image_files[i % 4]) for i in range(8)]
         results = run_together(calls)
         assert batch_sizes(server.registry, kind) == (1.0, 8.0)
@@ -162,13 +190,19 @@ def test_eight_callers_at_once_share_one_forward_pass(tiny_clip_dir: Path, tiny_
         assert_same_vector(got, want)
 
 
-def test_with_batching_off_every_forward_pass_has_one_request(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder,
-                                                              image_files: list[bytes]) -> None:
+def test_with_batching_off_every_forward_pass_has_one_request(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, image_files: list[bytes]
+) -> None:
     with embedder_stub(tiny_clip_dir, tiny_embedder, dynamic_batching=False) as (stub, server):
-        calls = [lambda i=i: values(stub.EmbedTexts(pb.EmbedTextsRequest(texts=[TEXTS[i]])).embeddings[0])
-                 for i in range(8)]
-        calls += [lambda i=i: values(stub.EmbedImages(pb.EmbedImagesRequest(
-            images=[pb.Image(encoded=image_files[i])])).results[0].embedding) for i in range(4)]
+        calls = [
+            lambda i=i: values(stub.EmbedTexts(pb.EmbedTextsRequest(texts=[TEXTS[i]])).embeddings[0]) for i in range(8)
+        ]
+        calls += [
+            lambda i=i: values(
+                stub.EmbedImages(pb.EmbedImagesRequest(images=[pb.Image(encoded=image_files[i])])).results[0].embedding
+            )
+            for i in range(4)
+        ]
         results = run_together(calls)
         assert not server.batcher.running  # no worker thread: each caller runs its own pass
         assert batch_sizes(server.registry, "text") == (8.0, 8.0)
@@ -180,15 +214,19 @@ def test_with_batching_off_every_forward_pass_has_one_request(tiny_clip_dir: Pat
         assert_same_vector(got, alone_image(tiny_embedder, data))
 
 
-def test_classify_labels_are_batched_and_score_as_unbatched(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder,
-                                                            image_files: list[bytes]) -> None:
+def test_classify_labels_are_batched_and_score_as_unbatched(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, image_files: list[bytes]
+) -> None:
     labels = ["cat", "dog", "owl", "elk"]  # one token length: the 8 prompts make one pass
     vector = alone_image(tiny_embedder, image_files[1])
     expected = tiny_embedder.classify(vector, labels, "a photo of {}")
-    request = pb.ClassifyRequest(embedding=pb.Embedding(values=vector.tolist()), labels=labels,
-                                 prompt_template="a photo of {}")
-    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=LONG_WAIT_MS,
-                       batch_max_size=8) as (stub, server):
+    request = pb.ClassifyRequest(
+        embedding=pb.Embedding(values=vector.tolist()), labels=labels, prompt_template="a photo of {}"
+    )
+    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=LONG_WAIT_MS, batch_max_size=8) as (
+        stub,
+        server,
+    ):
         responses = run_together([lambda: stub.Classify(request)] * 2)  # 2 calls x 4 labels fill one pass
         assert batch_sizes(server.registry, "text") == (1.0, 8.0)
     for response in responses:
@@ -197,10 +235,13 @@ def test_classify_labels_are_batched_and_score_as_unbatched(tiny_clip_dir: Path,
         np.testing.assert_allclose([s.cosine for s in response.scores], expected.cosines, atol=1e-5)
 
 
-def test_a_stopped_batcher_answers_unavailable_and_its_thread_ends(tiny_clip_dir: Path,
-                                                                   tiny_embedder: ClipEmbedder) -> None:
-    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=LONG_WAIT_MS,
-                       batch_max_size=8) as (stub, server):
+def test_a_stopped_batcher_answers_unavailable_and_its_thread_ends(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder
+) -> None:
+    with embedder_stub(tiny_clip_dir, tiny_embedder, batch_max_wait_ms=LONG_WAIT_MS, batch_max_size=8) as (
+        stub,
+        server,
+    ):
         assert server.batcher.running
         waiting = stub.EmbedTexts.future(pb.EmbedTextsRequest(texts=["queued alone, waiting for company"]))
         wait_for(lambda: server.registry.get_sample_value("embedder_queue_depth", {"kind": "text"}) == 1.0)
@@ -272,8 +313,13 @@ def test_one_bad_request_fails_alone(tiny_embedder: ClipEmbedder, image_files: l
     registry = CollectorRegistry()
     options = BatchingOptions(max_images=3, max_wait_seconds=LONG_WAIT_MS / 1000)
     with started(BatchingEmbedder(tiny_embedder, options, observer=EmbedderMetrics(registry))) as batcher:
-        results = run_together([lambda: batcher.embed_images(good[0]), lambda: batcher.embed_images(wrong_size),
-                                lambda: batcher.embed_images(good[1])])
+        results = run_together(
+            [
+                lambda: batcher.embed_images(good[0]),
+                lambda: batcher.embed_images(wrong_size),
+                lambda: batcher.embed_images(good[1]),
+            ]
+        )
     assert isinstance(results[1], Exception) and "64" in str(results[1])
     for got, data in zip((results[0], results[2]), image_files[:2], strict=True):
         assert isinstance(got, np.ndarray) and got.shape == (1, 32)
@@ -285,8 +331,11 @@ def test_one_bad_request_fails_alone(tiny_embedder: ClipEmbedder, image_files: l
 def test_a_request_larger_than_the_merge_limit_runs_whole(tiny_embedder: ClipEmbedder) -> None:
     registry = CollectorRegistry()
     texts = [f"caption number {i}" for i in range(7)]
-    with started(BatchingEmbedder(tiny_embedder, BatchingOptions(max_texts=4, max_wait_seconds=0.0),
-                                  observer=EmbedderMetrics(registry))) as batcher:
+    with started(
+        BatchingEmbedder(
+            tiny_embedder, BatchingOptions(max_texts=4, max_wait_seconds=0.0), observer=EmbedderMetrics(registry)
+        )
+    ) as batcher:
         got = batcher.embed_texts(texts)
     assert batch_sizes(registry, "text") == (1.0, 7.0)
     for vector, text in zip(got, texts, strict=True):
@@ -295,8 +344,11 @@ def test_a_request_larger_than_the_merge_limit_runs_whole(tiny_embedder: ClipEmb
 
 def test_closing_fails_queued_requests_and_refuses_new_ones(tiny_embedder: ClipEmbedder) -> None:
     registry = CollectorRegistry()
-    batcher = BatchingEmbedder(tiny_embedder, BatchingOptions(max_texts=8, max_wait_seconds=LONG_WAIT_MS / 1000),
-                               observer=EmbedderMetrics(registry))
+    batcher = BatchingEmbedder(
+        tiny_embedder,
+        BatchingOptions(max_texts=8, max_wait_seconds=LONG_WAIT_MS / 1000),
+        observer=EmbedderMetrics(registry),
+    )
     batcher.start()
     outcome: list[object] = []
     thread = threading.Thread(target=lambda: outcome.append(_capture(lambda: batcher.embed_texts(["waiting"]))))
@@ -316,21 +368,24 @@ def test_closing_fails_queued_requests_and_refuses_new_ones(tiny_embedder: ClipE
 def _capture(call: Callable[[], object]) -> object:
     try:
         return call()
-    except Exception as error:  # handed to the test, which checks its type
+    except Exception as error:  # noqa: BLE001 - handed to the test, which checks its type
         return error
 
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=60) \
-    .filter(str.strip)
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=60).filter(
+    str.strip
+)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(requests=st.lists(st.lists(_text, min_size=1, max_size=3), min_size=2, max_size=6))
-def test_any_texts_merged_in_any_grouping_equal_their_lone_vectors(tiny_embedder: ClipEmbedder,
-                                                                    requests: list[list[str]]) -> None:
+def test_any_texts_merged_in_any_grouping_equal_their_lone_vectors(
+    tiny_embedder: ClipEmbedder, requests: list[list[str]]
+) -> None:
     rows = sum(len(texts) for texts in requests)
-    with started(BatchingEmbedder(tiny_embedder, BatchingOptions(max_texts=rows,
-                                                                 max_wait_seconds=LONG_WAIT_MS / 1000))) as batcher:
+    with started(
+        BatchingEmbedder(tiny_embedder, BatchingOptions(max_texts=rows, max_wait_seconds=LONG_WAIT_MS / 1000))
+    ) as batcher:
         results = run_together([lambda texts=texts: batcher.embed_texts(texts) for texts in requests])
     for texts, got in zip(requests, results, strict=True):
         assert isinstance(got, np.ndarray), got
@@ -344,11 +399,16 @@ def test_any_texts_merged_in_any_grouping_equal_their_lone_vectors(tiny_embedder
 def test_batching_settings_come_from_the_environment() -> None:
     default = EmbedderConfig.from_env({})
     assert (default.dynamic_batching, default.batch_max_size, default.batch_max_wait_ms) == (True, 32, 5.0)
-    config = EmbedderConfig.from_env({"EMBEDDER_DYNAMIC_BATCHING": "off", "EMBEDDER_BATCH_MAX_SIZE": "16",
-                                      "EMBEDDER_BATCH_MAX_WAIT_MS": "2.5"})
+    config = EmbedderConfig.from_env(
+        {"EMBEDDER_DYNAMIC_BATCHING": "off", "EMBEDDER_BATCH_MAX_SIZE": "16", "EMBEDDER_BATCH_MAX_WAIT_MS": "2.5"}
+    )
     assert (config.dynamic_batching, config.batch_max_size, config.batch_max_wait_ms) == (False, 16, 2.5)
-    for name, value in [("EMBEDDER_DYNAMIC_BATCHING", "sometimes"), ("EMBEDDER_BATCH_MAX_SIZE", "0"),
-                        ("EMBEDDER_BATCH_MAX_WAIT_MS", "-1"), ("EMBEDDER_BATCH_MAX_WAIT_MS", "inf")]:
+    for name, value in [
+        ("EMBEDDER_DYNAMIC_BATCHING", "sometimes"),
+        ("EMBEDDER_BATCH_MAX_SIZE", "0"),
+        ("EMBEDDER_BATCH_MAX_WAIT_MS", "-1"),
+        ("EMBEDDER_BATCH_MAX_WAIT_MS", "inf"),
+    ]:
         with pytest.raises(ConfigError, match=name):
             EmbedderConfig.from_env({name: value})
 
@@ -356,8 +416,9 @@ def test_batching_settings_come_from_the_environment() -> None:
 def test_merged_passes_stay_within_the_call_limits(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder) -> None:
     from embedder_service.config import Limits
 
-    config = embedder_test_config(tiny_clip_dir, batch_max_size=100, limits=Limits(max_batch_images=4,
-                                                                                  max_batch_texts=6))
+    config = embedder_test_config(
+        tiny_clip_dir, batch_max_size=100, limits=Limits(max_batch_images=4, max_batch_texts=6)
+    )
     with running_embedder(config, tiny_embedder) as server:
         options = server.batcher.options
     assert (options.max_images, options.max_texts) == (4, 6)

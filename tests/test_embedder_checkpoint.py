@@ -1,4 +1,5 @@
 """The random-weight checkpoint writer: what it writes loads through transformers' own from_pretrained."""
+
 from __future__ import annotations
 
 import json

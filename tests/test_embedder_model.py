@@ -1,4 +1,5 @@
 """ClipEmbedder equals transformers' CLIPModel: image and text vectors, and zero-shot probabilities."""
+
 from __future__ import annotations
 
 import threading
@@ -37,7 +38,7 @@ def embed_photos(embedder: ClipEmbedder, photos: list[Image.Image]) -> np.ndarra
 
 def assert_close(got: np.ndarray, expected: np.ndarray, minimum_cosine: float) -> None:
     assert got.shape == expected.shape
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=False):
         assert cosine(a, b) >= minimum_cosine
 
 
@@ -52,22 +53,23 @@ def test_info_describes_the_checkpoint(tiny_embedder: ClipEmbedder, tiny_referen
     assert tiny_embedder.load() is info  # loading again is a no-op
 
 
-def test_feature_outputs_are_the_projected_embeds(tiny_reference: ClipReference,
-                                                  photos: list[Image.Image]) -> None:
+def test_feature_outputs_are_the_projected_embeds(tiny_reference: ClipReference, photos: list[Image.Image]) -> None:
     """In transformers 5, get_*_features returns an output whose pooler_output is CLIP's projected embedding."""
     model, processor = tiny_reference.model, tiny_reference.processor
     inputs = processor(images=photos[:2], text=TEXTS[:2], return_tensors="pt", padding=True)
     with torch.inference_mode():
         outputs = model(**inputs)
         image = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
-        text = model.get_text_features(input_ids=inputs["input_ids"],
-                                       attention_mask=inputs["attention_mask"]).pooler_output
+        text = model.get_text_features(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).pooler_output
     torch.testing.assert_close(image / image.norm(dim=-1, keepdim=True), outputs.image_embeds)
     torch.testing.assert_close(text / text.norm(dim=-1, keepdim=True), outputs.text_embeds)
 
 
-def test_fp32_vectors_equal_transformers(tiny_embedder: ClipEmbedder, tiny_reference: ClipReference,
-                                         photos: list[Image.Image]) -> None:
+def test_fp32_vectors_equal_transformers(
+    tiny_embedder: ClipEmbedder, tiny_reference: ClipReference, photos: list[Image.Image]
+) -> None:
     expected = tiny_reference.outputs(photos, TEXTS)
     images = embed_photos(tiny_embedder, photos)
     texts = tiny_embedder.embed_texts(TEXTS)
@@ -78,8 +80,9 @@ def test_fp32_vectors_equal_transformers(tiny_embedder: ClipEmbedder, tiny_refer
     assert_close(texts, expected.text_embeds.numpy(), 0.9999)
 
 
-def test_bf16_vectors_are_close_to_fp32_transformers(bf16_embedder: ClipEmbedder, tiny_reference: ClipReference,
-                                                     photos: list[Image.Image]) -> None:
+def test_bf16_vectors_are_close_to_fp32_transformers(
+    bf16_embedder: ClipEmbedder, tiny_reference: ClipReference, photos: list[Image.Image]
+) -> None:
     assert bf16_embedder.info.dtype == "bfloat16"
     expected = tiny_reference.outputs(photos, TEXTS)
     images = embed_photos(bf16_embedder, photos)
@@ -91,14 +94,14 @@ def test_bf16_vectors_are_close_to_fp32_transformers(bf16_embedder: ClipEmbedder
 
 def test_a_batch_gives_each_image_its_own_vector(tiny_embedder: ClipEmbedder, photos: list[Image.Image]) -> None:
     batch = embed_photos(tiny_embedder, photos)
-    for photo, vector in zip(photos, batch):
+    for photo, vector in zip(photos, batch, strict=False):
         np.testing.assert_allclose(embed_photos(tiny_embedder, [photo])[0], vector, atol=1e-5)
 
 
-@pytest.mark.parametrize("pass_size, passes", [(0, 1), (2, 3), (5, 1), (1, 5)])
+@pytest.mark.parametrize(("pass_size", "passes"), [(0, 1), (2, 3), (5, 1), (1, 5)])
 def test_a_batch_runs_in_passes_of_the_pass_size_with_the_same_vectors(
-        tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, photos: list[Image.Image], pass_size: int,
-        passes: int) -> None:
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, photos: list[Image.Image], pass_size: int, passes: int
+) -> None:
     embedder = ClipEmbedder(str(tiny_clip_dir), dtype="fp32", device="cpu", image_pass_size=pass_size)
     embedder.load()
     assert embedder.image_pass_size == pass_size
@@ -135,15 +138,18 @@ def test_long_text_is_truncated_to_77_tokens(tiny_embedder: ClipEmbedder, tiny_r
     assert cosine(tiny_embedder.embed_texts([LONG_TEXT + " and more"])[0], expected) >= 0.9999
 
 
-@pytest.mark.parametrize("text", [
-    " ".join(f"w{i}" for i in range(20_000)),                    # 120 KB of short words
-    "\u3000".join(["猫🐱", "word,with;punct", "x\x1cy"] * 3000),  # ideographic spaces, \x1c inside words
-    "\n\t ".join(["a" * 40] * 2000),                              # long words, mixed whitespace
-    "z" * 60_000,                                                 # one giant word
-])
-def test_long_texts_are_cut_before_tokenizing_without_changing_tokens(tiny_embedder: ClipEmbedder,
-                                                                        tiny_reference: ClipReference,
-                                                                        text: str) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        " ".join(f"w{i}" for i in range(20_000)),  # 120 KB of short words
+        "\u3000".join(["猫🐱", "word,with;punct", "x\x1cy"] * 3000),  # ideographic spaces, \x1c inside words
+        "\n\t ".join(["a" * 40] * 2000),  # long words, mixed whitespace
+        "z" * 60_000,  # one giant word
+    ],
+)
+def test_long_texts_are_cut_before_tokenizing_without_changing_tokens(
+    tiny_embedder: ClipEmbedder, tiny_reference: ClipReference, text: str
+) -> None:
     tokenizer = tiny_reference.processor.tokenizer
     expected = tokenizer([text], truncation=True, max_length=77)["input_ids"]
     assert len(expected[0]) == 77
@@ -152,9 +158,9 @@ def test_long_texts_are_cut_before_tokenizing_without_changing_tokens(tiny_embed
 
 
 @pytest.mark.parametrize("template", ["", "a photo of {}"])
-def test_classification_equals_logits_per_image_softmax(tiny_embedder: ClipEmbedder,
-                                                        tiny_reference: ClipReference,
-                                                        photos: list[Image.Image], template: str) -> None:
+def test_classification_equals_logits_per_image_softmax(
+    tiny_embedder: ClipEmbedder, tiny_reference: ClipReference, photos: list[Image.Image], template: str
+) -> None:
     labels = ["astronaut", "cat", "coffee", "rocket", "horse", "猫"]
     prompts = [template.format(label) if template else label for label in labels]
     expected = tiny_reference.outputs(photos[:1], prompts)
@@ -165,8 +171,9 @@ def test_classification_equals_logits_per_image_softmax(tiny_embedder: ClipEmbed
     assert result.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
     np.testing.assert_allclose(result.logits, result.cosines * tiny_embedder.info.logit_scale, rtol=1e-5)
     # An unnormalized vector is normalized first.
-    np.testing.assert_allclose(tiny_embedder.classify(vector * 7.5, labels, template).probabilities,
-                               result.probabilities, atol=1e-6)
+    np.testing.assert_allclose(
+        tiny_embedder.classify(vector * 7.5, labels, template).probabilities, result.probabilities, atol=1e-6
+    )
 
 
 def test_concurrent_calls_get_the_same_vectors(tiny_embedder: ClipEmbedder, photos: list[Image.Image]) -> None:
@@ -196,8 +203,11 @@ def test_concurrent_calls_get_the_same_vectors(tiny_embedder: ClipEmbedder, phot
 def test_missing_checkpoints_raise_model_not_found(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "file.bin").write_bytes(b"x")
-    cases = {str(tmp_path / "nowhere"): "no such directory", str(tmp_path / "empty"): "no config.json",
-             str(tmp_path / "file.bin"): "is a file"}
+    cases = {
+        str(tmp_path / "nowhere"): "no such directory",
+        str(tmp_path / "empty"): "no config.json",
+        str(tmp_path / "file.bin"): "is a file",
+    }
     for model_id, reason in cases.items():
         with pytest.raises(ModelNotFound, match=reason) as error:
             ClipEmbedder(model_id, dtype="fp32", device="cpu").load()

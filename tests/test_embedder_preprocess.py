@@ -1,4 +1,5 @@
 """Image decoding and preprocessing equal transformers' CLIPImageProcessor, for every mode and size."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,14 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from embedder_service.preprocess import (InvalidImage, Preprocessor, PreprocessSpec, decode_image, raw_image,
-                                         resized_size)
+from embedder_service.preprocess import (
+    InvalidImage,
+    Preprocessor,
+    PreprocessSpec,
+    decode_image,
+    raw_image,
+    resized_size,
+)
 from tests.fixtures_embedder import encode_image, sample_photo
 
 LIMIT = 100_000_000
@@ -26,8 +33,13 @@ SKIMAGE_DATA = Path(skimage.data.__file__).parent
 @pytest.fixture(scope="module")
 def reference() -> CLIPImageProcessorPil:
     """The image processor openai/clip-vit-base-patch16 ships, built from its config."""
-    return CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
-                                 resample=3, image_mean=list(SPEC.mean), image_std=list(SPEC.std))
+    return CLIPImageProcessorPil(
+        size={"shortest_edge": 224},
+        crop_size={"height": 224, "width": 224},
+        resample=3,
+        image_mean=list(SPEC.mean),
+        image_std=list(SPEC.std),
+    )
 
 
 def reference_pixels(reference: CLIPImageProcessorPil, image: Image.Image) -> np.ndarray:
@@ -55,11 +67,15 @@ def _with_mode(rgb: Image.Image, mode: str) -> tuple[Image.Image, str]:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(width=st.integers(1, 700), height=st.integers(1, 700),
-       mode=st.sampled_from(["RGB", "L", "LA", "RGBA", "P", "P+transparency", "CMYK", "1"]),
-       noise=st.booleans())
-def test_pixels_equal_clip_image_processor(reference: CLIPImageProcessorPil, width: int, height: int,
-                                           mode: str, noise: bool) -> None:
+@given(
+    width=st.integers(1, 700),
+    height=st.integers(1, 700),
+    mode=st.sampled_from(["RGB", "L", "LA", "RGBA", "P", "P+transparency", "CMYK", "1"]),
+    noise=st.booleans(),
+)
+def test_pixels_equal_clip_image_processor(
+    reference: CLIPImageProcessorPil, width: int, height: int, mode: str, noise: bool
+) -> None:
     if noise:
         rng = np.random.default_rng(width * 1000 + height)
         rgb = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
@@ -73,8 +89,9 @@ def test_pixels_equal_clip_image_processor(reference: CLIPImageProcessorPil, wid
     np.testing.assert_array_equal(got, expected)
 
 
-@pytest.mark.parametrize("name", ["retina.jpg", "rocket.jpg", "hubble_deep_field.jpg", "horse.png", "logo.png",
-                                  "no_time_for_that_tiny.gif"])
+@pytest.mark.parametrize(
+    "name", ["retina.jpg", "rocket.jpg", "hubble_deep_field.jpg", "horse.png", "logo.png", "no_time_for_that_tiny.gif"]
+)
 def test_real_files_equal_clip_image_processor(reference: CLIPImageProcessorPil, name: str) -> None:
     data = (SKIMAGE_DATA / name).read_bytes()
     np.testing.assert_array_equal(ours(data), reference_pixels(reference, Image.open(io.BytesIO(data))))
@@ -82,8 +99,7 @@ def test_real_files_equal_clip_image_processor(reference: CLIPImageProcessorPil,
 
 def test_other_model_sizes_follow_the_spec() -> None:
     spec = PreprocessSpec(shortest_edge=336, crop_height=336, crop_width=336)
-    reference = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
-                                      resample=3)
+    reference = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, resample=3)
     photo = sample_photo("chelsea")
     got = Preprocessor(spec)(photo)
     np.testing.assert_array_equal(got, reference_pixels(reference, photo))
@@ -109,9 +125,15 @@ def test_float_images_are_read_as_zero_to_one(reference: CLIPImageProcessorPil) 
 
 
 # Stored pixels for each EXIF orientation, so that the orientation turns them back upright.
-_STORED = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE,
-           8: Image.Transpose.ROTATE_270}
+_STORED = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
 
 
 @pytest.mark.parametrize("orientation", sorted(_STORED))
@@ -129,8 +151,7 @@ def test_exif_rotated_jpeg_is_embedded_upright() -> None:
     upright = sample_photo("chelsea").resize((448, 304))  # multiples of 16: the rotation moves whole blocks
     exif = Image.Exif()
     exif[0x0112] = 6  # a phone held upright stores the picture turned
-    rotated = encode_image(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=100, subsampling=0,
-                           exif=exif)
+    rotated = encode_image(upright.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=100, subsampling=0, exif=exif)
     plain = encode_image(upright, "JPEG", quality=100, subsampling=0)
     decoded = decode_image(rotated, LIMIT)
     assert (decoded.width, decoded.height) == (448, 304)
@@ -166,8 +187,9 @@ def test_shrinking_to_the_input_size_first_changes_nothing() -> None:
 
 
 def test_fast_resize_stays_within_a_level_on_average() -> None:
-    photo = encode_image(sample_photo("motorcycle_left").resize((1920, 1080), Image.Resampling.BICUBIC), "JPEG",
-                         quality=90)
+    photo = encode_image(
+        sample_photo("motorcycle_left").resize((1920, 1080), Image.Resampling.BICUBIC), "JPEG", quality=90
+    )
     fast = Preprocessor(SPEC, fast=True)
     decoded = decode_image(photo, LIMIT, draft_size=fast.draft_size)
     assert (decoded.width, decoded.height) == (1920, 1080)
@@ -176,10 +198,13 @@ def test_fast_resize_stays_within_a_level_on_average() -> None:
     assert deviation.mean() < 0.5 and np.percentile(deviation, 99) <= 3
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty image"),
-    (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", "cannot identify image file"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty image"),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj", "cannot identify image file"),
+    ],
+)
 def test_unreadable_bytes_raise_invalid_image(data: bytes, message: str) -> None:
     with pytest.raises(InvalidImage, match=message):
         decode_image(data, LIMIT)

@@ -1,5 +1,6 @@
 """`python -m embedder_service` as a real process: serves a checkpoint written by the checkpoint CLI, stops
 on SIGTERM, and exits with one clear line when the model cannot be found."""
+
 from __future__ import annotations
 
 import os
@@ -26,16 +27,16 @@ START_GUARD_SECONDS = 300
 
 
 def run_env(**extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("EMBEDDER_", "CLIP_MODEL"))}
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("EMBEDDER_", "CLIP_MODEL"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 
 
 def spawn(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=dict(env), text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=dict(env), text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
 
 
 @dataclass
@@ -67,8 +68,9 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     """Started when first requested and left to boot while other tests run."""
     checkpoint = tmp_path_factory.mktemp("cli") / "tiny"
     checkpoint_cli([str(checkpoint), "--arch", "tiny"])
-    process = spawn(["-m", "embedder_service"], run_env(CLIP_MODEL=str(checkpoint), EMBEDDER_PORT="0",
-                                                        EMBEDDER_GRACE_SECONDS="5"))
+    process = spawn(
+        ["-m", "embedder_service"], run_env(CLIP_MODEL=str(checkpoint), EMBEDDER_PORT="0", EMBEDDER_GRACE_SECONDS="5")
+    )
     server = ServerProcess(checkpoint, process)
     yield server
     if process.poll() is None:
@@ -82,8 +84,10 @@ def test_not_found_model_exits_with_one_line(tmp_path: Path, server_process: Ser
     missing = tmp_path / "no-such-checkpoint"
     offline = run_env(CLIP_MODEL="openai/clip-vit-base-patch16", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     # Both start at once: most of each run is importing torch and transformers.
-    processes = {"missing directory": spawn(["-m", "embedder_service"], run_env(CLIP_MODEL=str(missing))),
-                 "uncached hub id": spawn(["-m", "embedder_service"], offline)}
+    processes = {
+        "missing directory": spawn(["-m", "embedder_service"], run_env(CLIP_MODEL=str(missing))),
+        "uncached hub id": spawn(["-m", "embedder_service"], offline),
+    }
     for case, process in processes.items():
         _, stderr = process.communicate(timeout=START_GUARD_SECONDS)
         lines = [line for line in stderr.splitlines() if line.strip()]

@@ -1,4 +1,5 @@
 """The Embedder gRPC service on a real server and channel: every RPC, its limits and its errors."""
+
 from __future__ import annotations
 
 import struct
@@ -18,13 +19,25 @@ from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.config import Limits
 from embedder_service.model import ClipEmbedder
 from embedder_service.preprocess import resized_size
-from tests.fixtures_embedder import (ClipReference, cosine, embedder_test_config, encode_image, running_embedder,
-                                     sample_photo)
+from tests.fixtures_embedder import (
+    ClipReference,
+    cosine,
+    embedder_test_config,
+    encode_image,
+    running_embedder,
+    sample_photo,
+)
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
-SMALL_LIMITS = Limits(max_batch_images=4, max_batch_texts=4, max_labels=8, max_text_bytes=1000,
-                      max_image_pixels=10_000, max_message_bytes=1024 * 1024)
+SMALL_LIMITS = Limits(
+    max_batch_images=4,
+    max_batch_texts=4,
+    max_labels=8,
+    max_text_bytes=1000,
+    max_image_pixels=10_000,
+    max_message_bytes=1024 * 1024,
+)
 
 
 def vector(embedding: pb.Embedding) -> np.ndarray:
@@ -41,6 +54,7 @@ def png(image: Image.Image) -> pb.Image:
 
 def png_declaring(width: int, height: int) -> bytes:
     """A few-hundred-byte grayscale PNG whose header declares width x height pixels."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -58,17 +72,22 @@ def assert_still_serving(stub: embedder_pb2_grpc.EmbedderStub) -> None:
 def limited_stub(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder) -> Iterator[embedder_pb2_grpc.EmbedderStub]:
     """A server with small limits (4 images, 8 labels, 10,000 pixels, 1 MiB messages)."""
     config = embedder_test_config(tiny_clip_dir, limits=SMALL_LIMITS)
-    with running_embedder(config, tiny_embedder) as server, \
-            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    with (
+        running_embedder(config, tiny_embedder) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
         yield embedder_pb2_grpc.EmbedderStub(channel)
 
 
 # --- what a client sees when all is well ------------------------------------------------------------
 
 
-def test_model_info_reports_the_model_and_limits(embedder_stub: embedder_pb2_grpc.EmbedderStub,
-                                                 tiny_clip_dir: Path, limited_stub: embedder_pb2_grpc.EmbedderStub,
-                                                 tiny_embedder: ClipEmbedder) -> None:
+def test_model_info_reports_the_model_and_limits(
+    embedder_stub: embedder_pb2_grpc.EmbedderStub,
+    tiny_clip_dir: Path,
+    limited_stub: embedder_pb2_grpc.EmbedderStub,
+    tiny_embedder: ClipEmbedder,
+) -> None:
     info = embedder_stub.GetModelInfo(pb.GetModelInfoRequest())
     assert info.model_id == str(tiny_clip_dir)
     assert (info.dimension, info.image_size, info.max_text_tokens) == (32, 64, 77)
@@ -76,13 +95,28 @@ def test_model_info_reports_the_model_and_limits(embedder_stub: embedder_pb2_grp
     assert (info.dtype, info.device) == ("float32", "cpu")
     assert info.logit_scale == pytest.approx(tiny_embedder.info.logit_scale, rel=1e-6)
     defaults = Limits()
-    assert (info.max_batch_images, info.max_batch_texts, info.max_labels, info.max_text_bytes,
-            info.max_image_pixels, info.max_message_bytes) == (
-        defaults.max_batch_images, defaults.max_batch_texts, defaults.max_labels, defaults.max_text_bytes,
-        defaults.max_image_pixels, defaults.max_message_bytes)
+    assert (
+        info.max_batch_images,
+        info.max_batch_texts,
+        info.max_labels,
+        info.max_text_bytes,
+        info.max_image_pixels,
+        info.max_message_bytes,
+    ) == (
+        defaults.max_batch_images,
+        defaults.max_batch_texts,
+        defaults.max_labels,
+        defaults.max_text_bytes,
+        defaults.max_image_pixels,
+        defaults.max_message_bytes,
+    )
     limited = limited_stub.GetModelInfo(pb.GetModelInfoRequest())
     assert (limited.max_batch_images, limited.max_labels, limited.max_image_pixels, limited.max_message_bytes) == (
-        4, 8, 10_000, 1024 * 1024)
+        4,
+        8,
+        10_000,
+        1024 * 1024,
+    )
 
 
 def test_health_reports_serving(embedder_channel: grpc.Channel) -> None:
@@ -92,10 +126,13 @@ def test_health_reports_serving(embedder_channel: grpc.Channel) -> None:
         assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
-@pytest.mark.parametrize("fmt, params", [("PNG", {}), ("JPEG", {"quality": 90}), ("WEBP", {"quality": 90}),
-                                         ("BMP", {}), ("GIF", {}), ("TIFF", {})])
-def test_image_vectors_equal_transformers(embedder_stub: embedder_pb2_grpc.EmbedderStub,
-                                          tiny_reference: ClipReference, fmt: str, params: dict) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "params"),
+    [("PNG", {}), ("JPEG", {"quality": 90}), ("WEBP", {"quality": 90}), ("BMP", {}), ("GIF", {}), ("TIFF", {})],
+)
+def test_image_vectors_equal_transformers(
+    embedder_stub: embedder_pb2_grpc.EmbedderStub, tiny_reference: ClipReference, fmt: str, params: dict
+) -> None:
     photos = [sample_photo("astronaut"), sample_photo("chelsea").convert("L").convert("RGB"), sample_photo("coffee")]
     files = [encode_image(photo, fmt, **params) for photo in photos]
     response = embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[encoded(data) for data in files]))
@@ -103,7 +140,7 @@ def test_image_vectors_equal_transformers(embedder_stub: embedder_pb2_grpc.Embed
 
     expected = tiny_reference.outputs([Image.open(io.BytesIO(data)) for data in files], ["x"]).image_embeds
     assert len(response.results) == len(photos)
-    for photo, result, reference in zip(photos, response.results, expected.numpy()):
+    for photo, result, reference in zip(photos, response.results, expected.numpy(), strict=False):
         assert result.WhichOneof("result") == "embedding"
         assert (result.width, result.height) == photo.size
         got = vector(result.embedding)
@@ -125,9 +162,11 @@ def test_exif_rotated_jpeg_gets_the_upright_vector(embedder_stub: embedder_pb2_g
     exif = Image.Exif()
     exif[0x0112] = 6
     turned = upright.transpose(Image.Transpose.ROTATE_90)
-    images = [encode_image(turned, "JPEG", quality=100, subsampling=0, exif=exif),
-              encode_image(upright, "JPEG", quality=100, subsampling=0),
-              encode_image(turned, "JPEG", quality=100, subsampling=0)]
+    images = [
+        encode_image(turned, "JPEG", quality=100, subsampling=0, exif=exif),
+        encode_image(upright, "JPEG", quality=100, subsampling=0),
+        encode_image(turned, "JPEG", quality=100, subsampling=0),
+    ]
     results = embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[encoded(data) for data in images])).results
     assert (results[0].width, results[0].height) == (448, 304)
     with_exif, upright_vector, ignoring_exif = (vector(result.embedding) for result in results)
@@ -135,8 +174,7 @@ def test_exif_rotated_jpeg_gets_the_upright_vector(embedder_stub: embedder_pb2_g
     assert cosine(with_exif, upright_vector) > cosine(ignoring_exif, upright_vector)
 
 
-def test_shrinking_a_frame_before_sending_gives_the_same_vector(
-        embedder_stub: embedder_pb2_grpc.EmbedderStub) -> None:
+def test_shrinking_a_frame_before_sending_gives_the_same_vector(embedder_stub: embedder_pb2_grpc.EmbedderStub) -> None:
     """Tolerance: cosine >= 0.9999 when shrunk to exactly resized_size (in fact the very same pixels reach the
     model), >= 0.999 when shrunk only to twice the input size (the server then resamples a second time)."""
     image_size = embedder_stub.GetModelInfo(pb.GetModelInfoRequest()).image_size
@@ -154,27 +192,32 @@ def test_shrinking_a_frame_before_sending_gives_the_same_vector(
     assert cosine(full, shrunk_twice) >= 0.999
 
 
-def test_text_vectors_equal_transformers(embedder_stub: embedder_pb2_grpc.EmbedderStub,
-                                         tiny_reference: ClipReference) -> None:
+def test_text_vectors_equal_transformers(
+    embedder_stub: embedder_pb2_grpc.EmbedderStub, tiny_reference: ClipReference
+) -> None:
     texts = ["a photo of a cat", "一张猫的照片", "🐈🐈‍⬛ 😺", "صورة قطة", "Ünïcödé\u200b text", "cat " * 500]
     response = embedder_stub.EmbedTexts(pb.EmbedTextsRequest(texts=texts))
     expected = tiny_reference.outputs([sample_photo()], texts).text_embeds.numpy()
     assert len(response.embeddings) == len(texts)
-    for got, reference in zip(response.embeddings, expected):
+    for got, reference in zip(response.embeddings, expected, strict=False):
         assert np.linalg.norm(vector(got)) == pytest.approx(1.0, abs=1e-5)
         assert cosine(vector(got), reference) >= 0.9999
 
 
-def test_classify_equals_logits_per_image_softmax(embedder_stub: embedder_pb2_grpc.EmbedderStub,
-                                                  tiny_reference: ClipReference) -> None:
+def test_classify_equals_logits_per_image_softmax(
+    embedder_stub: embedder_pb2_grpc.EmbedderStub, tiny_reference: ClipReference
+) -> None:
     photo = sample_photo("coffee")
     labels = ["coffee", "cat", "rocket", "astronaut"]
     template = "a photo of {}"
     expected = tiny_reference.outputs([photo], [template.format(label) for label in labels])
     by_image = embedder_stub.Classify(pb.ClassifyRequest(image=png(photo), labels=labels, prompt_template=template))
     image_vector = vector(embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=[png(photo)])).results[0].embedding)
-    by_vector = embedder_stub.Classify(pb.ClassifyRequest(embedding=pb.Embedding(values=(image_vector * 3).tolist()),
-                                                          labels=labels, prompt_template=template))
+    by_vector = embedder_stub.Classify(
+        pb.ClassifyRequest(
+            embedding=pb.Embedding(values=(image_vector * 3).tolist()), labels=labels, prompt_template=template
+        )
+    )
     probabilities = expected.logits_per_image.softmax(-1)[0].numpy()
     logits = expected.logits_per_image[0].numpy()
     for response in (by_image, by_vector):
@@ -188,8 +231,13 @@ def test_classify_equals_logits_per_image_softmax(embedder_stub: embedder_pb2_gr
 
 def test_allow_partial_returns_per_image_errors(embedder_stub: embedder_pb2_grpc.EmbedderStub) -> None:
     good = [png(sample_photo("astronaut")), encoded(encode_image(sample_photo("rocket"), "JPEG"))]
-    batch = [good[0], encoded(b"not an image"), encoded(png_declaring(30000, 30000)),
-             pb.Image(raw=pb.RawImage(rgb=b"\0" * 10, width=2, height=2)), good[1]]
+    batch = [
+        good[0],
+        encoded(b"not an image"),
+        encoded(png_declaring(30000, 30000)),
+        pb.Image(raw=pb.RawImage(rgb=b"\0" * 10, width=2, height=2)),
+        good[1],
+    ]
     response = embedder_stub.EmbedImages(pb.EmbedImagesRequest(images=batch, allow_partial=True))
     kinds = [result.WhichOneof("result") for result in response.results]
     assert kinds == ["embedding", "error", "error", "error", "embedding"]
@@ -213,53 +261,114 @@ def _truncated_png() -> bytes:
 HOSTILE = {
     "empty image request": ("EmbedImages", pb.EmbedImagesRequest(), INVALID, "at least one image"),
     "empty text request": ("EmbedTexts", pb.EmbedTextsRequest(), INVALID, "at least one text"),
-    "undecodable bytes": ("EmbedImages", pb.EmbedImagesRequest(images=[
-        encoded(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)]), INVALID, "images[0]"),
-    "truncated png": ("EmbedImages", pb.EmbedImagesRequest(images=[encoded(_truncated_png())]), INVALID,
-                      "truncated"),
-    "zero-byte image": ("EmbedImages", pb.EmbedImagesRequest(images=[encoded(b"")]), INVALID,
-                        "images[0]: empty image"),
-    "decompression bomb": ("EmbedImages", pb.EmbedImagesRequest(images=[encoded(png_declaring(30000, 30000))]),
-                           EXHAUSTED, "900000000 pixels"),
-    "non-image file": ("EmbedImages", pb.EmbedImagesRequest(images=[encoded(b"%PDF-1.7\n1 0 obj\n<< >>\nendobj\n")]),
-                       INVALID, "cannot identify image file"),
-    "raw length mismatch": ("EmbedImages", pb.EmbedImagesRequest(images=[
-        pb.Image(raw=pb.RawImage(rgb=b"\0" * 100, width=10, height=10))]), INVALID, "needs 300 bytes"),
-    "raw without size": ("EmbedImages", pb.EmbedImagesRequest(images=[pb.Image(raw=pb.RawImage(rgb=b""))]),
-                         INVALID, "at least 1"),
-    "image without source": ("EmbedImages", pb.EmbedImagesRequest(images=[pb.Image()]), INVALID,
-                             "set either encoded or raw"),
-    "more images than the max batch": ("EmbedImages", pb.EmbedImagesRequest(
-        images=[pb.Image(raw=pb.RawImage(rgb=b"\0\0\0", width=1, height=1))] * 65), EXHAUSTED, "limit of 64"),
+    "undecodable bytes": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[encoded(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)]),
+        INVALID,
+        "images[0]",
+    ),
+    "truncated png": ("EmbedImages", pb.EmbedImagesRequest(images=[encoded(_truncated_png())]), INVALID, "truncated"),
+    "zero-byte image": ("EmbedImages", pb.EmbedImagesRequest(images=[encoded(b"")]), INVALID, "images[0]: empty image"),
+    "decompression bomb": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[encoded(png_declaring(30000, 30000))]),
+        EXHAUSTED,
+        "900000000 pixels",
+    ),
+    "non-image file": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[encoded(b"%PDF-1.7\n1 0 obj\n<< >>\nendobj\n")]),
+        INVALID,
+        "cannot identify image file",
+    ),
+    "raw length mismatch": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[pb.Image(raw=pb.RawImage(rgb=b"\0" * 100, width=10, height=10))]),
+        INVALID,
+        "needs 300 bytes",
+    ),
+    "raw without size": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[pb.Image(raw=pb.RawImage(rgb=b""))]),
+        INVALID,
+        "at least 1",
+    ),
+    "image without source": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[pb.Image()]),
+        INVALID,
+        "set either encoded or raw",
+    ),
+    "more images than the max batch": (
+        "EmbedImages",
+        pb.EmbedImagesRequest(images=[pb.Image(raw=pb.RawImage(rgb=b"\0\0\0", width=1, height=1))] * 65),
+        EXHAUSTED,
+        "limit of 64",
+    ),
     "empty text": ("EmbedTexts", pb.EmbedTextsRequest(texts=["fine", "  \n"]), INVALID, "texts[1]: empty"),
     "1 MB of text": ("EmbedTexts", pb.EmbedTextsRequest(texts=["a" * 1_000_000]), INVALID, "limit of 65536"),
-    "more texts than the max batch": ("EmbedTexts", pb.EmbedTextsRequest(texts=["t"] * 257), EXHAUSTED,
-                                      "limit of 256"),
-    "no labels": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32)), INVALID,
-                  "at least one label"),
-    "thousands of labels": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32),
-                                                           labels=[f"label {i}" for i in range(5000)]),
-                            EXHAUSTED, "limit of 1000"),
-    "empty label": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32), labels=["cat", ""]),
-                    INVALID, "labels[1]: empty"),
-    "duplicate labels": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32),
-                                                        labels=["cat", "dog", "cat"]), INVALID,
-                         "labels[2]: 'cat' repeats labels[0]"),
-    "template without {}": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32),
-                                                           labels=["cat"], prompt_template="a photo"),
-                            INVALID, "exactly once"),
-    "template with two {}": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32),
-                                                            labels=["cat"], prompt_template="{} or {}"),
-                             INVALID, "exactly once"),
+    "more texts than the max batch": ("EmbedTexts", pb.EmbedTextsRequest(texts=["t"] * 257), EXHAUSTED, "limit of 256"),
+    "no labels": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32)),
+        INVALID,
+        "at least one label",
+    ),
+    "thousands of labels": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32), labels=[f"label {i}" for i in range(5000)]),
+        EXHAUSTED,
+        "limit of 1000",
+    ),
+    "empty label": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32), labels=["cat", ""]),
+        INVALID,
+        "labels[1]: empty",
+    ),
+    "duplicate labels": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32), labels=["cat", "dog", "cat"]),
+        INVALID,
+        "labels[2]: 'cat' repeats labels[0]",
+    ),
+    "template without {}": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32), labels=["cat"], prompt_template="a photo"),
+        INVALID,
+        "exactly once",
+    ),
+    "template with two {}": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 32), labels=["cat"], prompt_template="{} or {}"),
+        INVALID,
+        "exactly once",
+    ),
     "classify without input": ("Classify", pb.ClassifyRequest(labels=["cat"]), INVALID, "set either image"),
-    "embedding of the wrong dimension": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 512),
-                                                                        labels=["cat"]), INVALID, "has 512 values"),
-    "embedding with NaN": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[float("nan")] * 32),
-                                                          labels=["cat"]), INVALID, "NaN"),
-    "zero embedding": ("Classify", pb.ClassifyRequest(embedding=pb.Embedding(values=[0.0] * 32), labels=["cat"]),
-                       INVALID, "all zeros"),
-    "classify an undecodable image": ("Classify", pb.ClassifyRequest(image=encoded(b"garbage"), labels=["cat"]),
-                                      INVALID, "image: cannot identify"),
+    "embedding of the wrong dimension": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[1.0] * 512), labels=["cat"]),
+        INVALID,
+        "has 512 values",
+    ),
+    "embedding with NaN": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[float("nan")] * 32), labels=["cat"]),
+        INVALID,
+        "NaN",
+    ),
+    "zero embedding": (
+        "Classify",
+        pb.ClassifyRequest(embedding=pb.Embedding(values=[0.0] * 32), labels=["cat"]),
+        INVALID,
+        "all zeros",
+    ),
+    "classify an undecodable image": (
+        "Classify",
+        pb.ClassifyRequest(image=encoded(b"garbage"), labels=["cat"]),
+        INVALID,
+        "image: cannot identify",
+    ),
 }
 
 
@@ -273,8 +382,7 @@ def test_hostile_input_gets_a_clear_status(embedder_stub: embedder_pb2_grpc.Embe
     assert_still_serving(embedder_stub)
 
 
-def test_an_image_over_the_pixel_limit_is_refused_before_decoding(
-        limited_stub: embedder_pb2_grpc.EmbedderStub) -> None:
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding(limited_stub: embedder_pb2_grpc.EmbedderStub) -> None:
     photo = sample_photo("chelsea").resize((200, 200))
     for image in (png(photo), pb.Image(raw=pb.RawImage(rgb=photo.tobytes(), width=200, height=200))):
         with pytest.raises(grpc.RpcError) as error:
@@ -308,8 +416,9 @@ def failing_server(tiny_clip_dir: Path) -> Iterator[GrpcServer]:
         yield server
 
 
-def test_an_unexpected_error_is_internal_and_the_server_lives_on(failing_server: GrpcServer,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_an_unexpected_error_is_internal_and_the_server_lives_on(
+    failing_server: GrpcServer, caplog: pytest.LogCaptureFixture
+) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{failing_server.port}") as channel:
         stub = embedder_pb2_grpc.EmbedderStub(channel)
         with pytest.raises(grpc.RpcError) as error:
@@ -323,8 +432,9 @@ def test_an_unexpected_error_is_internal_and_the_server_lives_on(failing_server:
 # --- discovery ---------------------------------------------------------------------------------------
 
 
-def test_a_reflection_only_client_can_list_and_call(embedder_channel: grpc.Channel,
-                                                    embedder_stub: embedder_pb2_grpc.EmbedderStub) -> None:
+def test_a_reflection_only_client_can_list_and_call(
+    embedder_channel: grpc.Channel, embedder_stub: embedder_pb2_grpc.EmbedderStub
+) -> None:
     from google.protobuf import descriptor_pool, message_factory
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -335,9 +445,11 @@ def test_a_reflection_only_client_can_list_and_call(embedder_channel: grpc.Chann
     method = pool.FindServiceByName("clipsearch.v1.Embedder").FindMethodByName("EmbedTexts")
     request_class = message_factory.GetMessageClass(method.input_type)
     response_class = message_factory.GetMessageClass(method.output_type)
-    call = embedder_channel.unary_unary(f"/clipsearch.v1.Embedder/{method.name}",
-                                        request_serializer=request_class.SerializeToString,
-                                        response_deserializer=response_class.FromString)
+    call = embedder_channel.unary_unary(
+        f"/clipsearch.v1.Embedder/{method.name}",
+        request_serializer=request_class.SerializeToString,
+        response_deserializer=response_class.FromString,
+    )
     response = call(request_class(texts=["a photo of a cat"]))
     expected = embedder_stub.EmbedTexts(pb.EmbedTextsRequest(texts=["a photo of a cat"])).embeddings[0]
     np.testing.assert_allclose(list(response.embeddings[0].values), list(expected.values), atol=1e-6)

@@ -7,6 +7,7 @@ a relay that holds back an answer before the kill (so a call the service complet
 and must be sent again), and Redis is stopped with commands pending before it is killed. Redis runs with
 `appendfsync always`: everything it acknowledged survives the kill, so the final counts must be exact.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -70,8 +71,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     (root / "copies").mkdir()
     for path in photos[:COPIES]:
         shutil.copyfile(path, root / "copies" / path.name)
-    hashes = {path_to_uri(path): hashlib.sha256(path.read_bytes()).hexdigest()
-              for path in sorted(root.rglob("*")) if path.is_file()}
+    hashes = {
+        path_to_uri(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
     assert len(set(hashes.values())) == DISTINCT
     return Corpus(root, root / "photos", hashes)
 
@@ -79,8 +83,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path) -> Iterator[Stack]:
     """Redis (appendfsync always), two embedder replicas and the search service, as processes."""
-    stack = start_stack(tmp_path_factory.mktemp("fault-stack"), str(tiny_clip_dir), embedders=2,
-                        appendfsync="always")
+    stack = start_stack(tmp_path_factory.mktemp("fault-stack"), str(tiny_clip_dir), embedders=2, appendfsync="always")
     try:
         yield stack
     finally:
@@ -132,8 +135,15 @@ class SearchProbe:
         found: list[pb.Item] = []
         token = ""
         while True:
-            page = self.stub.List(pb.ListRequest(filter=pb.Filter(collections=[collection]), page_size=1000,
-                                                 page_token=token, with_vectors=with_vectors), timeout=30)
+            page = self.stub.List(
+                pb.ListRequest(
+                    filter=pb.Filter(collections=[collection]),
+                    page_size=1000,
+                    page_token=token,
+                    with_vectors=with_vectors,
+                ),
+                timeout=30,
+            )
             found.extend(page.items)
             token = page.next_page_token
             if not token:
@@ -167,16 +177,36 @@ def probe(services: Stack) -> Iterator[SearchProbe]:
 class IndexRun:
     """`clipsearch index` as a real process, its output in files; --json unless told otherwise."""
 
-    def __init__(self, tmp: Path, paths: Sequence[Path], collection: str, embedders: Sequence[str],
-                 search: str, *, json_output: bool = True) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        paths: Sequence[Path],
+        collection: str,
+        embedders: Sequence[str],
+        search: str,
+        *,
+        json_output: bool = True,
+    ) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = tmp / f"{collection}.out", tmp / f"{collection}.err"
-        args = ["index", *map(str, paths), "--collection", collection, "--batch-images", BATCH_IMAGES,
-                "--embedder", ",".join(embedders), "--search", search, *(["--json"] if json_output else [])]
+        args = [
+            "index",
+            *map(str, paths),
+            "--collection",
+            collection,
+            "--batch-images",
+            BATCH_IMAGES,
+            "--embedder",
+            ",".join(embedders),
+            "--search",
+            search,
+            *(["--json"] if json_output else []),
+        ]
         env = base_env() | {"CLIPSEARCH_CONNECT_TIMEOUT": "30"}
         with self.out_path.open("w") as out, self.err_path.open("w") as err:
-            self.process = subprocess.Popen([*clipsearch_command(), *args], cwd=REPO, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            self.process = subprocess.Popen(
+                [*clipsearch_command(), *args], cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+            )
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -211,10 +241,23 @@ def start_run(services: Stack, tmp_path: Path) -> Iterator[IndexRunFactory]:
     going when the test ends are killed."""
     runs: list[IndexRun] = []
 
-    def start(name: str, paths: Sequence[Path], collection: str, *, embedders: Sequence[str] = (),
-              search: str = "", json_output: bool = True) -> IndexRun:
-        run = IndexRun(tmp_path / name, paths, collection, embedders or services.embedder_addresses[:1],
-                       search or services.search.address, json_output=json_output)
+    def start(
+        name: str,
+        paths: Sequence[Path],
+        collection: str,
+        *,
+        embedders: Sequence[str] = (),
+        search: str = "",
+        json_output: bool = True,
+    ) -> IndexRun:
+        run = IndexRun(
+            tmp_path / name,
+            paths,
+            collection,
+            embedders or services.embedder_addresses[:1],
+            search or services.search.address,
+            json_output=json_output,
+        )
         runs.append(run)
         return run
 
@@ -403,13 +446,19 @@ def crash_and_restart(stack: Stack, victim: str, run: IndexRun, relays: dict[str
 
 
 @pytest.mark.parametrize("victim", ["redis", "embedder", "search"])
-def test_an_index_run_survives_a_killed_and_restarted_service(services: Stack, corpus: Corpus,
-                                                              probe: SearchProbe, start_run: IndexRunFactory,
-                                                              relay: Callable[[int], Relay], victim: str) -> None:
+def test_an_index_run_survives_a_killed_and_restarted_service(
+    services: Stack,
+    corpus: Corpus,
+    probe: SearchProbe,
+    start_run: IndexRunFactory,
+    relay: Callable[[int], Relay],
+    victim: str,
+) -> None:
     collection = f"killed-{victim}"
     relays = {"embedder": relay(services.embedders[0].port), "search": relay(services.search.port)}
-    run = start_run("run", [corpus.root], collection, embedders=[relays["embedder"].address],
-                    search=relays["search"].address)
+    run = start_run(
+        "run", [corpus.root], collection, embedders=[relays["embedder"].address], search=relays["search"].address
+    )
     acknowledged = probe.wait_until_stored(collection, TRIGGER, run)
     crash_and_restart(services, victim, run, relays)
     assert probe.missing(acknowledged) == []  # what was stored before the kill is still there
@@ -419,8 +468,9 @@ def test_an_index_run_survives_a_killed_and_restarted_service(services: Stack, c
     assert_complete(probe, collection, corpus.expected(corpus.root), services.dimension)
 
 
-def test_an_interrupted_run_is_resumed_by_the_next(services: Stack, corpus: Corpus, probe: SearchProbe,
-                                                   start_run: IndexRunFactory) -> None:
+def test_an_interrupted_run_is_resumed_by_the_next(
+    services: Stack, corpus: Corpus, probe: SearchProbe, start_run: IndexRunFactory
+) -> None:
     collection = "interrupted"
     first = start_run("first", [corpus.photos], collection)
     probe.wait_until_stored(collection, TRIGGER, first)
@@ -438,9 +488,9 @@ def test_an_interrupted_run_is_resumed_by_the_next(services: Stack, corpus: Corp
     assert_complete(probe, collection, corpus.expected(corpus.photos), services.dimension)
 
 
-def test_a_killed_replica_leaves_the_run_to_the_other(services: Stack, corpus: Corpus, probe: SearchProbe,
-                                                       start_run: IndexRunFactory,
-                                                       relay: Callable[[int], Relay]) -> None:
+def test_a_killed_replica_leaves_the_run_to_the_other(
+    services: Stack, corpus: Corpus, probe: SearchProbe, start_run: IndexRunFactory, relay: Callable[[int], Relay]
+) -> None:
     collection = "failover"
     doomed = relay(services.embedders[1].port)
     run = start_run("run", [corpus.root], collection, embedders=[services.embedders[0].address, doomed.address])

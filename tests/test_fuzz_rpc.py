@@ -1,5 +1,6 @@
 """Property-based fuzz of both services' request messages: every call ends in OK or a deliberate client-error
 status, never INTERNAL or UNKNOWN; what succeeds is consistent; what is refused writes nothing."""
+
 from __future__ import annotations
 
 import io
@@ -19,35 +20,54 @@ from PIL import Image
 
 from clipsearch.serving import GrpcServer
 from clipsearch.v1 import embedder_pb2 as epb
-from clipsearch.v1 import embedder_pb2_grpc
+from clipsearch.v1 import embedder_pb2_grpc, search_pb2_grpc
 from clipsearch.v1 import search_pb2 as spb
-from clipsearch.v1 import search_pb2_grpc
 from tests.fixtures_search import TEST_DIMENSION, SearchServerFactory
 
 # What a server may answer to a request it refuses: each says the request, not the server, is at fault.
-CLIENT_ERRORS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
-                           grpc.StatusCode.OUT_OF_RANGE})
+CLIENT_ERRORS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
 DIMENSION = TEST_DIMENSION  # the tiny CLIP's vectors are 32-d, like the test search indexes
 CALL_TIMEOUT = 60.0
 
 # Pillow warns about the corrupt EXIF blocks that flipped bytes make; the server's answer is what is tested.
 pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
 
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                       HealthCheck.data_too_large, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 # --- strategies for any message, from its descriptor ---------------------------------------------------
 
 Overrides = Mapping[str, st.SearchStrategy[Any]]  # full field name -> strategy for its (whole) value
 
 _INT_RANGES = {
-    FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
-    FieldDescriptor.TYPE_SFIXED32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1),
-    FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SFIXED64: (-2**63, 2**63 - 1),
-    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
-    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
 }
 
 
@@ -63,8 +83,9 @@ ANY_TEXT = st.one_of(
     st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=40),
     st.builds(lambda c, n: c * n, st.characters(exclude_categories=["Cs"]), st.integers(0, 70_000)),
 )
-ANY_BYTES = st.one_of(st.binary(max_size=64), st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=4),
-                                                        st.integers(0, 300_000)))
+ANY_BYTES = st.one_of(
+    st.binary(max_size=64), st.builds(lambda b, n: b * n, st.binary(min_size=1, max_size=4), st.integers(0, 300_000))
+)
 
 
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
@@ -80,8 +101,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind == FieldDescriptor.TYPE_DOUBLE:
         return st.floats()
     if kind == FieldDescriptor.TYPE_ENUM:  # proto3 enums are open: any int32 can arrive
-        return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]),
-                         st.integers(-2**31, 2**31 - 1))
+        return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-(2**31), 2**31 - 1))
     if kind in _INT_RANGES:
         return _ints(*_INT_RANGES[kind])
     raise AssertionError(f"no strategy for {field.full_name} (type {kind})")
@@ -112,8 +132,9 @@ def field_strategy(field: FieldDescriptor, overrides: Overrides, depth: int) -> 
     return _repeated(element) if field.is_repeated else element
 
 
-def message_strategy(descriptor: Descriptor, overrides: Overrides | None = None,
-                     depth: int = 0) -> st.SearchStrategy[Message]:
+def message_strategy(
+    descriptor: Descriptor, overrides: Overrides | None = None, depth: int = 0
+) -> st.SearchStrategy[Message]:
     """Messages of `descriptor` with any subset of fields set (one field at most of each oneof) to any value;
     `overrides` replace the strategy of a field, or of a message type, by full name."""
     overrides = overrides or {}
@@ -125,8 +146,10 @@ def message_strategy(descriptor: Descriptor, overrides: Overrides | None = None,
     real_oneofs = [o for o in descriptor.oneofs if len(o.fields) > 1]
     in_oneof = {f.name for o in real_oneofs for f in o.fields}
     plain = {f.name: field_strategy(f, overrides, depth) for f in descriptor.fields if f.name not in in_oneof}
-    choices = [st.one_of(st.just({}), *[field_strategy(f, overrides, depth).map(lambda v, n=f.name: {n: v})
-                                        for f in o.fields]) for o in real_oneofs]
+    choices = [
+        st.one_of(st.just({}), *[field_strategy(f, overrides, depth).map(lambda v, n=f.name: {n: v}) for f in o.fields])
+        for o in real_oneofs
+    ]
 
     def build(values: dict[str, Any], chosen: list[dict[str, Any]]) -> Message:
         return cls(**values, **{name: value for choice in chosen for name, value in choice.items()})
@@ -159,10 +182,10 @@ def image_files(draw: st.DrawFn) -> bytes:
     data = _encode(image, fmt)
     damage = draw(st.sampled_from(["none", "none", "truncate", "flip"]))
     if damage == "truncate":
-        data = data[:draw(st.integers(0, len(data) - 1))]
+        data = data[: draw(st.integers(0, len(data) - 1))]
     elif damage == "flip":
         position = draw(st.integers(0, len(data) - 1))
-        data = data[:position] + bytes([data[position] ^ draw(st.integers(1, 255))]) + data[position + 1:]
+        data = data[:position] + bytes([data[position] ^ draw(st.integers(1, 255))]) + data[position + 1 :]
     return data
 
 
@@ -193,8 +216,9 @@ def _nonzero(vector: list[float]) -> list[float]:
 GOOD_VECTORS = st.lists(FINITE, min_size=DIMENSION, max_size=DIMENSION).map(_nonzero)
 MOSTLY_GOOD_VECTORS = st.one_of(GOOD_VECTORS, GOOD_VECTORS, GOOD_VECTORS, VECTORS)
 PRINTABLE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=20)
-QUERY_SYNTAX = st.text(st.sampled_from(list("@{}|*()-~\"'\\$:;,.%[]<>=!&^ ") + ["a", "b", "ü", "🐈"]),
-                       min_size=1, max_size=12)
+QUERY_SYNTAX = st.text(
+    st.sampled_from([*list("@{}|*()-~\"'\\$:;,.%[]<>=!&^ "), "a", "b", "ü", "🐈"]), min_size=1, max_size=12
+)
 IDS = st.one_of(PRINTABLE, PRINTABLE, QUERY_SYNTAX, ANY_TEXT)
 NAMES = st.one_of(QUERY_SYNTAX, st.sampled_from(["", "default", "photos"]), ANY_TEXT)
 SOURCES = st.one_of(PRINTABLE.map(lambda s: "file:///" + s), PRINTABLE, st.sampled_from(["file:///", ""]), ANY_TEXT)
@@ -205,17 +229,26 @@ EMBEDDER_OVERRIDES: Overrides = {
     "clipsearch.v1.RawImage": st.one_of(raw_images(), raw_images(), message_strategy(epb.RawImage.DESCRIPTOR)),
     "clipsearch.v1.Embedding.values": VECTORS,
     "clipsearch.v1.EmbedImagesRequest.images": st.one_of(
-        st.lists(message_strategy(epb.Image.DESCRIPTOR, {
-            "clipsearch.v1.Image.encoded": st.one_of(image_files(), ANY_BYTES),
-            "clipsearch.v1.RawImage": raw_images()}), max_size=5),
-        st.builds(lambda n: [epb.Image(raw=epb.RawImage(rgb=bytes(3), width=1, height=1))] * n,
-                  st.integers(60, 70))),  # around the batch limit
+        st.lists(
+            message_strategy(
+                epb.Image.DESCRIPTOR,
+                {
+                    "clipsearch.v1.Image.encoded": st.one_of(image_files(), ANY_BYTES),
+                    "clipsearch.v1.RawImage": raw_images(),
+                },
+            ),
+            max_size=5,
+        ),
+        st.builds(lambda n: [epb.Image(raw=epb.RawImage(rgb=bytes(3), width=1, height=1))] * n, st.integers(60, 70)),
+    ),  # around the batch limit
     "clipsearch.v1.ClassifyRequest.labels": st.one_of(
         st.lists(st.one_of(QUERY_SYNTAX, st.text(min_size=1, max_size=60)), min_size=1, max_size=6, unique=True),
         st.lists(st.one_of(QUERY_SYNTAX, ANY_TEXT), max_size=6),
-        _repeated(ANY_TEXT)),
-    "clipsearch.v1.ClassifyRequest.prompt_template": st.one_of(st.just(""), st.just("a photo of {}"), ANY_TEXT,
-                                                               ANY_TEXT.map(lambda t: t + "{}")),
+        _repeated(ANY_TEXT),
+    ),
+    "clipsearch.v1.ClassifyRequest.prompt_template": st.one_of(
+        st.just(""), st.just("a photo of {}"), ANY_TEXT, ANY_TEXT.map(lambda t: t + "{}")
+    ),
 }
 SEARCH_FIELDS: Overrides = {
     "clipsearch.v1.Item.vector": VECTORS,
@@ -236,9 +269,11 @@ SEARCH_FIELDS: Overrides = {
     "clipsearch.v1.DeleteRequest.collection": NAMES,
 }
 TAG_TEXT = st.text(st.characters(exclude_categories=["Cc", "Cs"]), min_size=1, max_size=30)
-VALID_SOURCES = st.lists(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/"),
-                                 min_size=1, max_size=12), min_size=1, max_size=4).map(
-    lambda parts: "file:///" + "/".join(parts))
+VALID_SOURCES = st.lists(
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/"), min_size=1, max_size=12),
+    min_size=1,
+    max_size=4,
+).map(lambda parts: "file:///" + "/".join(parts))
 
 
 @st.composite
@@ -253,33 +288,39 @@ def valid_items(draw: st.DrawFn, vectors: st.SearchStrategy[list[float]] = GOOD_
             media_type=draw(st.sampled_from([v.number for v in spb.MediaType.DESCRIPTOR.values])),
             collection=draw(st.one_of(st.just(""), st.text(max_size=30))),  # control characters allowed here
             timestamp_seconds=draw(st.floats(allow_nan=False, allow_infinity=False)),
-            frame_index=draw(_ints(-2**63, 2**63 - 1)),
+            frame_index=draw(_ints(-(2**63), 2**63 - 1)),
             content_hash=draw(st.text("0123456789abcdef", max_size=64)),
             width=draw(_ints(0, 2**32 - 1)),
             height=draw(_ints(0, 2**32 - 1)),
             tags=draw(st.lists(TAG_TEXT, max_size=4)),
-        ))
+        ),
+    )
 
 
 ITEMS = st.one_of(valid_items(MOSTLY_GOOD_VECTORS), message_strategy(spb.Item.DESCRIPTOR, SEARCH_FIELDS))
-SEARCH_OVERRIDES: Overrides = {**SEARCH_FIELDS, "clipsearch.v1.UpsertRequest.items": st.one_of(
-    st.lists(valid_items(), min_size=1, max_size=4, unique_by=lambda item: item.id),
-    st.lists(ITEMS, min_size=1, max_size=4, unique_by=lambda item: item.id),
-    st.lists(ITEMS, max_size=4),
-    st.builds(lambda item, n: [item] * n, ITEMS, st.sampled_from([2, 1001])),  # a duplicate id; one too many
-)}
+SEARCH_OVERRIDES: Overrides = {
+    **SEARCH_FIELDS,
+    "clipsearch.v1.UpsertRequest.items": st.one_of(
+        st.lists(valid_items(), min_size=1, max_size=4, unique_by=lambda item: item.id),
+        st.lists(ITEMS, min_size=1, max_size=4, unique_by=lambda item: item.id),
+        st.lists(ITEMS, max_size=4),
+        st.builds(lambda item, n: [item] * n, ITEMS, st.sampled_from([2, 1001])),  # a duplicate id; one too many
+    ),
+}
 
 
-def requests(message: type[Message], overrides: Overrides,
-             plausible: st.SearchStrategy[Message] | None = None) -> st.SearchStrategy[Message]:
+def requests(
+    message: type[Message], overrides: Overrides, plausible: st.SearchStrategy[Message] | None = None
+) -> st.SearchStrategy[Message]:
     """Any request of `message`; with `plausible`, two thirds are drawn from it (requests that mostly get
     past validation, to reach the model or Redis)."""
     generic = message_strategy(message.DESCRIPTOR, overrides)
     return generic if plausible is None else st.one_of(plausible, plausible, generic)
 
 
-def built(cls: type[Message], required: Mapping[str, st.SearchStrategy[Any]] | None = None,
-          **optional: st.SearchStrategy[Any]) -> st.SearchStrategy[Message]:
+def built(
+    cls: type[Message], required: Mapping[str, st.SearchStrategy[Any]] | None = None, **optional: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Message]:
     """Messages of `cls` with the `required` fields set and any subset of the `optional` ones."""
     return st.fixed_dictionaries(dict(required or {}), optional=optional).map(lambda values: cls(**values))
 
@@ -287,11 +328,19 @@ def built(cls: type[Message], required: Mapping[str, st.SearchStrategy[Any]] | N
 HEX = st.text("0123456789abcdef", min_size=1, max_size=64)
 LABELS = st.lists(st.one_of(QUERY_SYNTAX, st.text(min_size=1, max_size=60)), min_size=1, max_size=6, unique=True)
 PLAUSIBLE_CLASSIFY = st.one_of(
-    built(epb.ClassifyRequest, {"image": st.one_of(image_files(), image_files(), ANY_BYTES).map(
-        lambda data: epb.Image(encoded=data)), "labels": LABELS},
-        prompt_template=st.sampled_from(["a photo of {}", "{}", "«{}» 🐈", "{0} {name} {}", "{}{}", "none"])),
-    built(epb.ClassifyRequest, {"embedding": MOSTLY_GOOD_VECTORS.map(lambda v: epb.Embedding(values=v)),
-                                "labels": LABELS}, prompt_template=st.sampled_from(["a photo of {}", "{}"])),
+    built(
+        epb.ClassifyRequest,
+        {
+            "image": st.one_of(image_files(), image_files(), ANY_BYTES).map(lambda data: epb.Image(encoded=data)),
+            "labels": LABELS,
+        },
+        prompt_template=st.sampled_from(["a photo of {}", "{}", "«{}» 🐈", "{0} {name} {}", "{}{}", "none"]),
+    ),
+    built(
+        epb.ClassifyRequest,
+        {"embedding": MOSTLY_GOOD_VECTORS.map(lambda v: epb.Embedding(values=v)), "labels": LABELS},
+        prompt_template=st.sampled_from(["a photo of {}", "{}"]),
+    ),
 )
 SEED_IDS = st.sampled_from([f"seed{n}" for n in range(5)])
 SEED_SOURCES = st.sampled_from([f"file:///seed/{n}.jpg" for n in range(5)] + ["file:///seed/"])
@@ -302,18 +351,26 @@ PLAUSIBLE_FILTERS = built(
     sources=st.lists(st.one_of(SEED_SOURCES, VALID_SOURCES), max_size=2),
     source_dir=st.one_of(SEED_SOURCES, VALID_SOURCES),
     media_type=st.sampled_from([v.number for v in spb.MediaType.DESCRIPTOR.values]),
-    min_timestamp_seconds=st.floats(-1e9, 1e9), max_timestamp_seconds=st.floats(-1e9, 1e9),
+    min_timestamp_seconds=st.floats(-1e9, 1e9),
+    max_timestamp_seconds=st.floats(-1e9, 1e9),
     content_hashes=st.lists(HEX, max_size=2),
 )
 PLAUSIBLE_QUERIES = built(
-    spb.QueryRequest, {"vector": MOSTLY_GOOD_VECTORS},
-    k=st.integers(0, 50), offset=st.integers(0, 20), filter=PLAUSIBLE_FILTERS,
-    min_score=st.floats(-1.5, 1.5), ef_runtime=st.integers(0, 500), with_vectors=st.booleans(),
+    spb.QueryRequest,
+    {"vector": MOSTLY_GOOD_VECTORS},
+    k=st.integers(0, 50),
+    offset=st.integers(0, 20),
+    filter=PLAUSIBLE_FILTERS,
+    min_score=st.floats(-1.5, 1.5),
+    ef_runtime=st.integers(0, 500),
+    with_vectors=st.booleans(),
 )
-PLAUSIBLE_UPSERTS = built(spb.UpsertRequest, {
-    "items": st.lists(valid_items(), min_size=1, max_size=4, unique_by=lambda item: item.id)})
-PLAUSIBLE_LISTS = built(spb.ListRequest, filter=PLAUSIBLE_FILTERS, page_size=st.integers(0, 50),
-                        with_vectors=st.booleans())
+PLAUSIBLE_UPSERTS = built(
+    spb.UpsertRequest, {"items": st.lists(valid_items(), min_size=1, max_size=4, unique_by=lambda item: item.id)}
+)
+PLAUSIBLE_LISTS = built(
+    spb.ListRequest, filter=PLAUSIBLE_FILTERS, page_size=st.integers(0, 50), with_vectors=st.booleans()
+)
 PLAUSIBLE_DELETES = st.one_of(
     built(spb.DeleteRequest, {"ids": st.lists(st.one_of(SEED_IDS, PRINTABLE), min_size=1, max_size=3)}),
     built(spb.DeleteRequest, {"sources": st.lists(st.one_of(SEED_SOURCES, VALID_SOURCES), min_size=1, max_size=3)}),
@@ -332,7 +389,8 @@ def call(method: Callable[..., Any], request: Message) -> tuple[grpc.StatusCode,
         code = error.code()
         event(code.name)  # --hypothesis-show-statistics tells how often each status came back
         assert code in CLIENT_ERRORS, (
-            f"{code.name}: {error.details()!r} for a {type(request).__name__} of {request.ByteSize()} bytes")
+            f"{code.name}: {error.details()!r} for a {type(request).__name__} of {request.ByteSize()} bytes"
+        )
         assert error.details(), f"{code.name} without a message"
         return code, error.details()
     event("OK")
@@ -376,8 +434,10 @@ def test_embed_images(embedder: embedder_pb2_grpc.EmbedderStub, request: epb.Emb
             assert result.width >= 1 and result.height >= 1
         else:
             assert request.allow_partial, "an item error without allow_partial"
-            assert result.error.code in (grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                                         grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
+            assert result.error.code in (
+                grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            )
             assert result.error.message
 
 
@@ -426,10 +486,18 @@ def search(search_server_factory: SearchServerFactory) -> Iterator[SearchFuzz]:
     with grpc.insecure_channel(running.address) as channel:
         fuzz = SearchFuzz(search_pb2_grpc.SearchStub(channel))
         # A few real items, so that queries, lists and deletes have something to find.
-        fuzz.stub.Upsert(spb.UpsertRequest(items=[
-            spb.Item(id=f"seed{n}", vector=np.random.default_rng(n).standard_normal(DIMENSION).tolist(),
-                     metadata=spb.Metadata(sources=[f"file:///seed/{n}.jpg"], tags=["@{}|*"], collection="photos"))
-            for n in range(5)]))
+        fuzz.stub.Upsert(
+            spb.UpsertRequest(
+                items=[
+                    spb.Item(
+                        id=f"seed{n}",
+                        vector=np.random.default_rng(n).standard_normal(DIMENSION).tolist(),
+                        metadata=spb.Metadata(sources=[f"file:///seed/{n}.jpg"], tags=["@{}|*"], collection="photos"),
+                    )
+                    for n in range(5)
+                ]
+            )
+        )
         yield fuzz
         fuzz.count()  # still answering
         fuzz.stub.ListCollections(spb.ListCollectionsRequest(), timeout=CALL_TIMEOUT)
@@ -449,7 +517,7 @@ def test_upsert(search: SearchFuzz, request: spb.UpsertRequest) -> None:
     assert search.count() == before + response.created
     got = search.stub.Get(spb.GetRequest(ids=[item.id for item in request.items]), timeout=CALL_TIMEOUT)
     assert list(got.missing_ids) == []
-    for item, stored in zip(request.items, got.items):
+    for item, stored in zip(request.items, got.items, strict=False):
         assert stored.id == item.id
         assert set(item.metadata.sources) <= set(stored.metadata.sources)
         expected = spb.Metadata()

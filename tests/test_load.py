@@ -3,6 +3,7 @@ embedder (tiny CLIP) and the search service as real processes; no call fails and
 
 `python -m bench.load` is the same run with arguments (duration, clients, model) for longer local runs.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,10 @@ CONFIG = LoadConfig(clients=16, duration=20.0, warmup=5.0, deadline=20.0, items=
 MAX_RSS_GROWTH = 0.10
 
 
-def test_sixteen_clients_hold_without_errors_or_memory_growth(tmp_path: Path, tiny_clip_dir: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    stack = start_stack(tmp_path / "stack", str(tiny_clip_dir), embedders=1, embedder_threads=1,
-                        appendfsync="everysec")
+def test_sixteen_clients_hold_without_errors_or_memory_growth(
+    tmp_path: Path, tiny_clip_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = start_stack(tmp_path / "stack", str(tiny_clip_dir), embedders=1, embedder_threads=1, appendfsync="everysec")
     try:
         result = run_load(stack, CONFIG)
     finally:

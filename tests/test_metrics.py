@@ -1,4 +1,5 @@
 """Prometheus metrics of both services, scraped over HTTP from /metrics while real calls are made."""
+
 from __future__ import annotations
 
 import socket
@@ -15,9 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from clipsearch.envconfig import ConfigError
 from clipsearch.metrics import MetricsPortError, metrics_endpoint_beside, start_metrics_endpoint
 from clipsearch.v1 import embedder_pb2 as epb
-from clipsearch.v1 import embedder_pb2_grpc
+from clipsearch.v1 import embedder_pb2_grpc, search_pb2_grpc
 from clipsearch.v1 import search_pb2 as spb
-from clipsearch.v1 import search_pb2_grpc
 from embedder_service.config import EmbedderConfig
 from embedder_service.model import ClipEmbedder
 from search_service.config import SearchConfig
@@ -33,8 +33,11 @@ def scrape(url: str) -> Samples:
     with urllib.request.urlopen(url, timeout=30) as response:
         assert response.status == 200
         text = response.read().decode("utf-8")
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -63,8 +66,10 @@ def test_embedder_metrics_move_with_calls(tiny_clip_dir: Path, tiny_embedder: Cl
     photo.thumbnail((80, 80))
     image = epb.Image(encoded=encode_image(photo, "PNG"))
     config = embedder_test_config(tiny_clip_dir, metrics_port=0)
-    with running_embedder(config, tiny_embedder) as server, \
-            grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    with (
+        running_embedder(config, tiny_embedder) as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
         assert server.metrics is not None and server.metrics.host == "127.0.0.1"
         url = server.metrics.url
         stub = embedder_pb2_grpc.EmbedderStub(channel)
@@ -81,7 +86,7 @@ def test_embedder_metrics_move_with_calls(tiny_clip_dir: Path, tiny_embedder: Cl
     assert handled(after, EMBEDDER, "EmbedTexts", "INVALID_ARGUMENT") == 1
     assert handled(before, EMBEDDER, "EmbedTexts", "INVALID_ARGUMENT") == 0
     assert handled(after, EMBEDDER, "EmbedImages", "OK") == 1
-    method = dict(grpc_service=EMBEDDER, grpc_method="EmbedTexts")
+    method = {"grpc_service": EMBEDDER, "grpc_method": "EmbedTexts"}
     assert value(after, "grpc_server_started_total", **method) == 3
     assert value(after, "grpc_server_handling_seconds_count", **method) == 3
     assert value(after, "grpc_server_handling_seconds_sum", **method) > 0
@@ -97,11 +102,13 @@ def test_embedder_metrics_move_with_calls(tiny_clip_dir: Path, tiny_embedder: Cl
 
 def test_each_server_counts_only_its_own_calls(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder) -> None:
     """Two servers in one process keep separate registries: no clash, no shared counts."""
-    with running_embedder(embedder_test_config(tiny_clip_dir), tiny_embedder) as first, \
-            running_embedder(embedder_test_config(tiny_clip_dir), tiny_embedder) as second, \
-            grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+    with (
+        running_embedder(embedder_test_config(tiny_clip_dir), tiny_embedder) as first,
+        running_embedder(embedder_test_config(tiny_clip_dir), tiny_embedder) as second,
+        grpc.insecure_channel(f"127.0.0.1:{first.port}") as channel,
+    ):
         embedder_pb2_grpc.EmbedderStub(channel).GetModelInfo(epb.GetModelInfoRequest())
-        labels = dict(grpc_service=EMBEDDER, grpc_method="GetModelInfo", grpc_code="OK")
+        labels = {"grpc_service": EMBEDDER, "grpc_method": "GetModelInfo", "grpc_code": "OK"}
         assert first.registry.get_sample_value("grpc_server_handled_total", labels) == 1
         assert second.registry.get_sample_value("grpc_server_handled_total", labels) is None
         assert first.metrics is None  # no port configured, no endpoint
@@ -128,8 +135,9 @@ def test_search_metrics_move_with_calls(search_server_factory: SearchServerFacto
     assert value(samples, "search_redis_up") == 1
 
 
-def test_search_redis_up_falls_to_zero_when_redis_stops(search_server_factory: SearchServerFactory,
-                                                        redis_data_dir: Path) -> None:
+def test_search_redis_up_falls_to_zero_when_redis_stops(
+    search_server_factory: SearchServerFactory, redis_data_dir: Path
+) -> None:
     with LocalRedis(redis_data_dir) as local:
         running = search_server_factory(redis_url=local.url, metrics_port=0)
         url = running.server.metrics.url
@@ -183,8 +191,10 @@ def test_the_endpoint_closes_and_frees_its_port() -> None:
         probe.listen()
 
 
-@pytest.mark.parametrize("read, variable", [(EmbedderConfig.from_env, "EMBEDDER_METRICS_PORT"),
-                                            (SearchConfig.from_env, "SEARCH_METRICS_PORT")])
+@pytest.mark.parametrize(
+    ("read", "variable"),
+    [(EmbedderConfig.from_env, "EMBEDDER_METRICS_PORT"), (SearchConfig.from_env, "SEARCH_METRICS_PORT")],
+)
 def test_metrics_port_comes_from_the_environment(read: Callable[..., object], variable: str) -> None:
     assert read({}).metrics_port is None
     assert read({variable: "0"}).metrics_port is None

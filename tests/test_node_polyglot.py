@@ -1,4 +1,5 @@
 """A Node.js client built only from protos/ embeds, upserts and queries through both services."""
+
 from __future__ import annotations
 
 import json
@@ -17,18 +18,22 @@ NODE = shutil.which("node")
 # Only a hang is cut short; a normal run takes a few seconds.
 NODE_TIMEOUT_SECONDS = 300
 
-pytestmark = pytest.mark.skipif(NODE is None,
-                                reason="node is not installed (the polyglot test needs Node.js 18+)")
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (the polyglot test needs Node.js 18+)")
 
 
 def run_polyglot(embedder_address: str, search_address: str) -> dict:
     for package in ("@grpc/grpc-js", "@grpc/proto-loader"):
         assert (NODE_DIR / "node_modules" / package / "package.json").is_file(), (
-            f"{package} is not installed in tests/node: run `make test`, or `npm ci --prefix tests/node`")
-    result = subprocess.run([NODE, str(NODE_DIR / "polyglot.mjs"), embedder_address, search_address],
-                            capture_output=True, text=True, timeout=NODE_TIMEOUT_SECONDS, check=False)
-    assert result.returncode == 0, \
-        f"polyglot.mjs exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            f"{package} is not installed in tests/node: run `make test`, or `npm ci --prefix tests/node`"
+        )
+    result = subprocess.run(
+        [NODE, str(NODE_DIR / "polyglot.mjs"), embedder_address, search_address],
+        capture_output=True,
+        text=True,
+        timeout=NODE_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert result.returncode == 0, f"polyglot.mjs exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return json.loads(result.stdout)
 
 
@@ -38,7 +43,7 @@ def test_node_embeds_upserts_and_queries(embedder_address: str, search_address: 
     ids = report["ids"]
     assert report["upserted"] == report["created"] == len(ids) == len(report["texts"])
     matches = report["matches"]
-    assert [m["id"] for m in matches][0] == ids[0]
+    assert next(m["id"] for m in matches) == ids[0]
     assert sorted(m["id"] for m in matches) == sorted(ids)
     assert matches[0]["score"] == pytest.approx(1.0, abs=1e-3)
     scores = [m["score"] for m in matches]

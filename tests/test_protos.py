@@ -1,4 +1,5 @@
 """The checked-in generated code matches protos/, and every proto element is documented."""
+
 from __future__ import annotations
 
 import re
@@ -20,7 +21,8 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
 def test_every_service_rpc_message_and_field_has_a_comment() -> None:
     undocumented: list[str] = []
     declaration = re.compile(
-        r"^\s*(service|rpc|message|enum|oneof)\s+\w+|^\s*(optional\s+|repeated\s+)?[\w.]+\s+\w+\s*=\s*\d+;")
+        r"^\s*(service|rpc|message|enum|oneof)\s+\w+|^\s*(optional\s+|repeated\s+)?[\w.]+\s+\w+\s*=\s*\d+;"
+    )
     for proto in protogen.proto_files():
         lines = proto.read_text().splitlines()
         for number, line in enumerate(lines):
@@ -32,8 +34,11 @@ def test_every_service_rpc_message_and_field_has_a_comment() -> None:
             trailing = "//" in line
             # A field in a run of fields documented by the comment above the run counts as documented.
             block_start = number
-            while block_start > 0 and declaration.match(lines[block_start - 1]) \
-                    and not re.match(r"^\s*(service|rpc|message|enum|oneof)\b", lines[block_start - 1]):
+            while (
+                block_start > 0
+                and declaration.match(lines[block_start - 1])
+                and not re.match(r"^\s*(service|rpc|message|enum|oneof)\b", lines[block_start - 1])
+            ):
                 block_start -= 1
             above = lines[block_start - 1].strip() if block_start else ""
             if not (previous.startswith("//") or trailing or above.startswith("//")):

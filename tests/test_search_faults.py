@@ -1,4 +1,5 @@
 """Faults: Redis going away and coming back, restarts (AOF), an index with other settings, a dropped index."""
+
 from __future__ import annotations
 
 import time
@@ -39,9 +40,14 @@ def wait_until_indexed(stub: search_pb2_grpc.SearchStub, within: float = 60.0) -
 
 def upsert_items(stub: search_pb2_grpc.SearchStub, count: int, seed: int) -> list[list[float]]:
     vectors = random_vectors(count, seed=seed)
-    stub.Upsert(pb.UpsertRequest(items=[make_item(f"i{n:03}", v, sources=[f"file:///d/{n}.jpg"],
-                                                  collection=f"c{n % 3}", tags=["t"])
-                                        for n, v in enumerate(vectors)]))
+    stub.Upsert(
+        pb.UpsertRequest(
+            items=[
+                make_item(f"i{n:03}", v, sources=[f"file:///d/{n}.jpg"], collection=f"c{n % 3}", tags=["t"])
+                for n, v in enumerate(vectors)
+            ]
+        )
+    )
     return vectors
 
 
@@ -56,8 +62,9 @@ def assert_all_there(stub: search_pb2_grpc.SearchStub, vectors: list[list[float]
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
-def test_items_survive_a_redis_restart(search_server_factory: SearchServerFactory, redis_data_dir: Path,
-                                       how: str) -> None:
+def test_items_survive_a_redis_restart(
+    search_server_factory: SearchServerFactory, redis_data_dir: Path, how: str
+) -> None:
     # appendfsync always: with SIGKILL the test must not depend on the once-a-second fsync timing.
     with LocalRedis(redis_data_dir, appendfsync="always") as local:
         running = search_server_factory(redis_url=local.url)
@@ -73,7 +80,8 @@ def test_items_survive_a_redis_restart(search_server_factory: SearchServerFactor
 
 
 def test_redis_down_means_unavailable_and_not_serving_until_it_returns(
-        search_server_factory: SearchServerFactory, redis_data_dir: Path) -> None:
+    search_server_factory: SearchServerFactory, redis_data_dir: Path
+) -> None:
     with LocalRedis(redis_data_dir, appendfsync="always") as local:
         running = search_server_factory(redis_url=local.url)
         with grpc.insecure_channel(running.address) as channel:
@@ -81,10 +89,12 @@ def test_redis_down_means_unavailable_and_not_serving_until_it_returns(
             vectors = upsert_items(stub, 20, seed=41)
             local.kill()
 
-            for call, request in ((stub.Query, pb.QueryRequest(vector=vectors[0])),
-                                  (stub.Upsert, pb.UpsertRequest(items=[make_item("late", vectors[1])])),
-                                  (stub.Stats, pb.StatsRequest()),
-                                  (stub.List, pb.ListRequest())):
+            for call, request in (
+                (stub.Query, pb.QueryRequest(vector=vectors[0])),
+                (stub.Upsert, pb.UpsertRequest(items=[make_item("late", vectors[1])])),
+                (stub.Stats, pb.StatsRequest()),
+                (stub.List, pb.ListRequest()),
+            ):
                 with pytest.raises(grpc.RpcError) as error:
                     call(request)
                 assert error.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -98,20 +108,27 @@ def test_redis_down_means_unavailable_and_not_serving_until_it_returns(
 
 
 def test_an_index_with_another_dimension_fails_every_call_with_a_way_out(
-        search_server_factory: SearchServerFactory) -> None:
+    search_server_factory: SearchServerFactory,
+) -> None:
     first = search_server_factory()
     with grpc.insecure_channel(first.address) as channel:
         search_pb2_grpc.SearchStub(channel).Upsert(pb.UpsertRequest(items=[make_item("old", random_vectors(1)[0])]))
 
-    second = search_server_factory(index_name=first.config.index_name, key_prefix=first.config.key_prefix,
-                                   dimension=64, wait=False)
+    second = search_server_factory(
+        index_name=first.config.index_name, key_prefix=first.config.key_prefix, dimension=64, wait=False
+    )
     v64 = random_vectors(1, dimension=64)[0]
     with grpc.insecure_channel(second.address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
-        calls = [(stub.Upsert, pb.UpsertRequest(items=[make_item("new", v64)])),
-                 (stub.Query, pb.QueryRequest(vector=v64)), (stub.Get, pb.GetRequest(ids=["old"])),
-                 (stub.List, pb.ListRequest()), (stub.Delete, pb.DeleteRequest(ids=["old"])),
-                 (stub.Stats, pb.StatsRequest()), (stub.ListCollections, pb.ListCollectionsRequest())]
+        calls = [
+            (stub.Upsert, pb.UpsertRequest(items=[make_item("new", v64)])),
+            (stub.Query, pb.QueryRequest(vector=v64)),
+            (stub.Get, pb.GetRequest(ids=["old"])),
+            (stub.List, pb.ListRequest()),
+            (stub.Delete, pb.DeleteRequest(ids=["old"])),
+            (stub.Stats, pb.StatsRequest()),
+            (stub.ListCollections, pb.ListCollectionsRequest()),
+        ]
         for call, request in calls:
             with pytest.raises(grpc.RpcError) as error:
                 call(request)
@@ -125,21 +142,19 @@ def test_an_index_with_another_dimension_fails_every_call_with_a_way_out(
         assert search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest()).items == 1
 
 
-def test_an_index_with_another_algorithm_is_a_failed_precondition(
-        search_server_factory: SearchServerFactory) -> None:
+def test_an_index_with_another_algorithm_is_a_failed_precondition(search_server_factory: SearchServerFactory) -> None:
     first = search_server_factory(algorithm="flat")
-    second = search_server_factory(index_name=first.config.index_name, key_prefix=first.config.key_prefix,
-                                   wait=False)
-    with grpc.insecure_channel(second.address) as channel:
-        with pytest.raises(grpc.RpcError) as error:
-            search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
+    second = search_server_factory(index_name=first.config.index_name, key_prefix=first.config.key_prefix, wait=False)
+    with grpc.insecure_channel(second.address) as channel, pytest.raises(grpc.RpcError) as error:
+        search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "algorithm FLAT instead of HNSW" in error.value.details()
     assert "SEARCH_ALGORITHM=flat" in error.value.details()
 
 
-def test_a_dropped_index_is_recreated_and_its_items_reindexed(search_server_factory: SearchServerFactory,
-                                                              redis_url: str) -> None:
+def test_a_dropped_index_is_recreated_and_its_items_reindexed(
+    search_server_factory: SearchServerFactory, redis_url: str
+) -> None:
     running = search_server_factory()
     with grpc.insecure_channel(running.address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
@@ -150,13 +165,13 @@ def test_a_dropped_index_is_recreated_and_its_items_reindexed(search_server_fact
         assert_all_there(stub, vectors)
 
 
-def test_a_wrong_password_is_unavailable_with_the_reason(search_server_factory: SearchServerFactory,
-                                                         redis_data_dir: Path) -> None:
+def test_a_wrong_password_is_unavailable_with_the_reason(
+    search_server_factory: SearchServerFactory, redis_data_dir: Path
+) -> None:
     with LocalRedis(redis_data_dir, password="right") as local:
         running = search_server_factory(redis_url=f"redis://:wrong@127.0.0.1:{local.port}/0", wait=False)
-        with grpc.insecure_channel(running.address) as channel:
-            with pytest.raises(grpc.RpcError) as error:
-                search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
+        with grpc.insecure_channel(running.address) as channel, pytest.raises(grpc.RpcError) as error:
+            search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         details = error.value.details()
         assert f"Redis at redis://:***@127.0.0.1:{local.port}/0 is unreachable" in details

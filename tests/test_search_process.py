@@ -1,4 +1,5 @@
 """`python -m search_service` as a real process: its own Redis, or REDIS_URL with a password; SIGTERM."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,14 @@ class ServiceProcess:
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "search_service"], cwd=ROOT, env=env,
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "search_service"],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     @property
     def output(self) -> str:
@@ -58,11 +65,16 @@ class ServiceProcess:
 
 @pytest.fixture
 def service_env(tmp_path: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith("SEARCH_") and name != "REDIS_URL"}
-    env |= {"PYTHONPATH": str(ROOT), "SEARCH_PORT": "0", "SEARCH_DIM": "32", "SEARCH_INDEX": unique_index_name(),
-            "SEARCH_DATA_DIR": str(tmp_path / "data"), "SEARCH_HEALTH_INTERVAL_SECONDS": "0.1",
-            "SEARCH_GRACE_SECONDS": "1"}
+    env = {name: value for name, value in os.environ.items() if not name.startswith("SEARCH_") and name != "REDIS_URL"}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "SEARCH_PORT": "0",
+        "SEARCH_DIM": "32",
+        "SEARCH_INDEX": unique_index_name(),
+        "SEARCH_DATA_DIR": str(tmp_path / "data"),
+        "SEARCH_HEALTH_INTERVAL_SECONDS": "0.1",
+        "SEARCH_GRACE_SECONDS": "1",
+    }
     return env
 
 
@@ -84,8 +96,11 @@ def upsert_and_query(address: str) -> None:
     vectors = random_vectors(5, seed=50)
     with grpc.insecure_channel(address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
-        reply = stub.Upsert(pb.UpsertRequest(items=[make_item(f"i{n}", v, sources=[f"file:///p/{n}.jpg"])
-                                                    for n, v in enumerate(vectors)]))
+        reply = stub.Upsert(
+            pb.UpsertRequest(
+                items=[make_item(f"i{n}", v, sources=[f"file:///p/{n}.jpg"]) for n, v in enumerate(vectors)]
+            )
+        )
         assert reply.created == 5
         best = stub.Query(pb.QueryRequest(vector=vectors[2], k=1)).matches[0]
         assert best.item.id == "i2" and best.score == pytest.approx(1.0, abs=1e-5)
@@ -138,8 +153,13 @@ def test_with_redis_url_and_a_password(service_env: dict[str, str], start_servic
 
 
 def test_a_bad_setting_is_one_line_on_stderr(service_env: dict[str, str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "search_service"], cwd=ROOT,
-                            env=service_env | {"SEARCH_ALGORITHM": "ivf"}, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "search_service"],
+        cwd=ROOT,
+        env=service_env | {"SEARCH_ALGORITHM": "ivf"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == "search service: SEARCH_ALGORITHM='ivf' is not one of: hnsw, flat"

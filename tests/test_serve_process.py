@@ -1,4 +1,5 @@
 """`clipsearch serve` as a real process: restarts of killed children, clean stops, no orphans."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,16 @@ import pytest
 from client import serve
 from clipsearch.auth import bearer_metadata
 from clipsearch.v1 import search_pb2, search_pb2_grpc
-from tests.fixtures_e2e import (SERVE_START_TIMEOUT, ServeProcess, alive, descendants, health_status,
-                                start_serve, wait_until_gone, wait_until_serving)
-
+from tests.fixtures_e2e import (
+    SERVE_START_TIMEOUT,
+    ServeProcess,
+    alive,
+    descendants,
+    health_status,
+    start_serve,
+    wait_until_gone,
+    wait_until_serving,
+)
 
 TOKEN = "e2e-shared-token"
 
@@ -30,8 +38,9 @@ def search_stats(address: str) -> search_pb2.StatsResponse:
         stub = search_pb2_grpc.SearchStub(channel)
         while True:
             try:
-                return stub.Stats(search_pb2.StatsRequest(), timeout=10, wait_for_ready=True,
-                                  metadata=bearer_metadata(TOKEN))
+                return stub.Stats(
+                    search_pb2.StatsRequest(), timeout=10, wait_for_ready=True, metadata=bearer_metadata(TOKEN)
+                )
             except grpc.RpcError as error:
                 assert error.code() == grpc.StatusCode.UNAVAILABLE, error
                 assert time.monotonic() < deadline, f"search still unavailable: {error.details()}"
@@ -54,8 +63,7 @@ def kill_and_wait_for_replacement(stack: ServeProcess, role: str) -> int:
     return new
 
 
-def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: Path,
-                                                                     tiny_clip_dir: Path) -> None:
+def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: Path, tiny_clip_dir: Path) -> None:
     # With a shared token the services refuse calls without it; serve's own calls carry it.
     stack = start_serve(tmp_path, tiny_clip_dir, env={**os.environ, "CLIPSEARCH_AUTH_TOKEN": TOKEN})
     try:
@@ -95,12 +103,16 @@ def test_children_die_with_serve_even_when_it_is_killed(tmp_path: Path, tiny_cli
 
 
 def test_readiness_probes_use_a_plain_call_where_grpc_health_is_missing(
-        serve_stack: ServeProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_stack: ServeProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with socket.socket() as spare:
         spare.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{spare.getsockname()[1]}"
-    probes = [serve.GrpcProbe(serve_stack.embedder_addresses[0], "embedder"),
-              serve.GrpcProbe(serve_stack.search_address, "search"), serve.GrpcProbe(nobody, "search")]
+    probes = [
+        serve.GrpcProbe(serve_stack.embedder_addresses[0], "embedder"),
+        serve.GrpcProbe(serve_stack.search_address, "search"),
+        serve.GrpcProbe(nobody, "search"),
+    ]
     try:
         with_health = [probe.ready() for probe in probes]
         monkeypatch.setitem(sys.modules, "grpc_health.v1", None)  # as if grpcio-health-checking were absent
@@ -127,8 +139,9 @@ def test_an_index_built_for_another_dimension_is_a_start_up_error_not_a_hang(tmp
         serve.add_arguments(parser)
         args = parser.parse_args(["--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)])
         config = serve.build_config(args, {**os.environ, "REDIS_URL": redis_server.url})
-        child = serve.Child(serve.search_spec(config, 32), serve.OutputRelay(io.StringIO()),
-                            start_timeout=SERVE_START_TIMEOUT)
+        child = serve.Child(
+            serve.search_spec(config, 32), serve.OutputRelay(io.StringIO()), start_timeout=SERVE_START_TIMEOUT
+        )
         child.spawn()
         try:
             with pytest.raises(serve.ServeError) as caught:
