@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_DEPS := tests/node/node_modules/.package-lock.json
 
-.PHONY: venv node-deps test demo proto checkpoint bench clean
+.PHONY: venv node-deps test lint format typecheck check demo proto checkpoint bench clean
 
 # The project's virtual environment with every extra installed, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -29,6 +29,24 @@ node-deps: $(NODE_DEPS)
 # The whole test suite. Tests start the Redis, gRPC servers and processes they need themselves.
 test: $(STAMP) $(NODE_DEPS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint: ruff's rules and formatting (pyproject.toml [tool.ruff]), and generated proto code that matches protos/.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m clipsearch.protogen --check
+
+# Rewrites the tree in the project's format and applies ruff's safe fixes.
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Static types: mypy, strict for the four packages (pyproject.toml [tool.mypy]).
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# Everything CI checks before the tests (also scripts/check).
+check: lint typecheck
 
 # The main job in one command: starts the stack, indexes sample photos and a generated video, then runs a
 # text search, an image search and a classification. Offline: CLIP_MODEL=checkpoints/tiny make demo

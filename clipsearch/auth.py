@@ -16,15 +16,17 @@ over plaintext can be read by anyone on the path: off loopback, enable TLS as we
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 
+from clipsearch import grpctypes
 from clipsearch.envconfig import ConfigError
 
 TOKEN_VARIABLE = "CLIPSEARCH_AUTH_TOKEN"
@@ -73,7 +75,7 @@ def _digest(value: str | bytes) -> bytes:
     return hashlib.sha256(value.encode() if isinstance(value, str) else value).digest()
 
 
-def _refusal(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethodHandler:
+def _refusal(handler: grpctypes.RpcMethodHandler | None, message: str) -> grpctypes.RpcMethodHandler:
     """A handler of the same kind as `handler` that ends the call with UNAUTHENTICATED, unparsed."""
 
     def deny(_request: Any, context: grpc.ServicerContext) -> Any:
@@ -97,7 +99,7 @@ def _refusal(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMet
     return grpc.unary_unary_rpc_method_handler(deny)
 
 
-class TokenAuthInterceptor(grpc.ServerInterceptor):
+class TokenAuthInterceptor(grpctypes.ServerInterceptor):
     """Lets a call through only with `authorization: Bearer <token>` metadata carrying the shared token."""
 
     def __init__(self, token: str, *, exempt_services: Iterable[str] = EXEMPT_SERVICES) -> None:
@@ -107,9 +109,9 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpctypes.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpctypes.RpcMethodHandler | None:
         service = handler_call_details.method.lstrip("/").partition("/")[0]
         if service in self._exempt:
             return continuation(handler_call_details)
@@ -138,7 +140,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         return None
 
 
-def auth_interceptors(token: str | None) -> tuple[grpc.ServerInterceptor, ...]:
+def auth_interceptors(token: str | None) -> tuple[grpctypes.ServerInterceptor, ...]:
     """The interceptors that enforce `token`; none when it is None (authentication off)."""
     return () if token is None else (TokenAuthInterceptor(token),)
 
@@ -158,20 +160,20 @@ def token_call_credentials(token: str) -> grpc.CallCredentials:
     return grpc.access_token_call_credentials(token)
 
 
-class _ClientCallDetails(NamedTuple):
-    method: str
-    timeout: float | None
-    metadata: Any
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: Any
+class _ClientCallDetails(
+    collections.namedtuple(
+        "_ClientCallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    """A call's details with other metadata: grpc.ClientCallDetails has no constructor of its own."""
 
 
 class BearerTokenInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
+    grpctypes.UnaryUnaryClientInterceptor,
+    grpctypes.UnaryStreamClientInterceptor,
+    grpctypes.StreamUnaryClientInterceptor,
+    grpctypes.StreamStreamClientInterceptor,
 ):
     """Adds the token to every call of a channel, plaintext ones included:
     grpc.intercept_channel(channel, BearerTokenInterceptor(token))."""

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from clipsearch import grpctypes
 from clipsearch.serving import GrpcServer
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def _split_method(full_method: str) -> tuple[str, str]:
     return service or "unknown", method or "unknown"
 
 
-class GrpcMetrics(grpc.ServerInterceptor):
+class GrpcMetrics(grpctypes.ServerInterceptor):
     """A server interceptor that records every call of a known method in `registry`:
 
     grpc_server_started_total{grpc_service, grpc_method}
@@ -61,9 +62,9 @@ class GrpcMetrics(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpctypes.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpctypes.RpcMethodHandler | None:
         handler = continuation(handler_call_details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED; not counted, to bound the labels
             return None
@@ -135,7 +136,7 @@ class GrpcMetrics(grpc.ServerInterceptor):
 
 def _code(context: grpc.ServicerContext, *, failed: bool) -> grpc.StatusCode:
     """The status the call ends with: what the handler set or aborted with, else OK or UNKNOWN (an exception)."""
-    code = context.code()
+    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]  # grpc-stubs lacks it
     if code is not None:
         return code
     if failed:

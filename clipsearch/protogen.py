@@ -1,8 +1,9 @@
-"""Generates the Python gRPC code for protos/ (python -m clipsearch.protogen [OUT_DIR])."""
+"""Generates the Python gRPC code for protos/ (python -m clipsearch.protogen [OUT_DIR | --check])."""
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,5 +36,30 @@ def generate(out_dir: Path) -> None:
         raise RuntimeError("protoc failed: " + " ".join(args))
 
 
+def stale_files() -> list[str]:
+    """The checked-in generated files that differ from what protoc makes of protos/ now (empty: current)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        generate(out)
+        generated = sorted(p.relative_to(out) for p in out.rglob("*.py*"))
+        if not generated:
+            raise RuntimeError("protoc produced nothing")
+        return [
+            str(rel)
+            for rel in generated
+            if not (ROOT / rel).exists() or (ROOT / rel).read_text() != (out / rel).read_text()
+        ]
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        stale = stale_files()
+        for rel in stale:
+            print(f"{rel} is stale or missing: run `make proto`", file=sys.stderr)
+        return 1 if stale else 0
+    generate(Path(argv[0]) if argv else ROOT)
+    return 0
+
+
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)
+    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from clipsearch import grpctypes
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_GRACE_SECONDS = 10.0
 
@@ -37,7 +39,7 @@ class ServerOptions:
 
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_workers: int = 16
-    interceptors: Sequence[grpc.ServerInterceptor] = field(default_factory=tuple)
+    interceptors: Sequence[grpctypes.ServerInterceptor] = field(default_factory=tuple)
     credentials: grpc.ServerCredentials | None = None
 
 

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -216,7 +216,8 @@ class BatchingEmbedder:
     def _forward(self, kind: str, payload: np.ndarray | list[list[int]]) -> np.ndarray:
         """Runs the model: images in one pass, texts in one pass per group of similar lengths."""
         if kind == IMAGE:
-            return self._observed(IMAGE, self._model.embed_images(payload))
+            return self._observed(IMAGE, self._model.embed_images(cast(np.ndarray, payload)))
+        payload = cast(list[list[int]], payload)
         if self.info.device.startswith("cuda"):
             groups = [list(range(len(payload)))]
         else:

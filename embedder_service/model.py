@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -149,8 +150,9 @@ class ClipEmbedder:
         self._load_lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
-        self._model = None
-        self._tokenizer = None
+        # transformers' model and tokenizer; torch is imported only when they load.
+        self._model: Any = None
+        self._tokenizer: Any = None
         self._info: ModelInfo | None = None
         self._spec: PreprocessSpec | None = None
 
@@ -171,25 +173,26 @@ class ClipEmbedder:
 
     @property
     def info(self) -> ModelInfo:
-        self._require_loaded()
-        return self._info
+        return self._require_loaded()
 
     @property
     def preprocess_spec(self) -> PreprocessSpec:
         """The image preprocessing the checkpoint's image processor config asks for."""
         self._require_loaded()
+        assert self._spec is not None  # set together with _info
         return self._spec
 
-    def _require_loaded(self) -> None:
+    def _require_loaded(self) -> ModelInfo:
         if self._info is None:
             raise RuntimeError("the model is not loaded yet; call load() first")
+        return self._info
 
     def load(self) -> ModelInfo:
         """Loads model, tokenizer and image processor config; later calls return the same info."""
         with self._load_lock:
             if self._info is None:
                 self._load()
-            return self._info
+            return self._require_loaded()
 
     def _load(self) -> None:
         # Before the slow torch import, so a mistyped CLIP_MODEL path is reported at once.
@@ -311,7 +314,9 @@ class ClipEmbedder:
         prefixes = [readable_prefix(text, self._max_tokens) for text in texts]
         # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
         with self._tokenizer_lock:
-            return self._tokenizer(prefixes, padding=False, truncation=True, max_length=self._max_tokens)["input_ids"]
+            encoded = self._tokenizer(prefixes, padding=False, truncation=True, max_length=self._max_tokens)
+        ids: list[list[int]] = encoded["input_ids"]
+        return ids
 
     def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Token id lists (as tokenize returns) -> (N, dimension) vectors, in one forward pass.
@@ -391,15 +396,16 @@ def readable_prefix(text: str, max_tokens: int) -> str:
     return text[: min(end, 64 * max_tokens)]
 
 
-def _normalized(features: object) -> np.ndarray:
+def _normalized(features: Any) -> np.ndarray:
     import torch
 
     values = features.float()
     values = values / torch.linalg.vector_norm(values, dim=-1, keepdim=True)
-    return values.cpu().numpy()
+    vectors: np.ndarray = values.cpu().numpy()
+    return vectors
 
 
-def _from_pretrained(cls: type, source: str, local_only: bool) -> object:
+def _from_pretrained(cls: Any, source: str, local_only: bool) -> Any:
     """cls.from_pretrained, from the local cache first so an offline server does not wait on the network."""
     try:
         return cls.from_pretrained(source, local_files_only=True)

@@ -215,7 +215,8 @@ class Preprocessor:
             if (new_width, new_height) != (width, height):
                 image = image.resize((new_width, new_height), spec.resample)
             pixels = _center_crop(np.asarray(image), spec.crop_height, spec.crop_width)
-        return self._table[np.arange(3)[:, None, None], pixels.transpose(2, 0, 1)]
+        planes: np.ndarray = self._table[np.arange(3)[:, None, None], pixels.transpose(2, 0, 1)]
+        return planes
 
 
 def _center_crop(pixels: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:

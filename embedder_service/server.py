@@ -7,10 +7,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-import grpc
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from clipsearch import grpctypes
 from clipsearch.auth import auth_interceptors
 from clipsearch.envconfig import ConfigError
 from clipsearch.metrics import GrpcMetrics, MetricsEndpoint, MetricsPortError, metrics_endpoint_beside
@@ -74,7 +74,7 @@ def build_server(
     config: EmbedderConfig,
     embedder: ClipEmbedder | None = None,
     *,
-    interceptors: Sequence[grpc.ServerInterceptor] = (),
+    interceptors: Sequence[grpctypes.ServerInterceptor] = (),
     registry: CollectorRegistry | None = None,
 ) -> EmbedderServer:
     """A server for `config` (not started, health NOT_SERVING); loads the model first if needed.

@@ -54,7 +54,7 @@ def _rpc(method: Callable[..., Response]) -> Callable[..., Response]:
 
 
 def _code_number(code: grpc.StatusCode) -> int:
-    return code.value[0]
+    return int(code.value[0])
 
 
 def _image_status(error: InvalidImage) -> grpc.StatusCode:

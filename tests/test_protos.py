@@ -5,17 +5,27 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from clipsearch import protogen
 
 
-def test_generated_code_is_current(tmp_path: Path) -> None:
-    protogen.generate(tmp_path)
-    generated = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.py*"))
-    assert generated, "protoc produced nothing"
-    for rel in generated:
-        checked_in = protogen.ROOT / rel
-        assert checked_in.exists(), f"{rel} is missing: run `make proto`"
-        assert checked_in.read_text() == (tmp_path / rel).read_text(), f"{rel} is stale: run `make proto`"
+def test_generated_code_is_current() -> None:
+    stale = protogen.stale_files()
+    assert not stale, f"stale or missing generated code, run `make proto`: {stale}"
+
+
+def test_the_drift_check_notices_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy = tmp_path / "clipsearch" / "v1"
+    copy.mkdir(parents=True)
+    for path in (protogen.ROOT / "clipsearch" / "v1").glob("*.py*"):
+        (copy / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(protogen, "ROOT", tmp_path)
+    assert protogen.main(["--check"]) == 0
+    (copy / "search_pb2.pyi").write_text((copy / "search_pb2.pyi").read_text() + "# edited by hand\n")
+    assert protogen.main(["--check"]) == 1
+    (copy / "embedder_pb2.py").unlink()
+    assert protogen.stale_files() == ["clipsearch/v1/embedder_pb2.py", "clipsearch/v1/search_pb2.pyi"]
 
 
 def test_every_service_rpc_message_and_field_has_a_comment() -> None:
