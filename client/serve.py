@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import grpc
 from clipsearch.auth import TOKEN_FILE_VARIABLE, TOKEN_VARIABLE
 from clipsearch.envconfig import ConfigError
 from clipsearch.tls import ServerTls
+from clipsearch.urls import redact_url
 
 from .security import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE, SERVER_NAME_VARIABLE, ChannelSecurity
 from .transport import split_host_port
@@ -377,17 +377,6 @@ def serve_security(env: Mapping[str, str]) -> ChannelSecurity:
         )
     security.load()  # reads the files now: a bad one is a start-up error, not a child that never gets ready
     return security
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for printing."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 class GrpcProbe:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from clipsearch.urls import redact_url
 from tests.certificates import make_pki, openssl_available
 
 
@@ -93,7 +94,7 @@ def test_redis_url_replaces_the_local_redis(tmp_path: Path) -> None:
     )
     assert config.redis_port is None and config.redis_url == "redis://:s3cret@db.example:6380/0"
     assert serve.search_spec(config, 32).env["REDIS_URL"] == config.redis_url
-    assert serve.redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
+    assert redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
 
 
 def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> None:
