@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from client.serve.children import embedder_specs, redis_spec, search_spec
+from client.serve.ports import plan_ports, reserve_free_ports
 from clipsearch.urls import redact_url
 from tests.certificates import make_pki, openssl_available
 
@@ -27,7 +29,7 @@ def no_free_ports(count: int) -> list[int]:
 
 
 def test_replicas_take_consecutive_ports_skipping_the_search_and_redis_ports() -> None:
-    embedders, search, redis = serve.plan_ports(50051, 4, 50052, 50054, no_free_ports)
+    embedders, search, redis = plan_ports(50051, 4, 50052, 50054, no_free_ports)
     assert (embedders, search, redis) == ((50051, 50053, 50055, 50056), 50052, 50054)
 
 
@@ -44,7 +46,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(
     if redis is not None and redis != 0 and redis == search:
         return
     handed_out = iter(range(20000, 30000))
-    embedders, search_port, redis_port = serve.plan_ports(
+    embedders, search_port, redis_port = plan_ports(
         first, count, search, redis, lambda n: [next(handed_out) for _ in range(n)]
     )
     assert len(embedders) == count
@@ -56,7 +58,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(
 
 
 def test_free_ports_are_picked_for_port_zero() -> None:
-    embedders, search, redis = serve.plan_ports(0, 3, 0, 0, lambda n: serve._reserve_free_ports("127.0.0.1", n))
+    embedders, search, redis = plan_ports(0, 3, 0, 0, lambda n: reserve_free_ports("127.0.0.1", n))
     ports = [*embedders, search, redis]
     assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
 
@@ -93,7 +95,7 @@ def test_redis_url_replaces_the_local_redis(tmp_path: Path) -> None:
         {"REDIS_URL": "redis://:s3cret@db.example:6380/0"},
     )
     assert config.redis_port is None and config.redis_url == "redis://:s3cret@db.example:6380/0"
-    assert serve.search_spec(config, 32).env["REDIS_URL"] == config.redis_url
+    assert search_spec(config, 32).env["REDIS_URL"] == config.redis_url
     assert redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
 
 
@@ -115,14 +117,14 @@ def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> Non
         ),
         {"EMBEDDER_THREADS": "3"},
     )
-    first, second = serve.embedder_specs(config)
+    first, second = embedder_specs(config)
     ports = [first.env["EMBEDDER_PORT"], second.env["EMBEDDER_PORT"]]
     assert ports == [str(port) for port in config.embedder_ports]
     assert first.env["CLIP_MODEL"] == "/models/clip" and first.env["EMBEDDER_DTYPE"] == "fp32"
     assert first.env["EMBEDDER_THREADS"] == "3"  # the user's choice wins over the per-replica share
-    search = serve.search_spec(config, 32)
+    search = search_spec(config, 32)
     assert search.env["SEARCH_DIM"] == "32" and search.env["SEARCH_PORT"] == str(config.search_port)
-    assert serve.redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port", str(config.redis_port))
+    assert redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port", str(config.redis_port))
 
 
 def test_missing_extras_name_the_install_command(
@@ -163,5 +165,5 @@ def test_tls_settings_reach_the_children_and_serve_checks_them_as_a_client(tmp_p
         {**server, "CLIPSEARCH_TLS_CA": str(pki.ca.cert)},
     )
     assert config.security.ca_file == pki.ca.cert
-    assert serve.search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
-    assert serve.embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)
+    assert search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
+    assert embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)

@@ -15,6 +15,10 @@ import grpc
 import pytest
 
 from client import serve
+from client.serve.children import search_spec
+from client.serve.probes import GrpcProbe
+from client.serve.process import SERVICE_GRACE_SECONDS, Child, OutputRelay
+from client.serve.supervisor import TICK_SECONDS
 from clipsearch.auth import bearer_metadata
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from tests.fixtures_e2e import (
@@ -109,9 +113,9 @@ def test_readiness_probes_use_a_plain_call_where_grpc_health_is_missing(
         spare.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{spare.getsockname()[1]}"
     probes = [
-        serve.GrpcProbe(serve_stack.embedder_addresses[0], "embedder"),
-        serve.GrpcProbe(serve_stack.search_address, "search"),
-        serve.GrpcProbe(nobody, "search"),
+        GrpcProbe(serve_stack.embedder_addresses[0], "embedder"),
+        GrpcProbe(serve_stack.search_address, "search"),
+        GrpcProbe(nobody, "search"),
     ]
     try:
         with_health = [probe.ready() for probe in probes]
@@ -139,18 +143,16 @@ def test_an_index_built_for_another_dimension_is_a_start_up_error_not_a_hang(tmp
         serve.add_arguments(parser)
         args = parser.parse_args(["--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)])
         config = serve.build_config(args, {**os.environ, "REDIS_URL": redis_server.url})
-        child = serve.Child(
-            serve.search_spec(config, 32), serve.OutputRelay(io.StringIO()), start_timeout=SERVE_START_TIMEOUT
-        )
+        child = Child(search_spec(config, 32), OutputRelay(io.StringIO()), start_timeout=SERVE_START_TIMEOUT)
         child.spawn()
         try:
             with pytest.raises(serve.ServeError) as caught:
                 deadline = time.monotonic() + SERVE_START_TIMEOUT
                 while time.monotonic() < deadline:
                     child.tick()
-                    time.sleep(serve.TICK_SECONDS)
+                    time.sleep(TICK_SECONDS)
         finally:
-            child.stop(serve.SERVICE_GRACE_SECONDS)
+            child.stop(SERVICE_GRACE_SECONDS)
     message = str(caught.value)
     assert message.startswith("search cannot serve:") and "16" in message and "32" in message, message
     assert child.exit_code() is not None
