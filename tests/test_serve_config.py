@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import socket
 import sys
 from pathlib import Path
@@ -12,9 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from client.serve.banner import banner
 from client.serve.children import embedder_specs, redis_spec, search_spec
 from client.serve.ports import plan_ports, reserve_free_ports
+from client.serve.ready_file import ready_document, remove_ready_file, write_ready_file
 from clipsearch.urls import redact_url
+from clipsearch.v1 import embedder_pb2
 from tests.certificates import make_pki, openssl_available
 
 
@@ -134,6 +139,64 @@ def test_missing_extras_name_the_install_command(
     assert serve.run(parse()) == serve.EXIT_USAGE
     error = capsys.readouterr().err
     assert "cannot import torch" in error and "pip install 'clipsearch[all]'" in error
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("missing/ready.json", "cannot write a file in .*missing: No such file or directory"),
+        ("a-file/ready.json", "cannot write a file in .*a-file: Not a directory"),
+        (".", "is a directory; name a file to write"),
+    ],
+)
+def test_a_ready_file_that_cannot_be_written_is_a_usage_error_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, problem: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    data = tmp_path / "data"
+    argv = ("--embedder-port", "0", "--search-port", "0", "--data-dir", str(data))
+    assert serve.run(parse(*argv, "--ready-file", str(tmp_path / where))) == serve.EXIT_USAGE
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error, error
+    assert re.fullmatch(f"clipsearch serve: --ready-file .*{problem}", error), error
+    assert not data.exists()  # nothing started
+
+
+def test_the_ready_file_says_where_the_services_are_as_the_banner_does(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("a-token")
+    argv = ("--embedders", "2", "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path / "data"))
+    config = serve.build_config(
+        parse(*argv, "--ready-file", str(tmp_path / "ready.json")),
+        {"REDIS_URL": "redis://:s3cret@db.example:6380/0", "CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "token")},
+    )
+    assert config.ready_file == tmp_path / "ready.json"
+    info = embedder_pb2.ModelInfo(model_id="/models/clip", dimension=32, dtype="float32", device="cpu")
+    write_ready_file(config.ready_file, ready_document(config, info, pid=4321))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ready.json", "token"]  # no temporary file left
+    ready = json.loads(config.ready_file.read_text())
+    addresses = [f"127.0.0.1:{port}" for port in config.embedder_ports]
+    assert ready == {
+        "version": 1,
+        "pid": 4321,
+        "embedder_addresses": addresses,
+        "search_address": f"127.0.0.1:{config.search_port}",
+        "redis_url": "redis://:***@db.example:6380/0",
+        "model": "/models/clip",
+        "dimension": 32,
+        "dtype": "float32",
+        "device": "cpu",
+        "data_dir": str(tmp_path / "data"),
+        "client_env": {
+            "EMBEDDER_ADDR": ",".join(addresses),
+            "SEARCH_ADDR": f"127.0.0.1:{config.search_port}",
+            "CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "token"),
+        },
+    }
+    exports = [line.split()[1] for line in banner(config, info).splitlines() if line.startswith("  export ")]
+    assert exports == [f"{name}={value}" for name, value in ready["client_env"].items()]
+    assert "a-token" not in config.ready_file.read_text()
+    remove_ready_file(config.ready_file)
+    assert not config.ready_file.exists()
 
 
 def test_the_shared_token_is_read_for_serves_own_calls(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
 from client import serve
 from client.serve.children import search_spec
@@ -75,6 +76,16 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
         (embedder,) = stack.embedder_addresses
         assert health_status(embedder) == health_status(stack.search_address) == "SERVING"
         assert set(stack.children()) == {"redis", "search", f"embedder@{embedder.rsplit(':', 1)[1]}"}
+        # The ready file says what the banner says, for programs (wait_ready took only one of version 1
+        # that names serve's pid).
+        ready = stack.ready
+        assert (ready["model"], ready["dimension"], ready["dtype"]) == (str(tiny_clip_dir), 32, "float32")
+        assert ready["data_dir"] == str((tmp_path / "data").resolve())
+        assert ready["client_env"] == {"EMBEDDER_ADDR": embedder, "SEARCH_ADDR": stack.search_address}
+        assert f"  export EMBEDDER_ADDR={embedder}" in stack.lines
+        assert f"  export SEARCH_ADDR={stack.search_address}" in stack.lines
+        with redis.Redis.from_url(ready["redis_url"]) as redis_client:
+            assert redis_client.ping()
 
         # Every child is restarted the same way; the search service and Redis are the quick ones to
         # restart (an embedder loads its model again).
@@ -91,6 +102,7 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
     finally:
         code = stack.stop(signal.SIGTERM)
     assert code == 0, stack.log[-3000:]
+    assert not stack.ready_path.exists()
     assert alive(running) == []
     assert "Traceback" not in stack.log
 

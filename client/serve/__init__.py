@@ -16,6 +16,7 @@ from .banner import banner
 from .config import ServeConfig, build_config, missing_modules, serve_security
 from .errors import EXIT_CHILD_FAILED, EXIT_OK, EXIT_USAGE, ServeError
 from .options import add_arguments
+from .ready_file import ready_document, remove_ready_file, write_ready_file
 from .supervisor import Supervisor
 
 __all__ = [
@@ -44,6 +45,17 @@ def _configure_logging() -> None:
     log.propagate = False
 
 
+def _announce(config: ServeConfig, supervisor: Supervisor) -> None:
+    """Prints the banner, then writes the ready file: a reader of the file finds the banner printed."""
+    assert supervisor.info is not None
+    print(banner(config, supervisor.info), flush=True)
+    if config.ready_file is not None:
+        try:
+            write_ready_file(config.ready_file, ready_document(config, supervisor.info, os.getpid()))
+        except OSError as error:
+            raise ServeError(f"cannot write --ready-file {config.ready_file}: {error.strerror or error}") from None
+
+
 def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     """Runs the stack until SIGINT/SIGTERM/SIGHUP; returns the exit code."""
     env = os.environ if env is None else env
@@ -62,6 +74,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     except ServeError as error:
         print(f"clipsearch serve: {error}", file=sys.stderr)
         return error.exit_code
+    if config.ready_file is not None:
+        remove_ready_file(config.ready_file)  # left behind by a serve that was killed
 
     stop, hurry = threading.Event(), threading.Event()
 
@@ -78,8 +92,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     code = EXIT_OK
     try:
         if supervisor.start():
-            assert supervisor.info is not None
-            print(banner(config, supervisor.info), flush=True)
+            _announce(config, supervisor)
             supervisor.supervise()
     except ServeError as error:
         print(f"clipsearch serve: {error}", file=sys.stderr)
@@ -88,6 +101,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
         print(f"clipsearch serve: the embedder did not describe its model: {error.details()}", file=sys.stderr)
         code = EXIT_CHILD_FAILED
     finally:
+        if config.ready_file is not None:
+            remove_ready_file(config.ready_file)  # no longer serving, before the children stop
         supervisor.shutdown()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -15,6 +15,7 @@ from clipsearch.tls import ServerTls
 from ..security import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE, SERVER_NAME_VARIABLE, ChannelSecurity
 from .errors import EXIT_USAGE, ServeError
 from .ports import plan_ports, port_is_free, reserve_free_ports
+from .ready_file import check_ready_path
 
 # Modules the children import, and the extra that provides each.
 REQUIRED_MODULES = (
@@ -45,6 +46,8 @@ class ServeConfig:
     env: Mapping[str, str]
     # How serve's own calls reach the services: their token and, when they use TLS, the client side of it.
     security: ChannelSecurity = field(default_factory=ChannelSecurity)
+    # Where serve says, in JSON, that it is serving and at which addresses (--ready-file).
+    ready_file: Path | None = None
 
     @property
     def token(self) -> str | None:
@@ -124,6 +127,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         raise ServeError(
             f"--host {args.host} is not an address this machine can listen on: {error.strerror or error}", EXIT_USAGE
         ) from None
+    ready_file = None if args.ready_file is None else check_ready_path(args.ready_file)
     try:
         security = serve_security(env)
     except ConfigError as error:
@@ -158,6 +162,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         start_timeout=args.start_timeout,
         env=dict(env),
         security=security,
+        ready_file=ready_file,
     )
 
 

@@ -77,3 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how long a service may take to become ready, model download included "
         f"(default {DEFAULT_START_TIMEOUT:.0f})",
     )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        metavar="PATH",
+        help="once every service is serving, write a JSON object to PATH (atomically; for scripts and tests) "
+        "with the keys version (1), pid (serve's), embedder_addresses (list of host:port), search_address, "
+        "redis_url (password hidden), model (id), dimension, dtype, device, data_dir and client_env (the "
+        "variables the banner tells a client to export); serve removes the file when it stops",
+    )
