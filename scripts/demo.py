@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -11,10 +12,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 # Photos that ship inside the scikit-image wheel (no download), saved under these names.
@@ -133,10 +134,12 @@ downloads {DEFAULT_MODEL} once (about 600 MB) into the Hugging Face cache."""
 
 
 class Stack:
-    """`clipsearch serve` running as a child process, with its addresses."""
+    """`clipsearch serve` running as a child process, with the addresses from its ready file."""
 
     def __init__(self, workdir: Path, model: str, embedders: int) -> None:
         self.log_path = workdir / "serve.log"
+        self.out_path = workdir / "serve.out"
+        self.ready_path = workdir / "serve-ready.json"
         # Free ports, so the demo runs beside a `clipsearch serve` on the default ports.
         self.args = [
             "serve",
@@ -152,39 +155,43 @@ class Stack:
             str(embedders),
             "--start-timeout",
             f"{SERVE_START_TIMEOUT:.0f}",
+            "--ready-file",
+            str(self.ready_path),
         ]
         self.process: subprocess.Popen[str] | None = None
-        self.addresses: dict[str, str] = {}
 
     def start(self) -> dict[str, str]:
-        """Starts serve and waits for its EMBEDDER_ADDR and SEARCH_ADDR lines."""
+        """Starts serve, waits for its ready file, shows its banner; returns the variables a client sets."""
         print(f"$ clipsearch {shlex.join(self.args)}", flush=True)
-        with self.log_path.open("w") as log:
+        with self.log_path.open("w") as log, self.out_path.open("w") as out:
             self.process = subprocess.Popen(
                 [*clipsearch_command(), *self.args],
-                stdout=subprocess.PIPE,
+                stdout=out,
                 stderr=log,
                 text=True,
                 stdin=subprocess.DEVNULL,
             )
-        ready = threading.Event()
-        threading.Thread(target=self._read_stdout, args=(ready,), daemon=True).start()
         deadline = time.monotonic() + SERVE_START_TIMEOUT + 120  # serve gives up first
-        while not ready.wait(0.2):
+        while (ready := self._ready()) is None:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise DemoError(self._failure())
-        return self.addresses
+            time.sleep(0.2)
+        # serve printed its banner before it wrote the ready file.
+        for line in self.out_path.read_text(errors="replace").splitlines():
+            print(f"  {line}", flush=True)
+        client_env: dict[str, str] = ready["client_env"]
+        return client_env
 
-    def _read_stdout(self, ready: threading.Event) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            print(f"  {line.rstrip()}", flush=True)
-            words = line.split()
-            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-                name, value = words[1].split("=", 1)
-                self.addresses[name] = value
-                if {"EMBEDDER_ADDR", "SEARCH_ADDR"} <= self.addresses.keys():
-                    ready.set()
+    def _ready(self) -> dict[str, Any] | None:
+        """serve's ready file, once this serve has written it."""
+        assert self.process is not None
+        try:
+            ready: dict[str, Any] = json.loads(self.ready_path.read_text())
+        except FileNotFoundError:
+            return None
+        if ready.get("version") != 1:
+            raise DemoError(f"{self.ready_path}: a ready file of version {ready.get('version')}, not 1")
+        return ready if ready.get("pid") == self.process.pid else None
 
     def _failure(self) -> str:
         lines = self.log_path.read_text(errors="replace").splitlines()

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_str, environ
 from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
 from clipsearch.tls import ServerTls
+from clipsearch.urls import redact_url as redact_url  # re-exported: the server imports it from here
 from search_service.redis_server import APPENDFSYNC_POLICIES
 from search_service.schema import ALGORITHMS, Algorithm
 
@@ -124,18 +125,3 @@ class SearchConfig:
             auth_token=token_from_env(env),
             tls=ServerTls.from_env(env, "SEARCH"),
         )
-
-
-def redact_url(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -175,35 +174,37 @@ def wait_until_gone(pids: Sequence[int], timeout: float = 60.0) -> None:
 
 
 class ServeProcess:
-    """`clipsearch serve` started as a user starts it, with the addresses it prints."""
+    """`clipsearch serve` started as a user starts it, with the addresses it writes to its --ready-file."""
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str], log_path: Path, ready_path: Path) -> None:
         self.log_path = log_path
-        self.lines: list[str] = []
-        self.exports: dict[str, str] = {}
-        self._ready = threading.Event()
-        with log_path.open("w") as log:
+        self.out_path = log_path.with_suffix(".out")
+        self.ready_path = ready_path
+        self.ready: dict[str, Any] = {}
+        with log_path.open("w") as log, self.out_path.open("w") as out:
             self.process = subprocess.Popen(
-                [*clipsearch_command(), "serve", *args],
+                [*clipsearch_command(), "serve", *args, "--ready-file", str(ready_path)],
                 env=dict(env),
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=out,
                 stderr=log,
                 text=True,
             )
-        threading.Thread(target=self._read_stdout, daemon=True).start()
 
-    def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            words = line.split()
-            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-                name, value = words[1].split("=", 1)
-                self.exports[name] = value
-                if {"EMBEDDER_ADDR", "SEARCH_ADDR"} <= self.exports.keys():
-                    self._ready.set()
+    @property
+    def lines(self) -> list[str]:
+        """What serve printed on stdout: the banner, complete once the ready file exists."""
+        return self.out_path.read_text(errors="replace").splitlines()
+
+    def read_ready_file(self) -> dict[str, Any] | None:
+        """The ready file this serve wrote, or None while there is none (or one a killed serve left)."""
+        try:
+            ready: dict[str, Any] = json.loads(self.ready_path.read_text())
+        except FileNotFoundError:
+            return None
+        assert ready["version"] == 1, ready
+        return ready if ready["pid"] == self.pid else None
 
     @property
     def pid(self) -> int:
@@ -215,20 +216,29 @@ class ServeProcess:
 
     def wait_ready(self, timeout: float = SERVE_START_TIMEOUT) -> ServeProcess:
         deadline = time.monotonic() + timeout
-        while not self._ready.wait(0.2):
+        while (ready := self.read_ready_file()) is None:
             if self.process.poll() is not None:
                 raise AssertionError(f"clipsearch serve exited with {self.process.returncode}:\n{self.log[-4000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError(f"clipsearch serve not ready after {timeout:.0f} s:\n{self.log[-4000:]}")
+            time.sleep(0.2)
+        self.ready = ready
         return self
 
     @property
+    def exports(self) -> dict[str, str]:
+        """The variables serve tells a client to set: EMBEDDER_ADDR, SEARCH_ADDR and the TLS and token paths."""
+        exports: dict[str, str] = self.ready["client_env"]
+        return exports
+
+    @property
     def embedder_addresses(self) -> list[str]:
-        return self.exports["EMBEDDER_ADDR"].split(",")
+        addresses: list[str] = self.ready["embedder_addresses"]
+        return addresses
 
     @property
     def search_address(self) -> str:
-        return self.exports["SEARCH_ADDR"]
+        return str(self.ready["search_address"])
 
     def client_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """An environment in which `clipsearch` talks to this stack."""
@@ -281,7 +291,7 @@ def start_serve(tmp: Path, model_dir: Path, *extra: str, env: Mapping[str, str] 
         "fp32",
         *extra,
     ]
-    return ServeProcess(args, base, tmp / "serve.log")
+    return ServeProcess(args, base, tmp / "serve.log", tmp / "serve-ready.json")
 
 
 @pytest.fixture(scope="session")

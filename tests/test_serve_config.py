@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import socket
 import sys
 from pathlib import Path
@@ -12,6 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from client.serve.banner import banner
+from client.serve.children import embedder_specs, redis_spec, search_spec
+from client.serve.ports import plan_ports, reserve_free_ports
+from client.serve.ready_file import ready_document, remove_ready_file, write_ready_file
+from clipsearch.urls import redact_url
+from clipsearch.v1 import embedder_pb2
 from tests.certificates import make_pki, openssl_available
 
 
@@ -26,7 +34,7 @@ def no_free_ports(count: int) -> list[int]:
 
 
 def test_replicas_take_consecutive_ports_skipping_the_search_and_redis_ports() -> None:
-    embedders, search, redis = serve.plan_ports(50051, 4, 50052, 50054, no_free_ports)
+    embedders, search, redis = plan_ports(50051, 4, 50052, 50054, no_free_ports)
     assert (embedders, search, redis) == ((50051, 50053, 50055, 50056), 50052, 50054)
 
 
@@ -43,7 +51,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(
     if redis is not None and redis != 0 and redis == search:
         return
     handed_out = iter(range(20000, 30000))
-    embedders, search_port, redis_port = serve.plan_ports(
+    embedders, search_port, redis_port = plan_ports(
         first, count, search, redis, lambda n: [next(handed_out) for _ in range(n)]
     )
     assert len(embedders) == count
@@ -55,7 +63,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(
 
 
 def test_free_ports_are_picked_for_port_zero() -> None:
-    embedders, search, redis = serve.plan_ports(0, 3, 0, 0, lambda n: serve._reserve_free_ports("127.0.0.1", n))
+    embedders, search, redis = plan_ports(0, 3, 0, 0, lambda n: reserve_free_ports("127.0.0.1", n))
     ports = [*embedders, search, redis]
     assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
 
@@ -92,8 +100,8 @@ def test_redis_url_replaces_the_local_redis(tmp_path: Path) -> None:
         {"REDIS_URL": "redis://:s3cret@db.example:6380/0"},
     )
     assert config.redis_port is None and config.redis_url == "redis://:s3cret@db.example:6380/0"
-    assert serve.search_spec(config, 32).env["REDIS_URL"] == config.redis_url
-    assert serve.redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
+    assert search_spec(config, 32).env["REDIS_URL"] == config.redis_url
+    assert redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
 
 
 def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> None:
@@ -114,14 +122,14 @@ def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> Non
         ),
         {"EMBEDDER_THREADS": "3"},
     )
-    first, second = serve.embedder_specs(config)
+    first, second = embedder_specs(config)
     ports = [first.env["EMBEDDER_PORT"], second.env["EMBEDDER_PORT"]]
     assert ports == [str(port) for port in config.embedder_ports]
     assert first.env["CLIP_MODEL"] == "/models/clip" and first.env["EMBEDDER_DTYPE"] == "fp32"
     assert first.env["EMBEDDER_THREADS"] == "3"  # the user's choice wins over the per-replica share
-    search = serve.search_spec(config, 32)
+    search = search_spec(config, 32)
     assert search.env["SEARCH_DIM"] == "32" and search.env["SEARCH_PORT"] == str(config.search_port)
-    assert serve.redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port", str(config.redis_port))
+    assert redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port", str(config.redis_port))
 
 
 def test_missing_extras_name_the_install_command(
@@ -131,6 +139,64 @@ def test_missing_extras_name_the_install_command(
     assert serve.run(parse()) == serve.EXIT_USAGE
     error = capsys.readouterr().err
     assert "cannot import torch" in error and "pip install 'clipsearch[all]'" in error
+
+
+@pytest.mark.parametrize(
+    ("where", "problem"),
+    [
+        ("missing/ready.json", "cannot write a file in .*missing: No such file or directory"),
+        ("a-file/ready.json", "cannot write a file in .*a-file: Not a directory"),
+        (".", "is a directory; name a file to write"),
+    ],
+)
+def test_a_ready_file_that_cannot_be_written_is_a_usage_error_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, problem: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    data = tmp_path / "data"
+    argv = ("--embedder-port", "0", "--search-port", "0", "--data-dir", str(data))
+    assert serve.run(parse(*argv, "--ready-file", str(tmp_path / where))) == serve.EXIT_USAGE
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error, error
+    assert re.fullmatch(f"clipsearch serve: --ready-file .*{problem}", error), error
+    assert not data.exists()  # nothing started
+
+
+def test_the_ready_file_says_where_the_services_are_as_the_banner_does(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("a-token")
+    argv = ("--embedders", "2", "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path / "data"))
+    config = serve.build_config(
+        parse(*argv, "--ready-file", str(tmp_path / "ready.json")),
+        {"REDIS_URL": "redis://:s3cret@db.example:6380/0", "CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "token")},
+    )
+    assert config.ready_file == tmp_path / "ready.json"
+    info = embedder_pb2.ModelInfo(model_id="/models/clip", dimension=32, dtype="float32", device="cpu")
+    write_ready_file(config.ready_file, ready_document(config, info, pid=4321))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ready.json", "token"]  # no temporary file left
+    ready = json.loads(config.ready_file.read_text())
+    addresses = [f"127.0.0.1:{port}" for port in config.embedder_ports]
+    assert ready == {
+        "version": 1,
+        "pid": 4321,
+        "embedder_addresses": addresses,
+        "search_address": f"127.0.0.1:{config.search_port}",
+        "redis_url": "redis://:***@db.example:6380/0",
+        "model": "/models/clip",
+        "dimension": 32,
+        "dtype": "float32",
+        "device": "cpu",
+        "data_dir": str(tmp_path / "data"),
+        "client_env": {
+            "EMBEDDER_ADDR": ",".join(addresses),
+            "SEARCH_ADDR": f"127.0.0.1:{config.search_port}",
+            "CLIPSEARCH_AUTH_TOKEN_FILE": str(tmp_path / "token"),
+        },
+    }
+    exports = [line.split()[1] for line in banner(config, info).splitlines() if line.startswith("  export ")]
+    assert exports == [f"{name}={value}" for name, value in ready["client_env"].items()]
+    assert "a-token" not in config.ready_file.read_text()
+    remove_ready_file(config.ready_file)
+    assert not config.ready_file.exists()
 
 
 def test_the_shared_token_is_read_for_serves_own_calls(tmp_path: Path) -> None:
@@ -162,5 +228,5 @@ def test_tls_settings_reach_the_children_and_serve_checks_them_as_a_client(tmp_p
         {**server, "CLIPSEARCH_TLS_CA": str(pki.ca.cert)},
     )
     assert config.security.ca_file == pki.ca.cert
-    assert serve.search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
-    assert serve.embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)
+    assert search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
+    assert embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)

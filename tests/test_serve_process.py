@@ -13,8 +13,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis
 
 from client import serve
+from client.serve.children import search_spec
+from client.serve.probes import GrpcProbe
+from client.serve.process import SERVICE_GRACE_SECONDS, Child, OutputRelay
+from client.serve.supervisor import TICK_SECONDS
 from clipsearch.auth import bearer_metadata
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from tests.fixtures_e2e import (
@@ -71,6 +76,16 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
         (embedder,) = stack.embedder_addresses
         assert health_status(embedder) == health_status(stack.search_address) == "SERVING"
         assert set(stack.children()) == {"redis", "search", f"embedder@{embedder.rsplit(':', 1)[1]}"}
+        # The ready file says what the banner says, for programs (wait_ready took only one of version 1
+        # that names serve's pid).
+        ready = stack.ready
+        assert (ready["model"], ready["dimension"], ready["dtype"]) == (str(tiny_clip_dir), 32, "float32")
+        assert ready["data_dir"] == str((tmp_path / "data").resolve())
+        assert ready["client_env"] == {"EMBEDDER_ADDR": embedder, "SEARCH_ADDR": stack.search_address}
+        assert f"  export EMBEDDER_ADDR={embedder}" in stack.lines
+        assert f"  export SEARCH_ADDR={stack.search_address}" in stack.lines
+        with redis.Redis.from_url(ready["redis_url"]) as redis_client:
+            assert redis_client.ping()
 
         # Every child is restarted the same way; the search service and Redis are the quick ones to
         # restart (an embedder loads its model again).
@@ -87,6 +102,7 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
     finally:
         code = stack.stop(signal.SIGTERM)
     assert code == 0, stack.log[-3000:]
+    assert not stack.ready_path.exists()
     assert alive(running) == []
     assert "Traceback" not in stack.log
 
@@ -109,9 +125,9 @@ def test_readiness_probes_use_a_plain_call_where_grpc_health_is_missing(
         spare.bind(("127.0.0.1", 0))
         nobody = f"127.0.0.1:{spare.getsockname()[1]}"
     probes = [
-        serve.GrpcProbe(serve_stack.embedder_addresses[0], "embedder"),
-        serve.GrpcProbe(serve_stack.search_address, "search"),
-        serve.GrpcProbe(nobody, "search"),
+        GrpcProbe(serve_stack.embedder_addresses[0], "embedder"),
+        GrpcProbe(serve_stack.search_address, "search"),
+        GrpcProbe(nobody, "search"),
     ]
     try:
         with_health = [probe.ready() for probe in probes]
@@ -139,18 +155,16 @@ def test_an_index_built_for_another_dimension_is_a_start_up_error_not_a_hang(tmp
         serve.add_arguments(parser)
         args = parser.parse_args(["--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)])
         config = serve.build_config(args, {**os.environ, "REDIS_URL": redis_server.url})
-        child = serve.Child(
-            serve.search_spec(config, 32), serve.OutputRelay(io.StringIO()), start_timeout=SERVE_START_TIMEOUT
-        )
+        child = Child(search_spec(config, 32), OutputRelay(io.StringIO()), start_timeout=SERVE_START_TIMEOUT)
         child.spawn()
         try:
             with pytest.raises(serve.ServeError) as caught:
                 deadline = time.monotonic() + SERVE_START_TIMEOUT
                 while time.monotonic() < deadline:
                     child.tick()
-                    time.sleep(serve.TICK_SECONDS)
+                    time.sleep(TICK_SECONDS)
         finally:
-            child.stop(serve.SERVICE_GRACE_SECONDS)
+            child.stop(SERVICE_GRACE_SECONDS)
     message = str(caught.value)
     assert message.startswith("search cannot serve:") and "16" in message and "32" in message, message
     assert child.exit_code() is not None
