@@ -11,25 +11,26 @@ import numpy as np
 
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
-from search_service import index as domain
+from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, SearchError, Unavailable
 from search_service.index import SearchIndex
+from search_service.items import Filter, Item, MediaType, Metadata
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _MEDIA_TYPES = {
-    pb.MEDIA_TYPE_UNSPECIFIED: domain.MediaType.UNSPECIFIED,
-    pb.MEDIA_TYPE_IMAGE: domain.MediaType.IMAGE,
-    pb.MEDIA_TYPE_VIDEO_FRAME: domain.MediaType.VIDEO_FRAME,
+    pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
+    pb.MEDIA_TYPE_IMAGE: MediaType.IMAGE,
+    pb.MEDIA_TYPE_VIDEO_FRAME: MediaType.VIDEO_FRAME,
 }
 _MEDIA_TYPES_PB = {value: key for key, value in _MEDIA_TYPES.items()}
 _ALGORITHMS_PB = {"hnsw": pb.ALGORITHM_HNSW, "flat": pb.ALGORITHM_FLAT}
 _STATUS = (
-    (domain.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (domain.IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
-    (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (domain.QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
 )
 
 
@@ -89,7 +90,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             if sources:
                 result = self._index.delete_sources(sources, collection=collection or None, ids=ids)
             elif ids and collection:
-                raise domain.InvalidArgument(
+                raise InvalidArgument(
                     "ids and collection are set without sources: set ids alone to delete those items, "
                     "collection alone to delete the collection, or add sources to remove them from those "
                     "items of that collection"
@@ -99,7 +100,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             elif collection:
                 result = self._index.delete_collection(collection)
             else:
-                raise domain.InvalidArgument(
+                raise InvalidArgument(
                     "nothing to delete: set ids, sources (optionally with collection and/or ids) or collection"
                 )
             return pb.DeleteResponse(deleted=result.deleted, updated=result.updated)
@@ -150,7 +151,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 def _handle(context: grpc.ServicerContext, run: Callable[[], T]) -> T:
     try:
         return run()
-    except domain.SearchError as e:
+    except SearchError as e:
         for error_type, code in _STATUS:
             if isinstance(e, error_type):
                 _abort(context, code, str(e))
@@ -165,19 +166,19 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -
     raise AssertionError("context.abort returned")  # it always raises
 
 
-def _media_type(value: int, where: str) -> domain.MediaType:
+def _media_type(value: pb.MediaType, where: str) -> MediaType:
     try:
         return _MEDIA_TYPES[value]
     except KeyError:
-        raise domain.InvalidArgument(f"{where}={value} is not a known MediaType") from None
+        raise InvalidArgument(f"{where}={value} is not a known MediaType") from None
 
 
-def _item_from_pb(item: pb.Item, where: str) -> domain.Item:
+def _item_from_pb(item: pb.Item, where: str) -> Item:
     meta = item.metadata
-    return domain.Item(
+    return Item(
         id=item.id,
         vector=np.asarray(item.vector, dtype=np.float32),
-        metadata=domain.Metadata(
+        metadata=Metadata(
             sources=tuple(meta.sources),
             media_type=_media_type(meta.media_type, f"{where}.metadata.media_type"),
             collection=meta.collection,
@@ -191,7 +192,7 @@ def _item_from_pb(item: pb.Item, where: str) -> domain.Item:
     )
 
 
-def _item_to_pb(item: domain.Item) -> pb.Item:
+def _item_to_pb(item: Item) -> pb.Item:
     meta = item.metadata
     message = pb.Item(
         id=item.id,
@@ -212,8 +213,8 @@ def _item_to_pb(item: domain.Item) -> pb.Item:
     return message
 
 
-def _filter_from_pb(f: pb.Filter) -> domain.Filter:
-    return domain.Filter(
+def _filter_from_pb(f: pb.Filter) -> Filter:
+    return Filter(
         collections=tuple(f.collections),
         sources=tuple(f.sources),
         source_dir=f.source_dir,
