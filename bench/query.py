@@ -17,25 +17,16 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from embedder_service.model import ClipEmbedder
 from search_service import schema as S
+from search_service.storage import ITEM_FIELDS
 
 DIMENSION = 512
 CLUSTERS = 100
 K = 10
 UPSERT_BATCH = 1000
 WARMUP = 5
-# The fields the search service returns for every match (index._ITEM_FIELDS), so that the direct query
-# reads as much from Redis as the service's does.
-RETURNED = (
-    S.F_COLLECTION,
-    S.F_SOURCES,
-    S.F_TAGS,
-    S.F_CONTENT_HASH,
-    S.F_MEDIA_TYPE,
-    S.F_TIMESTAMP,
-    S.F_FRAME_INDEX,
-    S.F_WIDTH,
-    S.F_HEIGHT,
-)
+# The fields the search service returns for every match, so that the direct query reads as much from Redis
+# as the service's does.
+RETURNED = ITEM_FIELDS
 _SUBJECTS = (
     "a dog",
     "a red car",

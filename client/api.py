@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from clipsearch.envconfig import ConfigError
+from clipsearch.limits import MAX_COLLECTION_BYTES, MAX_IDS, MAX_K, MAX_PAGE_SIZE, MAX_TAG_BYTES
 from clipsearch.v1 import embedder_pb2, search_pb2
 
 from . import ids as idmod
@@ -23,10 +24,7 @@ from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
 
-_MAX_QUERY_K = 1000
 _MAX_IMAGE_FILE_BYTES = 512 << 20
-_MAX_TAG_BYTES = 256
-_MAX_COLLECTION_BYTES = 128
 
 ImageInput = PathLike | bytes
 
@@ -211,13 +209,13 @@ class Client:
         """
         if fps <= 0:
             raise InvalidInput(f"fps must be positive, got {fps:g}")
-        if len(collection.encode("utf-8")) > _MAX_COLLECTION_BYTES:
-            raise InvalidInput(f"collection name is longer than {_MAX_COLLECTION_BYTES} bytes")
+        if len(collection.encode("utf-8")) > MAX_COLLECTION_BYTES:
+            raise InvalidInput(f"collection name is longer than {MAX_COLLECTION_BYTES} bytes")
         for tag in tags:
             size = len(tag.encode("utf-8"))
-            if not 1 <= size <= _MAX_TAG_BYTES or any(unicodedata.category(c) == "Cc" for c in tag):
+            if not 1 <= size <= MAX_TAG_BYTES or any(unicodedata.category(c) == "Cc" for c in tag):
                 raise InvalidInput(
-                    f"bad tag {tag!r}: tags are 1 to {_MAX_TAG_BYTES} bytes of UTF-8 without control characters"
+                    f"bad tag {tag!r}: tags are 1 to {MAX_TAG_BYTES} bytes of UTF-8 without control characters"
                 )
         options = replace(
             options or IngestOptions(),
@@ -321,7 +319,7 @@ class Client:
     ) -> list[Hit]:
         """ "More like this": items nearest to an indexed item, the item itself excluded."""
         vector = self._stored_vector(item_id)
-        if offset + top + 1 <= _MAX_QUERY_K:
+        if offset + top + 1 <= MAX_K:
             # Ask for everything up to the page plus one, so the page is exact wherever the item ranks.
             hits = self.search_vector(vector, top=offset + top + 1, filter=filter, min_score=min_score)
             others = [h for h in hits if h.id != item_id][offset : offset + top]
@@ -347,12 +345,12 @@ class Client:
     def get(self, item_ids: Sequence[str]) -> list[Item]:
         """The items that exist among item_ids, in order."""
         items: list[Item] = []
-        for start in range(0, len(item_ids), 1000):
-            response = self._transport.get(search_pb2.GetRequest(ids=list(item_ids[start : start + 1000])))
+        for start in range(0, len(item_ids), MAX_IDS):
+            response = self._transport.get(search_pb2.GetRequest(ids=list(item_ids[start : start + MAX_IDS])))
             items.extend(Item.from_proto(i) for i in response.items)
         return items
 
-    def list_items(self, filter: SearchFilter | None = None, page_size: int = 1000) -> Iterator[Item]:
+    def list_items(self, filter: SearchFilter | None = None, page_size: int = MAX_PAGE_SIZE) -> Iterator[Item]:
         """Every item matching the filter, ordered by id, fetched page by page."""
         for item in list_all(self._transport, (filter or SearchFilter()).to_proto(), page_size=page_size):
             yield Item.from_proto(item)
@@ -376,14 +374,14 @@ class Client:
         scope = None if collection is None else idmod.normalize_collection(collection)
         if sources:
             uris = self._source_uris(sources, scope)
-            id_chunks = [list(ids[s : s + 1000]) for s in range(0, len(ids), 1000)] or [[]]
+            id_chunks = [list(ids[s : s + MAX_IDS]) for s in range(0, len(ids), MAX_IDS)] or [[]]
             requests = [
-                search_pb2.DeleteRequest(sources=uris[s : s + 1000], ids=chunk, collection=scope or "")
-                for s in range(0, len(uris), 1000)
+                search_pb2.DeleteRequest(sources=uris[s : s + MAX_IDS], ids=chunk, collection=scope or "")
+                for s in range(0, len(uris), MAX_IDS)
                 for chunk in id_chunks
             ]
         elif ids:
-            requests = [search_pb2.DeleteRequest(ids=list(ids[s : s + 1000])) for s in range(0, len(ids), 1000)]
+            requests = [search_pb2.DeleteRequest(ids=list(ids[s : s + MAX_IDS])) for s in range(0, len(ids), MAX_IDS)]
         else:
             requests = [search_pb2.DeleteRequest(collection=scope or "")]
         deleted = updated = 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 
-DEFAULT_COLLECTION = "default"
+# Re-exported: the ingest pipeline reads it as ids.DEFAULT_COLLECTION.
+from clipsearch.limits import DEFAULT_COLLECTION as DEFAULT_COLLECTION
 
 
 def normalize_collection(collection: str | None) -> str:

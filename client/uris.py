@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
+# Re-exported: the ingest pipeline imports it from here.
+from clipsearch.limits import MAX_SOURCE_BYTES as MAX_SOURCE_BYTES
+
 FILE_SCHEME = "file://"
-# The search service's limit on one source URI.
-MAX_SOURCE_BYTES = 4096
 
 PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 

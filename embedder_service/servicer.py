@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 import grpc
 import numpy as np
 
+from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import embedder_pb2 as pb
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatcherClosed, BatchingEmbedder
@@ -17,48 +15,35 @@ from embedder_service.config import Limits
 from embedder_service.model import ClipEmbedder
 from embedder_service.preprocess import DecodedImage, ImageTooLarge, InvalidImage, Preprocessor, decode_image, raw_image
 
-log = logging.getLogger(__name__)
-
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Embedder"].full_name
 
-Response = TypeVar("Response")
+
+class BadRequest(Exception):
+    """A malformed request: missing, empty, repeated or out-of-range values."""
 
 
-class Rejected(Exception):
-    """A request the server refuses, with the status code and message the client gets."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class OverLimit(Exception):
+    """A request over one of the limits ModelInfo reports: split it."""
 
 
-def _rpc(method: Callable[..., Response]) -> Callable[..., Response]:
-    """Turns Rejected into its status, and any other exception into INTERNAL (logged); the server lives on."""
-
-    @functools.wraps(method)
-    def wrapper(self: EmbedderServicer, request: object, context: grpc.ServicerContext) -> Response:
-        try:
-            return method(self, request, context)
-        except Rejected as rejected:
-            log.debug("%s rejected: %s", method.__name__, rejected.message)
-            context.abort(rejected.code, rejected.message)
-        except BatcherClosed as closed:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"{method.__name__}: {closed}; retry on another replica")
-        except Exception as error:
-            log.exception("%s failed", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed: {type(error).__name__}: {error}")
-        raise AssertionError("unreachable: context.abort raises")
-
-    return wrapper
+_STATUSES = ErrorStatuses(
+    [
+        StatusRule(BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+        StatusRule(OverLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        StatusRule(ImageTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        StatusRule(InvalidImage, grpc.StatusCode.INVALID_ARGUMENT),
+        StatusRule(
+            BatcherClosed,
+            grpc.StatusCode.UNAVAILABLE,
+            lambda method, error: f"{method}: {error}; retry on another replica",
+        ),
+    ]
+)
 
 
-def _code_number(code: grpc.StatusCode) -> int:
-    return int(code.value[0])
-
-
-def _image_status(error: InvalidImage) -> grpc.StatusCode:
-    return grpc.StatusCode.RESOURCE_EXHAUSTED if isinstance(error, ImageTooLarge) else grpc.StatusCode.INVALID_ARGUMENT
+def _located(error: InvalidImage, where: str) -> InvalidImage:
+    """The same kind of image error, its message led by the request field it is about."""
+    return type(error)(f"{where}: {error}")
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
@@ -71,14 +56,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     # --- RPCs -------------------------------------------------------------------------------------
 
-    @_rpc
+    @_STATUSES.rpc
     def EmbedImages(self, request: pb.EmbedImagesRequest, context: grpc.ServicerContext) -> pb.EmbedImagesResponse:
         count = len(request.images)
         if count == 0:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "images: at least one image is required")
+            raise BadRequest("images: at least one image is required")
         if count > self._limits.max_batch_images:
-            raise Rejected(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise OverLimit(
                 f"images: {count} images exceed the limit of {self._limits.max_batch_images} per call "
                 "(ModelInfo.max_batch_images); split the batch",
             )
@@ -90,10 +74,9 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 decoded = self._decode(image)
                 pixels.append(self._preprocess(decoded.image))
             except InvalidImage as error:
-                status = _image_status(error)
                 if not request.allow_partial:
-                    raise Rejected(status, f"images[{index}]: {error}") from None
-                results[index].error.code = _code_number(status)
+                    raise _located(error, f"images[{index}]") from None
+                results[index].error.code = _STATUSES.code(error).value[0]
                 results[index].error.message = str(error)
                 continue
             results[index].width = decoded.width
@@ -105,14 +88,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 results[index].embedding.values.extend(vector.tolist())
         return pb.EmbedImagesResponse(results=results)
 
-    @_rpc
+    @_STATUSES.rpc
     def EmbedTexts(self, request: pb.EmbedTextsRequest, context: grpc.ServicerContext) -> pb.EmbedTextsResponse:
         count = len(request.texts)
         if count == 0:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "texts: at least one text is required")
+            raise BadRequest("texts: at least one text is required")
         if count > self._limits.max_batch_texts:
-            raise Rejected(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise OverLimit(
                 f"texts: {count} texts exceed the limit of {self._limits.max_batch_texts} per call "
                 "(ModelInfo.max_batch_texts); split the batch",
             )
@@ -121,14 +103,13 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         vectors = self._embedder.embed_texts(list(request.texts))
         return pb.EmbedTextsResponse(embeddings=[pb.Embedding(values=vector.tolist()) for vector in vectors])
 
-    @_rpc
+    @_STATUSES.rpc
     def Classify(self, request: pb.ClassifyRequest, context: grpc.ServicerContext) -> pb.ClassifyResponse:
         labels = list(request.labels)
         self._check_labels(labels)
         template = request.prompt_template
         if template and template.count("{}") != 1:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise BadRequest(
                 f'prompt_template: {template!r} must contain "{{}}" exactly once (where the label '
                 'goes), e.g. "a photo of {}"; leave it empty to use labels as they are',
             )
@@ -140,12 +121,12 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
                 decoded = self._decode(request.image)
                 pixels = self._preprocess(decoded.image)
             except InvalidImage as error:
-                raise Rejected(_image_status(error), f"image: {error}") from None
+                raise _located(error, "image") from None
             vector = self._embedder.embed_images(pixels[None])[0]
         elif which == "embedding":
             vector = self._check_embedding(request.embedding)
         else:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "input: set either image or embedding")
+            raise BadRequest("input: set either image or embedding")
         result = self._embedder.classify(vector, labels, template)
         return pb.ClassifyResponse(
             scores=[
@@ -156,7 +137,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             ]
         )
 
-    @_rpc
+    @_STATUSES.rpc
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
         info = self._embedder.info
         limits = self._limits
@@ -191,21 +172,19 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
 
     def _check_text(self, name: str, text: str, what: str) -> None:
         if not text.strip():
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, f"{name}: empty {what}")
+            raise BadRequest(f"{name}: empty {what}")
         size = len(text.encode("utf-8"))
         if size > self._limits.max_text_bytes:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise BadRequest(
                 f"{name}: {size} bytes exceed the limit of {self._limits.max_text_bytes} UTF-8 bytes "
                 "per text (ModelInfo.max_text_bytes)",
             )
 
     def _check_labels(self, labels: Sequence[str]) -> None:
         if not labels:
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "labels: at least one label is required")
+            raise BadRequest("labels: at least one label is required")
         if len(labels) > self._limits.max_labels:
-            raise Rejected(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise OverLimit(
                 f"labels: {len(labels)} labels exceed the limit of {self._limits.max_labels} per call "
                 "(ModelInfo.max_labels)",
             )
@@ -213,21 +192,18 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         for index, label in enumerate(labels):
             self._check_text(f"labels[{index}]", label, "label")
             if label in seen:
-                raise Rejected(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"labels[{index}]: {label!r} repeats labels[{seen[label]}]"
-                )
+                raise BadRequest(f"labels[{index}]: {label!r} repeats labels[{seen[label]}]")
             seen[label] = index
 
     def _check_embedding(self, embedding: pb.Embedding) -> np.ndarray:
         dimension = self._embedder.info.dimension
         values = np.asarray(embedding.values, dtype=np.float32)
         if values.shape[0] != dimension:
-            raise Rejected(
-                grpc.StatusCode.INVALID_ARGUMENT,
+            raise BadRequest(
                 f"embedding: has {values.shape[0]} values, the model's vectors have {dimension}",
             )
         if not np.all(np.isfinite(values)):
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "embedding: contains NaN or infinite values")
+            raise BadRequest("embedding: contains NaN or infinite values")
         if not np.any(values):
-            raise Rejected(grpc.StatusCode.INVALID_ARGUMENT, "embedding: is all zeros, so it has no direction")
+            raise BadRequest("embedding: is all zeros, so it has no direction")
         return values

@@ -19,6 +19,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from search_service.redis_calls import execute
+
 APPENDFSYNC_POLICIES = ("everysec", "always", "no")
 REQUIRED_MODULES = ("search", "ReJSON")
 HOST = "127.0.0.1"
@@ -237,7 +239,7 @@ class LocalRedis:
                     raise LocalRedisError(f"redis-server exited with status {self._process.returncode}")
                 try:
                     client.ping()  # raises BusyLoadingError while the AOF is being loaded
-                    loaded = {entry[b"name"].decode() for entry in client.execute_command("MODULE", "LIST")}
+                    loaded = {entry[b"name"].decode() for entry in execute(client, "MODULE", "LIST")}
                     missing = [name for name in REQUIRED_MODULES if name not in loaded]
                     if missing:
                         raise LocalRedisError(f"redis-server started without the modules {missing}")

@@ -17,7 +17,7 @@ DISTANCE_METRIC = "COSINE"
 # Hash field names. Every item is one HASH key: <key_prefix><id>.
 F_ID = "id_hex"  # the id, hex-encoded: sorts in id order and is safe to compare in FILTER expressions
 F_VECTOR = "vector"  # FLOAT32 little-endian bytes
-F_COLLECTION = "collection"  # percent-encoded (see index.encode_tag)
+F_COLLECTION = "collection"  # percent-encoded (see storage.encode_tag)
 F_SOURCES = "sources"  # TAG_SEPARATOR-joined source URIs
 F_SOURCE_DIRS = "source_dirs"  # SHA-1 hex of every ancestor directory URI of every source (source_dir filters)
 F_TAGS = "tags"  # TAG_SEPARATOR-joined, each percent-encoded

@@ -28,7 +28,8 @@ from clipsearch.serving import (
 from clipsearch.tls import optional_server_credentials, security_summary
 from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig, redact_url
-from search_service.index import IndexMismatch, SearchIndex, Unavailable
+from search_service.errors import IndexMismatch, Unavailable
+from search_service.index import SearchIndex
 from search_service.redis_server import LocalRedis, LocalRedisError
 from search_service.schema import build_schema
 from search_service.servicer import SearchServicer

@@ -2,34 +2,31 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
-
 import grpc
 import numpy as np
 
+from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
-from search_service import index as domain
+from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
 from search_service.index import SearchIndex
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
+from search_service.items import Filter, Item, MediaType, Metadata
 
 _MEDIA_TYPES = {
-    pb.MEDIA_TYPE_UNSPECIFIED: domain.MediaType.UNSPECIFIED,
-    pb.MEDIA_TYPE_IMAGE: domain.MediaType.IMAGE,
-    pb.MEDIA_TYPE_VIDEO_FRAME: domain.MediaType.VIDEO_FRAME,
+    pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
+    pb.MEDIA_TYPE_IMAGE: MediaType.IMAGE,
+    pb.MEDIA_TYPE_VIDEO_FRAME: MediaType.VIDEO_FRAME,
 }
 _MEDIA_TYPES_PB = {value: key for key, value in _MEDIA_TYPES.items()}
 _ALGORITHMS_PB = {"hnsw": pb.ALGORITHM_HNSW, "flat": pb.ALGORITHM_FLAT}
-_STATUS = (
-    (domain.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (domain.IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
-    (domain.Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (domain.QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+_STATUSES = ErrorStatuses(
+    [
+        StatusRule(InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+        StatusRule(IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+        StatusRule(Unavailable, grpc.StatusCode.UNAVAILABLE),
+        StatusRule(QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    ],
+    internal=lambda method, error: f"internal error: {type(error).__name__}: {error}",
 )
 
 
@@ -39,145 +36,111 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def __init__(self, index: SearchIndex) -> None:
         self._index = index
 
+    @_STATUSES.rpc
     def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
-        def run() -> pb.UpsertResponse:
-            items = [_item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
-            result = self._index.upsert(items)
-            return pb.UpsertResponse(upserted=result.upserted, created=result.created)
+        items = [_item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
+        result = self._index.upsert(items)
+        return pb.UpsertResponse(upserted=result.upserted, created=result.created)
 
-        return _handle(context, run)
-
+    @_STATUSES.rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
-        def run() -> pb.QueryResponse:
-            matches = self._index.query(
-                np.asarray(request.vector, dtype=np.float32),
-                k=request.k,
-                offset=request.offset,
-                filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
-                min_score=request.min_score if request.HasField("min_score") else None,
-                ef_runtime=request.ef_runtime,
-                with_vectors=request.with_vectors,
-            )
-            return pb.QueryResponse(matches=[pb.Match(item=_item_to_pb(m.item), score=m.score) for m in matches])
+        matches = self._index.query(
+            np.asarray(request.vector, dtype=np.float32),
+            k=request.k,
+            offset=request.offset,
+            filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            ef_runtime=request.ef_runtime,
+            with_vectors=request.with_vectors,
+        )
+        return pb.QueryResponse(matches=[pb.Match(item=_item_to_pb(m.item), score=m.score) for m in matches])
 
-        return _handle(context, run)
-
+    @_STATUSES.rpc
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
-        def run() -> pb.GetResponse:
-            items, missing = self._index.get(list(request.ids), with_vectors=request.with_vectors)
-            return pb.GetResponse(items=[_item_to_pb(item) for item in items], missing_ids=missing)
+        items, missing = self._index.get(list(request.ids), with_vectors=request.with_vectors)
+        return pb.GetResponse(items=[_item_to_pb(item) for item in items], missing_ids=missing)
 
-        return _handle(context, run)
-
+    @_STATUSES.rpc
     def List(self, request: pb.ListRequest, context: grpc.ServicerContext) -> pb.ListResponse:
-        def run() -> pb.ListResponse:
-            page = self._index.list(
-                _filter_from_pb(request.filter) if request.HasField("filter") else None,
-                page_size=request.page_size,
-                page_token=request.page_token,
-                with_vectors=request.with_vectors,
-            )
-            return pb.ListResponse(
-                items=[_item_to_pb(item) for item in page.items], next_page_token=page.next_page_token, total=page.total
-            )
+        page = self._index.list(
+            _filter_from_pb(request.filter) if request.HasField("filter") else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            with_vectors=request.with_vectors,
+        )
+        return pb.ListResponse(
+            items=[_item_to_pb(item) for item in page.items], next_page_token=page.next_page_token, total=page.total
+        )
 
-        return _handle(context, run)
-
+    @_STATUSES.rpc
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
-        def run() -> pb.DeleteResponse:
-            ids, sources, collection = list(request.ids), list(request.sources), request.collection
-            if sources:
-                result = self._index.delete_sources(sources, collection=collection or None, ids=ids)
-            elif ids and collection:
-                raise domain.InvalidArgument(
-                    "ids and collection are set without sources: set ids alone to delete those items, "
-                    "collection alone to delete the collection, or add sources to remove them from those "
-                    "items of that collection"
-                )
-            elif ids:
-                result = self._index.delete_ids(ids)
-            elif collection:
-                result = self._index.delete_collection(collection)
-            else:
-                raise domain.InvalidArgument(
-                    "nothing to delete: set ids, sources (optionally with collection and/or ids) or collection"
-                )
-            return pb.DeleteResponse(deleted=result.deleted, updated=result.updated)
+        ids, sources, collection = list(request.ids), list(request.sources), request.collection
+        if sources:
+            result = self._index.delete_sources(sources, collection=collection or None, ids=ids)
+        elif ids and collection:
+            raise InvalidArgument(
+                "ids and collection are set without sources: set ids alone to delete those items, "
+                "collection alone to delete the collection, or add sources to remove them from those "
+                "items of that collection"
+            )
+        elif ids:
+            result = self._index.delete_ids(ids)
+        elif collection:
+            result = self._index.delete_collection(collection)
+        else:
+            raise InvalidArgument(
+                "nothing to delete: set ids, sources (optionally with collection and/or ids) or collection"
+            )
+        return pb.DeleteResponse(deleted=result.deleted, updated=result.updated)
 
-        return _handle(context, run)
-
+    @_STATUSES.rpc
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
-        def run() -> pb.StatsResponse:
-            stats = self._index.stats()
-            schema = self._index.schema
-            settings = pb.IndexSettings(
-                index_name=schema.name,
-                key_prefix=schema.prefix,
-                algorithm=_ALGORITHMS_PB[schema.vector.algorithm],
-                dimension=schema.vector.dimension,
-                distance_metric="COSINE",
-            )
-            if schema.vector.algorithm == "hnsw":
-                settings.m = stats.hnsw.m
-                settings.ef_construction = stats.hnsw.ef_construction
-                settings.ef_runtime = stats.hnsw.ef_runtime
-            return pb.StatsResponse(
-                items=stats.items,
-                collections=[pb.CollectionStats(name=name, items=count) for name, count in stats.collections],
-                redis_memory_bytes=stats.redis_memory_bytes,
-                vector_index_memory_bytes=stats.vector_index_memory_bytes,
-                indexing=stats.indexing,
-                percent_indexed=stats.percent_indexed,
-                settings=settings,
-                redis_version=stats.redis_version,
-            )
+        stats = self._index.stats()
+        schema = self._index.schema
+        settings = pb.IndexSettings(
+            index_name=schema.name,
+            key_prefix=schema.prefix,
+            algorithm=_ALGORITHMS_PB[schema.vector.algorithm],
+            dimension=schema.vector.dimension,
+            distance_metric="COSINE",
+        )
+        if schema.vector.algorithm == "hnsw":
+            settings.m = stats.hnsw.m
+            settings.ef_construction = stats.hnsw.ef_construction
+            settings.ef_runtime = stats.hnsw.ef_runtime
+        return pb.StatsResponse(
+            items=stats.items,
+            collections=[pb.CollectionStats(name=name, items=count) for name, count in stats.collections],
+            redis_memory_bytes=stats.redis_memory_bytes,
+            vector_index_memory_bytes=stats.vector_index_memory_bytes,
+            indexing=stats.indexing,
+            percent_indexed=stats.percent_indexed,
+            settings=settings,
+            redis_version=stats.redis_version,
+        )
 
-        return _handle(context, run)
-
+    @_STATUSES.rpc
     def ListCollections(
         self, request: pb.ListCollectionsRequest, context: grpc.ServicerContext
     ) -> pb.ListCollectionsResponse:
-        def run() -> pb.ListCollectionsResponse:
-            return pb.ListCollectionsResponse(
-                collections=[
-                    pb.CollectionStats(name=name, items=count) for name, count in self._index.list_collections()
-                ]
-            )
-
-        return _handle(context, run)
+        return pb.ListCollectionsResponse(
+            collections=[pb.CollectionStats(name=name, items=count) for name, count in self._index.list_collections()]
+        )
 
 
-def _handle(context: grpc.ServicerContext, run: Callable[[], T]) -> T:
-    try:
-        return run()
-    except domain.SearchError as e:
-        for error_type, code in _STATUS:
-            if isinstance(e, error_type):
-                _abort(context, code, str(e))
-        raise
-    except Exception as e:
-        log.exception("internal error")
-        _abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    context.abort(code, message)
-    raise AssertionError("context.abort returned")  # it always raises
-
-
-def _media_type(value: int, where: str) -> domain.MediaType:
+def _media_type(value: pb.MediaType, where: str) -> MediaType:
     try:
         return _MEDIA_TYPES[value]
     except KeyError:
-        raise domain.InvalidArgument(f"{where}={value} is not a known MediaType") from None
+        raise InvalidArgument(f"{where}={value} is not a known MediaType") from None
 
 
-def _item_from_pb(item: pb.Item, where: str) -> domain.Item:
+def _item_from_pb(item: pb.Item, where: str) -> Item:
     meta = item.metadata
-    return domain.Item(
+    return Item(
         id=item.id,
         vector=np.asarray(item.vector, dtype=np.float32),
-        metadata=domain.Metadata(
+        metadata=Metadata(
             sources=tuple(meta.sources),
             media_type=_media_type(meta.media_type, f"{where}.metadata.media_type"),
             collection=meta.collection,
@@ -191,7 +154,7 @@ def _item_from_pb(item: pb.Item, where: str) -> domain.Item:
     )
 
 
-def _item_to_pb(item: domain.Item) -> pb.Item:
+def _item_to_pb(item: Item) -> pb.Item:
     meta = item.metadata
     message = pb.Item(
         id=item.id,
@@ -212,8 +175,8 @@ def _item_to_pb(item: domain.Item) -> pb.Item:
     return message
 
 
-def _filter_from_pb(f: pb.Filter) -> domain.Filter:
-    return domain.Filter(
+def _filter_from_pb(f: pb.Filter) -> Filter:
+    return Filter(
         collections=tuple(f.collections),
         sources=tuple(f.sources),
         source_dir=f.source_dir,

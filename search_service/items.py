@@ -1,0 +1,100 @@
+"""The search service's domain values: items and their metadata, filters, and what calls return."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from clipsearch.limits import DEFAULT_COLLECTION
+
+
+class MediaType(enum.Enum):
+    """What an item was taken from."""
+
+    UNSPECIFIED = "unspecified"
+    IMAGE = "image"
+    VIDEO_FRAME = "video_frame"
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Everything stored about an item besides its vector."""
+
+    sources: tuple[str, ...] = ()
+    media_type: MediaType = MediaType.UNSPECIFIED
+    collection: str = DEFAULT_COLLECTION
+    timestamp_seconds: float = 0.0
+    frame_index: int = 0
+    content_hash: str = ""
+    width: int = 0
+    height: int = 0
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Item:
+    """An id, its vector (None when not requested) and metadata."""
+
+    id: str
+    vector: np.ndarray | None
+    metadata: Metadata = field(default_factory=Metadata)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Restricts a query, list or delete to items matching every field that is set."""
+
+    collections: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    source_dir: str = ""
+    tags: tuple[str, ...] = ()
+    media_type: MediaType = MediaType.UNSPECIFIED
+    min_timestamp_seconds: float | None = None
+    max_timestamp_seconds: float | None = None
+    content_hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Match:
+    item: Item
+    score: float  # cosine similarity, higher is closer
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    upserted: int
+    created: int
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: int
+    updated: int = 0
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Item]
+    next_page_token: str
+    total: int
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    m: int
+    ef_construction: int
+    ef_runtime: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    items: int
+    collections: list[tuple[str, int]]
+    redis_memory_bytes: int
+    vector_index_memory_bytes: int
+    indexing: bool
+    percent_indexed: float
+    hnsw: HnswParams
+    redis_version: str

@@ -1,0 +1,112 @@
+"""The Lua scripts that write items: an atomic batch upsert, and removing sources from items."""
+
+from __future__ import annotations
+
+# Shared by the Lua scripts: splitting a multi-valued field and deriving a source's directories.
+_LUA_COMMON = r"""
+local SEP, F_SOURCES, F_DIRS = ARGV[1], ARGV[2], ARGV[3]
+local function split(s)
+  local out = {}
+  if not s or s == '' then return out end
+  local start = 1
+  while true do
+    local i = string.find(s, SEP, start, true)
+    if not i then out[#out + 1] = string.sub(s, start); return out end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+-- The SHA-1 of every ancestor directory URI of every source (file:///a/b/c.jpg: file:///, file:///a/,
+-- file:///a/b/). Digests keep the field small: a deep path's directories, spelled out, grow quadratically.
+local function dirs_of(sources)
+  local out, seen = {}, {}
+  for _, src in ipairs(sources) do
+    local _, authority_end = string.find(src, '://', 1, true)
+    local pos
+    if authority_end then pos = authority_end + 1 else pos = (string.find(src, ':', 1, true) or 0) + 1 end
+    while true do
+      local i = string.find(src, '/', pos, true)
+      if not i or i >= #src then break end
+      local dir = redis.sha1hex(string.sub(src, 1, i))
+      if not seen[dir] then seen[dir] = true; out[#out + 1] = dir end
+      pos = i + 1
+    end
+  end
+  return out
+end
+-- Writes the sources and their directories with one HSET: every write re-indexes the item.
+local function set_sources(key, sources)
+  if #sources == 0 then redis.call('HDEL', key, F_SOURCES, F_DIRS); return end
+  local dirs = dirs_of(sources)
+  if #dirs == 0 then redis.call('HDEL', key, F_DIRS) end
+  local fields = {F_SOURCES, table.concat(sources, SEP)}
+  if #dirs > 0 then fields[3] = F_DIRS; fields[4] = table.concat(dirs, SEP) end
+  redis.call('HSET', key, unpack(fields))
+end
+"""
+
+# KEYS: item keys. ARGV[4..]: for each item, its new sources (joined), a count N, then N field/value pairs.
+# Checks every key before writing any, so a batch is written whole or not at all.
+UPSERT_LUA = (
+    _LUA_COMMON
+    + r"""
+for _, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'hash' and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. kind .. ', not an item hash')
+  end
+end
+local created, pos = 0, 4
+for _, key in ipairs(KEYS) do
+  local sources, seen = {}, {}
+  local existing = redis.call('HGET', key, F_SOURCES)
+  if redis.call('EXISTS', key) == 0 then created = created + 1 end
+  for _, list in ipairs({split(existing), split(ARGV[pos])}) do
+    for _, s in ipairs(list) do
+      if not seen[s] then seen[s] = true; sources[#sources + 1] = s end
+    end
+  end
+  local n = tonumber(ARGV[pos + 1])
+  local fields = {}
+  for j = pos + 2, pos + 1 + 2 * n do fields[#fields + 1] = ARGV[j] end
+  pos = pos + 2 + 2 * n
+  if #sources > 0 then
+    fields[#fields + 1] = F_SOURCES; fields[#fields + 1] = table.concat(sources, SEP)
+    local dirs = dirs_of(sources)
+    if #dirs > 0 then fields[#fields + 1] = F_DIRS; fields[#fields + 1] = table.concat(dirs, SEP) end
+  end
+  redis.call('DEL', key)
+  redis.call('HSET', key, unpack(fields))  -- one write: the item is indexed once
+end
+return created
+"""
+)
+
+# KEYS: item keys. ARGV[4]: the collection field; ARGV[5]: the (encoded) collection an item must be in, or ''
+# for any; ARGV[6..]: sources to remove. The collection is checked here, not only in the query that found the
+# keys, because an upsert may have moved an item to another collection since. Returns {deleted, updated}.
+REMOVE_SOURCES_LUA = (
+    _LUA_COMMON
+    + r"""
+local F_COLLECTION, scope = ARGV[4], ARGV[5]
+local remove = {}
+for j = 6, #ARGV do remove[ARGV[j]] = true end
+local deleted, updated = 0, 0
+for _, key in ipairs(KEYS) do
+  if redis.call('TYPE', key)['ok'] == 'hash'
+      and (scope == '' or redis.call('HGET', key, F_COLLECTION) == scope) then
+    local old = split(redis.call('HGET', key, F_SOURCES))
+    local kept = {}
+    for _, s in ipairs(old) do if not remove[s] then kept[#kept + 1] = s end end
+    if #kept < #old then
+      if #kept == 0 then
+        redis.call('DEL', key); deleted = deleted + 1
+      else
+        set_sources(key, kept); updated = updated + 1
+      end
+    end
+  end
+end
+return {deleted, updated}
+"""
+)
