@@ -17,8 +17,10 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 from . import ids as idmod
 from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
-from .ingest import ImageBytes, IndexReport, Ingest, IngestOptions, ProgressCallback, list_all
+from .ingest import ImageBytes, Ingest, IngestOptions
 from .media import ImageLimits, MediaError, prepare_image, read_file
+from .prune import list_all
+from .reports import IndexReport, ProgressCallback
 from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri

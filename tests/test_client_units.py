@@ -13,8 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import ids
-from client.ingest import Batcher, marker_tag
+from client.ingest import marker_tag
 from client.media import format_timestamp
+from client.pipeline import Batcher
 from client.transport import embedder_target, split_host_port
 from client.uris import display, is_within, path_to_uri, uri_to_path
 
