@@ -243,18 +243,6 @@ class Client:
         inputs = [ImageBytes(i, label=f"<bytes #{n}>") if isinstance(i, bytes) else i for n, i in enumerate(images)]
         return self.index(inputs, collection=collection, tags=tags, on_event=on_event)
 
-    def index_video(
-        self,
-        path: PathLike,
-        *,
-        collection: str = "",
-        fps: float = 1.0,
-        tags: Sequence[str] = (),
-        on_event: ProgressCallback | None = None,
-    ) -> IndexReport:
-        """Indexes the frames of one video, sampled at fps."""
-        return self.index([path], collection=collection, fps=fps, tags=tags, on_event=on_event)
-
     # Searching.
     def search_vector(
         self,
