@@ -27,7 +27,7 @@ from clipsearch.envconfig import ConfigError
 from clipsearch.tls import ServerTls
 
 from .security import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE, SERVER_NAME_VARIABLE, ChannelSecurity
-from .transport import split_host_port
+from .targets import split_host_port
 
 if TYPE_CHECKING:
     from clipsearch.v1.embedder_pb2 import ModelInfo

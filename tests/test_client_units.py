@@ -16,7 +16,7 @@ from client import ids
 from client.ingest import marker_tag
 from client.media import format_timestamp
 from client.pipeline import Batcher
-from client.transport import embedder_target, split_host_port
+from client.targets import embedder_target, split_host_port
 from client.uris import display, is_within, path_to_uri, uri_to_path
 
 PRINTABLE_ID = re.compile(r"^[!-~]{1,256}$")
