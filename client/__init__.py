@@ -9,7 +9,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from .api import Client, SearchFilter
 from .config import ClientConfig
 from .errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
-from .ingest import Failure, ImageBytes, IndexReport, IngestOptions, ProgressEvent
+from .ingest import ImageBytes, IngestOptions
+from .reports import Failure, IndexReport, ProgressEvent
 from .results import DeleteResult, Hit, Item, LabelScore, Stats
 
 __all__ = [

@@ -18,8 +18,10 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 from . import ids as idmod
 from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
-from .ingest import ImageBytes, IndexReport, Ingest, IngestOptions, ProgressCallback, list_all
+from .ingest import ImageBytes, Ingest, IngestOptions
 from .media import ImageLimits, MediaError, prepare_image, read_file
+from .prune import list_all
+from .reports import IndexReport, ProgressCallback
 from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
@@ -238,18 +240,6 @@ class Client:
         """Indexes image files or image bytes (bytes have no source unless given as ImageBytes)."""
         inputs = [ImageBytes(i, label=f"<bytes #{n}>") if isinstance(i, bytes) else i for n, i in enumerate(images)]
         return self.index(inputs, collection=collection, tags=tags, on_event=on_event)
-
-    def index_video(
-        self,
-        path: PathLike,
-        *,
-        collection: str = "",
-        fps: float = 1.0,
-        tags: Sequence[str] = (),
-        on_event: ProgressCallback | None = None,
-    ) -> IndexReport:
-        """Indexes the frames of one video, sampled at fps."""
-        return self.index([path], collection=collection, fps=fps, tags=tags, on_event=on_event)
 
     # Searching.
     def search_vector(

@@ -28,7 +28,7 @@ from pathlib import Path
 from clipsearch.envconfig import env_float, env_str, environ
 
 from .security import ChannelSecurity
-from .transport import is_explicit_target
+from .targets import is_explicit_target
 
 DEFAULT_EMBEDDER_ADDR = "127.0.0.1:50051"
 DEFAULT_SEARCH_ADDR = "127.0.0.1:50052"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 
-# Re-exported: the ingest pipeline reads it as ids.DEFAULT_COLLECTION.
-from clipsearch.limits import DEFAULT_COLLECTION as DEFAULT_COLLECTION
+from clipsearch.limits import DEFAULT_COLLECTION
 
 
 def normalize_collection(collection: str | None) -> str:

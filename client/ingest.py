@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import os
-import queue
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Generic, TypeVar
+from typing import BinaryIO
 
-import grpc
-
+from clipsearch.limits import DEFAULT_COLLECTION, MAX_SOURCE_BYTES
 from clipsearch.v1 import embedder_pb2, search_pb2
 
 from . import ids as idmod
-from .errors import ClientError, ServiceError
+from .errors import ClientError
 from .media import (
     Found,
     ImageLimits,
@@ -34,25 +31,14 @@ from .media import (
     prepare_image,
     read_file,
 )
+from .pipeline import Patch, Pending, Pipeline
+from .prune import list_all, prune
+from .reports import IndexReport, ProgressCallback, Tally
 from .transport import Transport
-from .uris import (
-    MAX_SOURCE_BYTES,
-    PathLike,
-    absolute,
-    dir_uri,
-    display,
-    display_path,
-    is_within,
-    path_to_uri,
-    uri_to_path,
-)
+from .uris import PathLike, display, display_path, path_to_uri
 
 # A tag on one frame of each fully indexed video: how many frames a complete run at that fps wrote.
 _MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)fps$")
-# A batch refused with these codes is split in halves until the item at fault is found.
-_SPLITTABLE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
-_GET_LIMIT = 1000  # ids (or sources) per Get and Delete call: the search service's limit
-_FIRST_BATCH = 4  # images in a run's first EmbedImages call; later calls double up to batch_images
 
 
 def marker_tag(frames: int, fps: float) -> str:
@@ -63,7 +49,7 @@ def marker_tag(frames: int, fps: float) -> str:
 class IngestOptions:
     """How an index run behaves; the defaults suit a local embedder."""
 
-    collection: str = idmod.DEFAULT_COLLECTION
+    collection: str = DEFAULT_COLLECTION
     fps: float = 1.0
     tags: tuple[str, ...] = ()
     recursive: bool = True
@@ -86,391 +72,12 @@ class IngestOptions:
 
 
 @dataclass(frozen=True)
-class Failure:
-    """A file (or video frame) that could not be indexed, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass
-class IndexReport:
-    """What an index run did."""
-
-    images: int = 0
-    frames: int = 0
-    videos: int = 0
-    known: int = 0
-    sources_added: int = 0
-    failed: list[Failure] = field(default_factory=list)
-    pruned_sources: int = 0
-    pruned_items: int = 0
-    seconds: float = 0.0
-
-    @property
-    def indexed(self) -> int:
-        return self.images + self.frames
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "indexed": self.indexed,
-            "images": self.images,
-            "frames": self.frames,
-            "videos": self.videos,
-            "skipped_known": self.known,
-            "sources_added": self.sources_added,
-            "failed": [{"path": f.path, "error": f.reason} for f in self.failed],
-            "pruned_sources": self.pruned_sources,
-            "pruned_items": self.pruned_items,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """kind: "file" (started a file), "indexed", "known", "source_added", "failed" or "pruned"."""
-
-    kind: str
-    count: int = 1
-    path: str = ""
-    message: str = ""
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
-
-
-@dataclass(frozen=True)
 class ImageBytes:
     """An image given as bytes rather than a file; `source` is its URI, if it has one."""
 
     data: bytes
     source: str = ""
     label: str = "<bytes>"
-
-
-class _Tally:
-    """Thread-safe counters of the report, each change also sent to the progress callback."""
-
-    def __init__(self, report: IndexReport, callback: ProgressCallback | None) -> None:
-        self.report = report
-        self._callback = callback
-        self._lock = threading.Lock()
-
-    def _emit(self, event: ProgressEvent) -> None:
-        if self._callback is not None:
-            self._callback(event)
-
-    def file(self, label: str) -> None:
-        self._emit(ProgressEvent("file", 0, label))
-
-    def indexed(self, images: int, frames: int) -> None:
-        with self._lock:
-            self.report.images += images
-            self.report.frames += frames
-        self._emit(ProgressEvent("indexed", images + frames))
-
-    def known(self, count: int = 1) -> None:
-        if count:
-            with self._lock:
-                self.report.known += count
-            self._emit(ProgressEvent("known", count))
-
-    def sources_added(self, count: int) -> None:
-        if count:
-            with self._lock:
-                self.report.sources_added += count
-            self._emit(ProgressEvent("source_added", count))
-
-    def failed(self, label: str, reason: str) -> None:
-        with self._lock:
-            self.report.failed.append(Failure(label, reason))
-        self._emit(ProgressEvent("failed", 1, label, reason))
-
-    def pruned(self, count: int) -> None:
-        self._emit(ProgressEvent("pruned", count))
-
-    def video(self) -> None:
-        with self._lock:
-            self.report.videos += 1
-
-
-Entry = TypeVar("Entry")
-
-
-class Batcher(Generic[Entry]):
-    """Groups entries into batches of at most max_count entries and max_bytes bytes, in order.
-
-    With first_count, the first batch closes at that many entries and each later one may hold twice as
-    many as the one before, up to max_count: the embedder starts on a small batch instead of idling until
-    a whole one is decoded, and then gets batches large enough to run efficiently.
-    """
-
-    def __init__(self, max_count: int, max_bytes: int, first_count: int | None = None) -> None:
-        if max_count < 1 or max_bytes < 1 or (first_count is not None and first_count < 1):
-            raise ValueError("batch limits must be positive")
-        self.max_count = max_count
-        self.max_bytes = max_bytes
-        self._count_limit = max_count if first_count is None else min(first_count, max_count)
-        self._entries: list[Entry] = []
-        self._bytes = 0
-
-    def add(self, entry: Entry, nbytes: int) -> list[Entry] | None:
-        """Adds an entry; returns the batch it closed, if adding it would overflow the current one.
-
-        An entry larger than max_bytes is refused with ValueError; the caller reports it.
-        """
-        if nbytes > self.max_bytes:
-            raise ValueError(f"{nbytes} bytes is more than a batch holds ({self.max_bytes})")
-        full = None
-        if self._entries and (len(self._entries) >= self._count_limit or self._bytes + nbytes > self.max_bytes):
-            full = self.flush()
-        self._entries.append(entry)
-        self._bytes += nbytes
-        return full
-
-    def flush(self) -> list[Entry]:
-        """The entries batched so far (possibly none), leaving the batcher empty."""
-        entries, self._entries, self._bytes = self._entries, [], 0
-        if entries:
-            self._count_limit = min(self.max_count, 2 * self._count_limit)
-        return entries
-
-
-@dataclass
-class _Pending:
-    """An item waiting for its vector."""
-
-    item_id: str
-    metadata: search_pb2.Metadata
-    image: embedder_pb2.Image
-    nbytes: int
-    label: str
-
-
-@dataclass(frozen=True)
-class _Patch:
-    """Adds sources and tags to stored items, re-upserting their stored vectors (no embedding)."""
-
-    ids: tuple[str, ...]
-    sources: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    label: str = ""
-    report_missing: bool = False
-
-
-@dataclass
-class _Written:
-    item: search_pb2.Item
-    label: str
-
-
-_DONE = object()
-
-
-class _Pipeline:
-    """Embeds batches on a pool (several calls in flight) while one writer thread upserts the results.
-
-    The producer calls add()/patch() and finally finish(). Queues and the in-flight semaphore bound the
-    memory: at most `inflight` batches being embedded plus a few waiting to be written.
-    """
-
-    def __init__(
-        self,
-        transport: Transport,
-        tally: _Tally,
-        options: IngestOptions,
-        max_images: int,
-        max_bytes: int,
-        inflight: int,
-    ) -> None:
-        self._transport = transport
-        self._tally = tally
-        self._options = options
-        self._batcher: Batcher[_Pending] = Batcher(max_images, max_bytes, first_count=_FIRST_BATCH)
-        self._slots = threading.BoundedSemaphore(inflight)
-        self._pool = ThreadPoolExecutor(max_workers=inflight, thread_name_prefix="embed")
-        self._writes: queue.Queue[object] = queue.Queue(maxsize=2 * inflight + 2)
-        self._error: BaseException | None = None
-        self._error_lock = threading.Lock()
-        self._writer = threading.Thread(target=self._write_loop, name="upsert", daemon=True)
-        self._writer.start()
-
-    # Producer side.
-    def check(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def add(self, pending: _Pending) -> None:
-        self.check()
-        try:
-            full = self._batcher.add(pending, pending.nbytes)
-        except ValueError:
-            self._tally.failed(
-                pending.label,
-                f"too large to send ({pending.nbytes} bytes after shrinking, a call holds {self._batcher.max_bytes})",
-            )
-            return
-        if full:
-            self._submit(full)
-
-    def patch(self, patch: _Patch) -> None:
-        self.check()
-        self._put(patch)
-
-    def finish(self) -> None:
-        """Sends what is batched, waits until every item is written, and stops the threads."""
-        last = self._batcher.flush()
-        if last:
-            self._submit(last)
-        self._pool.shutdown(wait=True)
-        self._put(_DONE)
-        self._writer.join()
-        self.check()
-
-    def abort(self, error: BaseException) -> None:
-        self._set_error(error)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._put(_DONE)
-
-    def _submit(self, batch: list[_Pending]) -> None:
-        while not self._slots.acquire(timeout=0.5):
-            self.check()
-        try:
-            self._pool.submit(self._embed_job, batch)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def _put(self, entry: object) -> None:
-        while True:
-            try:
-                self._writes.put(entry, timeout=0.5)
-                return
-            except queue.Full:
-                if not self._writer.is_alive():
-                    return
-                if entry is not _DONE:
-                    self.check()
-
-    def _set_error(self, error: BaseException) -> None:
-        with self._error_lock:
-            if self._error is None:
-                self._error = error
-
-    # Embedding workers.
-    def _embed_job(self, batch: list[_Pending]) -> None:
-        try:
-            if self._error is None:
-                written = self._embed(batch)
-                if written:
-                    self._put(written)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
-            self._set_error(exc)
-        finally:
-            self._slots.release()
-
-    def _embed(self, batch: list[_Pending]) -> list[_Written]:
-        request = embedder_pb2.EmbedImagesRequest(images=[p.image for p in batch], allow_partial=True)
-        try:
-            response = self._transport.embed_images(request, timeout=self._options.embed_timeout)
-        except ServiceError as exc:
-            if exc.code not in _SPLITTABLE:
-                raise
-            if len(batch) == 1:
-                self._tally.failed(batch[0].label, exc.details)
-                return []
-            # Find the culprit without losing the rest of the batch.
-            middle = len(batch) // 2
-            return self._embed(batch[:middle]) + self._embed(batch[middle:])
-        if len(response.results) != len(batch):
-            raise ClientError(f"the embedder returned {len(response.results)} results for {len(batch)} images")
-        written: list[_Written] = []
-        for pending, result in zip(batch, response.results, strict=True):
-            if result.WhichOneof("result") != "embedding":
-                self._tally.failed(pending.label, result.error.message or "the embedder refused it")
-                continue
-            metadata = pending.metadata
-            if not metadata.width:
-                metadata.width, metadata.height = result.width, result.height
-            item = search_pb2.Item(id=pending.item_id, vector=result.embedding.values, metadata=metadata)
-            written.append(_Written(item, pending.label))
-        return written
-
-    # The writer thread.
-    def _write_loop(self) -> None:
-        buffered: list[_Written] = []
-        while True:
-            entry = self._writes.get()
-            if entry is _DONE:
-                break
-            if self._error is not None:
-                continue  # keep draining so that producers never block
-            try:
-                if isinstance(entry, _Patch):
-                    self._flush(buffered)
-                    buffered = []
-                    self._apply_patch(entry)
-                else:
-                    buffered.extend(entry)  # type: ignore[arg-type]
-                    if len(buffered) >= self._options.upsert_batch or self._writes.empty():
-                        self._flush(buffered)
-                        buffered = []
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
-                self._set_error(exc)
-        if self._error is None:
-            try:
-                self._flush(buffered)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread and re-raised there
-                self._set_error(exc)
-
-    def _flush(self, written: list[_Written]) -> None:
-        for start in range(0, len(written), self._options.upsert_batch):
-            self._upsert(written[start : start + self._options.upsert_batch])
-
-    def _upsert(self, written: list[_Written]) -> None:
-        if not written:
-            return
-        try:
-            self._transport.upsert(search_pb2.UpsertRequest(items=[w.item for w in written]))
-        except ServiceError as exc:
-            if exc.code not in _SPLITTABLE:
-                raise
-            if len(written) == 1:
-                self._tally.failed(written[0].label, f"the search service refused it: {exc.details}")
-                return
-            middle = len(written) // 2
-            self._upsert(written[:middle])
-            self._upsert(written[middle:])
-            return
-        frames = sum(1 for w in written if w.item.metadata.media_type == search_pb2.MEDIA_TYPE_VIDEO_FRAME)
-        self._tally.indexed(len(written) - frames, frames)
-
-    def _apply_patch(self, patch: _Patch) -> None:
-        for start in range(0, len(patch.ids), _GET_LIMIT):
-            chunk = list(patch.ids[start : start + _GET_LIMIT])
-            response = self._transport.get(search_pb2.GetRequest(ids=chunk, with_vectors=True))
-            if patch.report_missing and response.missing_ids:
-                self._tally.failed(
-                    patch.label, "not indexed: the same content could not be indexed from its other path"
-                )
-            items = []
-            gained = 0
-            for item in response.items:
-                sources = list(item.metadata.sources)
-                new_sources = [s for s in patch.sources if s not in sources]
-                new_tags = [t for t in patch.tags if t not in item.metadata.tags]
-                gained += bool(new_sources)
-                if not new_sources and not new_tags:
-                    continue
-                item.metadata.sources.extend(new_sources)
-                item.metadata.tags.extend(new_tags)
-                items.append(item)
-            for offset in range(0, len(items), self._options.upsert_batch):
-                self._transport.upsert(
-                    search_pb2.UpsertRequest(items=items[offset : offset + self._options.upsert_batch])
-                )
-            self._tally.sources_added(gained)
-            self._tally.known(len(response.items) - gained)
 
 
 @dataclass
@@ -509,35 +116,41 @@ class Ingest:
         self._collection = idmod.normalize_collection(options.collection)
         self._tags = tuple(dict.fromkeys(options.tags))
         self.report = IndexReport()
-        self._tally = _Tally(self.report, on_event)
+        self._tally = Tally(self.report, on_event)
         self._limits = ImageLimits(
             model.image_size or 224, model.max_image_pixels or 1 << 28, options.encoded_max_bytes
         )
         # What this run has written or decided on, so a second copy is not embedded twice.
         self._run_images: dict[str, str] = {}
         self._run_videos: set[str] = set()
-        self._deferred: list[_Patch] = []
+        self._deferred: list[Patch] = []
         self._deferred_videos: list[tuple[str, str, str]] = []
         # The content each source had in this run, for --prune to spot files whose content changed.
         self._hash_by_uri: dict[str, str] = {}
-        self._pipeline: _Pipeline | None = None
+        self._pipeline: Pipeline | None = None
         self._prepare_pool: ThreadPoolExecutor
 
-    def _budget(self) -> tuple[int, int, int]:
+    def _new_pipeline(self) -> Pipeline:
+        """A pipeline within the embedder's limits and this run's options."""
         model = self._model
         max_images = min(self._options.batch_images, model.max_batch_images or self._options.batch_images)
         limit = model.max_message_bytes or (4 << 20)
         headroom = max(limit // 8, 64 << 10)
-        max_bytes = max(1, min(self._options.batch_bytes, limit - headroom))
-        inflight = self._options.inflight or max(2, 2 * len(self._transport.embedder_addresses))
-        return max(1, max_images), max_bytes, inflight
+        return Pipeline(
+            self._transport,
+            self._tally,
+            max_images=max(1, max_images),
+            max_bytes=max(1, min(self._options.batch_bytes, limit - headroom)),
+            inflight=self._options.inflight or max(2, 2 * len(self._transport.embedder_addresses)),
+            upsert_batch=self._options.upsert_batch,
+            embed_timeout=self._options.embed_timeout,
+        )
 
     def run(self, inputs: Iterable[PathLike | ImageBytes]) -> IndexReport:
         started = time.monotonic()
         inputs = list(inputs)
         self._check_dimensions()
-        max_images, max_bytes, inflight = self._budget()
-        self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images, max_bytes, inflight)
+        self._pipeline = self._new_pipeline()
         self._prepare_pool = ThreadPoolExecutor(
             max_workers=self._options.prepare_workers or decode_workers(), thread_name_prefix="prepare"
         )
@@ -545,13 +158,13 @@ class Ingest:
             self._produce(inputs)
             self._pipeline.finish()
             if self._deferred or self._deferred_videos:
-                self._pipeline = _Pipeline(self._transport, self._tally, self._options, max_images, max_bytes, inflight)
+                self._pipeline = self._new_pipeline()
                 for patch in self._deferred:
                     self._pipeline.patch(patch)
                 for video_hash, uri, label in self._deferred_videos:
                     frames = [item.id for item in self._stored_frames(video_hash)]
                     if frames:
-                        self._pipeline.patch(_Patch(tuple(frames), (uri,), label=label))
+                        self._pipeline.patch(Patch(tuple(frames), (uri,), label=label))
                     else:
                         self._tally.failed(
                             label, "not indexed: the same video could not be indexed from its other path"
@@ -563,7 +176,14 @@ class Ingest:
         finally:
             self._prepare_pool.shutdown(wait=False, cancel_futures=True)
         if self._options.prune:
-            self._prune([i for i in inputs if not isinstance(i, ImageBytes)])
+            prune(
+                self._transport,
+                [i for i in inputs if not isinstance(i, ImageBytes)],
+                collection=self._collection,
+                recursive=self._options.recursive,
+                hash_by_uri=self._hash_by_uri,
+                tally=self._tally,
+            )
         self.report.seconds = time.monotonic() - started
         return self.report
 
@@ -656,9 +276,7 @@ class Ingest:
                     self._tally.known()
                 else:
                     # The same content seen earlier in this run: it may not be written yet.
-                    self._deferred.append(
-                        _Patch((entry.item_id,), (entry.uri,), label=entry.label, report_missing=True)
-                    )
+                    self._deferred.append(Patch((entry.item_id,), (entry.uri,), label=entry.label, report_missing=True))
                 continue
             self._run_images[entry.item_id] = entry.uri
             item = stored.get(entry.item_id)
@@ -667,7 +285,7 @@ class Ingest:
             elif not entry.uri or entry.uri in item.metadata.sources:
                 self._tally.known()
             else:
-                self._pipeline.patch(_Patch((entry.item_id,), (entry.uri,), self._tags, entry.label))
+                self._pipeline.patch(Patch((entry.item_id,), (entry.uri,), self._tags, entry.label))
         # Decoding and shrinking large images runs on several threads (Pillow releases the GIL).
         for entry, prepared in zip(new, self._prepare_pool.map(self._prepare, new), strict=True):
             if isinstance(prepared, MediaError):
@@ -683,7 +301,7 @@ class Ingest:
                 tags=self._tags,
             )
             self._pipeline.add(
-                _Pending(entry.item_id, metadata, prepared.image, prepared.image.ByteSize() + 16, entry.label)
+                Pending(entry.item_id, metadata, prepared.image, prepared.image.ByteSize() + 16, entry.label)
             )
 
     def _prepare(self, entry: _ImageEntry) -> PreparedImage | MediaError:
@@ -772,7 +390,7 @@ class Ingest:
         frame_label = f"{video.label} at {format_timestamp(frame.timestamp_seconds)}"
         if frame_id in video.stored:
             if marker is not None:
-                self._pipeline.patch(_Patch((frame_id,), (video.uri,), (marker,), frame_label))
+                self._pipeline.patch(Patch((frame_id,), (video.uri,), (marker,), frame_label))
             elif video.stored[frame_id]:
                 self._tally.known()
             else:
@@ -791,98 +409,14 @@ class Ingest:
             tags=self._tags + ((marker,) if marker else ()),
         )
         image = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.rgb, width=frame.width, height=frame.height))
-        self._pipeline.add(_Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label))
+        self._pipeline.add(Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label))
 
     def _patch_sources(self, video: _VideoRun, *, flush: bool) -> None:
         """Adds the video's path to stored frames that lack it, a batch at a time."""
         assert self._pipeline is not None
         if video.to_patch and (flush or len(video.to_patch) >= self._options.upsert_batch):
-            self._pipeline.patch(_Patch(tuple(video.to_patch), (video.uri,), label=video.label))
+            self._pipeline.patch(Patch(tuple(video.to_patch), (video.uri,), label=video.label))
             video.to_patch.clear()
-
-    def _prune(self, paths: list[PathLike]) -> None:
-        """Removes, within the given paths and collection, sources whose files are gone or changed.
-
-        Each removal is a scoped Delete: a gone file leaves this collection's items only, a changed file
-        only the items holding its old content. The search service changes each item atomically, so an
-        interrupted prune cannot lose an item that keeps a source.
-        """
-        gone: set[str] = set()
-        changed: dict[str, tuple[frozenset[str], set[str]]] = {}  # item id -> (its sources, those to remove)
-        for scope, filter_ in self._prune_scopes(paths):
-            for item in list_all(self._transport, filter_):
-                for source in item.metadata.sources:
-                    if not is_within(source, scope) or (
-                        not self._options.recursive and scope.endswith("/") and "/" in source[len(scope) :]
-                    ):
-                        continue
-                    if not _is_file(source):
-                        gone.add(source)
-                    elif self._content_changed(item, source):
-                        changed.setdefault(item.id, (frozenset(item.metadata.sources), set()))[1].add(source)
-        requests = [
-            search_pb2.DeleteRequest(sources=chunk, collection=self._collection)
-            for chunk in _chunks(sorted(gone), _GET_LIMIT)
-        ]
-        requests += [
-            search_pb2.DeleteRequest(ids=ids, sources=sources, collection=self._collection)
-            for ids, sources in _removal_batches(changed, _GET_LIMIT)
-        ]
-        counted: set[str] = set()
-        for request in requests:
-            response = self._transport.delete(request)
-            new = set(request.sources) - counted
-            counted |= new
-            self._tally.pruned(len(new))
-            self.report.pruned_items += response.deleted
-        self.report.pruned_sources += len(counted)
-
-    def _content_changed(self, item: search_pb2.Item, source: str) -> bool:
-        """This run found other content at the source than the item holds."""
-        current = self._hash_by_uri.get(source)
-        return current is not None and current != item.metadata.content_hash
-
-    def _prune_scopes(self, paths: list[PathLike]) -> Iterator[tuple[str, search_pb2.Filter]]:
-        collections = [self._collection]
-        for given in paths:
-            path = absolute(given)
-            if path.is_dir() or not path.exists():
-                scope = dir_uri(path)
-                yield scope, search_pb2.Filter(source_dir=scope, collections=collections)
-            if not path.is_dir():
-                scope = path_to_uri(path)
-                yield scope, search_pb2.Filter(sources=[scope], collections=collections)
-
-
-def _chunks(values: list[str], size: int) -> list[list[str]]:
-    return [values[start : start + size] for start in range(0, len(values), size)]
-
-
-def _removal_batches(
-    changed: dict[str, tuple[frozenset[str], set[str]]], limit: int
-) -> Iterator[tuple[list[str], list[str]]]:
-    """Groups (item id -> its sources, those to remove) into Delete calls of ids and sources.
-
-    A call removes every one of its sources from every one of its items, so an item joins a call only
-    when it keeps none of the call's sources and no other item of the call keeps one it loses.
-    """
-    ids: list[str] = []
-    sources: set[str] = set()
-    kept: set[str] = set()
-    for item_id, (listed, remove) in changed.items():
-        keeps = listed - remove
-        if ids and (remove & kept or keeps & sources or len(ids) == limit or len(sources | remove) > limit):
-            yield ids, sorted(sources)
-            ids, sources, kept = [], set(), set()
-        if len(remove) > limit:  # one item losing more sources than a call takes: calls of its own
-            for chunk in _chunks(sorted(remove), limit):
-                yield [item_id], chunk
-            continue
-        ids.append(item_id)
-        sources |= remove
-        kept |= keeps
-    if ids:
-        yield ids, sorted(sources)
 
 
 def decode_workers() -> int:
@@ -891,25 +425,3 @@ def decode_workers() -> int:
     fraction of embedding it, so fewer threads still keep ahead of the model."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(4, cpus - 1))
-
-
-def _is_file(uri: str) -> bool:
-    try:
-        return os.path.isfile(uri_to_path(uri))
-    except (ValueError, OSError):
-        return False
-
-
-def list_all(
-    transport: Transport, filter_: search_pb2.Filter, *, with_vectors: bool = False, page_size: int = 1000
-) -> Iterator[search_pb2.Item]:
-    """Every item matching the filter, page by page."""
-    token = ""
-    while True:
-        response = transport.list(
-            search_pb2.ListRequest(filter=filter_, page_size=page_size, page_token=token, with_vectors=with_vectors)
-        )
-        yield from response.items
-        token = response.next_page_token
-        if not token:
-            return

@@ -328,7 +328,7 @@ def iter_video_frames(
     enlarged), and turned upright when the stream carries a rotation.
     """
     sampler = FrameSampler(fps)
-    target = source if hasattr(source, "read") else os.fsdecode(source)  # type: ignore[arg-type]
+    target = source if hasattr(source, "read") else os.fsdecode(source)
     try:
         container = av.open(target, mode="r")
     except Exception as exc:  # noqa: BLE001 - PyAV and Pillow raise many types for corrupt files

@@ -22,7 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .ingest import IndexReport, ProgressEvent
+from .reports import IndexReport, ProgressEvent
 from .results import DeleteResult, Hit, LabelScore, Stats
 
 

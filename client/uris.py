@@ -6,9 +6,6 @@ import os
 from pathlib import Path
 from urllib.parse import quote, unquote_to_bytes
 
-# Re-exported: the ingest pipeline imports it from here.
-from clipsearch.limits import MAX_SOURCE_BYTES as MAX_SOURCE_BYTES
-
 FILE_SCHEME = "file://"
 
 PathLike = str | bytes | os.PathLike[str] | os.PathLike[bytes]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from client import Client, InvalidInput, SearchFilter, ServiceError
 from client.cli import main
-from client.ingest import _removal_batches
+from client.prune import removal_batches
 from client.uris import path_to_uri
 from clipsearch.serving import ServerOptions, ServiceBinding, create_server
 from clipsearch.v1 import search_pb2_grpc
@@ -235,7 +235,7 @@ def test_removal_batches_remove_exactly_what_each_item_loses(
     changed: dict[str, tuple[frozenset[str], set[str]]], limit: int
 ) -> None:
     left = {item_id: set(listed) for item_id, (listed, _) in changed.items()}
-    for ids, sources in _removal_batches(changed, limit):
+    for ids, sources in removal_batches(changed, limit):
         assert 1 <= len(ids) <= limit and 1 <= len(sources) <= limit
         for item_id in ids:  # what the service does with one scoped Delete
             left[item_id] -= set(sources)

@@ -6,7 +6,7 @@ import pytest
 
 from client import Client, ClientConfig, InvalidInput
 from client.config import split_addresses
-from client.transport import embedder_target, is_explicit_target, search_target
+from client.targets import embedder_target, is_explicit_target, search_target
 from tests.fixtures_client import Replica
 
 

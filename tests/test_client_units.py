@@ -6,16 +6,20 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+import grpc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import ids
-from client.ingest import Batcher, marker_tag
+from client.errors import ServiceError
+from client.ingest import marker_tag
 from client.media import format_timestamp
-from client.transport import embedder_target, split_host_port
+from client.pipeline import Batcher, send_in_halves
+from client.targets import embedder_target, split_host_port
 from client.uris import display, is_within, path_to_uri, uri_to_path
 
 PRINTABLE_ID = re.compile(r"^[!-~]{1,256}$")
@@ -128,6 +132,36 @@ def test_batcher_refuses_an_entry_larger_than_a_batch() -> None:
     with pytest.raises(ValueError):
         batcher.add("huge", 11)
     assert batcher.flush() == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(bad=st.lists(st.booleans(), max_size=40), code=st.sampled_from(["INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"]))
+def test_a_refused_batch_is_halved_until_each_bad_entry_is_alone(bad: list[bool], code: str) -> None:
+    calls: list[list[int]] = []
+    refused: list[int] = []
+
+    def send(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        if any(bad[i] for i in batch):
+            raise ServiceError("search", "127.0.0.1:1", grpc.StatusCode[code], "refused")
+        return list(batch)
+
+    sent = send_in_halves(list(range(len(bad))), send, lambda entry, exc: refused.append(entry))
+    assert sent == [i for i, is_bad in enumerate(bad) if not is_bad]
+    assert refused == [i for i, is_bad in enumerate(bad) if is_bad]
+    assert len(calls) <= 1 + 2 * max(1, len(bad)).bit_length() * max(1, len(refused))
+
+
+def test_a_batch_failing_otherwise_is_not_split() -> None:
+    calls: list[list[int]] = []
+
+    def send(batch: Sequence[int]) -> list[int]:
+        calls.append(list(batch))
+        raise ServiceError("embedder", "127.0.0.1:1", grpc.StatusCode.INTERNAL, "broken")
+
+    with pytest.raises(ServiceError, match="INTERNAL: broken"):
+        send_in_halves([1, 2, 3, 4], send, lambda entry, exc: pytest.fail(f"{entry} reported as refused"))
+    assert calls == [[1, 2, 3, 4]]
 
 
 def test_embedder_targets_spread_over_replicas() -> None:

@@ -244,7 +244,7 @@ def test_ports_and_addresses_match_the_code(service: str) -> None:
 
 def test_embedder_scales_and_clients_reach_every_replica() -> None:
     from client import ClientConfig
-    from client.transport import embedder_target
+    from client.targets import embedder_target
 
     embedder = SERVICES["embedder"]
     assert "container_name" not in embedder, "a fixed container name prevents --scale"

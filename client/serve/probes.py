@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..security import ChannelSecurity
-from ..transport import split_host_port
+from ..targets import split_host_port
 
 if TYPE_CHECKING:
     from clipsearch.v1.embedder_pb2 import ModelInfo
