@@ -28,6 +28,7 @@ node-deps: $(NODE_DEPS)
 
 # The whole test suite. Tests start the Redis, gRPC servers and processes they need themselves.
 test: $(STAMP) $(NODE_DEPS)
+	@sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The main job in one command: starts the stack, indexes sample photos and a generated video, then runs a
