@@ -13,6 +13,7 @@ Fixtures, all on 127.0.0.1 with ports picked by the OS:
   (one for a photo; a video's frames by time); ``web_stack.id_of(name, second)`` gives an id.
 - ``web_app_factory`` -> ``start(**settings) -> str``: another web app on the same services with
   WebSettings overrides (password, max_upload_bytes, ...), returning its base URL; stopped after the test.
+- ``unused_port`` -> int: a loopback port nothing listens on.
 - ``own_web_stack`` -> ``OwnWebStack``: a web app on an embedder and a search service of its own (the search
   service reads the library's index), which the test may stop: ``stop_search()``, ``stop_embedder()``.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -74,7 +76,8 @@ class WebStack:
             search_address=self.search_address,
             connect_timeout=30,
         )
-        return WebSettings(services=services, cache_dir=cache_dir, **overrides)
+        overrides.setdefault("services", services)
+        return WebSettings(cache_dir=cache_dir, **overrides)
 
 
 def _search_config(redis_url: str, index_name: str) -> SearchConfig:
@@ -166,6 +169,14 @@ def web_app_factory(web_stack: WebStack, tmp_path: Path) -> Iterator[Callable[..
         thread.stop()
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback TCP port nothing listens on (just freed by the OS)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @dataclass
 class OwnWebStack:
     """A web app on services of its own, which a test may stop."""
@@ -197,7 +208,9 @@ def own_web_stack(
     services = dataclasses.replace(
         WebSettings().services, embedder_addresses=(embedder_address,), search_address=search_address
     )
-    thread = WebThread(create_app(WebSettings(services=services, cache_dir=tmp_path / "cache", probe_timeout=1.0)))
+    thread = WebThread(
+        create_app(WebSettings(services=services, cache_dir=tmp_path / "cache", probe_timeout=1.0, call_timeout=3.0))
+    )
     stops = {"search": lambda: search.stop(0), "embedder": lambda: embedder.stop(0)}
     own = OwnWebStack(thread.start().rstrip("/"), embedder_address, search_address, stops)
     try:
