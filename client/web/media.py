@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import FileResponse, Response
+from starlette.datastructures import Headers
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+from starlette.types import Receive, Scope, Send
 
 from client.media import MediaError, open_regular
 from client.results import Item
 
 from .cache import DiskCache, cache_key
+from .errors import error_response
 from .files import ItemFiles, MediaProblem, file_name, local_path
 from .models import ErrorDoc
 from .thumbs import VideoInfo, VideoInfoCache, frame_thumbnail, image_mime, image_thumbnail, probe_video, video_mime
@@ -18,6 +23,25 @@ from .thumbs import VideoInfo, VideoInfoCache, frame_thumbnail, image_mime, imag
 # Served media is never run as a page, whatever it contains.
 MEDIA_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 _THUMB_CACHE_CONTROL = "private, max-age=300"
+
+
+class MediaFileResponse(FileResponse):
+    """FileResponse (which answers Range requests with 206, or 416) with its Range errors as JSON."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        http_range = Headers(scope=scope).get("range")
+        if http_range is not None and self.stat_result is not None:
+            size = self.stat_result.st_size
+            try:
+                self._parse_range_header(http_range, size)
+            except RangeNotSatisfiable:
+                message = f"the range {http_range!r} is outside the file ({size} bytes)"
+                response = error_response(416, message, {"Content-Range": f"bytes */{size}"})
+                return await response(scope, receive, send)
+            except MalformedRangeHeader as exc:
+                response = error_response(400, f"bad Range header {http_range!r}: {exc.content or 'malformed'}")
+                return await response(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def is_video(item: Item) -> bool:
@@ -101,18 +125,22 @@ def media_router() -> APIRouter:
 
     @router.get(
         "/{item_id}/file",
-        response_class=FileResponse,
+        response_class=MediaFileResponse,
         responses={200: {"content": {"image/*": {}, "video/*": {}}}, 206: {"description": "a byte range"}, **_ERRORS},
         summary="An item's original file; videos support HTTP Range requests",
     )
-    def original(request: Request, item_id: ItemId) -> FileResponse:
+    def original(request: Request, item_id: ItemId) -> MediaFileResponse:
         media: Media = request.app.state.media
         item = media.files.item(item_id)
         source, stream = media.files.open(item)
-        stream.close()
+        with stream:
+            # The checked file's own metadata: what is served is what was hashed, unless it is replaced
+            # between this check and the read below.
+            stat_result = os.fstat(stream.fileno())
         mime, _ = media.mime(item)
-        return FileResponse(
+        return MediaFileResponse(
             source.path,
+            stat_result=stat_result,
             media_type=mime,
             filename=source.name,
             content_disposition_type="inline",
