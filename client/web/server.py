@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -121,6 +124,24 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, exiting with status 0 after a graceful stop on SIGINT or SIGTERM (uvicorn itself
+    raises the signal again once stopped, so the process would die of it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # a server in a thread is stopped by its owner
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self.handle_exit) for s in signals}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
 def _uvicorn(app: FastAPI, *, log: bool) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
@@ -131,7 +152,7 @@ def _uvicorn(app: FastAPI, *, log: bool) -> uvicorn.Server:
         proxy_headers=False,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 def run(args: argparse.Namespace) -> int:
