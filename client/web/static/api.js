@@ -38,8 +38,8 @@ export async function api(path, init = {}) {
 }
 
 function errorText(body, response) {
-  if (body && typeof body.error === "string" && body.error) return body.error;
-  if (body && typeof body.detail === "string" && body.detail) return body.detail;
+  if (body && typeof body.error === "string" && body.error) return sentence(body.error);
+  if (body && typeof body.detail === "string" && body.detail) return sentence(body.detail);
   if (response.status === 413) return "That image is larger than the server accepts.";
   if (response.status === 404) return "Not found.";
   if (response.status >= 500) return `The server could not answer (HTTP ${response.status}). Try again in a moment.`;
@@ -56,6 +56,21 @@ export async function mediaProblem(url) {
   } catch {
     return OFFLINE;
   }
+}
+
+// "cannot reach x; do y" -> "Cannot reach x; do y."
+export function sentence(text) {
+  const trimmed = String(text).trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?…]$/.test(capital) ? capital : `${capital}.`;
+}
+
+// Text with `commands` in backticks, as text nodes and <code> elements (never parsed as HTML).
+export function richText(text) {
+  return String(text)
+    .split(/(`[^`]+`)/)
+    .filter(Boolean)
+    .map((part) => (part.length > 2 && part.startsWith("`") && part.endsWith("`") ? el("code", { text: part.slice(1, -1) }) : part));
 }
 
 export const formatScore = (score) => Number(score).toFixed(2);

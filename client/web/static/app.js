@@ -1,5 +1,5 @@
 // The clipsearch page: search by text or by image, the results grid, filters, URL state and the keyboard.
-import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural } from "./api.js";
+import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural, richText } from "./api.js";
 import { createServices } from "./services.js";
 import { createViewer } from "./viewer.js";
 
@@ -144,6 +144,7 @@ async function fetchPage(offset) {
   loading = true;
   updateMore();
   if (offset === 0) {
+    ui.welcome.hidden = true;
     setStatus("Searching…");
     ui.results.classList.add("stale");
   }
@@ -288,7 +289,7 @@ function showWelcome() {
 function showMessage(title, text, { alert = false, action = null } = {}) {
   const box = el("div", { class: alert ? "message-box error" : "message-box", role: alert ? "alert" : null });
   box.append(el("h2", { text: title }));
-  if (text) box.append(el("p", { text }));
+  if (text) box.append(el("p", {}, ...richText(text)));
   if (action) box.append(el("button", { type: "button", class: "btn", text: action.label, onclick: action.run }));
   ui.message.replaceChildren(box);
   ui.message.hidden = false;
@@ -299,7 +300,8 @@ function showError(error) {
   ui.results.replaceChildren();
   hits = [];
   setStatus("");
-  showMessage("The search did not work", error.message, { alert: true });
+  // A service that is down gets the banner (the alert); here the search only says what went wrong.
+  showMessage("The search did not work", error.message, { alert: !error.serviceProblem });
   updateMore();
 }
 
@@ -400,7 +402,7 @@ function onStats(stats) {
   }
   const searchUp = stats.services?.search?.up !== false;
   if (searchUp && stats.items === 0) {
-    ui.welcomeStats.textContent = "The library is empty: index photos and videos with `clipsearch index PATH`.";
+    ui.welcomeStats.replaceChildren(...richText("The library is empty: index photos and videos with `clipsearch index PATH`."));
   } else if (searchUp) {
     ui.welcomeStats.textContent = `${plural(stats.items, "picture and video frame", "pictures and video frames")} in ${plural(names.length, "collection")}.`;
   } else {

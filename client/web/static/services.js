@@ -1,10 +1,10 @@
 // Library stats and the services' health: the footer, the collection list and the banner when one is down.
-import { api, el, plural } from "./api.js";
+import { api, el, plural, richText, sentence } from "./api.js";
 
 const NAMES = { embedder: "Embedder service", search: "Search service" };
 const WHAT_FOR = {
   embedder: "Searching by text or by image and “What is this?” need it",
-  search: "Every search needs it",
+  search: "Every search and the library's stats need it",
 };
 const POLL_MS = 15000;
 
@@ -23,7 +23,7 @@ export function createServices({ onStats }) {
   });
 
   function showBanner(lines) {
-    bannerText.replaceChildren(...lines.map((line) => el("p", { text: line })));
+    bannerText.replaceChildren(...lines.map((line) => el("p", {}, ...richText(line))));
     banner.hidden = lines.length === 0;
   }
 
@@ -43,9 +43,9 @@ export function createServices({ onStats }) {
         ),
       );
       if (!service.up) {
-        const where = service.address ? ` at ${service.address}` : "";
-        const what = service.message || "Start it, then press “Check again”.";
-        down.push(`${name} is down${where}. ${what} ${WHAT_FOR[key]}.`);
+        const message = service.message || `It does not answer${service.address ? ` at ${service.address}` : ""}; start it, then press “Check again”.`;
+        const where = service.address && !message.includes(service.address) ? ` (${service.address})` : "";
+        down.push(`${name}${where} is down: ${sentence(message)} ${WHAT_FOR[key]}.`);
       }
     }
     showBanner(down);
@@ -60,7 +60,7 @@ export function createServices({ onStats }) {
   function renderOffline(error) {
     services.replaceChildren();
     library.textContent = "Library: unknown";
-    showBanner([error.message]);
+    showBanner([sentence(error.message)]);
   }
 
   // Fetches /api/stats now (one request at a time) and schedules the next check.
