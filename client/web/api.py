@@ -88,6 +88,7 @@ def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:
 def search_doc(hits: list[Hit], page: Page, media: Media, query: QueryDoc) -> SearchDoc:
     # One more result than the page was asked for says whether another page follows.
     shown = hits[: page.top]
+    media.files.remember(shown)
     return SearchDoc(
         query=query,
         offset=page.offset,

@@ -7,7 +7,9 @@ import io
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +26,10 @@ from .cache import DiskCache, cache_key
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}")
 _HASH_LOCKS = 64
 _MEMO_ENTRIES = 4096
+# How long items listed by a search are used for their media without asking the search service again.
+# Their files are still checked on every request; only an item deleted from the index meanwhile is
+# served for this long.
+ITEM_MEMO_SECONDS = 30.0
 
 
 class MediaProblem(ClientError):
@@ -74,13 +80,28 @@ class ItemFiles:
         self._client = client
         self._cache = cache
         self._memo: OrderedDict[str, str] = OrderedDict()
+        self._items: OrderedDict[str, tuple[float, Item]] = OrderedDict()
         self._memo_lock = threading.Lock()
         # Two requests for frames of one large video hash it once: the second waits for the first.
         self._hash_locks = [threading.Lock() for _ in range(_HASH_LOCKS)]
 
+    def remember(self, items: Iterable[Item]) -> None:
+        """Items a response just listed: the thumbnails a page asks for next need no lookup for a while."""
+        now = time.monotonic()
+        with self._memo_lock:
+            for item in items:
+                self._items[item.id] = (now, item)
+                self._items.move_to_end(item.id)
+            while len(self._items) > _MEMO_ENTRIES:
+                self._items.popitem(last=False)
+
     def item(self, item_id: str) -> Item:
         """The stored item; 400 for a malformed id (no call made), 404 for an unknown one."""
         check_id(item_id)
+        with self._memo_lock:
+            seen = self._items.get(item_id)
+        if seen is not None and time.monotonic() - seen[0] < ITEM_MEMO_SECONDS:
+            return seen[1]
         items = self._client.get([item_id])
         if not items:
             raise NotFound(f"no item with id {item_id!r}")
