@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_DEPS := tests/node/node_modules/.package-lock.json
 
-.PHONY: venv node-deps test demo proto checkpoint bench clean
+.PHONY: venv node-deps test demo screenshot proto checkpoint bench clean
 
 # The project's virtual environment with every extra installed, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -35,6 +35,12 @@ test: $(STAMP) $(NODE_DEPS)
 # text search, an image search and a classification. Offline: CLIP_MODEL=checkpoints/tiny make demo
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# docs/web.png: the web page in Chromium over the demo's photos and video (CLIP_MODEL, else a tiny
+# random-weight checkpoint in checkpoints/tiny, made when missing).
+screenshot: $(STAMP)
+	@sh scripts/ensure-chromium.sh
+	$(BIN)/python scripts/screenshot.py
 
 # Regenerates the checked-in Python code from protos/ (tests/test_protos.py checks it is current).
 proto: $(STAMP)
