@@ -46,7 +46,9 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def add_service_options(parser: argparse.ArgumentParser, embedder: bool = True, json: bool = True) -> None:
+def add_service_options(
+    parser: argparse.ArgumentParser, embedder: bool = True, json: bool = True, default_timeout: str = "60"
+) -> None:
     group = parser.add_argument_group("services")
     if embedder:
         group.add_argument(
@@ -66,7 +68,7 @@ def add_service_options(parser: argparse.ArgumentParser, embedder: bool = True, 
         "--timeout",
         type=_positive_float,
         metavar="SECONDS",
-        help="deadline of each call (default: $CLIPSEARCH_TIMEOUT or 60)",
+        help=f"deadline of each call (default: $CLIPSEARCH_TIMEOUT or {default_timeout})",
     )
     group.add_argument(
         "--connect-timeout",

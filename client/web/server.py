@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     web.add_argument(
         "--insecure", action="store_true", help="allow listening beyond loopback without a password (anyone can look)"
     )
-    add_service_options(parser, json=False)
+    add_service_options(parser, json=False, default_timeout=f"{DEFAULT_CALL_TIMEOUT:g}")
 
 
 def settings_from_args(args: argparse.Namespace) -> WebSettings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import threading
@@ -160,7 +161,9 @@ def frame_thumbnail(stream: BinaryIO, timestamp: float, max_side: int) -> bytes:
             start = video.start_time or 0
             target = start + int(Fraction(timestamp).limit_denominator(1_000_000) / time_base)
             if timestamp > 0:
-                container.seek(target, stream=video, backward=True, any_frame=False)
+                # Where the container cannot seek, the frames are decoded from the start instead.
+                with contextlib.suppress(av.FFmpegError):
+                    container.seek(target, stream=video, backward=True, any_frame=False)
             chosen: av.VideoFrame | None = None
             # Half a microsecond of slack: indexing stored the time as a float.
             threshold = Fraction(timestamp) - Fraction(1, 2_000_000)
