@@ -151,7 +151,10 @@ class Guard:
             await _reply(send, 401, "a password is required", [(b"www-authenticate", challenge)])
             return
         length = _header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length is not None and not length.strip().isdigit():
+            await _reply(send, 400, "the Content-Length header is not a number")
+            return
+        if length is not None and int(length) > self.max_body_bytes:
             await _reply(send, 413, f"the request is larger than the limit of {self.max_body_bytes // (1 << 20)} MiB")
             return
         body = _BodyLimit(receive, send, self.max_body_bytes)
