@@ -1,5 +1,6 @@
 // The clipsearch page: search by text or by image, the results grid, filters, URL state and the keyboard.
 import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural, richText } from "./api.js";
+import { installImageDrop, installKeyboard } from "./inputs.js";
 import { createServices } from "./services.js";
 import { createViewer } from "./viewer.js";
 
@@ -44,6 +45,8 @@ let typingTimer = 0;
 let sliderTimer = 0;
 let lastKey = "";
 let failedOnService = false;
+// Off after a page failed to load, so that scrolling does not retry it in a loop; the button still does.
+let autoLoad = true;
 let collectionsShown = "";
 
 const viewer = createViewer({ onLike: moreLike });
@@ -154,6 +157,7 @@ async function fetchPage(offset) {
     const body = await request(offset, controller.signal);
     if (mine !== seq) return;
     failedOnService = false;
+    autoLoad = true;
     const ms = performance.now() - started;
     if (offset === 0) {
       hits = body.hits;
@@ -170,9 +174,15 @@ async function fetchPage(offset) {
     else renderStatus(ms);
   } catch (error) {
     if (error.name === "AbortError" || mine !== seq) return;
-    lastKey = "";
-    hasMore = false;
-    showError(error);
+    if (offset > 0) {
+      // The results so far stay; "Show more results" tries the next page again.
+      autoLoad = false;
+      setStatus(`${plural(hits.length, "result")} · ${error.message}`);
+    } else {
+      lastKey = "";
+      hasMore = false;
+      showError(error);
+    }
     if (error.serviceProblem) {
       failedOnService = true;
       services.refresh();
@@ -194,7 +204,7 @@ function loadMore() {
 
 // Loads the next page while the end of the grid is on screen (or nearly).
 function maybeLoadMore() {
-  if (!hasMore || loading) return;
+  if (!hasMore || loading || !autoLoad) return;
   if (ui.sentinel.getBoundingClientRect().top < window.innerHeight + 800) loadMore();
 }
 
@@ -472,106 +482,10 @@ window.addEventListener("popstate", () => {
   run();
 });
 
-// ---- keyboard ----------------------------------------------------------------------------------------
-
-const TEXT_INPUTS = new Set(["text", "search", "email", "number", "password", "url", "tel"]);
-
-function isTextEntry(target) {
-  if (!(target instanceof HTMLElement)) return false;
-  if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-  return target.tagName === "INPUT" && TEXT_INPUTS.has(target.type);
-}
-
-function visibleCards() {
-  return [...ui.results.children].filter((node) => !node.hidden);
-}
-
-function columns(cards) {
-  const top = cards[0]?.offsetTop;
-  let n = 0;
-  while (n < cards.length && cards[n].offsetTop === top) n += 1;
-  return Math.max(1, n);
-}
-
-function focusCard(cards, i) {
-  const target = cards[i]?.querySelector(".card-open");
-  if (!target) return;
-  target.focus({ preventScroll: true });
-  target.scrollIntoView({ block: "nearest", behavior: "smooth" });
-}
-
-document.addEventListener("keydown", (event) => {
-  if (viewer.isOpen || event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey) return;
-  const target = event.target;
-  if (event.key === "/" && !isTextEntry(target)) {
-    event.preventDefault();
-    ui.q.focus();
-    ui.q.select();
-    return;
-  }
-  const cards = visibleCards();
-  if (target === ui.q && event.key === "ArrowDown" && cards.length) {
-    event.preventDefault();
-    focusCard(cards, 0);
-    return;
-  }
-  const current = target instanceof HTMLElement ? target.closest(".card") : null;
-  if (!current || !["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown"].includes(event.key)) return;
-  event.preventDefault();
-  const i = cards.indexOf(current);
-  const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns(cards), ArrowDown: columns(cards) }[event.key];
-  const next = i + step;
-  if (next < 0) {
-    if (event.key === "ArrowUp") ui.q.focus();
-    return;
-  }
-  if (next >= cards.length) {
-    if (event.key === "ArrowDown" || event.key === "ArrowRight") maybeLoadMore();
-    focusCard(cards, Math.min(next, cards.length - 1));
-    return;
-  }
-  focusCard(cards, next);
-});
-
-// ---- drag-and-drop and paste -----------------------------------------------------------------------
-
-let dragDepth = 0;
-const carriesFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
-
-window.addEventListener("dragenter", (event) => {
-  if (!carriesFiles(event)) return;
-  event.preventDefault();
-  dragDepth += 1;
-  ui.drop.hidden = false;
-});
-window.addEventListener("dragover", (event) => {
-  if (!carriesFiles(event)) return;
-  event.preventDefault();
-  event.dataTransfer.dropEffect = "copy";
-});
-window.addEventListener("dragleave", (event) => {
-  if (!carriesFiles(event)) return;
-  dragDepth = Math.max(0, dragDepth - 1);
-  if (dragDepth === 0) ui.drop.hidden = true;
-});
-window.addEventListener("drop", (event) => {
-  if (!carriesFiles(event)) return;
-  event.preventDefault();
-  dragDepth = 0;
-  ui.drop.hidden = true;
-  const files = [...event.dataTransfer.files];
-  searchImage(files.find((file) => file.type.startsWith("image/")) || files[0]);
-});
-
-document.addEventListener("paste", (event) => {
-  if (viewer.isOpen) return;
-  const file = [...(event.clipboardData?.files || [])].find((f) => f.type.startsWith("image/"));
-  if (!file) return;
-  event.preventDefault();
-  searchImage(file);
-});
-
 // ---- start -------------------------------------------------------------------------------------------
+
+installKeyboard({ searchBox: ui.q, grid: ui.results, viewer, nearEnd: maybeLoadMore });
+installImageDrop({ overlay: ui.drop, viewer, search: searchImage });
 
 state = stateFromLocation();
 ui.q.value = state.q;
