@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_DEPS := tests/node/node_modules/.package-lock.json
 
-.PHONY: venv node-deps test lint format typecheck check demo proto checkpoint bench clean
+.PHONY: venv node-deps test lint format typecheck check demo screenshot proto checkpoint bench clean
 
 # The project's virtual environment with every extra installed, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -28,6 +28,7 @@ node-deps: $(NODE_DEPS)
 
 # The whole test suite. Tests start the Redis, gRPC servers and processes they need themselves.
 test: $(STAMP) $(NODE_DEPS)
+	@sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Lint: ruff's rules and formatting (pyproject.toml [tool.ruff]), and generated proto code that matches protos/.
@@ -52,6 +53,12 @@ check: lint typecheck
 # text search, an image search and a classification. Offline: CLIP_MODEL=checkpoints/tiny make demo
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+# docs/web.png: the web page in Chromium over the demo's photos and video (CLIP_MODEL, else a tiny
+# random-weight checkpoint in checkpoints/tiny, made when missing).
+screenshot: $(STAMP)
+	@sh scripts/ensure-chromium.sh
+	$(BIN)/python scripts/screenshot.py
 
 # Regenerates the checked-in Python code from protos/ (tests/test_protos.py checks it is current).
 proto: $(STAMP)

@@ -119,9 +119,9 @@ class Client:
         return self._transport.search_address
 
     # The embedder.
-    def model_info(self) -> embedder_pb2.ModelInfo:
-        """The embedder's model and limits (fetched once)."""
-        if self._model is None:
+    def model_info(self, *, refresh: bool = False) -> embedder_pb2.ModelInfo:
+        """The embedder's model and limits (fetched once, or again with refresh: a check that it answers)."""
+        if self._model is None or refresh:
             self._model = self._transport.model_info()
         return self._model
 

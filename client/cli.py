@@ -1,4 +1,4 @@
-"""The `clipsearch` command: index, search, classify, stats, delete, collections (and serve)."""
+"""The `clipsearch` command: index, search, classify, stats, delete, collections (and serve, web)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
+def add_service_options(
+    parser: argparse.ArgumentParser, embedder: bool = True, json: bool = True, default_timeout: str = "60"
+) -> None:
     group = parser.add_argument_group("services")
     if embedder:
         group.add_argument(
@@ -66,7 +68,7 @@ def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
         "--timeout",
         type=_positive_float,
         metavar="SECONDS",
-        help="deadline of each call (default: $CLIPSEARCH_TIMEOUT or 60)",
+        help=f"deadline of each call (default: $CLIPSEARCH_TIMEOUT or {default_timeout})",
     )
     group.add_argument(
         "--connect-timeout",
@@ -105,7 +107,8 @@ def _common(parser: argparse.ArgumentParser, embedder: bool = True) -> None:
         help="file holding the services' shared token (default: $CLIPSEARCH_AUTH_TOKEN, "
         "or the file $CLIPSEARCH_AUTH_TOKEN_FILE)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    if json:
+        parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +125,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--media", choices=["image", "video"], help="only images, or only video frames")
 
 
-def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
+def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Search images and video frames by text, by image or by example."
     )
@@ -157,7 +160,7 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
     p.add_argument(
         "--inflight", type=_count(0), default=0, help="embedding calls in flight (default: two per embedder address)"
     )
-    _common(p)
+    add_service_options(p)
     p.set_defaults(handler=_index)
 
     p = sub.add_parser(
@@ -173,7 +176,7 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
     p.add_argument("--offset", type=_count(0), default=0, help="skip this many best results first")
     p.add_argument("--min-score", type=float, metavar="SCORE", help="only results with cosine >= SCORE")
     _filters(p)
-    _common(p)
+    add_service_options(p)
     p.set_defaults(handler=_search)
 
     p = sub.add_parser(
@@ -190,15 +193,15 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
         metavar="TEXT",
         help='prompt around each label, "{}" marks the label, e.g. "a photo of {}"',
     )
-    _common(p)
+    add_service_options(p)
     p.set_defaults(handler=_classify)
 
     p = sub.add_parser("stats", help="item counts, memory and index settings")
-    _common(p, embedder=False)
+    add_service_options(p, embedder=False)
     p.set_defaults(handler=_stats)
 
     p = sub.add_parser("collections", help="collections and their item counts")
-    _common(p, embedder=False)
+    add_service_options(p, embedder=False)
     p.set_defaults(handler=_collections)
 
     p = sub.add_parser(
@@ -215,7 +218,7 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
         metavar="NAME",
         help="alone: a whole collection; with --source: remove the files from this collection only",
     )
-    _common(p, embedder=False)
+    add_service_options(p, embedder=False)
     p.set_defaults(handler=_delete)
 
     help_text = "start Redis, the embedder and the search service on this machine"
@@ -225,10 +228,19 @@ def build_parser(serve_module: Any = None) -> argparse.ArgumentParser:
         p = sub.add_parser("serve", help=help_text)
         serve_module.add_arguments(p)
         p.set_defaults(handler=lambda args: int(serve_module.run(args) or 0))
+
+    help_text = "serve the web page and JSON API on this machine"
+    if web_module is None:
+        sub.add_parser("web", help=help_text, add_help=False)
+    else:
+        p = sub.add_parser("web", help=help_text, description=web_module.DESCRIPTION)
+        web_module.add_arguments(p)
+        p.set_defaults(handler=web_module.run)
     return parser
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_config(args: argparse.Namespace) -> ClientConfig:
+    """The environment's client settings with the TLS and token options of add_service_options applied."""
     config = ClientConfig.from_env()
     # The options override their variables one by one.
     overrides = {
@@ -238,7 +250,11 @@ def _client(args: argparse.Namespace) -> Client:
     }
     if args.token_file is not None:
         overrides["token"] = token_from_file(args.token_file)
-    config = dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **overrides)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    config = client_config(args)
     embedder = [a for value in (getattr(args, "embedder", None) or []) for a in split_addresses(value)]
     return Client(
         embedder or None, args.search, timeout=args.timeout, connect_timeout=args.connect_timeout, config=config
@@ -358,15 +374,22 @@ def _command(argv: Sequence[str]) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    serve_module = None
-    if _command(argv) == "serve":
-        # Imported only for `serve`, so every other command works with the client's dependencies alone.
+    serve_module = web_module = None
+    command = _command(argv)
+    # Imported only for `serve` and `web`, so every other command works with the client's dependencies alone.
+    if command == "serve":
         try:
             serve_module = importlib.import_module("client.serve")
         except ImportError as exc:
             print(f"{PROG}: error: `serve` is not available here: {exc}", file=sys.stderr)
             return EXIT_ERROR
-    parser = build_parser(serve_module)
+    elif command == "web":
+        try:
+            web_module = importlib.import_module("client.web.server")
+        except ImportError as exc:
+            print(f"{PROG}: error: `web` needs the web extra (pip install 'clipsearch[web]'): {exc}", file=sys.stderr)
+            return EXIT_ERROR
+    parser = build_parser(serve_module, web_module)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -1,0 +1,98 @@
+"""Errors as JSON `{"error": "..."}` with the HTTP status that fits: client and gRPC errors mapped."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from client.errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+from clipsearch.envconfig import ConfigError
+
+from .files import MediaProblem
+
+log = logging.getLogger("clipsearch.web")
+
+_GRPC_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.FAILED_PRECONDITION: 503,
+    grpc.StatusCode.ABORTED: 503,
+}
+_PHRASES = {404: "no such page", 405: "method not allowed here"}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def status_of(exc: ClientError) -> int:
+    """The HTTP status for a client error: 4xx for the caller's mistakes, 5xx when a service fails."""
+    if isinstance(exc, MediaProblem):
+        return exc.status
+    if isinstance(exc, InvalidInput):
+        return 400
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, ServiceUnavailable):
+        return 503
+    if isinstance(exc, ServiceError):
+        # UNAUTHENTICATED and the rest: this server is misconfigured or a service failed, a gateway error.
+        return _GRPC_STATUS.get(exc.code, 502)
+    return 502
+
+
+def message_of(exc: ClientError) -> str:
+    if isinstance(exc, ServiceError) and exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        env = "EMBEDDER_ADDR" if exc.service == "embedder" else "SEARCH_ADDR"
+        return (
+            f"the {exc.service} service at {exc.address} did not answer in time; check that it is running "
+            f"(`clipsearch serve`) and that {env} (or --{exc.service}) points at it"
+        )
+    return str(exc)
+
+
+def install(app: FastAPI) -> None:
+    """Registers the handlers that turn every error into `{"error": ...}`."""
+
+    @app.exception_handler(ClientError)
+    async def client_error(request: Request, exc: ClientError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(status, message_of(exc))
+
+    @app.exception_handler(ConfigError)
+    async def config_error(request: Request, exc: ConfigError) -> JSONResponse:
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return error_response(500, f"the web server's settings are wrong: {exc}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code in _PHRASES and detail in ("Not Found", "Method Not Allowed"):
+            detail = f"{_PHRASES[exc.status_code]}: {request.url.path}"
+        return error_response(exc.status_code, detail, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, validation_message(exc))
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One sentence for the first problem, naming the parameter: "top: Input should be less than or equal to 200"."""
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "body")]
+    message = str(first.get("msg", "invalid value"))
+    return f"{'.'.join(location)}: {message}" if location else message

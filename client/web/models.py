@@ -1,0 +1,89 @@
+"""The JSON documents of the web API, as pydantic models (they are also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ErrorDoc(BaseModel):
+    """Every error: one clear sentence."""
+
+    error: str
+
+
+class HitDoc(BaseModel):
+    """One result: an indexed image or video frame, with its score and where to fetch its media."""
+
+    id: str
+    score: float
+    media: Literal["image", "video"]
+    name: str = Field(description="the file name, without directories")
+    source: str = Field(description="the file's path, for display")
+    collection: str
+    timestamp_seconds: float | None = Field(description="a video frame's time in the video; null for an image")
+    time: str | None = Field(description='a video frame\'s time as "hh:mm:ss"; null for an image')
+    thumbnail_url: str
+    media_url: str
+    playable: bool = Field(description="whether browsers play the file (always true for images)")
+    mime: str
+
+
+class ItemDoc(HitDoc):
+    """An item with every path it was indexed from."""
+
+    sources: list[str]
+
+
+class QueryDoc(BaseModel):
+    text: str | None
+    like: str | None
+    image: bool
+
+
+class SearchDoc(BaseModel):
+    """A page of results, best first; none scores below the query's min_score."""
+
+    query: QueryDoc
+    offset: int
+    top: int
+    hits: list[HitDoc]
+    has_more: bool = Field(description="whether another page may follow")
+
+
+class ClassifyRequestDoc(BaseModel):
+    """Zero-shot labels for an indexed item, from its stored vector."""
+
+    id: str
+    labels: list[str] = Field(min_length=1, max_length=256)
+    template: str = Field(default="", max_length=1000, description='a prompt around each label, "{}" marks it')
+
+
+class LabelDoc(BaseModel):
+    label: str
+    probability: float
+
+
+class ClassifyDoc(BaseModel):
+    labels: list[LabelDoc] = Field(description="by probability, highest first")
+
+
+class ServiceDoc(BaseModel):
+    up: bool
+    address: str
+    message: str = Field(description="when down: what is wrong and what to do")
+    model: str | None = None
+
+
+class ServicesDoc(BaseModel):
+    embedder: ServiceDoc
+    search: ServiceDoc
+
+
+class StatsDoc(BaseModel):
+    """The library's size, and whether each service answers (reported, never an error)."""
+
+    items: int
+    collections: dict[str, int]
+    services: ServicesDoc

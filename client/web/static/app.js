@@ -1,0 +1,494 @@
+// The clipsearch page: search by text or by image, the results grid, filters, URL state and the keyboard.
+import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural, richText } from "./api.js";
+import { installImageDrop, installKeyboard } from "./inputs.js";
+import { createServices } from "./services.js";
+import { createViewer } from "./viewer.js";
+
+const PAGE = 24;
+const TYPING_DELAY_MS = 300;
+const SLIDER_DELAY_MS = 250;
+const MAX_UPLOAD = Number.parseInt(document.body.dataset.maxUpload, 10) || 20 * 1024 * 1024;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  q: $("q"),
+  form: $("search-form"),
+  imageInput: $("image-input"),
+  min: $("min-score"),
+  minValue: $("min-score-value"),
+  collection: $("collection"),
+  media: [...document.querySelectorAll('input[name="media"]')],
+  chip: $("query-chip"),
+  status: $("status"),
+  welcome: $("welcome"),
+  welcomeStats: $("welcome-stats"),
+  message: $("message"),
+  results: $("results"),
+  more: $("more"),
+  sentinel: $("sentinel"),
+  drop: $("drop"),
+  template: $("card-template"),
+};
+
+// Images searched for in this tab, by history entry: back/forward to an image search runs it again.
+const images = new Map();
+// Items whose "More like this" ran, for the name shown beside the query.
+const known = new Map();
+let imageCounter = 0;
+let state = emptyState();
+let hits = [];
+let hasMore = false;
+let loading = false;
+let seq = 0;
+let controller = null;
+let typingTimer = 0;
+let sliderTimer = 0;
+let lastKey = "";
+let failedOnService = false;
+// Off after a page failed to load, so that scrolling does not retry it in a loop; the button still does.
+let autoLoad = true;
+let collectionsShown = "";
+
+const viewer = createViewer({ onLike: moreLike });
+const services = createServices({ onStats });
+
+function emptyState() {
+  return { q: "", like: "", image: "", min: 0, collection: "", media: "" };
+}
+
+const active = (s) => Boolean(s.q || s.like || s.image);
+
+// ---- URL state ---------------------------------------------------------------------------------------
+
+function stateFromLocation() {
+  const params = new URLSearchParams(location.search);
+  const s = emptyState();
+  s.q = (params.get("q") || "").trim();
+  s.like = s.q ? "" : (params.get("like") || "").trim();
+  const image = history.state?.image;
+  if (!s.q && !s.like && image && images.has(image)) s.image = image;
+  const min = Number.parseFloat(params.get("min") || "0");
+  s.min = Number.isFinite(min) ? Math.min(1, Math.max(0, Math.round(min * 100) / 100)) : 0;
+  s.collection = params.get("collection") || "";
+  const media = params.get("media") || "";
+  s.media = media === "image" || media === "video" ? media : "";
+  return s;
+}
+
+function urlFor(s) {
+  const params = new URLSearchParams();
+  if (s.q) params.set("q", s.q);
+  else if (s.like) params.set("like", s.like);
+  if (s.min > 0) params.set("min", s.min.toFixed(2));
+  if (s.collection) params.set("collection", s.collection);
+  if (s.media) params.set("media", s.media);
+  const query = params.toString();
+  return query ? `${location.pathname}?${query}` : location.pathname;
+}
+
+// Makes `next` the current state: a new history entry, or the same one while typing or sliding.
+function commit(next, { typing = false, replace = false } = {}) {
+  state = next;
+  const url = urlFor(state);
+  const entry = { image: state.image || null, typing };
+  const same = url === location.pathname + location.search && (history.state?.image || null) === entry.image;
+  if (replace || same || (typing && history.state?.typing)) history.replaceState(entry, "", url);
+  else history.pushState(entry, "", url);
+  run();
+}
+
+// ---- searching -----------------------------------------------------------------------------------------
+
+function searchParams(offset, { min = state.min, top = PAGE } = {}) {
+  const params = new URLSearchParams();
+  if (state.q) params.set("q", state.q);
+  else if (state.like) params.set("like", state.like);
+  params.set("top", String(top));
+  params.set("offset", String(offset));
+  if (min > 0) params.set("min_score", min.toFixed(2));
+  if (state.collection) params.set("collection", state.collection);
+  if (state.media) params.set("media", state.media);
+  return params;
+}
+
+function request(offset, signal, options) {
+  const params = searchParams(offset, options);
+  if (state.image) {
+    const image = images.get(state.image);
+    const form = new FormData();
+    form.append("image", image.blob, image.name);
+    return api(`/api/search/image?${params}`, { method: "POST", body: form, signal });
+  }
+  return api(`/api/search?${params}`, { signal });
+}
+
+function run({ force = false } = {}) {
+  syncControls();
+  renderChip();
+  const key = JSON.stringify(state);
+  if (!force && key === lastKey) return;
+  lastKey = key;
+  if (!active(state)) {
+    controller?.abort();
+    seq += 1;
+    hits = [];
+    hasMore = false;
+    loading = false;
+    showWelcome();
+    return;
+  }
+  fetchPage(0);
+}
+
+async function fetchPage(offset) {
+  controller?.abort();
+  controller = new AbortController();
+  const mine = ++seq;
+  loading = true;
+  updateMore();
+  if (offset === 0) {
+    ui.welcome.hidden = true;
+    setStatus("Searching…");
+    ui.results.classList.add("stale");
+  }
+  ui.results.setAttribute("aria-busy", "true");
+  const started = performance.now();
+  try {
+    const body = await request(offset, controller.signal);
+    if (mine !== seq) return;
+    failedOnService = false;
+    autoLoad = true;
+    const ms = performance.now() - started;
+    if (offset === 0) {
+      hits = body.hits;
+      renderAll();
+    } else {
+      const seen = new Set(hits.map((hit) => hit.id));
+      const fresh = body.hits.filter((hit) => !seen.has(hit.id));
+      hits = hits.concat(fresh);
+      ui.results.append(...fresh.map(card));
+    }
+    hasMore = Boolean(body.has_more) && body.hits.length > 0;
+    viewer.update(hits);
+    if (hits.length === 0) await renderEmpty(mine);
+    else renderStatus(ms);
+  } catch (error) {
+    if (error.name === "AbortError" || mine !== seq) return;
+    if (offset > 0) {
+      // The results so far stay; "Show more results" tries the next page again.
+      autoLoad = false;
+      setStatus(`${plural(hits.length, "result")} · ${error.message}`);
+    } else {
+      lastKey = "";
+      hasMore = false;
+      showError(error);
+    }
+    if (error.serviceProblem) {
+      failedOnService = true;
+      services.refresh();
+    }
+  } finally {
+    if (mine === seq) {
+      loading = false;
+      ui.results.removeAttribute("aria-busy");
+      ui.results.classList.remove("stale");
+      updateMore();
+      requestAnimationFrame(maybeLoadMore);
+    }
+  }
+}
+
+function loadMore() {
+  if (hasMore && !loading && active(state)) fetchPage(hits.length);
+}
+
+// Loads the next page while the end of the grid is on screen (or nearly).
+function maybeLoadMore() {
+  if (!hasMore || loading || !autoLoad) return;
+  if (ui.sentinel.getBoundingClientRect().top < window.innerHeight + 800) loadMore();
+}
+
+function moreLike(hit) {
+  known.set(hit.id, hit);
+  ui.q.value = "";
+  commit({ ...state, q: "", like: hit.id, image: "" });
+  window.scrollTo({ top: 0 });
+}
+
+function searchImage(file) {
+  if (!file) return;
+  const name = file.name || "pasted image";
+  let problem = "";
+  if (file.type && !file.type.startsWith("image/")) {
+    problem = `“${name}” is not an image. Choose a JPEG, PNG, WebP or GIF picture.`;
+  } else if (file.size === 0) {
+    problem = `“${name}” is empty.`;
+  } else if (file.size > MAX_UPLOAD) {
+    problem = `“${name}” is ${formatBytes(file.size)}; pictures up to ${formatBytes(MAX_UPLOAD)} can be searched.`;
+  }
+  if (problem) {
+    lastKey = "";
+    showError(new ApiError(problem, 400));
+    return;
+  }
+  const key = `image-${++imageCounter}`;
+  images.set(key, { blob: file, name, url: URL.createObjectURL(file) });
+  ui.q.value = "";
+  commit({ ...state, q: "", like: "", image: key });
+  window.scrollTo({ top: 0 });
+}
+
+// ---- rendering -------------------------------------------------------------------------------------------
+
+function setStatus(text) {
+  ui.status.textContent = text;
+}
+
+function renderStatus(ms) {
+  let text = plural(hits.length, "result");
+  if (state.min > 0) text += ` scoring ${state.min.toFixed(2)} or more`;
+  if (hasMore) text += " · more below";
+  if (ms !== undefined) text += ` · ${ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`}`;
+  setStatus(text);
+}
+
+function card(hit) {
+  const node = ui.template.content.firstElementChild.cloneNode(true);
+  node.dataset.id = hit.id;
+  node.dataset.score = String(hit.score);
+  const open = node.querySelector(".card-open");
+  open.setAttribute("aria-label", `Open ${hit.name}`);
+  const img = node.querySelector(".thumb");
+  img.alt = altText(hit);
+  img.addEventListener("error", () => node.classList.add("broken"), { once: true });
+  img.src = hit.thumbnail_url;
+  if (hit.media === "video") {
+    const badge = node.querySelector(".badge-time");
+    badge.hidden = false;
+    badge.querySelector("span").textContent = hit.time || "";
+  }
+  const name = node.querySelector(".card-name");
+  name.textContent = hit.name;
+  name.title = hit.source || hit.name;
+  const score = node.querySelector(".card-score");
+  score.replaceChildren(el("span", { class: "visually-hidden", text: "score " }), formatScore(hit.score));
+  score.title = "Similarity score";
+  node.hidden = hit.score < state.min;
+  open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
+  node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
+  node.querySelector(".card-what").addEventListener("click", () =>
+    viewer.open(hits, hits.indexOf(hit), { from: open, focusLabels: true }),
+  );
+  return node;
+}
+
+function renderAll() {
+  ui.welcome.hidden = true;
+  ui.message.hidden = true;
+  ui.results.replaceChildren(...hits.map(card));
+}
+
+function showWelcome() {
+  ui.results.replaceChildren();
+  ui.message.hidden = true;
+  ui.welcome.hidden = false;
+  setStatus("");
+  updateMore();
+}
+
+function showMessage(title, text, { alert = false, action = null } = {}) {
+  const box = el("div", { class: alert ? "message-box error" : "message-box", role: alert ? "alert" : null });
+  box.append(el("h2", { text: title }));
+  if (text) box.append(el("p", {}, ...richText(text)));
+  if (action) box.append(el("button", { type: "button", class: "btn", text: action.label, onclick: action.run }));
+  ui.message.replaceChildren(box);
+  ui.message.hidden = false;
+  ui.welcome.hidden = true;
+}
+
+function showError(error) {
+  ui.results.replaceChildren();
+  hits = [];
+  setStatus("");
+  // A service that is down gets the banner (the alert); here the search only says what went wrong.
+  showMessage("The search did not work", error.message, { alert: !error.serviceProblem });
+  updateMore();
+}
+
+async function renderEmpty(mine) {
+  ui.results.replaceChildren();
+  if (state.min > 0) {
+    setStatus(`No results scoring ${state.min.toFixed(2)} or more`);
+    let best = null;
+    try {
+      best = (await request(0, controller.signal, { min: 0, top: 1 })).hits[0]?.score ?? null;
+    } catch {
+      best = null;
+    }
+    if (mine !== seq) return;
+    const floor = best === null ? 0 : Math.max(0, Math.floor(best * 100) / 100);
+    const text =
+      best === null
+        ? `No picture matches this search with a score of ${state.min.toFixed(2)} or more.`
+        : `The best match scores ${formatScore(best)}, below the minimum of ${state.min.toFixed(2)}.`;
+    showMessage("Nothing above this score", text, {
+      action: { label: `Lower the minimum to ${floor.toFixed(2)}`, run: () => commit({ ...state, min: floor }) },
+    });
+    return;
+  }
+  setStatus("0 results");
+  if (state.collection || state.media) {
+    showMessage("No matches with these filters", "Nothing in the library matches this collection and kind of picture.", {
+      action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
+    });
+  } else if (services.last && services.last.items === 0) {
+    showMessage("The library is empty", "Index photos and videos with `clipsearch index PATH`, then search again.");
+  } else {
+    showMessage("No matches", "Try other words, or search by image.");
+  }
+}
+
+function renderChip() {
+  const thumb = ui.chip.querySelector(".chip-thumb");
+  const text = ui.chip.querySelector(".chip-text");
+  const clear = ui.chip.querySelector(".chip-clear");
+  if (state.image) {
+    const image = images.get(state.image);
+    thumb.src = image.url;
+    text.textContent = `Pictures like ${image.name}`;
+    clear.setAttribute("aria-label", "Clear image search");
+  } else if (state.like) {
+    thumb.src = `/media/${encodeURIComponent(state.like)}/thumb`;
+    const hit = known.get(state.like);
+    text.textContent = hit ? `More like ${altText(hit)}` : "More like this picture";
+    if (!hit) {
+      const id = state.like;
+      api(`/api/items/${encodeURIComponent(id)}`)
+        .then((item) => {
+          known.set(id, item);
+          if (state.like === id) text.textContent = `More like ${altText(item)}`;
+        })
+        .catch(() => {});
+    }
+    clear.setAttribute("aria-label", "Clear “More like this”");
+  }
+  ui.chip.hidden = !(state.image || state.like);
+  document.title = state.q
+    ? `${state.q} · clipsearch`
+    : state.image || state.like
+      ? "Similar pictures · clipsearch"
+      : "clipsearch";
+}
+
+function updateMore() {
+  ui.more.hidden = !hasMore;
+  ui.more.disabled = loading;
+}
+
+function syncControls() {
+  ui.min.value = String(state.min);
+  ui.minValue.textContent = state.min.toFixed(2);
+  if (state.collection && ![...ui.collection.options].some((o) => o.value === state.collection)) {
+    ui.collection.append(el("option", { value: state.collection, text: state.collection }));
+  }
+  ui.collection.value = state.collection;
+  for (const radio of ui.media) radio.checked = radio.value === state.media;
+}
+
+function onStats(stats) {
+  const collections = stats.collections || {};
+  const names = Object.keys(collections).sort((a, b) => a.localeCompare(b));
+  const signature = JSON.stringify([names.map((n) => [n, collections[n]]), state.collection]);
+  if (signature !== collectionsShown) {
+    collectionsShown = signature;
+    if (state.collection && !names.includes(state.collection)) names.push(state.collection);
+    ui.collection.replaceChildren(
+      el("option", { value: "", text: "All collections" }),
+      ...names.map((n) =>
+        el("option", { value: n, text: n in collections ? `${n} (${formatCount(collections[n])})` : n }),
+      ),
+    );
+    ui.collection.value = state.collection;
+  }
+  const searchUp = stats.services?.search?.up !== false;
+  if (searchUp && stats.items === 0) {
+    ui.welcomeStats.replaceChildren(...richText("The library is empty: index photos and videos with `clipsearch index PATH`."));
+  } else if (searchUp) {
+    ui.welcomeStats.textContent = `${plural(stats.items, "picture and video frame", "pictures and video frames")} in ${plural(names.length, "collection")}.`;
+  } else {
+    ui.welcomeStats.textContent = "";
+  }
+  const allUp = searchUp && stats.services?.embedder?.up !== false;
+  if (allUp && failedOnService && active(state)) run({ force: true });
+}
+
+// ---- input -------------------------------------------------------------------------------------------
+
+ui.form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearTimeout(typingTimer);
+  const q = ui.q.value.trim();
+  if (!q) {
+    if (state.q) commit({ ...state, q: "" });
+    return;
+  }
+  commit({ ...state, q, like: "", image: "" }, { typing: false });
+});
+
+ui.q.addEventListener("input", () => {
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(() => {
+    const q = ui.q.value.trim();
+    if (q === state.q && !state.like && !state.image) return;
+    if (!q && !state.q) return;
+    commit({ ...state, q, like: q ? "" : state.like, image: q ? "" : state.image }, { typing: true });
+  }, TYPING_DELAY_MS);
+});
+
+ui.imageInput.addEventListener("change", () => {
+  const file = ui.imageInput.files?.[0];
+  searchImage(file);
+  ui.imageInput.value = "";
+});
+
+ui.min.addEventListener("input", () => {
+  const min = Math.round(Number(ui.min.value) * 100) / 100;
+  ui.minValue.textContent = min.toFixed(2);
+  // Hide weaker matches at once; the search below brings in what the server finds above the new cut-off.
+  for (const node of ui.results.children) node.hidden = Number(node.dataset.score) < min;
+  clearTimeout(sliderTimer);
+  sliderTimer = setTimeout(() => commit({ ...state, min }, { replace: true }), SLIDER_DELAY_MS);
+});
+
+ui.collection.addEventListener("change", () => commit({ ...state, collection: ui.collection.value }));
+for (const radio of ui.media) {
+  radio.addEventListener("change", () => radio.checked && commit({ ...state, media: radio.value }));
+}
+
+ui.chip.querySelector(".chip-clear").addEventListener("click", () => {
+  commit({ ...state, like: "", image: "" });
+  ui.q.focus();
+});
+
+ui.more.addEventListener("click", loadMore);
+new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && maybeLoadMore(), {
+  rootMargin: "0px 0px 800px 0px",
+}).observe(ui.sentinel);
+
+window.addEventListener("popstate", () => {
+  clearTimeout(typingTimer);
+  state = stateFromLocation();
+  ui.q.value = state.q;
+  run();
+});
+
+// ---- start -------------------------------------------------------------------------------------------
+
+installKeyboard({ searchBox: ui.q, grid: ui.results, viewer, nearEnd: maybeLoadMore });
+installImageDrop({ overlay: ui.drop, viewer, search: searchImage });
+
+state = stateFromLocation();
+ui.q.value = state.q;
+services.refresh();
+run();
+if (!active(state) && window.matchMedia("(pointer: fine)").matches) ui.q.focus();

@@ -1,0 +1,232 @@
+// The viewer dialog: the full image, or the video playing from the frame's moment, and "What is this?".
+import { altText, api, el, formatScore, mediaProblem } from "./api.js";
+
+const LABELS_KEY = "clipsearch.labels";
+const CANNOT_PLAY = "This browser cannot play this video file";
+// Labels may be separated by ASCII or full-width commas, the ideographic comma, or new lines.
+const LABEL_SEPARATORS = /[,，、;\n]/;
+
+export function createViewer({ onLike }) {
+  const dialog = document.getElementById("viewer");
+  const stage = dialog.querySelector(".viewer-stage");
+  const note = dialog.querySelector(".viewer-note");
+  const title = dialog.querySelector("#viewer-title");
+  const meta = dialog.querySelector(".viewer-meta");
+  const original = dialog.querySelector(".viewer-original");
+  const labels = dialog.querySelector("#labels");
+  const classifyForm = dialog.querySelector(".classify-form");
+  const classifyMessage = dialog.querySelector(".classify-message");
+  const classifyResults = dialog.querySelector(".classify-results");
+  const prev = dialog.querySelector(".viewer-prev");
+  const next = dialog.querySelector(".viewer-next");
+  let list = [];
+  let index = -1;
+  let returnFocus = null;
+  let classifySeq = 0;
+
+  labels.value = localStorage.getItem(LABELS_KEY) || "";
+
+  dialog.querySelector(".viewer-close").addEventListener("click", () => dialog.close());
+  dialog.querySelector(".viewer-like").addEventListener("click", () => {
+    const hit = list[index];
+    dialog.close();
+    if (hit) onLike(hit);
+  });
+  // A click on the backdrop (the dialog element itself, outside its content) closes it.
+  dialog.addEventListener("click", (event) => {
+    if (event.target === dialog) dialog.close();
+  });
+  dialog.addEventListener("close", () => {
+    stopMedia();
+    if (returnFocus && document.contains(returnFocus)) returnFocus.focus();
+  });
+  dialog.addEventListener("keydown", (event) => {
+    const tag = event.target.tagName;
+    if (tag === "INPUT" || tag === "VIDEO" || tag === "TEXTAREA") return;
+    if (event.key === "ArrowLeft" && index > 0) {
+      event.preventDefault();
+      show(index - 1, { autoplay: true });
+    } else if (event.key === "ArrowRight" && index < list.length - 1) {
+      event.preventDefault();
+      show(index + 1, { autoplay: true });
+    }
+  });
+  prev.addEventListener("click", () => index > 0 && show(index - 1, { autoplay: true }));
+  next.addEventListener("click", () => index < list.length - 1 && show(index + 1, { autoplay: true }));
+  classifyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    classify();
+  });
+
+  function stopMedia() {
+    for (const video of stage.querySelectorAll("video")) {
+      video.pause();
+      video.removeAttribute("src");
+      video.load();
+    }
+  }
+
+  function showNote(text) {
+    note.textContent = text;
+    note.hidden = !text;
+  }
+
+  function showFrame(hit, message) {
+    stage.replaceChildren(el("img", { class: "viewer-img", src: hit.thumbnail_url, alt: altText(hit) }));
+    showNote(message);
+  }
+
+  function showImage(hit) {
+    const img = el("img", { class: "viewer-img", alt: altText(hit), decoding: "async" });
+    img.style.backgroundImage = `url("${hit.thumbnail_url}")`;
+    img.addEventListener("load", () => img.style.removeProperty("background-image"), { once: true });
+    img.addEventListener(
+      "error",
+      async () => {
+        const problem = await mediaProblem(hit.media_url);
+        showFrame(hit, problem || "The full image could not be shown.");
+      },
+      { once: true },
+    );
+    img.src = hit.media_url;
+    stage.replaceChildren(img);
+  }
+
+  function showVideo(hit, autoplay) {
+    const start = hit.timestamp_seconds || 0;
+    if (!hit.playable) {
+      showFrame(hit, `${CANNOT_PLAY} (${hit.mime || "unknown format"}). This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`);
+      return;
+    }
+    const video = el("video", {
+      class: "viewer-video",
+      controls: true,
+      playsInline: true,
+      preload: "auto",
+      poster: hit.thumbnail_url,
+      "aria-label": `${altText(hit)} (video)`,
+    });
+    video.addEventListener(
+      "loadedmetadata",
+      () => {
+        if (Math.abs(video.currentTime - start) > 0.05) video.currentTime = start;
+        if (autoplay) {
+          // Without a user gesture browsers may refuse sound; playing muted is better than not playing.
+          video.play().catch(() => {
+            video.muted = true;
+            return video.play().catch(() => {});
+          });
+        }
+      },
+      { once: true },
+    );
+    video.addEventListener("error", async () => {
+      if (!video.getAttribute("src")) return;
+      const problem = video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
+      showFrame(hit, problem || `${CANNOT_PLAY}. This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`);
+    });
+    // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
+    video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
+    stage.replaceChildren(video);
+  }
+
+  function renderMeta(hit) {
+    const rows = [];
+    if (typeof hit.score === "number" && hit.score > 0) rows.push(["Score", formatScore(hit.score)]);
+    if (hit.media === "video") rows.push(["Moment", hit.time || "00:00:00"]);
+    rows.push(["Collection", hit.collection || "default"]);
+    rows.push(["File", hit.source || hit.name]);
+    meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })]));
+  }
+
+  function show(i, { autoplay = true, focusLabels = false } = {}) {
+    stopMedia();
+    index = i;
+    const hit = list[i];
+    title.textContent = hit.name;
+    title.title = hit.source || hit.name;
+    renderMeta(hit);
+    showNote("");
+    original.href = hit.media_url;
+    original.textContent = hit.media === "video" ? "Open video" : "Open original";
+    classifyResults.replaceChildren();
+    classifyMessage.hidden = true;
+    classifySeq += 1;
+    prev.disabled = i <= 0;
+    next.disabled = i >= list.length - 1;
+    if (hit.media === "video") showVideo(hit, autoplay);
+    else showImage(hit);
+    if (focusLabels) labels.focus();
+  }
+
+  // Opens the viewer on hits[i]; focus returns to `from` when it closes.
+  function open(hits, i, { from = null, focusLabels = false } = {}) {
+    list = hits;
+    returnFocus = from;
+    if (!dialog.open) dialog.showModal();
+    show(i, { autoplay: !focusLabels, focusLabels });
+    if (!focusLabels) dialog.querySelector(".viewer-close").focus();
+  }
+
+  async function classify() {
+    const hit = list[index];
+    const typed = labels.value
+      .split(LABEL_SEPARATORS)
+      .map((label) => label.trim())
+      .filter(Boolean);
+    const unique = [...new Set(typed)];
+    classifyResults.replaceChildren();
+    if (unique.length < 2) {
+      classifyMessage.textContent = "Type at least two labels, separated by commas, for example: a cat, a dog.";
+      classifyMessage.hidden = false;
+      return;
+    }
+    localStorage.setItem(LABELS_KEY, labels.value);
+    classifyMessage.textContent = "Classifying…";
+    classifyMessage.hidden = false;
+    const seq = ++classifySeq;
+    try {
+      const body = await api("/api/classify", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ id: hit.id, labels: unique, template: "" }),
+      });
+      if (seq !== classifySeq) return;
+      classifyMessage.hidden = true;
+      classifyResults.replaceChildren(
+        ...body.labels.map(({ label, probability }) => {
+          const percent = Math.round(probability * 1000) / 10;
+          const bar = el("span", { class: "bar", "aria-hidden": "true" });
+          bar.style.setProperty("--p", `${Math.max(percent, 0.5)}%`);
+          return el(
+            "li",
+            {},
+            el("span", { class: "label-name", text: label }),
+            el("span", { class: "label-p", text: `${percent.toFixed(1)}%` }),
+            bar,
+          );
+        }),
+      );
+    } catch (error) {
+      if (seq !== classifySeq) return;
+      classifyMessage.textContent = error.message;
+      classifyMessage.hidden = false;
+    }
+  }
+
+  return {
+    open,
+    get isOpen() {
+      return dialog.open;
+    },
+    // Keeps the viewer's list current when more results arrive behind it.
+    update(hits) {
+      const found = dialog.open && list[index] ? hits.findIndex((hit) => hit.id === list[index].id) : -1;
+      if (found >= 0) {
+        list = hits;
+        index = found;
+        next.disabled = index >= list.length - 1;
+      }
+    },
+  };
+}
