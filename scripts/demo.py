@@ -157,6 +157,7 @@ class Stack:
             f"{SERVE_START_TIMEOUT:.0f}",
             "--ready-file",
             str(self.ready_path),
+            "--no-web",  # the demo stops when it is done: nobody would see the page
         ]
         self.process: subprocess.Popen[str] | None = None
 

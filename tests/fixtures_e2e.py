@@ -250,7 +250,7 @@ class ServeProcess:
         }
 
     def children(self) -> dict[str, int]:
-        """The direct children by role: "redis", "search", and "embedder@PORT" for each replica."""
+        """The direct children by role: "redis", "search", "web", and "embedder@PORT" for each replica."""
         roles: dict[str, int] = {}
         for pid, (ppid, state, cmdline) in process_table().items():
             if ppid != self.pid or state in ("Z", "X"):
@@ -261,6 +261,8 @@ class ServeProcess:
                 roles[f"embedder@{_environ(pid).get('EMBEDDER_PORT')}"] = pid
             elif "-m search_service" in cmdline:
                 roles["search"] = pid
+            elif "-m client.web" in cmdline:
+                roles["web"] = pid
         return roles
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 120.0) -> int:
@@ -274,8 +276,11 @@ class ServeProcess:
             raise AssertionError(f"clipsearch serve did not stop within {timeout:.0f} s:\n{self.log[-3000:]}") from None
 
 
-def start_serve(tmp: Path, model_dir: Path, *extra: str, env: Mapping[str, str] | None = None) -> ServeProcess:
-    """Starts `clipsearch serve` on free ports with its data in `tmp`; the caller stops it."""
+def start_serve(
+    tmp: Path, model_dir: Path, *extra: str, env: Mapping[str, str] | None = None, web: bool = False
+) -> ServeProcess:
+    """Starts `clipsearch serve` on free ports with its data in `tmp`, with the web page if `web`; the caller
+    stops it."""
     base = dict(os.environ if env is None else env)
     base.pop("REDIS_URL", None)
     args = [
@@ -289,6 +294,7 @@ def start_serve(tmp: Path, model_dir: Path, *extra: str, env: Mapping[str, str] 
         "0",
         "--dtype",
         "fp32",
+        *(("--web-port", "0") if web else ("--no-web",)),
         *extra,
     ]
     return ServeProcess(args, base, tmp / "serve.log", tmp / "serve-ready.json")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from client import serve
 from client.serve.banner import banner
-from client.serve.children import embedder_specs, redis_spec, search_spec
+from client.serve.children import embedder_specs, redis_spec, search_spec, web_spec
 from client.serve.ports import plan_ports, reserve_free_ports
 from client.serve.ready_file import ready_document, remove_ready_file, write_ready_file
 from clipsearch.urls import redact_url
@@ -24,9 +24,10 @@ from tests.certificates import make_pki, openssl_available
 
 
 def parse(*argv: str) -> argparse.Namespace:
+    """serve's options; the web page on a free port unless argv says otherwise (8080 may be taken here)."""
     parser = argparse.ArgumentParser()
     serve.add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return parser.parse_args(["--web-port", "0", *argv])
 
 
 def no_free_ports(count: int) -> list[int]:
@@ -186,6 +187,7 @@ def test_the_ready_file_says_where_the_services_are_as_the_banner_does(tmp_path:
         "dtype": "float32",
         "device": "cpu",
         "data_dir": str(tmp_path / "data"),
+        "web_url": f"http://127.0.0.1:{config.web_port}/",
         "client_env": {
             "EMBEDDER_ADDR": ",".join(addresses),
             "SEARCH_ADDR": f"127.0.0.1:{config.search_port}",
@@ -230,3 +232,61 @@ def test_tls_settings_reach_the_children_and_serve_checks_them_as_a_client(tmp_p
     assert config.security.ca_file == pki.ca.cert
     assert search_spec(config, 32).env["SEARCH_TLS_CERT"] == str(pki.server.cert)
     assert embedder_specs(config)[0].env["EMBEDDER_TLS_KEY"] == str(pki.server.key)
+
+
+def test_the_web_page_runs_beside_the_services_as_one_more_client(tmp_path: Path) -> None:
+    config = serve.build_config(
+        parse("--embedders", "2", "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
+        {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"},
+    )
+    assert config.web_port is not None
+    assert config.web_port not in (*config.embedder_ports, config.search_port, config.redis_port)
+    spec = web_spec(config)
+    assert spec.argv[1:3] == ("-m", "client.web")
+    options = dict(zip(spec.argv[3::2], spec.argv[4::2], strict=True))
+    assert options == {
+        "--host": "127.0.0.1",
+        "--port": str(config.web_port),
+        "--embedder": ",".join(config.embedder_addresses()),
+        "--search": config.search_address(),
+    }
+    assert spec.env["CLIPSEARCH_AUTH_TOKEN"] == "s3cret-token"  # its calls carry the services' token
+    assert spec.address == config.web_url() == f"http://127.0.0.1:{config.web_port}/"
+    info = embedder_pb2.ModelInfo(model_id="m", dimension=32, dtype="float32", device="cpu")
+    assert f"  web       {config.web_url()}  (open it in a browser)" in banner(config, info).splitlines()
+
+
+def test_no_web_leaves_the_page_out(tmp_path: Path) -> None:
+    config = serve.build_config(
+        parse("--no-web", "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)), {}
+    )
+    assert config.web_port is None and config.web_url() is None
+    info = embedder_pb2.ModelInfo(model_id="m", dimension=32, dtype="float32", device="cpu")
+    assert not [line for line in banner(config, info).splitlines() if line.startswith("  web ")]
+    assert ready_document(config, info, pid=1)["web_url"] is None
+
+
+def test_a_web_port_in_use_is_refused_naming_the_way_out(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        busy = listener.getsockname()[1]
+        with pytest.raises(serve.ServeError, match=rf"port {busy} is in use.*--web-port.*--no-web") as caught:
+            serve.build_config(
+                parse(
+                    "--web-port", str(busy), "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)
+                ),
+                {},
+            )
+    assert caught.value.exit_code == serve.EXIT_USAGE
+
+
+def test_the_page_beyond_loopback_needs_a_password_or_the_token(tmp_path: Path) -> None:
+    argv = ("--host", "0.0.0.0", "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path))
+    with pytest.raises(
+        serve.ServeError, match="the web page: listening on 0.0.0.0 .*CLIPSEARCH_WEB_PASSWORD.*--no-web"
+    ):
+        serve.build_config(parse(*argv), {})
+    assert serve.build_config(parse(*argv), {"CLIPSEARCH_WEB_PASSWORD": "open sesame"}).web_port is not None
+    assert serve.build_config(parse(*argv), {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"}).web_port is not None
+    assert serve.build_config(parse("--no-web", *argv), {}).web_port is None

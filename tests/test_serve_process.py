@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import signal
 import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -52,6 +55,20 @@ def search_stats(address: str) -> search_pb2.StatsResponse:
                 time.sleep(0.2)
 
 
+def web_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def web_stats(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "api/stats", timeout=30) as response:
+        stats: dict[str, Any] = json.load(response)
+    return stats
+
+
 def kill_and_wait_for_replacement(stack: ServeProcess, role: str) -> int:
     """SIGKILLs one child of serve; waits until it and its own children are gone and serve has started
     a new one. Returns the new pid."""
@@ -70,12 +87,16 @@ def kill_and_wait_for_replacement(stack: ServeProcess, role: str) -> int:
 
 def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: Path, tiny_clip_dir: Path) -> None:
     # With a shared token the services refuse calls without it; serve's own calls carry it.
-    stack = start_serve(tmp_path, tiny_clip_dir, env={**os.environ, "CLIPSEARCH_AUTH_TOKEN": TOKEN})
+    stack = start_serve(tmp_path, tiny_clip_dir, env={**os.environ, "CLIPSEARCH_AUTH_TOKEN": TOKEN}, web=True)
     try:
         stack.wait_ready()
         (embedder,) = stack.embedder_addresses
         assert health_status(embedder) == health_status(stack.search_address) == "SERVING"
-        assert set(stack.children()) == {"redis", "search", f"embedder@{embedder.rsplit(':', 1)[1]}"}
+        assert set(stack.children()) == {"redis", "search", "web", f"embedder@{embedder.rsplit(':', 1)[1]}"}
+        # The web page came up last, as a client of both services: its stats reach them with the token.
+        web_url = stack.ready["web_url"]
+        assert f"  web       {web_url}  (open it in a browser)" in stack.lines
+        assert web_stats(web_url)["services"]["search"]["up"] is True
         # The ready file says what the banner says, for programs (wait_ready took only one of version 1
         # that names serve's pid).
         ready = stack.ready
@@ -94,11 +115,17 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
         # Redis comes back on the same port and data; the search service reconnects by itself.
         kill_and_wait_for_replacement(stack, "redis")
         assert search_stats(stack.search_address).settings.dimension == 32
-        assert stack.log.count("restarting in") == 2
+        kill_and_wait_for_replacement(stack, "web")
+        deadline = time.monotonic() + SERVE_START_TIMEOUT
+        while not web_answers(web_url):
+            assert time.monotonic() < deadline, f"the web page did not come back:\n{stack.log[-3000:]}"
+            time.sleep(0.2)
+        assert web_stats(web_url)["services"]["embedder"]["up"] is True
+        assert stack.log.count("restarting in") == 3
         assert health_status(embedder) == "SERVING"
 
         running = list(descendants(stack.pid))
-        assert len(running) >= 4  # redis runner and redis-server, embedder, search
+        assert len(running) >= 5  # redis runner and redis-server, embedder, search, web
     finally:
         code = stack.stop(signal.SIGTERM)
     assert code == 0, stack.log[-3000:]

@@ -24,6 +24,9 @@ def banner(config: ServeConfig, info: ModelInfo) -> str:
     for address in embedders:
         lines.append(f"  embedder  {address}  ({model})")
     lines.append(f"  search    {config.search_address()}")
+    web_url = config.web_url()
+    if web_url is not None:
+        lines.append(f"  web       {web_url}  (open it in a browser)")
     security = config.security
     transport = "plaintext" if not security.tls else ("mutual TLS" if config.mutual_tls else "TLS")
     lines.append(f"  security  {transport}, {'bearer token required' if security.token else 'no token'}")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .config import ServeConfig
-from .probes import GrpcProbe, RedisProbe
+from .probes import GrpcProbe, RedisProbe, WebProbe
 from .process import ChildSpec
 
 
@@ -90,4 +90,32 @@ def search_spec(config: ServeConfig, dimension: int) -> ChildSpec:
             f". Under clipsearch serve SEARCH_DIM follows the model ({dimension}): for this model, use "
             "another --data-dir, or name a new index with SEARCH_INDEX"
         ),
+    )
+
+
+def web_spec(config: ServeConfig) -> ChildSpec:
+    """`clipsearch web` on --web-port, a client of the services serve runs, with serve's environment (the
+    token, TLS client settings and the web password)."""
+    assert config.web_port is not None
+    url = config.web_url()
+    assert url is not None
+    exports = config.client_exports()
+    return ChildSpec(
+        name="web",
+        argv=(
+            sys.executable,
+            "-m",
+            "client.web",
+            "--host",
+            config.host,
+            "--port",
+            str(config.web_port),
+            "--embedder",
+            exports["EMBEDDER_ADDR"],
+            "--search",
+            exports["SEARCH_ADDR"],
+        ),
+        env=_child_env(config, exports),
+        address=url,
+        make_probe=lambda: WebProbe(url),
     )

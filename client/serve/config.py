@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ REQUIRED_MODULES = (
 
 SERVICE_PREFIXES = ("EMBEDDER", "SEARCH")
 
+log = logging.getLogger("clipsearch.serve")
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -48,6 +51,8 @@ class ServeConfig:
     security: ChannelSecurity = field(default_factory=ChannelSecurity)
     # Where serve says, in JSON, that it is serving and at which addresses (--ready-file).
     ready_file: Path | None = None
+    # The web page's port; None: no page (--no-web, or the web extra is not installed).
+    web_port: int | None = None
 
     @property
     def token(self) -> str | None:
@@ -68,6 +73,13 @@ class ServeConfig:
 
     def search_address(self) -> str:
         return f"{self.probe_host}:{self.search_port}"
+
+    def web_url(self) -> str | None:
+        """The page's address as a browser on this machine opens it; None without the page."""
+        if self.web_port is None:
+            return None
+        host = self.probe_host
+        return f"http://[{host}]:{self.web_port}/" if ":" in host else f"http://{host}:{self.web_port}/"
 
     def client_exports(self) -> dict[str, str]:
         """The variables a client in another shell sets to reach the services: their addresses and, where
@@ -149,6 +161,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
                 f"port {port} is in use (another clipsearch serve?); choose another with {option} (0 picks a free one)",
                 EXIT_USAGE,
             )
+    web_port = _plan_web(args, env, security.token, [*embedder_ports, search_port, redis_port])
     data_dir = (args.data_dir or default_data_dir(env)).expanduser().resolve()
     return ServeConfig(
         host=args.host,
@@ -163,7 +176,43 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         env=dict(env),
         security=security,
         ready_file=ready_file,
+        web_port=web_port,
     )
+
+
+def web_missing(find: Callable[[str], object] = importlib.util.find_spec) -> bool:
+    """Whether the web extra (FastAPI, uvicorn) is missing."""
+    try:
+        return any(find(module) is None for module in ("fastapi", "uvicorn", "multipart"))
+    except (ImportError, ValueError):
+        return True
+
+
+def _plan_web(
+    args: argparse.Namespace, env: Mapping[str, str], token: str | None, taken: list[int | None]
+) -> int | None:
+    """The web page's port, or None when it does not run; ServeError for a setting that cannot work."""
+    if args.no_web:
+        return None
+    _check_port(args.web_port, "--web-port")
+    if web_missing():
+        log.warning("the web page is off: it needs the web extra (pip install 'clipsearch[web]')")
+        return None
+    from client.web.security import binding_password, resolve_password
+
+    try:
+        binding_password(args.host, resolve_password(env, None, token), token, insecure=False)
+    except ConfigError as error:
+        raise ServeError(f"the web page: {error}; or --no-web", EXIT_USAGE) from None
+    if args.web_port == 0:
+        return next(p for p in reserve_free_ports(args.host, len(taken) + 1) if p not in taken)
+    if args.web_port in taken or not port_is_free(args.host, args.web_port):
+        raise ServeError(
+            f"port {args.web_port} is in use (another clipsearch serve or web?); choose another with --web-port "
+            "(0 picks a free one), or --no-web",
+            EXIT_USAGE,
+        )
+    return int(args.web_port)
 
 
 def serve_security(env: Mapping[str, str]) -> ChannelSecurity:

@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_EMBEDDER_PORT = 50051
 DEFAULT_SEARCH_PORT = 50052
 DEFAULT_START_TIMEOUT = 600.0
+DEFAULT_WEB_PORT = 8080
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "embedder and the search service, as supervised child processes. Ctrl-C stops them all. The "
         "services read their settings from the environment, TLS (EMBEDDER_TLS_*, SEARCH_TLS_*) and the shared "
         "token (CLIPSEARCH_AUTH_TOKEN[_FILE]) included; with TLS, serve checks them with CLIPSEARCH_TLS_CA "
-        "(and CLIPSEARCH_TLS_CERT/_KEY where they require client certificates), as a client would."
+        "(and CLIPSEARCH_TLS_CERT/_KEY where they require client certificates), as a client would. The web "
+        "page (clipsearch web) runs beside them unless --no-web."
     )
     parser.add_argument(
         "--model",
@@ -78,11 +80,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_START_TIMEOUT:.0f})",
     )
     parser.add_argument(
+        "--web-port",
+        type=int,
+        default=DEFAULT_WEB_PORT,
+        metavar="PORT",
+        help=f"port of the web page (default {DEFAULT_WEB_PORT}; 0 picks a free one); it binds --host like the "
+        "services, and beyond loopback needs CLIPSEARCH_WEB_PASSWORD[_FILE] or the services' token",
+    )
+    parser.add_argument("--no-web", action="store_true", help="do not start the web page")
+    parser.add_argument(
         "--ready-file",
         type=Path,
         metavar="PATH",
         help="once every service is serving, write a JSON object to PATH (atomically; for scripts and tests) "
         "with the keys version (1), pid (serve's), embedder_addresses (list of host:port), search_address, "
-        "redis_url (password hidden), model (id), dimension, dtype, device, data_dir and client_env (the "
-        "variables the banner tells a client to export); serve removes the file when it stops",
+        "redis_url (password hidden), model (id), dimension, dtype, device, data_dir, web_url (null without "
+        "the page) and client_env (the variables the banner tells a client to export); serve removes the file "
+        "when it stops",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -137,7 +138,30 @@ class RedisProbe:
         pass
 
 
-Probe = GrpcProbe | RedisProbe
+class WebProbe:
+    """Asks the web page's server for /healthz, which answers without a password."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/") + "/healthz"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=PROBE_TIMEOUT_SECONDS) as response:
+                return int(response.status) == 200
+        except (OSError, ValueError):
+            return False
+
+    def refusal(self) -> str | None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+Probe = GrpcProbe | RedisProbe | WebProbe
 
 
 def model_info(address: str, security: ChannelSecurity | None = None) -> ModelInfo:

@@ -53,6 +53,7 @@ def ready_document(config: ServeConfig, info: ModelInfo, pid: int) -> dict[str, 
       dtype               the embedders' weights and compute precision: "float32" or "bfloat16"
       device              where the embedders run the model, e.g. "cpu"
       data_dir            serve's data directory (Redis keeps its data in data_dir/redis)
+      web_url             the web page's address (http://host:port/), or null when it does not run
       client_env          the variables a client exports to reach the services, as the banner lists them:
                           EMBEDDER_ADDR, SEARCH_ADDR and, where needed, the paths of the CA, the client
                           certificate and the token file (never the token itself)
@@ -68,6 +69,7 @@ def ready_document(config: ServeConfig, info: ModelInfo, pid: int) -> dict[str, 
         "dtype": info.dtype,
         "device": info.device,
         "data_dir": str(config.data_dir),
+        "web_url": config.web_url(),
         "client_env": config.client_exports(),
     }
 

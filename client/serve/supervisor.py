@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .children import embedder_specs, redis_spec, search_spec
+from .children import embedder_specs, redis_spec, search_spec, web_spec
 from .config import ServeConfig
 from .probes import model_info
 from .process import REDIS_GRACE_SECONDS, SERVICE_GRACE_SECONDS, Child, ChildSpec, OutputRelay
@@ -34,11 +34,12 @@ class Supervisor:
         self.redis: Child | None = None
         self.embedders: list[Child] = []
         self.search: Child | None = None
+        self.web: Child | None = None
         self.info: ModelInfo | None = None
 
     @property
     def children(self) -> list[Child]:
-        return [c for c in (self.redis, *self.embedders, self.search) if c is not None]
+        return [c for c in (self.redis, *self.embedders, self.search, self.web) if c is not None]
 
     def _new_child(self, spec: ChildSpec) -> Child:
         child = Child(spec, self.relay, self.config.start_timeout)
@@ -67,7 +68,8 @@ class Supervisor:
         return False
 
     def start(self) -> bool:
-        """Starts Redis and the embedders together, then the search service sized to the model."""
+        """Starts Redis and the embedders together, then the search service sized to the model, then the
+        web page once both services answer."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         if self.config.redis_port is not None:
             self.redis = self._new_child(redis_spec(self.config))
@@ -76,6 +78,10 @@ class Supervisor:
             return False
         self.info = model_info(self.embedders[0].spec.address, self.config.security)
         self.search = self._new_child(search_spec(self.config, self.info.dimension))
+        if not self._wait_until_ready(self.children):
+            return False
+        if self.config.web_port is not None:
+            self.web = self._new_child(web_spec(self.config))
         return self._wait_until_ready(self.children)
 
     def supervise(self) -> None:
@@ -84,7 +90,8 @@ class Supervisor:
             self._tick_all()
 
     def shutdown(self) -> None:
-        services = [c for c in (*self.embedders, self.search) if c is not None]
+        # The page first: it is a client of the services.
+        services = [c for c in (self.web, *self.embedders, self.search) if c is not None]
         if services:
             log.info(
                 "stopping %s%s",
