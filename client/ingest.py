@@ -34,6 +34,7 @@ from .media import (
     prepare_image,
     read_file,
 )
+from .shard import Shard, select
 from .transport import Transport
 from .uris import (
     MAX_SOURCE_BYTES,
@@ -68,6 +69,8 @@ class IngestOptions:
     tags: tuple[str, ...] = ()
     recursive: bool = True
     prune: bool = False
+    # Only this shard's files (client/shard.py); prune then removes only this shard's sources too.
+    shard: Shard | None = None
     # Upper bounds for one EmbedImages call; the embedder's ModelInfo limits apply too.
     batch_images: int = 32
     batch_bytes: int = 8 << 20
@@ -602,7 +605,7 @@ class Ingest:
             if isinstance(given, ImageBytes):
                 add(self._entry(given.label, given.source, given.data))
         paths = [i for i in inputs if not isinstance(i, ImageBytes)]
-        for found in discover(paths, self._options.recursive):
+        for found in select(discover(paths, self._options.recursive), self._options.shard):
             self._pipeline.check()
             if isinstance(found, Problem):
                 self._tally.failed(display_path(found.path), found.reason)
@@ -812,6 +815,8 @@ class Ingest:
         for scope, filter_ in self._prune_scopes(paths):
             for item in list_all(self._transport, filter_):
                 for source in item.metadata.sources:
+                    if self._options.shard is not None and not self._options.shard.holds_source(source):
+                        continue
                     if not is_within(source, scope) or (
                         not self._options.recursive and scope.endswith("/") and "/" in source[len(scope) :]
                     ):
