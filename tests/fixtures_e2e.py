@@ -196,14 +196,15 @@ class ServeProcess:
 
     def _read_stdout(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            words = line.split()
-            if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-                name, value = words[1].split("=", 1)
-                self.exports[name] = value
-                if {"EMBEDDER_ADDR", "SEARCH_ADDR"} <= self.exports.keys():
-                    self._ready.set()
+        with self.process.stdout:  # closed at the end of the output, when the process exits
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
+                words = line.split()
+                if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+                    name, value = words[1].split("=", 1)
+                    self.exports[name] = value
+                    if {"EMBEDDER_ADDR", "SEARCH_ADDR"} <= self.exports.keys():
+                        self._ready.set()
 
     @property
     def pid(self) -> int:
