@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,7 +56,7 @@ def _shard(text: str) -> Shard:
 
 
 def _shard_count(text: str) -> int:
-    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_SHARDS:
+    if not re.fullmatch(r"[0-9]+", text.strip()) or not 1 <= int(text) <= MAX_SHARDS:
         raise argparse.ArgumentTypeError(f"expected a number of shards from 1 to {MAX_SHARDS}, got {text!r}")
     return int(text)
 

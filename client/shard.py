@@ -1,11 +1,4 @@
-"""Sharded ingest: which files one of N index workers takes, by a stable hash of each file's path.
-
-Shard I of N (I from 0 to N-1) takes the files whose absolute path (symlinks resolved, as stored in the
-index) hashes to I: the first 8 bytes of its SHA-256, big-endian, modulo N. The choice depends on nothing
-but the path and N, so N workers that see the library at the same paths take every file exactly once,
-on any machine and in any order. A Kubernetes Indexed Job gives each pod its index in
-JOB_COMPLETION_INDEX; `clipsearch index --shards N` reads it there.
-"""
+"""Sharded ingest: which files one of N index workers takes, by a stable hash of each file's path."""
 
 from __future__ import annotations
 
@@ -21,7 +14,7 @@ from .uris import PathLike, absolute, uri_to_path
 JOB_INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
 MAX_SHARDS = 1_000_000
 
-_SPEC = re.compile(r"(\d+)/(\d+)")
+_SPEC = re.compile(r"([0-9]+)/([0-9]+)")
 
 
 class ShardError(ValueError):
@@ -40,7 +33,12 @@ def _shard_of_bytes(resolved: bytes, count: int) -> int:
 
 @dataclass(frozen=True)
 class Shard:
-    """Shard `index` of `count`; index from 0 to count-1."""
+    """Shard `index` of `count` (index from 0 to count-1): the files whose absolute path (symlinks
+    resolved, as the index stores it) hashes to `index`, by the first 8 bytes of its SHA-256, big-endian,
+    modulo `count`. That depends on nothing but the path and the count, so workers that see the library
+    at the same paths take every file exactly once, on any machine and in any order. A Kubernetes
+    Indexed Job gives each pod its index in JOB_COMPLETION_INDEX (shard_from_job).
+    """
 
     index: int
     count: int
@@ -90,7 +88,7 @@ def shard_from_job(count: int, env: Mapping[str, str] | None = None) -> Shard:
             f"--shards needs {JOB_INDEX_VARIABLE}, which a Kubernetes Indexed Job sets in each pod; "
             "elsewhere give --shard INDEX/COUNT"
         )
-    if not raw.isdigit():
+    if not re.fullmatch(r"[0-9]+", raw):
         raise ShardError(f"{JOB_INDEX_VARIABLE}={raw!r} is not a shard index (a whole number from 0)")
     try:
         return Shard(int(raw), count)
