@@ -159,11 +159,6 @@ class Stack:
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [d for d in self.docs if d["kind"] == kind]
 
-    def one(self, kind: str, name: str) -> dict[str, Any]:
-        found = [d for d in self.of_kind(kind) if d["metadata"]["name"] == name]
-        assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
-        return found[0]
-
     @property
     def workloads(self) -> list[Workload]:
         return [
