@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from .config import ClientConfig, split_addresses
 from .errors import ClientError
 from .ingest import IngestOptions
 from .security import token_from_file
+from .shard import JOB_INDEX_VARIABLE, MAX_SHARDS, Shard, ShardError, parse_shard, shard_from_job
 from .uris import display_path
 
 EXIT_ERROR = 1
@@ -44,6 +46,19 @@ def _count(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ShardError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shard_count(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text.strip()) or not 1 <= int(text) <= MAX_SHARDS:
+        raise argparse.ArgumentTypeError(f"expected a number of shards from 1 to {MAX_SHARDS}, got {text!r}")
+    return int(text)
 
 
 def add_service_options(
@@ -143,7 +158,27 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
     p.add_argument(
         "--prune",
         action="store_true",
-        help="also remove, within PATHs and the collection, files that are gone or changed",
+        help="also remove, within PATHs and the collection, files that are gone or changed "
+        "(with --shard or --shards: only those of this shard)",
+    )
+    shards = p.add_argument_group(
+        "sharding",
+        "N workers, each with its own shard, index one library in parallel: a file belongs to the shard "
+        "its absolute path hashes to (SHA-256), so every file is indexed by exactly one of them. The "
+        "workers must see the library at the same paths",
+    )
+    shard = shards.add_mutually_exclusive_group()
+    shard.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="index only shard I of N (I from 0 to N-1), e.g. 0/3, 1/3 and 2/3 for three workers",
+    )
+    shard.add_argument(
+        "--shards",
+        type=_shard_count,
+        metavar="N",
+        help=f"N shards, this worker's index from ${JOB_INDEX_VARIABLE} (set by a Kubernetes Indexed Job)",
     )
     p.add_argument(
         "--recursive",
@@ -262,7 +297,11 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _index(args: argparse.Namespace) -> int:
-    options = IngestOptions(batch_images=args.batch_images, inflight=args.inflight)
+    try:
+        shard = args.shard if args.shards is None else shard_from_job(args.shards)
+    except ShardError as exc:
+        raise ConfigError(str(exc)) from None
+    options = IngestOptions(batch_images=args.batch_images, inflight=args.inflight, shard=shard)
     live = sys.stderr.isatty() and not args.json
     with _client(args) as client, output.IndexProgress(sys.stderr, live) as progress:
         report = client.index(

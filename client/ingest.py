@@ -34,6 +34,7 @@ from .media import (
 from .pipeline import Patch, Pending, Pipeline
 from .prune import list_all, prune
 from .reports import IndexReport, ProgressCallback, Tally
+from .shard import Shard, select
 from .transport import Transport
 from .uris import PathLike, display, display_path, path_to_uri
 
@@ -54,6 +55,8 @@ class IngestOptions:
     tags: tuple[str, ...] = ()
     recursive: bool = True
     prune: bool = False
+    # Only this shard's files (client/shard.py); prune then removes only this shard's sources too.
+    shard: Shard | None = None
     # Upper bounds for one EmbedImages call; the embedder's ModelInfo limits apply too.
     batch_images: int = 32
     batch_bytes: int = 8 << 20
@@ -183,6 +186,7 @@ class Ingest:
                 recursive=self._options.recursive,
                 hash_by_uri=self._hash_by_uri,
                 tally=self._tally,
+                shard=self._options.shard,
             )
         self.report.seconds = time.monotonic() - started
         return self.report
@@ -222,7 +226,7 @@ class Ingest:
             if isinstance(given, ImageBytes):
                 add(self._entry(given.label, given.source, given.data))
         paths = [i for i in inputs if not isinstance(i, ImageBytes)]
-        for found in discover(paths, self._options.recursive):
+        for found in select(discover(paths, self._options.recursive), self._options.shard):
             self._pipeline.check()
             if isinstance(found, Problem):
                 self._tally.failed(display_path(found.path), found.reason)

@@ -9,6 +9,7 @@ from clipsearch.limits import MAX_IDS
 from clipsearch.v1 import search_pb2
 
 from .reports import Tally
+from .shard import Shard
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, is_within, path_to_uri, uri_to_path
 
@@ -36,10 +37,12 @@ def prune(
     recursive: bool,
     hash_by_uri: Mapping[str, str],
     tally: Tally,
+    shard: Shard | None = None,
 ) -> None:
     """Removes, within the given paths and collection, sources whose files are gone or changed.
 
-    hash_by_uri holds the content each source had in this run. Each removal is a scoped Delete: a gone
+    hash_by_uri holds the content each source had in this run; with a shard, only its own sources are
+    considered, so the shards of one library together prune what one run would. Each removal is a scoped Delete: a gone
     file leaves this collection's items only, a changed file only the items holding its old content.
     The search service changes each item atomically, so an interrupted prune cannot lose an item that
     keeps a source.
@@ -49,6 +52,8 @@ def prune(
     for scope, filter_ in _scopes(paths, collection):
         for item in list_all(transport, filter_):
             for source in item.metadata.sources:
+                if shard is not None and not shard.holds_source(source):
+                    continue
                 if not is_within(source, scope) or (
                     not recursive and scope.endswith("/") and "/" in source[len(scope) :]
                 ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 
@@ -42,6 +43,14 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={value} is below the minimum {minimum}")
+    return value
+
+
+def env_seconds(env: Mapping[str, str], name: str, default: float, *, maximum: float) -> float:
+    """A duration in seconds, from 0 to `maximum`."""
+    value = env_float(env, name, default, minimum=0.0)
+    if not math.isfinite(value) or value > maximum:
+        raise ConfigError(f"{name}={value} must be between 0 and {maximum:.15g} seconds")
     return value
 
 

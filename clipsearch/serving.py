@@ -18,6 +18,12 @@ from clipsearch import grpctypes
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 DEFAULT_GRACE_SECONDS = 10.0
+# Connections older than this are closed (GOAWAY, in-flight calls finishing within the age grace), so
+# long-lived clients resolve the service's name again and spread calls over replicas added since.
+DEFAULT_MAX_CONNECTION_AGE_SECONDS = 300.0
+DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS = 30.0
+# gRPC takes both in milliseconds as a 32-bit integer.
+MAX_CONNECTION_AGE_LIMIT_SECONDS = (2**31 - 1) // 1000
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +47,9 @@ class ServerOptions:
     max_workers: int = 16
     interceptors: Sequence[grpctypes.ServerInterceptor] = field(default_factory=tuple)
     credentials: grpc.ServerCredentials | None = None
+    # 0: connections live as long as the client keeps them.
+    max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS
+    max_connection_age_grace_seconds: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS
 
 
 class GrpcServer:
@@ -79,14 +88,20 @@ def create_server(address: str, services: Sequence[ServiceBinding], options: Ser
     """
     options = options or ServerOptions()
     limit = options.max_message_bytes
+    channel_options: list[tuple[str, int]] = [
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
+        ("grpc.so_reuseport", 0),
+    ]
+    if options.max_connection_age_seconds > 0:
+        channel_options += [
+            ("grpc.max_connection_age_ms", max(1, round(options.max_connection_age_seconds * 1000))),
+            ("grpc.max_connection_age_grace_ms", round(options.max_connection_age_grace_seconds * 1000)),
+        ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=options.max_workers, thread_name_prefix="grpc"),
         interceptors=list(options.interceptors),
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=channel_options,
     )
     for binding in services:
         binding.register(server)

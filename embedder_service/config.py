@@ -45,6 +45,15 @@
 | EMBEDDER_TLS_KEY             | (unset)                        | PEM private key of that certificate (unencrypted)   |
 | EMBEDDER_TLS_CLIENT_CA       | (unset)                        | PEM CA certificate(s): when set, clients must show  |
 |                              |                                | a certificate it signed (mutual TLS)                |
+
+| Variable                                  | Default | Meaning                                            |
+|-------------------------------------------|---------|----------------------------------------------------|
+| EMBEDDER_MAX_CONNECTION_AGE_SECONDS       | 300     | a client connection older than this is closed      |
+|                                           |         | (GOAWAY), so long-lived clients resolve the        |
+|                                           |         | service's name again and reach new replicas;       |
+|                                           |         | 0 = connections live as long as clients keep them  |
+| EMBEDDER_MAX_CONNECTION_AGE_GRACE_SECONDS | 30      | how long calls in flight on such a connection may  |
+|                                           |         | still finish before it is cut                      |
 """
 
 from __future__ import annotations
@@ -55,8 +64,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from clipsearch.auth import token_from_env
-from clipsearch.envconfig import ConfigError, env_bool, env_choice, env_float, env_int, env_str, environ
-from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
+from clipsearch.envconfig import (
+    ConfigError,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_seconds,
+    env_str,
+    environ,
+)
+from clipsearch.serving import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS,
+    DEFAULT_MAX_CONNECTION_AGE_SECONDS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_CONNECTION_AGE_LIMIT_SECONDS,
+)
 from clipsearch.tls import ServerTls
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
@@ -103,6 +127,8 @@ class EmbedderConfig:
     image_pass_size: int | None = None  # None: auto (model.default_image_pass_size); 0: no limit
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS  # 0: unlimited
+    max_connection_age_grace_seconds: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS
     log_level: str = "info"
     auth_token: str | None = field(default=None, repr=False)  # None: authentication off
     tls: ServerTls | None = None  # None: plaintext
@@ -152,6 +178,18 @@ class EmbedderConfig:
             image_pass_size=_image_pass_size(env),
             metrics_port=env_int(env, "EMBEDDER_METRICS_PORT", 0, minimum=0, maximum=65535) or None,
             grace_seconds=grace,
+            max_connection_age_seconds=env_seconds(
+                env,
+                "EMBEDDER_MAX_CONNECTION_AGE_SECONDS",
+                DEFAULT_MAX_CONNECTION_AGE_SECONDS,
+                maximum=MAX_CONNECTION_AGE_LIMIT_SECONDS,
+            ),
+            max_connection_age_grace_seconds=env_seconds(
+                env,
+                "EMBEDDER_MAX_CONNECTION_AGE_GRACE_SECONDS",
+                DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS,
+                maximum=MAX_CONNECTION_AGE_LIMIT_SECONDS,
+            ),
             log_level=env_choice(env, "EMBEDDER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             auth_token=token_from_env(env),
             tls=ServerTls.from_env(env, "EMBEDDER"),

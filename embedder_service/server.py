@@ -102,6 +102,8 @@ def build_server(
         max_workers=config.workers,
         interceptors=(GrpcMetrics(registry), *interceptors, *auth_interceptors(config.auth_token)),
         credentials=optional_server_credentials(config.tls),
+        max_connection_age_seconds=config.max_connection_age_seconds,
+        max_connection_age_grace_seconds=config.max_connection_age_grace_seconds,
     )
     base = create_server(config.address, [binding], options)
     metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)

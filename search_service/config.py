@@ -8,8 +8,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from clipsearch.auth import token_from_env
-from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_str, environ
-from clipsearch.serving import DEFAULT_GRACE_SECONDS, DEFAULT_MAX_MESSAGE_BYTES
+from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_seconds, env_str, environ
+from clipsearch.serving import (
+    DEFAULT_GRACE_SECONDS,
+    DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS,
+    DEFAULT_MAX_CONNECTION_AGE_SECONDS,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_CONNECTION_AGE_LIMIT_SECONDS,
+)
 from clipsearch.tls import ServerTls
 from clipsearch.urls import redact_url as redact_url  # re-exported: the server imports it from here
 from search_service.redis_server import APPENDFSYNC_POLICIES
@@ -59,6 +65,15 @@ class SearchConfig:
     | SEARCH_TLS_CLIENT_CA           | (unset)            | PEM CA certificate(s): when set, clients must show a      |
     |                                |                    | certificate it signed (mutual TLS).                       |
 
+    | Variable                                | Default | Meaning                                              |
+    |-----------------------------------------|---------|------------------------------------------------------|
+    | SEARCH_MAX_CONNECTION_AGE_SECONDS       | 300     | A client connection older than this is closed        |
+    |                                         |         | (GOAWAY), so long-lived clients resolve the name     |
+    |                                         |         | again and reach new replicas. 0: connections live as |
+    |                                         |         | long as clients keep them.                           |
+    | SEARCH_MAX_CONNECTION_AGE_GRACE_SECONDS | 30      | How long calls in flight on such a connection may    |
+    |                                         |         | still finish before it is cut.                       |
+
     An index that already exists is used as it is; its dimension and algorithm must match SEARCH_DIM and
     SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change). The
     service speaks RESP3 to Redis: Redis 8, or Redis Stack 7.2 or later.
@@ -81,6 +96,8 @@ class SearchConfig:
     health_interval_seconds: float = 1.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     grace_seconds: float = DEFAULT_GRACE_SECONDS
+    max_connection_age_seconds: float = DEFAULT_MAX_CONNECTION_AGE_SECONDS  # 0: unlimited
+    max_connection_age_grace_seconds: float = DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS
     log_level: str = "INFO"
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port
     auth_token: str | None = field(default=None, repr=False)  # None: authentication off
@@ -120,6 +137,18 @@ class SearchConfig:
             health_interval_seconds=env_float(env, "SEARCH_HEALTH_INTERVAL_SECONDS", 1.0, minimum=0.05),
             max_message_bytes=env_int(env, "SEARCH_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1024 * 1024),
             grace_seconds=env_float(env, "SEARCH_GRACE_SECONDS", DEFAULT_GRACE_SECONDS, minimum=0.0),
+            max_connection_age_seconds=env_seconds(
+                env,
+                "SEARCH_MAX_CONNECTION_AGE_SECONDS",
+                DEFAULT_MAX_CONNECTION_AGE_SECONDS,
+                maximum=MAX_CONNECTION_AGE_LIMIT_SECONDS,
+            ),
+            max_connection_age_grace_seconds=env_seconds(
+                env,
+                "SEARCH_MAX_CONNECTION_AGE_GRACE_SECONDS",
+                DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS,
+                maximum=MAX_CONNECTION_AGE_LIMIT_SECONDS,
+            ),
             log_level=env_choice(env, "SEARCH_LOG_LEVEL", "info", LOG_LEVELS).upper(),
             metrics_port=env_int(env, "SEARCH_METRICS_PORT", 0, minimum=0, maximum=65535) or None,
             auth_token=token_from_env(env),

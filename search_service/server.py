@@ -184,6 +184,8 @@ def build_server(
             max_message_bytes=config.max_message_bytes,
             interceptors=(call_metrics, *auth_interceptors(config.auth_token)),
             credentials=optional_server_credentials(config.tls),
+            max_connection_age_seconds=config.max_connection_age_seconds,
+            max_connection_age_grace_seconds=config.max_connection_age_grace_seconds,
         ),
     )
     metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)
