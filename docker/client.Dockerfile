@@ -17,7 +17,7 @@ WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY clipsearch ./clipsearch
 COPY client ./client
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt '.[web]' \
     && clipsearch --help > /dev/null
 
 USER clipsearch

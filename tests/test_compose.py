@@ -31,7 +31,8 @@ GRPC_SERVICES = {
     "embedder": ("embedder_service", embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name),
     "search": ("search_service", search_pb2.DESCRIPTOR.services_by_name["Search"].full_name),
 }
-EXTRAS = {"embedder": "embedder", "search": "search", "cli": None}
+# The client image runs the CLI and the web page (`clipsearch web`, the web extra).
+EXTRAS = {"embedder": "embedder", "search": "search", "cli": "web"}
 # Variables read by libraries rather than by the project, and the module whose source reads each.
 LIBRARY_ENV = {"HF_HOME": "huggingface_hub.constants"}
 # Variables read by Python and pip themselves.

@@ -22,7 +22,7 @@ import yaml
 
 from client import ClientConfig
 from client.cli import EXIT_PARTIAL, EXIT_USAGE, build_parser
-from client.transport import embedder_target, split_host_port
+from client.targets import embedder_target, split_host_port
 from clipsearch.v1 import embedder_pb2, search_pb2
 from embedder_service.config import DEFAULT_MODEL, EmbedderConfig
 from search_service.config import SearchConfig
