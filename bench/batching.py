@@ -86,9 +86,9 @@ def sample_jpegs(count: int = 8) -> list[bytes]:
         small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # smooth, photo-like when upscaled
         images.append(Image.fromarray(small).resize((640, 480), Image.Resampling.BICUBIC))
     encoded = []
-    for image in images[:count]:
+    for picture in images[:count]:
         buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
+        picture.save(buffer, "JPEG", quality=90)
         encoded.append(buffer.getvalue())
     return encoded
 

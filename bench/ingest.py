@@ -42,7 +42,8 @@ class SeedLoop:
 
         self._torch = torch
         self._dtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-        self.model = CLIPModel.from_pretrained(str(checkpoint)).to(self._dtype).eval()
+        # transformers annotates `to` through a decorator that mypy reads as taking a model.
+        self.model = CLIPModel.from_pretrained(str(checkpoint)).to(self._dtype).eval()  # type: ignore[arg-type]
         self.processor = CLIPProcessor.from_pretrained(str(checkpoint))
         self.dimension = int(self.model.config.projection_dim)
 
@@ -207,6 +208,7 @@ def run(
         client.embed_image(png_files[0])  # the embedder's first forward pass is slow: keep it out
     per_kind: dict[str, list[dict[str, Any]]] = {"png": [], "jpeg": []}
     redis_pid = services.stack.redis.pid
+    assert redis_pid is not None  # the bench starts its own Redis
     with redis.Redis.from_url(services.redis_url) as client:
         for number in range(rounds):
             model = model_only(embedder, model_images, warm_up=number == 0)

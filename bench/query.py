@@ -49,7 +49,8 @@ def caption(n: int) -> str:
 def clustered(rng: np.random.Generator, centers: np.ndarray, count: int) -> np.ndarray:
     """Points around cluster centres: near neighbours within a cluster are close, as CLIP vectors are."""
     labels = rng.integers(0, len(centers), count)
-    return (centers[labels] + 0.8 * rng.standard_normal((count, centers.shape[1]), dtype=np.float32)).astype(np.float32)
+    points: np.ndarray = centers[labels] + 0.8 * rng.standard_normal((count, centers.shape[1]), dtype=np.float32)
+    return points.astype(np.float32)
 
 
 def load(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray) -> float:
@@ -193,7 +194,7 @@ def text_search(
             if n >= 0:
                 client_times.append(client_elapsed)
                 local_times.append(local_elapsed)
-    figures = {
+    figures: dict[str, Any] = {
         "text_queries": count,
         "text_client_p50_ms": percentile_ms(client_times, 50),
         "text_client_p95_ms": percentile_ms(client_times, 95),

@@ -24,6 +24,7 @@ def extract_pngs(video: Path, folder: Path, fps: float) -> int:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         start = stream.start_time or 0
+        assert stream.time_base is not None  # set for every stream PyAV opens for decoding
         for frame in container.decode(stream):
             if frame.pts is None or not sampler.take(Fraction(frame.pts - start) * stream.time_base):
                 continue

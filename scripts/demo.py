@@ -19,7 +19,7 @@ from typing import Any
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch16"
 # Photos that ship inside the scikit-image wheel (no download), saved under these names.
-SAMPLE_PHOTOS = {
+SAMPLE_PHOTOS: dict[str, str | tuple[str, int]] = {
     "astronaut.jpg": "astronaut",
     "coffee.jpg": "coffee",
     "cat.jpg": "chelsea",
@@ -56,7 +56,10 @@ def write_sample_photos(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, source in SAMPLE_PHOTOS.items():
-        loader, index = (source, None) if isinstance(source, str) else source
+        if isinstance(source, str):
+            loader, index = source, None
+        else:
+            loader, index = source
         pixels = getattr(skimage.data, loader)()
         if index is not None:
             pixels = pixels[index]
@@ -87,7 +90,7 @@ def write_demo_video(path: Path, photos: Sequence[Path]) -> float:
                 image = opened.convert("RGB")
             # Scaled to 25% wider than the frame, so a crop window can pan across it.
             scale = max(width * 1.25 / image.width, height / image.height)
-            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BICUBIC)
             slack = image.width - width
             for step in range(frames_per_photo):
                 left = round(slack * step / max(1, frames_per_photo - 1))
