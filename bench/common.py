@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.processes import (
+from clipsearch.testing.processes import (
     DEPLOYED_SEARCH_SETTINGS,
     ServiceProcess,
     Stack,
@@ -407,7 +407,7 @@ def folder_bytes(folder: Path) -> int:
 
 @dataclass
 class Services:
-    """Redis, one embedder and one search service, each a process of its own (bench.processes)."""
+    """Redis, one embedder and one search service, each a process of its own (clipsearch.testing.processes)."""
 
     stack: Stack
     workdir: Path

@@ -30,8 +30,9 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from bench.processes import Stack, base_env, health_status, start_stack
 from client.uris import path_to_uri
+from clipsearch.testing.probes import health_status
+from clipsearch.testing.processes import Stack, base_env, start_stack
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.redis_server import free_port

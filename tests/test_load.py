@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import OPERATIONS, LoadConfig, format_table, run_load
-from bench.processes import start_stack
+from clipsearch.testing.load import OPERATIONS, LoadConfig, format_table, run_load
+from clipsearch.testing.processes import start_stack
 
 CONFIG = LoadConfig(clients=16, duration=20.0, warmup=5.0, deadline=20.0, items=200)
 MAX_RSS_GROWTH = 0.10

@@ -6,18 +6,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clipsearch.testing.probes import PROBE_CHANNEL_OPTIONS, health_status, wait_for
 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from search_service.redis_server import LocalRedis, free_port
 
-REPO = Path(__file__).resolve().parents[1]
+# The directory holding the packages (in a checkout, the checkout): the processes started here import them.
+REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 300.0
 STOP_TIMEOUT = 30.0
 # Variables the services read: a caller's own settings must not leak into the processes started here.
@@ -25,17 +25,10 @@ _SERVICE_VARIABLES = ("EMBEDDER_", "SEARCH_", "CLIP_MODEL", "REDIS_URL", "CLIPSE
 # The fault tests' search services poll Redis every 0.2 s to notice a kill quickly; measured ones poll at the
 # service's default, as deployed (each poll is an FT.INFO that Redis answers on its one command thread).
 DEPLOYED_SEARCH_SETTINGS = {"SEARCH_HEALTH_INTERVAL_SECONDS": "1"}
-# Probes reconnect quickly: gRPC's default reconnect backoff grows to many seconds while a model loads.
-_PROBE_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 500),
-    ("grpc.enable_http_proxy", 0),
-)
 
 
 class StartError(RuntimeError):
-    """A service process exited, or did not report SERVING in time; the message ends with its log."""
+    """A service process exited before it reported SERVING; the message ends with its log."""
 
 
 def rss_bytes(pid: int) -> int:
@@ -52,15 +45,6 @@ def base_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def health_status(channel: grpc.Channel, timeout: float = 2.0) -> str:
-    """The server's grpc.health.v1 status ("SERVING", "NOT_SERVING", …), or "UNREACHABLE"."""
-    try:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-    except grpc.RpcError:
-        return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 class ServiceProcess:
@@ -107,16 +91,23 @@ class ServiceProcess:
         return self
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> ServiceProcess:
-        """Waits until the process reports SERVING; StartError if it exits or the timeout passes."""
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address, options=_PROBE_OPTIONS) as channel:
-            while (status := health_status(channel)) != "SERVING":
-                if not self.is_running():
+        """Waits until the process reports SERVING: StartError if it exits, WaitTimeout if it takes too long."""
+        status = "UNREACHABLE"
+        with grpc.insecure_channel(self.address, options=PROBE_CHANNEL_OPTIONS) as channel:
+
+            def serving() -> bool:
+                nonlocal status
+                status = health_status(channel)
+                if status != "SERVING" and not self.is_running():
                     code = self._process.returncode if self._process is not None else None
                     raise StartError(f"{self.name} exited with code {code}:\n{self.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise StartError(f"{self.name} is {status}, not SERVING, after {timeout:.0f} s:\n{self.log_tail()}")
-                time.sleep(0.05)
+                return status == "SERVING"
+
+            wait_for(
+                serving,
+                timeout,
+                lambda: f"{self.name} is {status}, not SERVING, after {timeout:.0f} s:\n{self.log_tail()}",
+            )
         return self
 
     def kill(self) -> None:
