@@ -35,7 +35,7 @@ test: $(STAMP) $(NODE_DEPS)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# Regenerates the checked-in Python code from protos/ (tests/test_protos.py checks it is current).
+# Regenerates the checked-in Python code from protos/ (tests/unit/test_protos.py checks it is current).
 proto: $(STAMP)
 	$(BIN)/python -m clipsearch.protogen
 
