@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import socket
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from clipsearch.auth import BearerTokenInterceptor, TokenAuthInterceptor, bearer_metadata, token_from_env
 from clipsearch.envconfig import ConfigError
 from clipsearch.serving import ServerOptions, ServiceBinding, create_server
+from clipsearch.testing.probes import health_status, wait_for
 from clipsearch.tls import ServerTls, channel_credentials
 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc, search_pb2, search_pb2_grpc
 from embedder_service.config import EmbedderConfig
@@ -98,18 +98,12 @@ class Service:
 
 
 def wait_until_serving(client: Client, address: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
     with client.channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{address} did not report SERVING within {within:.0f}s")
-            time.sleep(0.05)
+        wait_for(
+            lambda: health_status(channel, timeout=5) == "SERVING",
+            within,
+            f"{address} did not report SERVING within {within:.0f}s",
+        )
 
 
 @pytest.fixture(params=["embedder", "search"])

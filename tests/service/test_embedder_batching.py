@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from clipsearch.envconfig import ConfigError
+from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import embedder_pb2 as pb
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatcherClosed, BatchingEmbedder, BatchingOptions, length_groups
@@ -40,6 +40,7 @@ TEXTS = [
 SAME_LENGTH = [f"a photo of a {animal}" for animal in ("cat", "dog", "owl", "elk", "fox", "cow", "pig", "ant")]
 PHOTOS = ["astronaut", "chelsea", "coffee", "rocket"]
 LONG_WAIT_MS = 30_000.0  # batches then close only when full: merging is deterministic
+QUEUED_ALONE = "the text queue never held the one waiting request within 60 s"
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +245,12 @@ def test_a_stopped_batcher_answers_unavailable_and_its_thread_ends(
     ):
         assert server.batcher.running
         waiting = stub.EmbedTexts.future(pb.EmbedTextsRequest(texts=["queued alone, waiting for company"]))
-        wait_for(lambda: server.registry.get_sample_value("embedder_queue_depth", {"kind": "text"}) == 1.0)
+        wait_for(
+            lambda: server.registry.get_sample_value("embedder_queue_depth", {"kind": "text"}) == 1.0,
+            60.0,
+            QUEUED_ALONE,
+            interval=0.01,
+        )
         server.batcher.close()
         with pytest.raises(grpc.RpcError) as error:
             waiting.result(timeout=60)
@@ -261,15 +267,6 @@ def test_stopping_the_server_stops_its_batcher(tiny_clip_dir: Path, tiny_embedde
     assert not server.batcher.running
     with pytest.raises(BatcherClosed):
         server.batcher.embed_texts(["after the end"])
-
-
-def wait_for(condition: Callable[[], bool], within: float = 60.0) -> None:
-    """Waits until `condition()` holds; fails the test if it never does."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition never held within {within:.0f}s")
-        time.sleep(0.01)
 
 
 # --- the batcher itself ------------------------------------------------------------------------------
@@ -353,7 +350,12 @@ def test_closing_fails_queued_requests_and_refuses_new_ones(tiny_embedder: ClipE
     outcome: list[object] = []
     thread = threading.Thread(target=lambda: outcome.append(_capture(lambda: batcher.embed_texts(["waiting"]))))
     thread.start()
-    wait_for(lambda: registry.get_sample_value("embedder_queue_depth", {"kind": "text"}) == 1.0)
+    wait_for(
+        lambda: registry.get_sample_value("embedder_queue_depth", {"kind": "text"}) == 1.0,
+        60.0,
+        QUEUED_ALONE,
+        interval=0.01,
+    )
     batcher.close()
     thread.join()
     assert isinstance(outcome[0], BatcherClosed)

@@ -65,7 +65,7 @@ def stack(embedder_stub: embedder_pb2_grpc.EmbedderStub, embedder_address: str, 
     server.start()
     address = f"127.0.0.1:{server.port}"
     try:
-        wait_for_health(address, SERVING)
+        wait_for_health(address, "SERVING")
         photos = [sample_photo(n).resize((96, 96)) for n in ("astronaut", "chelsea", "coffee")]
         embedded = embedder_stub.EmbedImages(
             epb.EmbedImagesRequest(images=[epb.Image(encoded=encode_image(p)) for p in photos])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from clipsearch.envconfig import ConfigError
 from clipsearch.metrics import MetricsPortError, metrics_endpoint_beside, start_metrics_endpoint
+from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import embedder_pb2 as epb
 from clipsearch.v1 import embedder_pb2_grpc, search_pb2_grpc
 from clipsearch.v1 import search_pb2 as spb
@@ -46,15 +46,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 def handled(samples: Samples, service: str, method: str, code: str) -> float:
     return value(samples, "grpc_server_handled_total", grpc_service=service, grpc_method=method, grpc_code=code)
-
-
-def wait_for(condition: Callable[[], bool], within: float = 60.0) -> None:
-    """Waits until `condition()` holds; fails the test if it never does."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition never held within {within:.0f}s")
-        time.sleep(0.05)
 
 
 EMBEDDER = "clipsearch.v1.Embedder"
@@ -143,7 +134,9 @@ def test_search_redis_up_falls_to_zero_when_redis_stops(
         url = running.server.metrics.url
         assert value(scrape(url), "search_redis_up") == 1
         local.stop()
-        wait_for(lambda: value(scrape(url), "search_redis_up") == 0)
+        wait_for(
+            lambda: value(scrape(url), "search_redis_up") == 0, 60.0, "search_redis_up never fell to 0 within 60 s"
+        )
 
 
 def test_a_taken_metrics_port_is_a_clear_error() -> None:

@@ -10,13 +10,13 @@ import grpc
 import numpy as np
 import pytest
 
+from clipsearch.testing.probes import health_status
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from tests.support.search import (
     SERVING,
     TEST_DIMENSION,
     SearchServerFactory,
-    health_status,
     make_item,
     random_vectors,
 )

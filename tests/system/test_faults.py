@@ -31,7 +31,7 @@ import grpc
 import pytest
 
 from client.uris import path_to_uri
-from clipsearch.testing.probes import health_status
+from clipsearch.testing.probes import wait_for, wait_for_status
 from clipsearch.testing.processes import Stack, base_env, start_stack
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
@@ -123,11 +123,14 @@ class SearchProbe:
 
     def wait_until_stored(self, collection: str, at_least: int, run: IndexRun) -> list[str]:
         """Polls the count until it reaches `at_least`; returns the ids then stored (acknowledged)."""
-        deadline = time.monotonic() + WAIT_LIMIT
-        while self.count(collection) < at_least:
+
+        def stored() -> bool:
+            if self.count(collection) >= at_least:
+                return True
             assert run.running(), f"the run ended before {at_least} items were stored:\n{run.stderr()}"
-            assert time.monotonic() < deadline, f"fewer than {at_least} items after {WAIT_LIMIT:.0f} s"
-            time.sleep(0.01)
+            return False
+
+        wait_for(stored, WAIT_LIMIT, f"fewer than {at_least} items after {WAIT_LIMIT:.0f} s", interval=0.01)
         ids = [item.id for item in self.items(collection, with_vectors=False)]
         assert at_least <= len(ids) < DISTINCT, f"{len(ids)} items stored: the fault must strike mid-run"
         return ids
@@ -156,13 +159,15 @@ class SearchProbe:
 
     def indexed_count(self, collection: str) -> int:
         """The collection's count once RediSearch reports 100% indexed (only then is it final)."""
-        deadline = time.monotonic() + WAIT_LIMIT
-        while True:
-            stats = retry_unavailable(lambda: self.stub.Stats(pb.StatsRequest(), timeout=10))
-            if stats.percent_indexed >= 100 and not stats.indexing:
-                return next((c.items for c in stats.collections if c.name == collection), 0)
-            assert time.monotonic() < deadline, f"still {stats.percent_indexed:.0f}% indexed"
-            time.sleep(0.1)
+        last = pb.StatsResponse()
+
+        def indexed() -> pb.StatsResponse | None:
+            nonlocal last
+            last = retry_unavailable(lambda: self.stub.Stats(pb.StatsRequest(), timeout=10))
+            return last if last.percent_indexed >= 100 and not last.indexing else None
+
+        stats = wait_for(indexed, WAIT_LIMIT, lambda: f"still {last.percent_indexed:.0f}% indexed", interval=0.1)
+        return next((c.items for c in stats.collections if c.name == collection), 0)
 
     def close(self) -> None:
         self.channel.close()
@@ -301,11 +306,14 @@ class Relay:
     def hold_until_answered(self, run: IndexRun) -> None:
         with self._lock:
             self._holding = True
-        deadline = time.monotonic() + WAIT_LIMIT
-        while self.held == 0:
+
+        def holding() -> bool:
+            if self.held:
+                return True
             assert run.running(), f"the run ended while answers were held:\n{run.stderr()}"
-            assert time.monotonic() < deadline, f"no answer to hold within {WAIT_LIMIT:.0f} s"
-            time.sleep(0.01)
+            return False
+
+        wait_for(holding, WAIT_LIMIT, f"no answer to hold within {WAIT_LIMIT:.0f} s", interval=0.01)
 
     def cut(self) -> None:
         with self._lock:
@@ -404,22 +412,21 @@ def freeze_until_pending(pid: int, port: int, connections: int, run: IndexRun) -
     (or Redis commands) in flight, which the SIGKILL that follows must cut off."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        deadline = time.monotonic() + WAIT_LIMIT
-        while pending_connections(port) < connections:
+
+        def pending() -> bool:
+            if pending_connections(port) >= connections:
+                return True
             assert run.running(), f"the run ended while the server was stopped:\n{run.stderr()}"
-            assert time.monotonic() < deadline, f"no call reached the stopped server within {WAIT_LIMIT:.0f} s"
-            time.sleep(0.01)
+            return False
+
+        wait_for(pending, WAIT_LIMIT, f"no call reached the stopped server within {WAIT_LIMIT:.0f} s", interval=0.01)
     except BaseException:
         os.kill(pid, signal.SIGCONT)  # the next test must find it serving, or able to stop
         raise
 
 
 def wait_for_health(address: str, status: str) -> None:
-    deadline = time.monotonic() + WAIT_LIMIT
-    with grpc.insecure_channel(address) as channel:
-        while (current := health_status(channel)) != status:
-            assert time.monotonic() < deadline, f"{address} is {current}, not {status}"
-            time.sleep(0.02)
+    wait_for_status(address, status, WAIT_LIMIT)
 
 
 def crash_and_restart(stack: Stack, victim: str, run: IndexRun, relays: dict[str, Relay]) -> None:

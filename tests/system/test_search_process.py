@@ -7,13 +7,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.redis_server import LocalRedis
@@ -43,15 +43,16 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_address(self, within: float = 60.0) -> str:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
+        def listening() -> re.Match[str] | None:
             found = LISTENING.search(self.output)
-            if found:
-                return f"127.0.0.1:{found.group(1)}"
-            if self.process.poll() is not None:
+            if not found and self.process.poll() is not None:
                 pytest.fail(f"the service exited with {self.process.returncode}:\n{self.output}")
-            time.sleep(0.05)
-        pytest.fail(f"the service did not start listening within {within:.0f}s:\n{self.output}")
+            return found
+
+        found = wait_for(
+            listening, within, lambda: f"the service did not start listening within {within:.0f}s:\n{self.output}"
+        )
+        return f"127.0.0.1:{found.group(1)}"
 
     def terminate(self, within: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)

@@ -16,13 +16,13 @@ import pytest
 
 from client import serve
 from clipsearch.auth import bearer_metadata
+from clipsearch.testing.probes import health_status, wait_for
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from tests.support.e2e import (
     SERVE_START_TIMEOUT,
     ServeProcess,
     alive,
     descendants,
-    health_status,
     start_serve,
     wait_until_gone,
     wait_until_serving,
@@ -55,12 +55,17 @@ def kill_and_wait_for_replacement(stack: ServeProcess, role: str) -> int:
     os.kill(old, signal.SIGKILL)
     # A child's own children (redis-server under its runner) do not outlive it either.
     wait_until_gone(group)
-    deadline = time.monotonic() + SERVE_START_TIMEOUT
-    while (new := stack.children().get(role)) in (None, old):
-        assert stack.process.poll() is None, f"serve exited:\n{stack.log[-3000:]}"
-        assert time.monotonic() < deadline, f"serve did not restart {role}:\n{stack.log[-3000:]}"
-        time.sleep(0.1)
-    return new
+
+    def replaced() -> int | None:
+        new = stack.children().get(role)
+        if new in (None, old):
+            assert stack.process.poll() is None, f"serve exited:\n{stack.log[-3000:]}"
+            return None
+        return new
+
+    return wait_for(
+        replaced, SERVE_START_TIMEOUT, lambda: f"serve did not restart {role}:\n{stack.log[-3000:]}", interval=0.1
+    )
 
 
 def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: Path, tiny_clip_dir: Path) -> None:
