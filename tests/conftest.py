@@ -2,7 +2,8 @@
 
 The tiers are folders, each with its marker: unit/ (no servers), service/ (real Redis and in-process gRPC
 servers on loopback), system/ (real processes, kills, load, scale, full-size models). `-m "not system"` runs
-the first two, as `make test-fast` does.
+the first two, as `make test-fast` does. A test that does more than its file's folder says (one test in a
+service-tier file that starts `clipsearch serve`) carries the heavier tier's marker itself, and has only that.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ def tier_of(path: Path) -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Marks every test with its folder's tier; a test outside the tier folders stops the run."""
+    """Marks every test with its folder's tier, unless it is marked with one; a test outside the tier folders
+    stops the run."""
     outside: set[str] = set()
     for item in items:
         tier = tier_of(item.path)
         if tier is None:
             outside.add(str(item.path))
-        else:
+        elif not any(marker.name in TIERS for marker in item.iter_markers()):
             item.add_marker(tier)
     if outside:
         raise pytest.UsageError(

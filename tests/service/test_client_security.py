@@ -388,6 +388,7 @@ def test_the_clipsearch_command_with_a_token_file_and_mutual_tls(
     assert untrusted.stderr.strip().count("\n") == 0 and "its certificate is not trusted" in untrusted.stderr
 
 
+@pytest.mark.system  # `clipsearch serve` and the services it starts run as processes
 def test_clipsearch_serve_with_a_token_and_mutual_tls(
     pki: TestPki, token_file: Path, tmp_path: Path, tiny_clip_dir: Path
 ) -> None:
