@@ -121,3 +121,6 @@ def test_command_line_runs_in_the_foreground_until_sigterm(redis_data_dir: Path)
         if process.poll() is None:
             process.kill()
             process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
