@@ -61,7 +61,9 @@ def wait_for(
     return result
 
 
-def wait_for_status(target: str | grpc.Channel, status: str, within: float, service: str = "") -> None:
+def wait_for_status(
+    target: str | grpc.Channel, status: str, within: float, service: str = "", *, interval: float = 0.05
+) -> None:
     """Waits until the server (or one of its services) reports `status`; WaitTimeout names the last one."""
     last = [UNREACHABLE]
 
@@ -70,4 +72,4 @@ def wait_for_status(target: str | grpc.Channel, status: str, within: float, serv
         return last[0] == status
 
     name = target if isinstance(target, str) else "the server"
-    wait_for(reached, within, lambda: f"{name} is {last[0]}, not {status}, after {within:.0f} s")
+    wait_for(reached, within, lambda: f"{name} is {last[0]}, not {status}, after {within:.0f} s", interval=interval)

@@ -153,6 +153,7 @@ def test_a_service_that_is_down_is_named_in_one_line(
     assert code == 1 and "embedder" in err and "127.0.0.1:2, 127.0.0.1:3" in err
 
 
+@pytest.mark.system  # the installed `clipsearch` command runs as a process
 def test_the_installed_console_script(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert CLIPSEARCH.exists(), "install the project: pip install -e ."
     photos = write_images(tmp_path / "photos", 3)

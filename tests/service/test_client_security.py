@@ -364,6 +364,7 @@ def test_bad_security_settings_are_one_line_errors(
 # --- real processes ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.system  # the `clipsearch` command runs as a process
 def test_the_clipsearch_command_with_a_token_file_and_mutual_tls(
     pki: TestPki, mtls_stack: Stack, token_file: Path, tmp_path: Path
 ) -> None:

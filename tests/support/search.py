@@ -37,7 +37,7 @@ class RunningSearch:
 
 def wait_for_health(address: str, status: str, within: float = 60.0) -> None:
     """Waits until the server reports `status` ("SERVING", "NOT_SERVING"); fails the test if it never does."""
-    wait_for_status(address, status, within)
+    wait_for_status(address, status, within, interval=0.01)
 
 
 def unique_index_name() -> str:
