@@ -1,40 +1,24 @@
-"""The benchmark suite end to end on tiny sizes: it runs, and its JSON holds every figure (no timing checks)."""
+"""The benchmark suite end to end on tiny sizes: it runs, and its JSON holds every figure (no timing checks).
+
+`python -m bench --smoke` runs as a process, as a developer runs it; the sizes it ran with are in its JSON.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
-from bench.common import Sizes
-from bench.run import main
+from clipsearch.testing.processes import base_env
+from tests.support.e2e import REPO
 
-# PNG frames over the client's 1 MB encoded limit (decoded and shrunk by the client) and small JPEGs (sent
-# encoded), a 3-second video, 500 vectors, a few calls of each kind.
-SMOKE = Sizes(
-    "smoke",
-    "tiny",
-    png_frames=2,
-    jpeg_photos=2,
-    model_only_images=16,
-    ingest_rounds=1,
-    seed_png_frames=2,
-    query_items=(500,),
-    queries=10,
-    text_queries=3,
-    video_seconds=3,
-    video_fps=25,
-    batching_requests=16,
-    frame_size=(1280, 720),
-    photo_size=(800, 600),
-    video_size=(320, 240),
-    load_seconds=2.0,
-    load_warmup=1.0,
-    load_clients=4,
-)
+BENCH_TIMEOUT = 1200.0  # generous for busy machines; reaching it fails the test
+# The sizes of `--smoke` (bench.common.SMOKE) that the checks below rely on: PNG frames over the client's 1 MB
+# encoded limit (decoded and shrunk by the client), one round, a 3-second video.
+SMOKE = {"ingest_rounds": 1, "frame_size": (1280, 720), "video_seconds": 3, "video_size": (320, 240)}
 
 INGEST_FIGURES = (
     "model_img_s",
@@ -87,10 +71,20 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     """The suite's JSON and the table it printed."""
     scratch = tmp_path_factory.mktemp("bench")
     out = scratch / "results.json"
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(["--json", str(out), "--cache", str(scratch / "cache")], sizes=SMOKE) == 0
-    return json.loads(out.read_text()), printed.getvalue()
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out), "--cache", str(scratch / "cache")],
+        cwd=REPO,
+        env=base_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+    )
+    assert run.returncode == 0, f"python -m bench --smoke exited with {run.returncode}:\n{run.stderr[-4000:]}"
+    data = json.loads(out.read_text())
+    ran = {name: tuple(value) if isinstance(value, list) else value for name, value in data["sizes"].items()}
+    assert data["suite"] == "smoke" and {name: ran[name] for name in SMOKE} == SMOKE, data["sizes"]
+    return data, run.stdout
 
 
 def test_every_ingest_figure_is_measured(results: tuple[dict, str]) -> None:
@@ -98,7 +92,7 @@ def test_every_ingest_figure_is_measured(results: tuple[dict, str]) -> None:
     assert data["model"]["dtype"] in ("float32", "bfloat16") and data["model"]["dtype_setting"] == "auto"
     for kind, files in (("png", 2), ("jpeg", 2)):
         figures = data["ingest"][kind]
-        assert figures["files"] == files and len(figures["rounds"]) == SMOKE.ingest_rounds
+        assert figures["files"] == files and len(figures["rounds"]) == SMOKE["ingest_rounds"]
         # The small JPEGs go to the embedder encoded: the client spends nothing on decoding them.
         may_be_zero = {"client_prepare_cpu_ms"} if kind == "jpeg" else set()
         missing = [
@@ -107,7 +101,7 @@ def test_every_ingest_figure_is_measured(results: tuple[dict, str]) -> None:
             if not positive(figures[name]) and not (name in may_be_zero and figures[name] == 0)
         ]
         assert not missing, f"{kind}: {missing}"
-    assert (data["ingest"]["png"]["width"], data["ingest"]["png"]["height"]) == SMOKE.frame_size
+    assert (data["ingest"]["png"]["width"], data["ingest"]["png"]["height"]) == SMOKE["frame_size"]
     assert data["ingest"]["png"]["mean_file_bytes"] > 1 << 20  # so the client shrinks them itself
 
 
@@ -121,7 +115,7 @@ def test_query_memory_and_video_figures_are_measured(results: tuple[dict, str]) 
     assert min(memory["embedder_rss_bytes_loaded"], memory["embedder_rss_bytes_warm"]) > 0
     assert memory["redis_bytes_per_item"]["500"] > 0
     video = data["video"]
-    assert video["frames"] == SMOKE.video_seconds and video["video"]["width"] == SMOKE.video_size[0]
+    assert video["frames"] == SMOKE["video_seconds"] and video["video"]["width"] == SMOKE["video_size"][0]
     assert not [name for name in VIDEO_FIGURES if not positive(video[name])]
 
 
