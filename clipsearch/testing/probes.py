@@ -41,7 +41,7 @@ def health_status(target: str | grpc.Channel, service: str = "", timeout: float 
 
 
 def wait_for(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     within: float,
     message: str | Callable[[], str],
     *,
