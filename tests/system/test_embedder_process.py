@@ -77,6 +77,8 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         process.kill()
         process.wait()
     server.reader.join(START_GUARD_SECONDS)
+    if process.stderr is not None:
+        process.stderr.close()
 
 
 def test_not_found_model_exits_with_one_line(tmp_path: Path, server_process: ServerProcess) -> None:
