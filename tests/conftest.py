@@ -2,8 +2,9 @@
 
 The tiers are folders, each with its marker: unit/ (no servers), service/ (real Redis and in-process gRPC
 servers on loopback), system/ (real processes, kills, load, scale, full-size models). `-m "not system"` runs
-the first two, as `make test-fast` does. A test that does more than its file's folder says (one test in a
-service-tier file that starts `clipsearch serve`) carries the heavier tier's marker itself, and has only that.
+the first two, as `make test-fast` does. A test that does more than its file's folder says (in a service-tier
+file, one that runs `clipsearch` or `clipsearch serve` as a process) carries the heavier tier's marker itself,
+and has only that.
 """
 
 from __future__ import annotations
