@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_DEPS := tests/node/node_modules/.package-lock.json
 
-.PHONY: venv node-deps test lint format typecheck check demo screenshot proto checkpoint bench clean
+.PHONY: venv node-deps test test-fast lint format typecheck check demo screenshot proto checkpoint bench clean
 
 # The project's virtual environment with every extra installed, pinned by constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
@@ -26,10 +26,16 @@ $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 
 node-deps: $(NODE_DEPS)
 
-# The whole test suite. Tests start the Redis, gRPC servers and processes they need themselves.
+# The whole test suite: the unit, service and system tiers (tests/unit, tests/service, tests/system). Tests start
+# the Redis, gRPC servers and processes they need themselves. make test PYTEST_ARGS="-k search" runs a part.
 test: $(STAMP) $(NODE_DEPS)
 	@sh scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# What to run after each change: the unit and service tiers (in-process servers, real Redis), without the
+# system tier's processes, kills, load and full-size models. Under 2 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
 
 # Lint: ruff's rules and formatting (pyproject.toml [tool.ruff]), and generated proto code that matches protos/.
 lint: $(STAMP)
@@ -60,7 +66,7 @@ screenshot: $(STAMP)
 	@sh scripts/ensure-chromium.sh
 	$(BIN)/python scripts/screenshot.py
 
-# Regenerates the checked-in Python code from protos/ (tests/test_protos.py checks it is current).
+# Regenerates the checked-in Python code from protos/ (make lint and tests/unit/test_protos.py check it is current).
 proto: $(STAMP)
 	$(BIN)/python -m clipsearch.protogen
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from bench.processes import (
+from clipsearch.testing.processes import (
     DEPLOYED_SEARCH_SETTINGS,
     ServiceProcess,
     Stack,
@@ -37,7 +37,7 @@ MODEL_BATCH = 16  # the model-only figure's batch size, as the targets define it
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each benchmark does; QUICK and FULL are the command's two sizes."""
+    """How much each benchmark does: QUICK, FULL, or SMOKE (which only checks that everything runs)."""
 
     name: str
     arch: str  # checkpoint written when --model is not given
@@ -78,6 +78,30 @@ QUICK = Sizes(
     load_seconds=5.0,
     load_warmup=2.0,
     load_clients=8,
+)
+# Seconds, not minutes: every part runs and reports, and no figure means much. The tests run it
+# (python -m bench --smoke). PNG frames over the client's 1 MB encoded limit (decoded and shrunk by the
+# client) and small JPEGs (sent encoded), a 3-second video, 500 vectors, a few calls of each kind.
+SMOKE = Sizes(
+    "smoke",
+    "tiny",
+    png_frames=2,
+    jpeg_photos=2,
+    model_only_images=16,
+    ingest_rounds=1,
+    seed_png_frames=2,
+    query_items=(500,),
+    queries=10,
+    text_queries=3,
+    video_seconds=3,
+    video_fps=25,
+    batching_requests=16,
+    frame_size=(1280, 720),
+    photo_size=(800, 600),
+    video_size=(320, 240),
+    load_seconds=2.0,
+    load_warmup=1.0,
+    load_clients=4,
 )
 FULL = Sizes(
     "full",
@@ -407,7 +431,7 @@ def folder_bytes(folder: Path) -> int:
 
 @dataclass
 class Services:
-    """Redis, one embedder and one search service, each a process of its own (bench.processes)."""
+    """Redis, one embedder and one search service, each a process of its own (clipsearch.testing.processes)."""
 
     stack: Stack
     workdir: Path

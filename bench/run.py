@@ -1,4 +1,4 @@
-"""The benchmark suite in one command: python -m bench [--quick] [--json OUT] [--model DIR]."""
+"""The benchmark suite in one command: python -m bench [--quick | --smoke] [--json OUT] [--model DIR]."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
-from bench.common import FULL, QUICK, Sizes, Target
+from bench.common import FULL, QUICK, SMOKE, Sizes, Target
 
 PARTS = ("ingest", "video", "query", "batching", "load")
 
@@ -30,8 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the same run; prints a table and writes JSON. The full run uses the ViT-B/16 architecture "
         "(random weights, the real model's compute) and takes 10-20 minutes on 2 cores.",
     )
-    parser.add_argument(
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
         "--quick", action="store_true", help="small counts and the tiny checkpoint (unless --model): a few minutes"
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny counts and the tiny checkpoint (unless --model): checks that every part runs and reports; "
+        "the figures mean little",
     )
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure as JSON to OUT")
     parser.add_argument(
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
     args = build_parser().parse_args(argv)
-    sizes = sizes or (QUICK if args.quick else FULL)
+    sizes = sizes or (SMOKE if args.smoke else QUICK if args.quick else FULL)
     threads = args.embedder_threads or len(os.sched_getaffinity(0))
     skip = set(args.skip)
     run_id = uuid.uuid4().hex[:8]

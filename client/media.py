@@ -252,7 +252,7 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
     Shrinking takes Pillow's cheap paths: a JPEG is decoded at a reduced DCT scale (draft) that is still
     at least the target size, and the resize first reduces by an integer factor with a box filter while
     the image stays at least REDUCING_GAP times the target. The embedder's vectors of such an image stay
-    within a cosine of 0.999 of those of the full-size image (tests/test_client_media.py).
+    within a cosine of 0.999 of those of the full-size image (tests/unit/test_client_media.py).
     """
     if len(data) <= limits.encoded_max_bytes:
         return PreparedImage(embedder_pb2.Image(encoded=data))

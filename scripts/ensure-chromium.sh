@@ -21,7 +21,7 @@ fi
 case "$packages" in
 chromium*)
     echo "chromium not found and not installable here (needs root and apt-get): the browser tests" \
-        "(tests/web/test_page*) will skip; install it with: sudo apt-get install chromium" ;;
+        "(tests/service/web/test_page*) will skip; install it with: sudo apt-get install chromium" ;;
 *)
     echo "no CJK font: Chinese file names show as boxes in screenshots (sudo apt-get install fonts-wqy-microhei)" ;;
 esac

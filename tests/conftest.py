@@ -1,3 +1,47 @@
-"""Shared pytest configuration: each component's fixtures live in its own plugin module."""
+"""Shared pytest configuration: the fixture plugins of tests/support, and each test's tier from its folder.
 
-pytest_plugins = ["tests.fixtures_embedder", "tests.fixtures_search", "tests.fixtures_client", "tests.fixtures_e2e"]
+The tiers are folders, each with its marker: unit/ (no servers), service/ (real Redis and in-process gRPC
+servers on loopback), system/ (real processes, kills, load, scale, full-size models). `-m "not system"` runs
+the first two, as `make test-fast` does. A test that does more than its file's folder says (in a service-tier
+file, one that runs `clipsearch` or `clipsearch serve` as a process) carries the heavier tier's marker itself,
+and has only that.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = [
+    "tests.support.embedder",
+    "tests.support.search",
+    "tests.support.client",
+    "tests.support.e2e",
+]
+
+TIERS = ("unit", "service", "system")
+_TESTS = Path(__file__).resolve().parent
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier whose folder holds `path`, or None when it lies in none."""
+    path = path.resolve()
+    parts = path.relative_to(_TESTS).parts if path.is_relative_to(_TESTS) else ()
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks every test with its folder's tier, unless it is marked with one; a test outside the tier folders
+    stops the run."""
+    outside: set[str] = set()
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is None:
+            outside.add(str(item.path))
+        elif not any(marker.name in TIERS for marker in item.iter_markers()):
+            item.add_marker(tier)
+    if outside:
+        raise pytest.UsageError(
+            f"tests belong in tests/unit, tests/service or tests/system: {', '.join(sorted(outside))}"
+        )

@@ -1,0 +1,1 @@
+"""Helpers the tests and the benchmarks share: health probes, waiting, the services as real processes, load."""

@@ -1,0 +1,134 @@
+"""Pytest fixtures for the search tests: a session Redis, and search servers each with an index of its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import redis
+
+from clipsearch.testing.probes import wait_for_status
+from clipsearch.v1 import search_pb2 as pb
+from clipsearch.v1 import search_pb2_grpc
+from search_service.config import SearchConfig
+from search_service.redis_server import LocalRedis
+from search_service.server import SearchServer, build_server
+
+TEST_DIMENSION = 32
+SERVING = "SERVING"
+NOT_SERVING = "NOT_SERVING"
+
+
+@dataclass(frozen=True)
+class RunningSearch:
+    """A started in-process search server."""
+
+    address: str
+    config: SearchConfig
+    server: SearchServer
+
+
+def wait_for_health(address: str, status: str, within: float = 60.0) -> None:
+    """Waits until the server reports `status` ("SERVING", "NOT_SERVING"); fails the test if it never does."""
+    wait_for_status(address, status, within, interval=0.01)
+
+
+def unique_index_name() -> str:
+    return f"t{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(scope="session")
+def local_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
+    """A redis-server with RediSearch for the whole test session, in a temporary directory."""
+    with LocalRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_url(local_redis: LocalRedis) -> str:
+    return local_redis.url
+
+
+SearchServerFactory = Callable[..., RunningSearch]
+
+
+@pytest.fixture
+def search_server_factory(redis_url: str) -> Iterator[SearchServerFactory]:
+    """Builds started search servers: factory(dimension=64, algorithm="flat", redis_url=..., wait=True, ...).
+
+    Each gets a new index name and key prefix unless index_name is given; keyword arguments override
+    SearchConfig fields. With wait=True the factory returns once the server reports SERVING. The servers
+    are stopped and their indexes dropped (with their items) after the test.
+    """
+    started: list[RunningSearch] = []
+
+    def factory(*, wait: bool = True, **overrides: Any) -> RunningSearch:
+        name = overrides.pop("index_name", None) or unique_index_name()
+        config = dataclasses.replace(
+            SearchConfig(
+                host="127.0.0.1",
+                port=0,
+                redis_url=redis_url,
+                index_name=name,
+                key_prefix=f"{name}:item:",
+                dimension=TEST_DIMENSION,
+                health_interval_seconds=0.1,
+                grace_seconds=0.0,
+            ),
+            **overrides,
+        )
+        server = build_server(config)
+        server.start()
+        running = RunningSearch(f"127.0.0.1:{server.port}", config, server)
+        started.append(running)
+        if wait:
+            wait_for_health(running.address, SERVING)
+        return running
+
+    yield factory
+    for running in started:
+        running.server.stop(0)
+    for running in started:
+        try:
+            with redis.Redis.from_url(running.config.redis_url or redis_url, protocol=3, socket_timeout=5) as client:
+                client.execute_command("FT.DROPINDEX", running.config.index_name, "DD")
+        except redis.RedisError:
+            pass  # that Redis is gone or the index was never created
+
+
+@pytest.fixture
+def search_address(search_server_factory: SearchServerFactory) -> str:
+    """ "127.0.0.1:PORT" of a SERVING search server with its own empty index of dimension 32."""
+    return search_server_factory().address
+
+
+@pytest.fixture
+def search_stub(search_address: str) -> Iterator[search_pb2_grpc.SearchStub]:
+    with grpc.insecure_channel(search_address) as channel:
+        yield search_pb2_grpc.SearchStub(channel)
+
+
+@pytest.fixture
+def redis_data_dir(tmp_path: Path) -> Path:
+    """A fresh directory for a LocalRedis of the test's own."""
+    path = tmp_path / "redis"
+    path.mkdir()
+    return path
+
+
+def random_vectors(count: int, dimension: int = TEST_DIMENSION, seed: int = 0) -> list[list[float]]:
+    """Random float32 vectors (standard normal), never all zero."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((count, dimension)).astype(np.float32).tolist()
+
+
+def make_item(item_id: str, vector: list[float], **metadata: Any) -> pb.Item:
+    """An Item proto; keyword arguments are Metadata fields."""
+    return pb.Item(id=item_id, vector=vector, metadata=pb.Metadata(**metadata))
