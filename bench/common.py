@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 from PIL import Image, ImageDraw, ImageFilter
 
 from clipsearch.testing.processes import (
@@ -152,7 +153,7 @@ def machine() -> dict[str, Any]:
         "native_bf16": cpu_supports_bf16(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "pillow": Image.__version__,
+        "pillow": PIL.__version__,
         "platform": platform.platform(),
     }
 
@@ -398,6 +399,7 @@ def video(cache: Path, seconds: int, fps: int, size: tuple[int, int] = (1920, 10
     partial = path.with_name(f".{path.name}.partial")
     with av.open(str(partial), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             stream.options = {"preset": "veryfast", "crf": "23"}

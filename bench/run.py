@@ -240,7 +240,8 @@ def batching_part(model: Path, sizes: Sizes, workdir: Path) -> dict[str, Any]:
     )
     with contextlib.redirect_stdout(io.StringIO()):
         batching.main(argv)
-    return json.loads(out.read_text(encoding="utf-8"))
+    figures: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
+    return figures
 
 
 def load_part(model: Path, sizes: Sizes, workdir: Path) -> dict[str, Any]:

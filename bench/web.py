@@ -25,9 +25,9 @@ from urllib.parse import quote, urlsplit
 
 from bench import common
 from bench.common import percentile_ms, ratio
-from bench.processes import base_env
 from client.api import Client, SearchFilter
 from client.results import Item
+from clipsearch.testing.processes import base_env
 
 TEXTS = ("a red car", "a dog on a beach", "a city at night", "a bowl of soup", "mountains in the snow")
 GOAL_ADDED_MS = 5.0
