@@ -293,3 +293,17 @@ def test_served_through_grpc_with_embedder_runtime_set(
     want_images, want_texts = served_vectors(torch_stub)
     assert min_cosines(images, want_images) >= floor
     assert min_cosines(texts, want_texts) >= floor
+
+
+def test_the_server_refuses_a_runtime_that_cannot_run_the_precision_in_one_line(tiny_clip_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_embedder_process import run_env
+
+    env = run_env(CLIP_MODEL=str(tiny_clip_dir), EMBEDDER_PORT="0", EMBEDDER_RUNTIME="torch", EMBEDDER_DTYPE="int8")
+    done = subprocess.run(
+        [sys.executable, "-m", "embedder_service"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == "embedder: EMBEDDER_RUNTIME=torch runs fp32, bf16, not EMBEDDER_DTYPE=int8"
