@@ -6,10 +6,21 @@
 | EMBEDDER_PORT                | 50051                          | port to listen on (0 picks a free one)              |
 | CLIP_MODEL                   | openai/clip-vit-base-patch16   | local checkpoint directory, or a hub id in the HF   |
 |                              |                                | cache (or downloadable)                             |
-| EMBEDDER_DTYPE               | auto                           | auto, fp32 or bf16; auto = bf16 where the device    |
-|                              |                                | computes it natively (AVX-512 BF16/AMX, CUDA bf16)  |
+| EMBEDDER_DTYPE               | auto                           | auto, fp32, bf16 or int8; auto = bf16 where the     |
+|                              |                                | device computes it natively (AVX-512 BF16/AMX, CUDA |
+|                              |                                | bf16), else fp32; int8 (opt-in, CPU, OpenVINO or    |
+|                              |                                | ONNX Runtime) is quantized after training           |
+| EMBEDDER_RUNTIME             | auto                           | auto, torch, openvino or onnxruntime; auto = torch  |
+|                              |                                | on CUDA, OpenVINO on CPUs with VNNI/AVX-512 BF16/   |
+|                              |                                | AMX, ONNX Runtime on AVX2-only CPUs, torch where    |
+|                              |                                | neither is installed (docs/benchmarks.md)           |
+| EMBEDDER_CACHE_DIR           | ~/.cache/clipsearch/models     | where models converted for OpenVINO / ONNX Runtime  |
+|                              |                                | are kept, keyed by checkpoint, runtime version and  |
+|                              |                                | precision                                           |
+| EMBEDDER_CALIBRATION_DIR     | (unset)                        | images to calibrate int8 on (up to 300); unset =    |
+|                              |                                | a built-in generated set                            |
 | EMBEDDER_DEVICE              | auto                           | auto, cpu, cuda or cuda:N; auto = cuda if available |
-| EMBEDDER_THREADS             | all cores                      | torch compute threads                               |
+| EMBEDDER_THREADS             | all cores                      | the runtime's compute threads                       |
 | EMBEDDER_MAX_BATCH           | 64                             | most images per EmbedImages call                    |
 | EMBEDDER_MAX_TEXTS           | 256                            | most texts per EmbedTexts call                      |
 | EMBEDDER_MAX_LABELS          | 1000                           | most labels per Classify call                       |
@@ -62,6 +73,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import (
@@ -117,6 +129,9 @@ class EmbedderConfig:
     model: str = DEFAULT_MODEL
     dtype: str = "auto"
     device: str = "auto"
+    runtime: str = "auto"
+    cache_dir: Path | None = None  # None: towers.default_cache_dir()
+    calibration_dir: Path | None = None  # None: the built-in calibration set
     threads: int = field(default_factory=_all_cores)
     limits: Limits = field(default_factory=Limits)
     fast_resize: bool = False
@@ -166,8 +181,11 @@ class EmbedderConfig:
             host=env_str(env, "EMBEDDER_HOST", "127.0.0.1"),
             port=env_int(env, "EMBEDDER_PORT", DEFAULT_PORT, minimum=0, maximum=65535),
             model=env_str(env, "CLIP_MODEL", DEFAULT_MODEL),
-            dtype=env_choice(env, "EMBEDDER_DTYPE", "auto", ("auto", "fp32", "bf16")),
+            dtype=env_choice(env, "EMBEDDER_DTYPE", "auto", ("auto", "fp32", "bf16", "int8")),
             device=device,
+            runtime=env_choice(env, "EMBEDDER_RUNTIME", "auto", ("auto", "torch", "openvino", "onnxruntime")),
+            cache_dir=_optional_dir(env, "EMBEDDER_CACHE_DIR"),
+            calibration_dir=_calibration_dir(env),
             threads=env_int(env, "EMBEDDER_THREADS", _all_cores(), minimum=1, maximum=1024),
             limits=limits,
             fast_resize=env_bool(env, "EMBEDDER_FAST_RESIZE", False),
@@ -200,3 +218,15 @@ def _image_pass_size(env: Mapping[str, str]) -> int | None:
     if env.get("EMBEDDER_IMAGE_PASS_SIZE", "").strip().lower() in ("", "auto"):
         return None
     return env_int(env, "EMBEDDER_IMAGE_PASS_SIZE", 0, minimum=0, maximum=4096)
+
+
+def _optional_dir(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def _calibration_dir(env: Mapping[str, str]) -> Path | None:
+    directory = _optional_dir(env, "EMBEDDER_CALIBRATION_DIR")
+    if directory is not None and not directory.is_dir():
+        raise ConfigError(f"EMBEDDER_CALIBRATION_DIR={directory} is not a directory")
+    return directory

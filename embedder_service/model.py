@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from embedder_service.inference import DTYPES, InferenceModel, TorchSession, resolve_runtime
 from embedder_service.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
 # A run of what the tokenizer's regex does not count as whitespace (Unicode White_Space; unlike Python's
 # str.split, the separators \x1c-\x1f are not whitespace to it).
 _TOKENIZER_WORD = re.compile(r"[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
@@ -37,8 +38,9 @@ class ModelInfo:
     image_size: int
     max_text_tokens: int
     logit_scale: float  # exp(logit_scale): logits = logit_scale * cosine
-    dtype: str  # "float32" or "bfloat16"
+    dtype: str  # "float32", "bfloat16" or "int8"
     device: str  # "cpu", "cuda:0", ...
+    runtime: str = "torch"  # "torch", "openvino" or "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> str:
-    """ "auto" becomes bf16 where the device computes it natively, else fp32."""
+    """ "auto" becomes bf16 where the device computes it natively, else fp32 (never int8: it is opt-in)."""
     if dtype != "auto":
         return dtype
     import torch
@@ -115,7 +117,7 @@ def default_image_pass_size(device: str, dtype: str) -> int:
     """
     if device.startswith("cuda"):
         return 0
-    return 8 if dtype == "bf16" else 4
+    return 8 if dtype in ("bf16", "int8") else 4
 
 
 class ClipEmbedder:
@@ -135,9 +137,12 @@ class ClipEmbedder:
         threads: int | None = None,
         text_batch_size: int = 256,
         image_pass_size: int | None = None,
+        runtime: str = "torch",
+        cache_dir: Path | None = None,
+        calibration_dir: Path | None = None,
     ) -> None:
-        if dtype not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"dtype must be auto, fp32 or bf16, got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if image_pass_size is not None and image_pass_size < 0:
             raise ValueError(f"image_pass_size must be 0 (no limit), positive or None (auto), got {image_pass_size}")
         self.model_id = model_id
@@ -147,10 +152,14 @@ class ClipEmbedder:
         self._device_request = device
         self._threads = threads
         self._text_batch_size = text_batch_size
+        self._runtime_request = runtime
+        self._cache_dir = cache_dir
+        self._calibration_dir = calibration_dir
+        self._sessions: dict[str, InferenceModel] = {}
         self._load_lock = threading.Lock()
         self._forward_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
-        # transformers' model and tokenizer; torch is imported only when they load.
+        # transformers' model (on the torch runtime) and tokenizer; torch is imported only when they load.
         self._model: Any = None
         self._tokenizer: Any = None
         self._info: ModelInfo | None = None
@@ -204,6 +213,7 @@ class ClipEmbedder:
             torch.set_num_threads(self._threads)
         device = resolve_device(self._device_request)
         dtype = resolve_dtype(self._dtype_request, device)
+        runtime = resolve_runtime(self._runtime_request, device.split(":")[0], dtype)
         try:
             model = _from_pretrained(CLIPModel, source, local_only)
             tokenizer = _from_pretrained(CLIPTokenizer, source, local_only)
@@ -213,19 +223,35 @@ class ClipEmbedder:
         spec = self._read_preprocess_spec(source, local_only, model.config.vision_config.image_size)
         # exp() in float32 before any bf16 cast, so logits match the fp32 reference in both dtypes.
         logit_scale = float(model.logit_scale.detach().float().exp())
-        model = model.to(device=device, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32).eval()
         torch_device = torch.device(device)
         if torch_device.type == "cuda" and torch_device.index is None:
             torch_device = torch.device("cuda", torch.cuda.current_device())
         max_tokens = int(model.config.text_config.max_position_embeddings)
-        self._model = model
+        dimension = int(model.config.projection_dim)
         self._tokenizer = tokenizer
         self._max_tokens = max_tokens
         self._pad_token_id = int(
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
-        self._torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
-        self._torch_device = torch_device
+        if runtime != "torch":
+            try:
+                self._sessions = self._converted_sessions(runtime, model.eval(), dtype, spec)
+            except Exception as error:
+                if self._runtime_request != "auto" or dtype not in ("fp32", "bf16"):
+                    raise
+                # auto must always start: a checkpoint the runtime cannot convert runs on torch instead.
+                log.warning("cannot run %s on %s (%s); using torch", self.model_id, runtime, _first_line(error))
+                runtime = "torch"
+        if runtime == "torch":
+            torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
+            model = model.to(device=device, dtype=torch_dtype).eval()
+            self._model = model
+            self._sessions = {
+                tower: TorchSession(model, tower, torch_device, torch_dtype) for tower in ("image", "text")
+            }
+        del model  # on OpenVINO or ONNX Runtime, the runtime holds its own copy of the weights
+        if runtime != "torch":
+            _release_freed_memory()
         self._image_pass_size = (
             default_image_pass_size(torch_device.type, dtype)
             if self._image_pass_request is None
@@ -234,13 +260,40 @@ class ClipEmbedder:
         self._spec = spec
         self._info = ModelInfo(
             model_id=self.model_id,
-            dimension=int(model.config.projection_dim),
+            dimension=dimension,
             image_size=spec.crop_height,
             max_text_tokens=max_tokens,
             logit_scale=logit_scale,
             dtype=DTYPE_NAMES[dtype],
             device=str(torch_device),
+            runtime=runtime,
         )
+
+    def _converted_sessions(
+        self, runtime: str, model: Any, dtype: str, spec: PreprocessSpec
+    ) -> dict[str, InferenceModel]:
+        from embedder_service.calibration import calibration_set
+        from embedder_service.sessions import create_sessions
+        from embedder_service.towers import default_cache_dir
+
+        calibration = None
+        if dtype == "int8":
+            calibration = calibration_set(spec, self._tokenize_unlocked, self._calibration_dir)
+        return create_sessions(
+            runtime,
+            model,
+            dtype=dtype,
+            threads=self._threads,
+            cache_dir=self._cache_dir or default_cache_dir(),
+            calibration=calibration,
+        )
+
+    def _tokenize_unlocked(self, texts: Sequence[str]) -> list[list[int]]:
+        # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
+        with self._tokenizer_lock:
+            encoded = self._tokenizer(list(texts), padding=False, truncation=True, max_length=self._max_tokens)
+        ids: list[list[int]] = encoded["input_ids"]
+        return ids
 
     def _locate(self) -> tuple[str, bool]:
         """The path or hub id to load from, and whether the load must stay local."""
@@ -283,19 +336,16 @@ class ClipEmbedder:
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) preprocessed float32 pixels -> (N, dimension) L2-normalized float32 vectors."""
-        import torch
-
         self._require_loaded()
         if pixels.ndim != 4 or pixels.shape[0] == 0:
             raise ValueError(f"expected a non-empty (N, 3, H, W) batch, got shape {pixels.shape}")
-        batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32))
-        batch = batch.to(device=self._torch_device, dtype=self._torch_dtype)
+        batch = np.ascontiguousarray(pixels, dtype=np.float32)
+        session = self._sessions["image"]
         step = self._image_pass_size or len(batch)
         parts = []
         for start in range(0, len(batch), step):
-            with self._forward_lock, torch.inference_mode():
-                features = self._model.get_image_features(pixel_values=batch[start : start + step]).pooler_output
-                parts.append(_normalized(features))
+            with self._forward_lock:
+                parts.append(session.predict([batch[start : start + step]]))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -311,12 +361,7 @@ class ClipEmbedder:
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, start and end tokens included, truncated to the token limit; no padding."""
         self._require_loaded()
-        prefixes = [readable_prefix(text, self._max_tokens) for text in texts]
-        # The fast tokenizer mutates its truncation/padding state per call, so calls must not overlap.
-        with self._tokenizer_lock:
-            encoded = self._tokenizer(prefixes, padding=False, truncation=True, max_length=self._max_tokens)
-        ids: list[list[int]] = encoded["input_ids"]
-        return ids
+        return self._tokenize_unlocked([readable_prefix(text, self._max_tokens) for text in texts])
 
     def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Token id lists (as tokenize returns) -> (N, dimension) vectors, in one forward pass.
@@ -324,22 +369,17 @@ class ClipEmbedder:
         The lists are right-padded to the longest; the attention mask hides the padding, and CLIP's causal
         attention never lets a real token see a later one, so a text's vector does not depend on its batch.
         """
-        import torch
-
         self._require_loaded()
         if not token_ids or any(len(ids) == 0 for ids in token_ids):
             raise ValueError("expected a non-empty list of non-empty token id lists")
         longest = max(len(ids) for ids in token_ids)
-        input_ids = torch.full((len(token_ids), longest), self._pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(token_ids), longest), dtype=torch.long)
+        input_ids = np.full((len(token_ids), longest), self._pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(token_ids), longest), dtype=np.int64)
         for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
-        input_ids = input_ids.to(self._torch_device)
-        attention_mask = attention_mask.to(self._torch_device)
-        with self._forward_lock, torch.inference_mode():
-            features = self._model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-            return _normalized(features)
+        with self._forward_lock:
+            return self._sessions["text"].predict([input_ids, attention_mask])
 
     def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
         """Zero-shot scores of one image vector against labels, as CLIP's logits_per_image.softmax(-1).
@@ -396,13 +436,18 @@ def readable_prefix(text: str, max_tokens: int) -> str:
     return text[: min(end, 64 * max_tokens)]
 
 
-def _normalized(features: Any) -> np.ndarray:
-    import torch
+def _release_freed_memory() -> None:
+    """Frees the transformers model's reference cycles and hands freed heap back to the system.
 
-    values = features.float()
-    values = values / torch.linalg.vector_norm(values, dim=-1, keepdim=True)
-    vectors: np.ndarray = values.cpu().numpy()
-    return vectors
+    Measured on ViT-B/16 with ONNX Runtime: RSS 1650 MB after the first start, 1033 MB after this.
+    """
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _from_pretrained(cls: Any, source: str, local_only: bool) -> Any:

@@ -28,6 +28,7 @@ from clipsearch.tls import optional_server_credentials, security_summary
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatchingEmbedder, BatchingOptions
 from embedder_service.config import EmbedderConfig
+from embedder_service.inference import RuntimeUnavailable
 from embedder_service.metrics import EmbedderMetrics
 from embedder_service.model import ClipEmbedder, ModelNotFound, prefer_sleeping_openmp_threads
 from embedder_service.servicer import SERVICE_NAME, EmbedderServicer
@@ -67,6 +68,9 @@ def create_embedder(config: EmbedderConfig) -> ClipEmbedder:
         threads=config.threads,
         text_batch_size=config.limits.max_batch_texts,
         image_pass_size=config.image_pass_size,
+        runtime=config.runtime,
+        cache_dir=config.cache_dir,
+        calibration_dir=config.calibration_dir,
     )
 
 
@@ -127,16 +131,17 @@ def main(env: Mapping[str, str] | None = None) -> None:
     started = time.monotonic()
     try:
         info = embedder.load()
-    except ModelNotFound as error:
+    except (ModelNotFound, RuntimeUnavailable) as error:
         fail(f"embedder: {error}")
     log.info(
-        "loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s, %d threads, images in passes of %s",
+        "loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s (%s), %d threads, images in passes of %s",
         info.model_id,
         time.monotonic() - started,
         info.dimension,
         info.image_size,
         info.dtype,
         info.device,
+        info.runtime,
         config.threads,
         embedder.image_pass_size or "any size",
     )

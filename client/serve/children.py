@@ -50,6 +50,8 @@ def embedder_specs(config: ServeConfig) -> list[ChildSpec]:
         overrides["CLIP_MODEL"] = config.model
     if config.dtype:
         overrides["EMBEDDER_DTYPE"] = config.dtype
+    if config.runtime:
+        overrides["EMBEDDER_RUNTIME"] = config.runtime
     if "EMBEDDER_THREADS" not in config.env:
         # Replicas share the cores rather than each claiming all of them.
         overrides["EMBEDDER_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(config.embedder_ports)))

@@ -45,6 +45,7 @@ class ServeConfig:
     data_dir: Path
     model: str | None
     dtype: str | None
+    runtime: str | None
     start_timeout: float
     env: Mapping[str, str]
     # How serve's own calls reach the services: their token and, when they use TLS, the client side of it.
@@ -172,6 +173,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         data_dir=data_dir,
         model=args.model,
         dtype=args.dtype,
+        runtime=args.runtime,
         start_timeout=args.start_timeout,
         env=dict(env),
         security=security,

@@ -29,9 +29,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dtype",
-        choices=("auto", "fp32", "bf16"),
+        choices=("auto", "fp32", "bf16", "int8"),
         help="embedder weights and compute precision (sets EMBEDDER_DTYPE; default: "
-        "$EMBEDDER_DTYPE or auto, i.e. bf16 where the CPU supports it)",
+        "$EMBEDDER_DTYPE or auto, i.e. bf16 where the CPU supports it; int8 is quantized, on the CPU)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "openvino", "onnxruntime"),
+        help="embedder inference runtime (sets EMBEDDER_RUNTIME; default: $EMBEDDER_RUNTIME or auto, i.e. torch "
+        "on CUDA, else OpenVINO or ONNX Runtime as the CPU suits, torch where neither is installed)",
     )
     parser.add_argument(
         "--data-dir",

@@ -50,7 +50,7 @@ def ready_document(config: ServeConfig, info: ModelInfo, pid: int) -> dict[str, 
       redis_url           the Redis the search service uses, its password hidden
       model               the model id the embedders report (a hub id or a local directory)
       dimension           length of the model's vectors
-      dtype               the embedders' weights and compute precision: "float32" or "bfloat16"
+      dtype               the embedders' weights and compute precision: "float32", "bfloat16" or "int8"
       device              where the embedders run the model, e.g. "cpu"
       data_dir            serve's data directory (Redis keeps its data in data_dir/redis)
       web_url             the web page's address (http://host:port/), or null when it does not run

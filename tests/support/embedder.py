@@ -76,10 +76,18 @@ def running_embedder(config: object, embedder: object) -> Iterator[GrpcServer]:
 
 
 def embedder_test_config(model_dir: Path, **overrides: object) -> object:
-    """An EmbedderConfig for tests: loopback, free port, float32 on the CPU, few workers."""
+    """An EmbedderConfig for tests: loopback, free port, float32 on the CPU in torch (the reference), few workers."""
     from embedder_service.config import EmbedderConfig
 
-    values = {"host": "127.0.0.1", "port": 0, "model": str(model_dir), "dtype": "fp32", "device": "cpu", "workers": 8}
+    values = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "model": str(model_dir),
+        "dtype": "fp32",
+        "device": "cpu",
+        "runtime": "torch",
+        "workers": 8,
+    }
     values.update(overrides)
     return EmbedderConfig(**values)
 

@@ -69,7 +69,13 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     checkpoint = tmp_path_factory.mktemp("cli") / "tiny"
     checkpoint_cli([str(checkpoint), "--arch", "tiny"])
     process = spawn(
-        ["-m", "embedder_service"], run_env(CLIP_MODEL=str(checkpoint), EMBEDDER_PORT="0", EMBEDDER_GRACE_SECONDS="5")
+        ["-m", "embedder_service"],
+        run_env(
+            CLIP_MODEL=str(checkpoint),
+            EMBEDDER_PORT="0",
+            EMBEDDER_GRACE_SECONDS="5",
+            EMBEDDER_CACHE_DIR=str(checkpoint.parent / "converted"),
+        ),
     )
     server = ServerProcess(checkpoint, process)
     yield server
@@ -78,7 +84,7 @@ def server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
         process.wait()
     server.reader.join(START_GUARD_SECONDS)
     if process.stderr is not None:
-        process.stderr.close()
+        process.stderr.close()  # else the pipe is closed at garbage collection, with a ResourceWarning
 
 
 def test_not_found_model_exits_with_one_line(tmp_path: Path, server_process: ServerProcess) -> None:
