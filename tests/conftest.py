@@ -9,6 +9,8 @@ and has only that.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,20 @@ pytest_plugins = [
 ]
 
 TIERS = ("unit", "service", "system")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def converted_models_stay_in_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Embedders that the tests start, in-process or as processes, convert models for OpenVINO and ONNX
+    Runtime into the run's own folder rather than the user's cache."""
+    previous = os.environ.get("EMBEDDER_CACHE_DIR")
+    if previous is None:
+        os.environ["EMBEDDER_CACHE_DIR"] = str(tmp_path_factory.mktemp("converted-models"))
+    yield
+    if previous is None:
+        os.environ.pop("EMBEDDER_CACHE_DIR", None)
+
+
 _TESTS = Path(__file__).resolve().parent
 
 
