@@ -25,7 +25,18 @@ from clipsearch.limits import (
 from search_service import schema as S
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout
 from search_service.info import mismatch_message, parse_info
-from search_service.items import DeleteResult, Filter, HnswParams, Item, Match, Page, Stats, UpsertResult
+from search_service.items import (
+    DeleteResult,
+    Filter,
+    HnswParams,
+    Item,
+    Match,
+    MomentOptions,
+    Page,
+    Stats,
+    UpsertResult,
+)
+from search_service.moments import check_gap, query_moments, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
 from search_service.schema import IndexSchema
@@ -263,8 +274,10 @@ class SearchIndex:
         min_score: float | None = None,
         ef_runtime: int = 0,
         with_vectors: bool = False,
+        moments: MomentOptions | None = None,
     ) -> builtins.list[Match]:
-        """The k nearest items to `vector` among those matching `filter`, skipping the first `offset`."""
+        """The k nearest items (or moments, see moments.py) to `vector` among those matching `filter`,
+        skipping the first `offset`."""
         blob = vector_bytes(vector, self.dimension, "vector")
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:
@@ -277,7 +290,28 @@ class SearchIndex:
             raise InvalidArgument(f"ef_runtime={ef_runtime}; it must be 0 (the index default) to {MAX_EF_RUNTIME}")
         if min_score is not None and math.isnan(min_score):
             raise InvalidArgument("min_score is NaN")
-        builder = filter_query(filter or Filter())
+        if moments is not None:
+            check_gap(moments.gap_seconds)
+        base = filter_query(filter or Filter())
+        self._require_ready()
+
+        def nearest(skip: int, count: int) -> builtins.list[Match]:
+            return self._nearest(base, blob, skip, count, min_score, ef_runtime, with_vectors)
+
+        if moments is None:
+            return [single(m) for m in nearest(offset, k)]
+        return query_moments(lambda n: nearest(0, n), k=k, offset=offset, gap_seconds=moments.gap_seconds)
+
+    def _nearest(
+        self,
+        builder: QueryBuilder,
+        blob: bytes,
+        offset: int,
+        k: int,
+        min_score: float | None,
+        ef_runtime: int,
+        with_vectors: bool,
+    ) -> builtins.list[Match]:
         base = builder.build()[0]
         params = dict(builder.params)
         params |= {"K": str(offset + k), "BLOB": blob}
@@ -287,7 +321,6 @@ class SearchIndex:
             knn += " EF_RUNTIME $EF"
         query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
         fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else []), DISTANCE]
-        self._require_ready()
         with self._redis_errors():
             reply = self._search(
                 query,
