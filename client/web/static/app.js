@@ -266,6 +266,12 @@ function card(hit) {
     const badge = node.querySelector(".badge-time");
     badge.hidden = false;
     badge.querySelector("span").textContent = hit.time || "";
+    if (hit.span) {
+      // A moment: the frames of one shot that match, shown as one result at its best frame.
+      const span = node.querySelector(".card-span");
+      span.hidden = false;
+      span.textContent = `${hit.span} · ${plural(hit.frames, "frame")}`;
+    }
   }
   const name = node.querySelector(".card-name");
   name.textContent = hit.name;
