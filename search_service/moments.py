@@ -14,8 +14,11 @@ DEFAULT_FRAME_INTERVAL_SECONDS = 1.0
 GAP_INTERVALS = 2  # the default gap, in sampling intervals
 MAX_GAP_SECONDS = 86_400.0
 # Candidate windows tried in turn, the same for every page, so that pages drawn from one window agree.
-WINDOWS = (100, 300, 900, 2700, 8100, MAX_WINDOW)
-CANDIDATES_PER_MOMENT = 10  # windows grow until they hold this many candidates per moment asked for
+WINDOWS = (100, 300, 1000, 3000, MAX_WINDOW)
+# Windows grow up to the first that holds this many candidates per moment asked for (offset + k), or
+# MIN_BOUND candidates when that is more: one long shot can fill hundreds of candidates.
+CANDIDATES_PER_MOMENT = 10
+MIN_BOUND = 1000
 
 
 def check_gap(gap_seconds: float) -> float:
@@ -91,8 +94,9 @@ def group(candidates: Sequence[Match], gap_seconds: float = 0.0) -> list[Match]:
 
 def candidate_bound(wanted: int) -> int:
     """The largest window fetched to form `wanted` (offset + k) moments: the first of WINDOWS holding
-    CANDIDATES_PER_MOMENT candidates per moment."""
-    return next((w for w in WINDOWS if w >= CANDIDATES_PER_MOMENT * wanted), WINDOWS[-1])
+    CANDIDATES_PER_MOMENT candidates per moment, and at least MIN_BOUND."""
+    needed = max(MIN_BOUND, CANDIDATES_PER_MOMENT * wanted)
+    return next((w for w in WINDOWS if w >= needed), WINDOWS[-1])
 
 
 def query_moments(fetch: Callable[[int], list[Match]], *, k: int, offset: int, gap_seconds: float = 0.0) -> list[Match]:

@@ -98,10 +98,32 @@ def test_query_moments_pages_are_disjoint_and_fetch_within_the_bound() -> None:
         return ranked[:n]
 
     pages = [query_moments(fetch, k=10, offset=10 * p) for p in range(5)]
-    assert max(asked) <= candidate_bound(50) == 900
+    assert max(asked) <= candidate_bound(50) == 1000
     seen = [m.item.id for page in pages for m in page]
     assert len(seen) == 50 == len(set(seen))
     assert seen == [m.item.id for m in query_moments(fetch, k=50, offset=0)]
+
+
+def test_the_bound_grows_with_the_depth_asked_for() -> None:
+    assert candidate_bound(10) == 1000
+    assert candidate_bound(250) == 3000
+    assert candidate_bound(10_000) == 10_000
+
+
+def test_a_long_shot_makes_the_service_fetch_more_candidates() -> None:
+    # 500 frames of one shot score best; the photos behind them are found in a larger window.
+    ranked = [frame(f"f{t:03d}", t, 0.9 - t / 10_000) for t in range(500)]
+    ranked += [photo(f"p{i}", 0.5 - i / 100) for i in range(20)]
+    calls: list[int] = []
+
+    def fetch(n: int) -> list[Match]:
+        calls.append(n)
+        return ranked[:n]
+
+    moments = query_moments(fetch, k=5, offset=0)
+    assert calls == [100, 300, 1000]
+    assert spans(moments)[0] == ("f000", 0.0, 499.0, 500)
+    assert [m.item.id for m in moments[1:]] == ["p0", "p1", "p2", "p3"]
 
 
 def test_query_moments_stops_when_candidates_run_out() -> None:
