@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from search_service.items import (
     Stats,
     UpsertResult,
 )
-from search_service.moments import check_gap, query_moments, single
+from search_service.moments import MOMENT_FIELDS, check_gap, query_moments, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
 from search_service.schema import IndexSchema
@@ -295,12 +296,21 @@ class SearchIndex:
         base = filter_query(filter or Filter())
         self._require_ready()
 
-        def nearest(skip: int, count: int) -> builtins.list[Match]:
-            return self._nearest(base, blob, skip, count, min_score, ef_runtime, with_vectors)
-
         if moments is None:
-            return [single(m) for m in nearest(offset, k)]
-        return query_moments(lambda n: nearest(0, n), k=k, offset=offset, gap_seconds=moments.gap_seconds)
+            fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
+            return [single(m) for m in self._nearest(base, blob, offset, k, min_score, ef_runtime, fields)]
+        found = query_moments(
+            lambda n: self._nearest(base, blob, 0, n, min_score, ef_runtime, MOMENT_FIELDS),
+            k=k,
+            offset=offset,
+            gap_seconds=moments.gap_seconds,
+        )
+        # Candidates carry only what grouping reads; the moments' best frames are read in full.
+        with self._redis_errors():
+            items = self._fetch([self._key(m.item.id).encode() for m in found], with_vectors)
+        return [
+            replace(m, item=item) for m, item in zip(found, items, strict=True) if item is not None
+        ]  # an item deleted since the search is left out
 
     def _nearest(
         self,
@@ -310,7 +320,7 @@ class SearchIndex:
         k: int,
         min_score: float | None,
         ef_runtime: int,
-        with_vectors: bool,
+        fields: Sequence[str],
     ) -> builtins.list[Match]:
         base = builder.build()[0]
         params = dict(builder.params)
@@ -320,7 +330,8 @@ class SearchIndex:
             params["EF"] = str(max(ef_runtime or self._hnsw.ef_runtime, offset + k))
             knn += " EF_RUNTIME $EF"
         query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
-        fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else []), DISTANCE]
+        fields = [*fields, DISTANCE]
+        with_vectors = S.F_VECTOR in fields
         with self._redis_errors():
             reply = self._search(
                 query,

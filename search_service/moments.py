@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from clipsearch.limits import MAX_WINDOW
+from search_service import schema as S
 from search_service.errors import InvalidArgument
 from search_service.items import Item, Match, MediaType
 
@@ -19,6 +20,10 @@ WINDOWS = (100, 300, 1000, 3000, MAX_WINDOW)
 # MIN_BOUND candidates when that is more: one long shot can fill hundreds of candidates.
 CANDIDATES_PER_MOMENT = 10
 MIN_BOUND = 1000
+
+
+# The fields a candidate is read with: what grouping needs, no more (the best frames are read in full).
+MOMENT_FIELDS = (S.F_MEDIA_TYPE, S.F_COLLECTION, S.F_CONTENT_HASH, S.F_TIMESTAMP, S.F_SPAN_END, S.F_FRAME_INTERVAL)
 
 
 def check_gap(gap_seconds: float) -> float:
@@ -52,8 +57,8 @@ def single(match: Match) -> Match:
 
 def _video_key(item: Item) -> tuple[str, str, str]:
     meta = item.metadata
-    # Frames without a content hash (other writers) are grouped by their first source instead.
-    return meta.collection, meta.content_hash, "" if meta.content_hash else (meta.sources or ("",))[0]
+    # Frames without a content hash (other writers) cannot be told to be of one video: each stays alone.
+    return meta.collection, meta.content_hash, "" if meta.content_hash else item.id
 
 
 def _rank(match: Match) -> tuple[float, str]:
