@@ -117,7 +117,7 @@ def query_figures(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, rng: np
     queries = [(vectors[i] + 0.3 * rng.standard_normal(DIMENSION)).astype(np.float32).tolist() for i in picks]
     raw: list[float] = []
     grouped: list[float] = []
-    raw_moments = grouped_moments = 0
+    grouped_moments = 0
     for n, vector in enumerate(queries):
         # Interleaved, so that both kinds meet the same machine load.
         for kind in ("raw", "grouped"):
@@ -131,7 +131,6 @@ def query_figures(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, rng: np
                 continue
             if kind == "raw":
                 raw.append(took)
-                raw_moments += len({(m.item.metadata.content_hash, round(m.start_seconds)) for m in matches})
             else:
                 grouped.append(took)
                 grouped_moments += len(matches)
@@ -142,7 +141,6 @@ def query_figures(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, rng: np
         "grouped_p50_ms": grouped_p50,
         "grouped_p95_ms": percentile_ms(grouped, 95),
         "grouped_vs_raw": ratio(grouped_p50, raw_p50),
-        "frames_per_raw_top10_from_distinct_seconds": round(raw_moments / max(1, len(raw)), 2),
         "moments_per_grouped_top10": round(grouped_moments / max(1, len(grouped)), 2),
         "queries": len(raw),
     }
