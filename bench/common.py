@@ -508,7 +508,7 @@ def start_services(workdir: Path, model: Path, embedder_threads: int, dtype: str
 
 
 def clipsearch_index(
-    services: Services, paths: Sequence[Path], collection: str, *, fps: float = 1.0
+    services: Services, paths: Sequence[Path], collection: str, *, fps: float = 1.0, options: Sequence[str] = ()
 ) -> tuple[dict[str, Any], Timed]:
     """Runs `clipsearch index PATHS --json` (python -m client) against the services.
 
@@ -533,6 +533,7 @@ def clipsearch_index(
         services.search,
         "--timeout",
         "600",
+        *options,
     ]
     meter = CpuMeter(services.pids())
     done = subprocess.run(command, cwd=REPO, env=base_env(), capture_output=True, text=True, timeout=3600)

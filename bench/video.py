@@ -43,7 +43,8 @@ def run(services: Services, video: Path, run_id: str) -> dict[str, Any]:
             "frame_rate": float(stream.average_rate or 0),
             "seconds": round(float(container.duration or 0) / av.time_base, 2),
         }
-    report, instream = clipsearch_index(services, [video], f"video-{run_id}", fps=FPS)
+    # Every sampled frame, as the seed's way embeds them all (bench.moments measures skipping).
+    report, instream = clipsearch_index(services, [video], f"video-{run_id}", fps=FPS, options=["--every-frame"])
     frames = report["frames"]
     with tempfile.TemporaryDirectory(prefix="clipsearch-frames-") as scratch:
         folder = Path(scratch)

@@ -251,8 +251,15 @@ class Client:
         filter: SearchFilter | None = None,
         min_score: float | None = None,
         with_vectors: bool = False,
+        moments: bool = False,
+        gap_seconds: float = 0.0,
     ) -> list[Hit]:
-        """Nearest items to a vector, best first."""
+        """Nearest items to a vector, best first.
+
+        With moments, matching frames of one video that follow each other come back as one hit (its best
+        frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
+        within a moment (0: two sampling intervals of the video).
+        """
         request = search_pb2.QueryRequest(
             vector=[float(v) for v in np.asarray(vector).ravel()],
             k=top,
@@ -260,6 +267,8 @@ class Client:
             filter=(filter or SearchFilter()).to_proto(),
             with_vectors=with_vectors,
         )
+        if moments:
+            request.moments.gap_seconds = gap_seconds
         if min_score is not None:
             request.min_score = min_score
         try:
@@ -278,12 +287,13 @@ class Client:
         offset: int = 0,
         filter: SearchFilter | None = None,
         min_score: float | None = None,
+        moments: bool = False,
     ) -> list[Hit]:
-        """Items best matching a text description."""
+        """Items (or, with moments, moments) best matching a text description."""
         if not text.strip():
             raise InvalidInput("the search text is empty")
         return self.search_vector(
-            self.embed_texts([text])[0], top=top, offset=offset, filter=filter, min_score=min_score
+            self.embed_texts([text])[0], top=top, offset=offset, filter=filter, min_score=min_score, moments=moments
         )
 
     def search_image(
@@ -294,9 +304,12 @@ class Client:
         offset: int = 0,
         filter: SearchFilter | None = None,
         min_score: float | None = None,
+        moments: bool = False,
     ) -> list[Hit]:
-        """Items most similar to an image (a file path or encoded bytes)."""
-        return self.search_vector(self.embed_image(image), top=top, offset=offset, filter=filter, min_score=min_score)
+        """Items (or moments) most similar to an image (a file path or encoded bytes)."""
+        return self.search_vector(
+            self.embed_image(image), top=top, offset=offset, filter=filter, min_score=min_score, moments=moments
+        )
 
     def search_like(
         self,
@@ -306,16 +319,20 @@ class Client:
         offset: int = 0,
         filter: SearchFilter | None = None,
         min_score: float | None = None,
+        moments: bool = False,
     ) -> list[Hit]:
-        """ "More like this": items nearest to an indexed item, the item itself excluded."""
+        """ "More like this": items (or moments) nearest to an indexed item, the item itself (or the moment
+        it leads) excluded."""
         vector = self._stored_vector(item_id)
         if offset + top + 1 <= MAX_K:
             # Ask for everything up to the page plus one, so the page is exact wherever the item ranks.
-            hits = self.search_vector(vector, top=offset + top + 1, filter=filter, min_score=min_score)
+            hits = self.search_vector(vector, top=offset + top + 1, filter=filter, min_score=min_score, moments=moments)
             others = [h for h in hits if h.id != item_id][offset : offset + top]
         else:
             # Deep pages: the item is its own nearest neighbour (score 1), so it ranks before the page.
-            hits = self.search_vector(vector, top=top + 1, offset=offset, filter=filter, min_score=min_score)
+            hits = self.search_vector(
+                vector, top=top + 1, offset=offset, filter=filter, min_score=min_score, moments=moments
+            )
             others = [h for h in hits if h.id != item_id]
             others = others[:top] if len(others) < len(hits) else others[1 : top + 1]
         return [replace(h, rank=offset + n + 1) for n, h in enumerate(others)]

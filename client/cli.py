@@ -21,6 +21,7 @@ from .errors import ClientError
 from .ingest import IngestOptions
 from .security import token_from_file
 from .shard import JOB_INDEX_VARIABLE, MAX_SHARDS, Shard, ShardError, parse_shard, shard_from_job
+from .stills import DEFAULT_STILL_THRESHOLD
 from .uris import display_path
 
 EXIT_ERROR = 1
@@ -35,6 +36,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -154,6 +162,21 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
     p.add_argument("--collection", default="", metavar="NAME", help="collection to add to (default: default)")
     p.add_argument("--fps", type=_positive_float, default=1.0, help="video frames sampled per second (default: 1)")
+    still = p.add_mutually_exclusive_group()
+    still.add_argument(
+        "--every-frame",
+        action="store_true",
+        help="embed every sampled video frame (default: a frame nearly identical to the last one embedded from "
+        "its video is skipped, and the kept frame stands for it in searches)",
+    )
+    still.add_argument(
+        "--still-threshold",
+        type=_non_negative_float,
+        default=DEFAULT_STILL_THRESHOLD,
+        metavar="LEVELS",
+        help="how alike a frame must be to the last one embedded to be skipped: the mean difference of "
+        f"32x32 copies, in levels 0-255 (default: {DEFAULT_STILL_THRESHOLD:g}; 0 skips none)",
+    )
     p.add_argument("--tag", action="append", default=[], metavar="TAG", help="tag new items (repeatable)")
     p.add_argument(
         "--prune",
@@ -210,6 +233,12 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
     p.add_argument("--top", type=_count(1), default=10, help="how many results (default: 10)")
     p.add_argument("--offset", type=_count(0), default=0, help="skip this many best results first")
     p.add_argument("--min-score", type=float, metavar="SCORE", help="only results with cosine >= SCORE")
+    p.add_argument(
+        "--frames",
+        action="store_true",
+        help="every matching video frame as its own result (default: frames of one video that follow each "
+        "other are one result, a moment, with the span it covers)",
+    )
     _filters(p)
     add_service_options(p)
     p.set_defaults(handler=_search)
@@ -301,7 +330,12 @@ def _index(args: argparse.Namespace) -> int:
         shard = args.shard if args.shards is None else shard_from_job(args.shards)
     except ShardError as exc:
         raise ConfigError(str(exc)) from None
-    options = IngestOptions(batch_images=args.batch_images, inflight=args.inflight, shard=shard)
+    options = IngestOptions(
+        batch_images=args.batch_images,
+        inflight=args.inflight,
+        shard=shard,
+        still_threshold=0.0 if args.every_frame else args.still_threshold,
+    )
     live = sys.stderr.isatty() and not args.json
     with _client(args) as client, output.IndexProgress(sys.stderr, live) as progress:
         report = client.index(
@@ -327,17 +361,32 @@ def _search(args: argparse.Namespace) -> int:
         if args.text is not None:
             query = {"text": args.text}
             hits = client.search_text(
-                args.text, top=args.top, offset=args.offset, filter=filter_, min_score=args.min_score
+                args.text,
+                top=args.top,
+                offset=args.offset,
+                filter=filter_,
+                min_score=args.min_score,
+                moments=not args.frames,
             )
         elif args.image is not None:
             query = {"image": display_path(args.image)}
             hits = client.search_image(
-                args.image, top=args.top, offset=args.offset, filter=filter_, min_score=args.min_score
+                args.image,
+                top=args.top,
+                offset=args.offset,
+                filter=filter_,
+                min_score=args.min_score,
+                moments=not args.frames,
             )
         else:
             query = {"like": args.like}
             hits = client.search_like(
-                args.like, top=args.top, offset=args.offset, filter=filter_, min_score=args.min_score
+                args.like,
+                top=args.top,
+                offset=args.offset,
+                filter=filter_,
+                min_score=args.min_score,
+                moments=not args.frames,
             )
     if args.json:
         output.print_json({"query": query, "results": [h.to_json() for h in hits]})

@@ -35,15 +35,21 @@ from .pipeline import Patch, Pending, Pipeline
 from .prune import list_all, prune
 from .reports import IndexReport, ProgressCallback, Tally
 from .shard import Shard, select
+from .stills import DEFAULT_STILL_THRESHOLD, StillFilter
 from .transport import Transport
 from .uris import PathLike, display, display_path, path_to_uri
 
-# A tag on one frame of each fully indexed video: how many frames a complete run at that fps wrote.
-_MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)fps$")
+# A tag on one frame of each fully indexed video: how many frames a complete run at that fps (and, when
+# frames like the one before were skipped, that still threshold) wrote.
+_MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)$")
 
 
-def marker_tag(frames: int, fps: float) -> str:
-    return f"clipsearch:frames={frames}@{fps:g}fps"
+def marker_tag(frames: int, fps: float, still_threshold: float = 0.0) -> str:
+    return f"clipsearch:frames={frames}@{_run_kind(fps, still_threshold)}"
+
+
+def _run_kind(fps: float, still_threshold: float) -> str:
+    return f"{fps:g}fps" + (f"~{still_threshold:g}" if still_threshold else "")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,9 @@ class IngestOptions:
 
     collection: str = DEFAULT_COLLECTION
     fps: float = 1.0
+    # A sampled frame this close to the last embedded frame of its video (stills.difference) is not
+    # embedded; the kept frame's item records the span it stands for. 0 embeds every sampled frame.
+    still_threshold: float = DEFAULT_STILL_THRESHOLD
     tags: tuple[str, ...] = ()
     recursive: bool = True
     prune: bool = False
@@ -347,12 +356,12 @@ class Ingest:
             self._run_videos.add(video_hash)
             video = _VideoRun(video_hash, uri, label)
             expected: int | None = None
-            fps_text = f"{self._options.fps:g}"
+            kind = _run_kind(self._options.fps, self._options.still_threshold)
             for item in self._stored_frames(video_hash):
                 video.stored[item.id] = uri in item.metadata.sources
                 for tag in item.metadata.tags:
                     match = _MARKER.match(tag)
-                    if match and match.group(2) == fps_text:
+                    if match and match.group(2) == kind:
                         expected = max(expected or 0, int(match.group(1)))
             if expected is not None and len(video.stored) >= expected:
                 # Complete for this fps: no decoding; at most a new path to record.
@@ -364,31 +373,37 @@ class Ingest:
             self._decode_video(stream, video)
 
     def _decode_video(self, stream: BinaryIO, video: _VideoRun) -> None:
-        # The last sampled frame is held back until the end of the stream, so that it can carry the
-        # marker saying how many frames a complete run writes.
+        # The last kept frame is held back until the next one (or the end of the stream), so that it can
+        # carry the span of the frames like it that follow, and the marker saying how many frames a
+        # complete run writes.
+        options = self._options
+        stills = StillFilter(options.still_threshold)
         held: VideoFrame | None = None
+        held_end = 0.0
         count = 0
         try:
-            for frame in iter_video_frames(
-                stream, self._options.fps, self._limits.image_size, self._limits.max_image_pixels
-            ):
+            for frame in iter_video_frames(stream, options.fps, self._limits.image_size, self._limits.max_image_pixels):
+                if not stills.keep(frame):
+                    held_end = frame.timestamp_seconds
+                    self._tally.still()
+                    continue
                 if held is not None:
-                    self._emit_frame(held, video, None)
-                held = frame
+                    self._emit_frame(held, held_end, video, None)
+                held, held_end = frame, 0.0
                 count += 1
         except MediaError as exc:
             # Frames decoded so far are kept; without the marker a later run resumes this video.
             if held is not None:
-                self._emit_frame(held, video, None)
+                self._emit_frame(held, held_end, video, None)
             self._tally.failed(video.label, str(exc))
         else:
             if held is not None:
-                self._emit_frame(held, video, marker_tag(count, self._options.fps))
+                self._emit_frame(held, held_end, video, marker_tag(count, options.fps, options.still_threshold))
             else:
                 self._tally.failed(video.label, "no frames could be decoded")
         self._patch_sources(video, flush=True)
 
-    def _emit_frame(self, frame: VideoFrame, video: _VideoRun, marker: str | None) -> None:
+    def _emit_frame(self, frame: VideoFrame, span_end: float, video: _VideoRun, marker: str | None) -> None:
         assert self._pipeline is not None
         frame_id = idmod.frame_id(self._collection, video.content_hash, frame.timestamp_seconds)
         frame_label = f"{video.label} at {format_timestamp(frame.timestamp_seconds)}"
@@ -411,6 +426,8 @@ class Ingest:
             width=frame.source_width,
             height=frame.source_height,
             tags=self._tags + ((marker,) if marker else ()),
+            frame_interval_seconds=1.0 / self._options.fps,
+            span_end_seconds=span_end if span_end > frame.timestamp_seconds else 0.0,
         )
         image = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.rgb, width=frame.width, height=frame.height))
         self._pipeline.add(Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label))

@@ -52,7 +52,10 @@ def hits_table(hits: Sequence[Hit]) -> Table:
         source = hit.source or "-"
         if len(hit.sources) > 1:
             source += f" (+{len(hit.sources) - 1} more)"
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", Text(source), hit.time, hit.id)
+        time = hit.span
+        if time != hit.time:
+            time += f" ({hit.frames} frame{'s' if hit.frames != 1 else ''}, best {hit.time})"
+        table.add_row(str(hit.rank), f"{hit.score:.4f}", Text(source), time, hit.id)
     return table
 
 
@@ -98,6 +101,8 @@ def report_summary(report: IndexReport) -> str:
         f"indexed {report.indexed} ({report.images} images, {report.frames} video frames{_videos(report.videos)})",
         f"skipped {report.known} already indexed",
     ]
+    if report.still_frames:
+        parts.append(f"{report.still_frames} video frames like the one before not embedded")
     if report.sources_added:
         parts.append(f"added a path to {report.sources_added} indexed items")
     parts.append(f"failed {len(report.failed)}")

@@ -22,6 +22,8 @@ class IndexReport:
     images: int = 0
     frames: int = 0
     videos: int = 0
+    # Sampled video frames not embedded because they looked like the frame kept before them.
+    still_frames: int = 0
     known: int = 0
     sources_added: int = 0
     failed: list[Failure] = field(default_factory=list)
@@ -39,6 +41,7 @@ class IndexReport:
             "images": self.images,
             "frames": self.frames,
             "videos": self.videos,
+            "skipped_still_frames": self.still_frames,
             "skipped_known": self.known,
             "sources_added": self.sources_added,
             "failed": [{"path": f.path, "error": f.reason} for f in self.failed],
@@ -108,6 +111,10 @@ class Tally:
     def pruned_sources(self, count: int) -> None:
         with self._lock:
             self.report.pruned_sources += count
+
+    def still(self) -> None:
+        with self._lock:
+            self.report.still_frames += 1
 
     def video(self) -> None:
         with self._lock:

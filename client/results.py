@@ -82,15 +82,38 @@ class Item:
 
 @dataclass(frozen=True)
 class Hit(Item):
-    """A search result: the item, its cosine similarity to the query and its rank (1 = best)."""
+    """A search result: the item, its cosine similarity to the query and its rank (1 = best).
+
+    For a video frame, start_seconds to end_seconds is the span the hit covers and frames how many stored
+    frames it groups (a moment); the item is the best of them, at timestamp_seconds.
+    """
 
     score: float = 0.0
     rank: int = 0
+    start_seconds: float | None = None
+    end_seconds: float | None = None
+    frames: int = 1
+
+    @property
+    def span(self) -> str:
+        """hh:mm:ss–hh:mm:ss for a video hit covering more than an instant, else its time ("" for an image)."""
+        if self.start_seconds is None or self.end_seconds is None or self.end_seconds <= self.start_seconds:
+            return self.time
+        return f"{format_timestamp(self.start_seconds)}–{format_timestamp(self.end_seconds)}"
 
     @classmethod
     def from_match(cls, match: search_pb2.Match, rank: int) -> Hit:
         base = Item.from_proto(match.item)
-        return cls(**{**base.__dict__, "score": float(match.score), "rank": rank})
+        start = end = base.timestamp_seconds
+        if start is not None and match.start_seconds <= start <= match.end_seconds:
+            # Otherwise a server that does not report spans: the frame covers its own instant.
+            start, end = match.start_seconds, match.end_seconds
+        return cls(
+            **{**base.__dict__, "score": float(match.score), "rank": rank},
+            start_seconds=start,
+            end_seconds=end,
+            frames=max(1, match.frames),
+        )
 
     def to_json(self) -> dict[str, object]:
         return {"rank": self.rank, "score": self.score, **super().to_json()}

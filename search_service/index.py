@@ -7,6 +7,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,18 @@ from clipsearch.limits import (
 from search_service import schema as S
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout
 from search_service.info import mismatch_message, parse_info
-from search_service.items import DeleteResult, Filter, HnswParams, Item, Match, Page, Stats, UpsertResult
+from search_service.items import (
+    DeleteResult,
+    Filter,
+    HnswParams,
+    Item,
+    Match,
+    MomentOptions,
+    Page,
+    Stats,
+    UpsertResult,
+)
+from search_service.moments import MOMENT_FIELDS, check_gap, query_moments, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
 from search_service.schema import IndexSchema
@@ -263,8 +275,10 @@ class SearchIndex:
         min_score: float | None = None,
         ef_runtime: int = 0,
         with_vectors: bool = False,
+        moments: MomentOptions | None = None,
     ) -> builtins.list[Match]:
-        """The k nearest items to `vector` among those matching `filter`, skipping the first `offset`."""
+        """The k nearest items (or moments, see moments.py) to `vector` among those matching `filter`,
+        skipping the first `offset`."""
         blob = vector_bytes(vector, self.dimension, "vector")
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:
@@ -277,7 +291,37 @@ class SearchIndex:
             raise InvalidArgument(f"ef_runtime={ef_runtime}; it must be 0 (the index default) to {MAX_EF_RUNTIME}")
         if min_score is not None and math.isnan(min_score):
             raise InvalidArgument("min_score is NaN")
-        builder = filter_query(filter or Filter())
+        if moments is not None:
+            check_gap(moments.gap_seconds)
+        base = filter_query(filter or Filter())
+        self._require_ready()
+
+        if moments is None:
+            fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
+            return [single(m) for m in self._nearest(base, blob, offset, k, min_score, ef_runtime, fields)]
+        found = query_moments(
+            lambda n: self._nearest(base, blob, 0, n, min_score, ef_runtime, MOMENT_FIELDS),
+            k=k,
+            offset=offset,
+            gap_seconds=moments.gap_seconds,
+        )
+        # Candidates carry only what grouping reads; the moments' best frames are read in full.
+        with self._redis_errors():
+            items = self._fetch([self._key(m.item.id).encode() for m in found], with_vectors)
+        return [
+            replace(m, item=item) for m, item in zip(found, items, strict=True) if item is not None
+        ]  # an item deleted since the search is left out
+
+    def _nearest(
+        self,
+        builder: QueryBuilder,
+        blob: bytes,
+        offset: int,
+        k: int,
+        min_score: float | None,
+        ef_runtime: int,
+        fields: Sequence[str],
+    ) -> builtins.list[Match]:
         base = builder.build()[0]
         params = dict(builder.params)
         params |= {"K": str(offset + k), "BLOB": blob}
@@ -286,8 +330,8 @@ class SearchIndex:
             params["EF"] = str(max(ef_runtime or self._hnsw.ef_runtime, offset + k))
             knn += " EF_RUNTIME $EF"
         query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
-        fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else []), DISTANCE]
-        self._require_ready()
+        fields = [*fields, DISTANCE]
+        with_vectors = S.F_VECTOR in fields
         with self._redis_errors():
             reply = self._search(
                 query,

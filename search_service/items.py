@@ -31,6 +31,8 @@ class Metadata:
     width: int = 0
     height: int = 0
     tags: tuple[str, ...] = ()
+    frame_interval_seconds: float = 0.0
+    span_end_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,21 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class MomentOptions:
+    """Query groups matching frames of one video into moments (see moments.py); 0 is the default gap."""
+
+    gap_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Match:
+    """A query result: an item, or a moment whose best frame is `item`."""
+
     item: Item
     score: float  # cosine similarity, higher is closer
+    start_seconds: float = 0.0  # for a video frame: the span covered
+    end_seconds: float = 0.0
+    frames: int = 1  # stored items grouped
 
 
 @dataclass(frozen=True)

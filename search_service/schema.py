@@ -27,6 +27,8 @@ F_TIMESTAMP = "timestamp"
 F_FRAME_INDEX = "frame_index"  # stored, not indexed
 F_WIDTH = "width"  # stored, not indexed
 F_HEIGHT = "height"  # stored, not indexed
+F_FRAME_INTERVAL = "frame_interval"  # stored, not indexed; absent on items written before it existed
+F_SPAN_END = "span_end"  # stored, not indexed; absent when the frame stands for itself alone
 
 
 @dataclass(frozen=True)

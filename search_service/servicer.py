@@ -10,7 +10,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
 from search_service.index import SearchIndex
-from search_service.items import Filter, Item, MediaType, Metadata
+from search_service.items import Filter, Item, MediaType, Metadata, MomentOptions
 
 _MEDIA_TYPES = {
     pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
@@ -52,8 +52,20 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             min_score=request.min_score if request.HasField("min_score") else None,
             ef_runtime=request.ef_runtime,
             with_vectors=request.with_vectors,
+            moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
         )
-        return pb.QueryResponse(matches=[pb.Match(item=_item_to_pb(m.item), score=m.score) for m in matches])
+        return pb.QueryResponse(
+            matches=[
+                pb.Match(
+                    item=_item_to_pb(m.item),
+                    score=m.score,
+                    start_seconds=m.start_seconds,
+                    end_seconds=m.end_seconds,
+                    frames=m.frames,
+                )
+                for m in matches
+            ]
+        )
 
     @_STATUSES.rpc
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
@@ -150,6 +162,8 @@ def _item_from_pb(item: pb.Item, where: str) -> Item:
             width=meta.width,
             height=meta.height,
             tags=tuple(meta.tags),
+            frame_interval_seconds=meta.frame_interval_seconds,
+            span_end_seconds=meta.span_end_seconds,
         ),
     )
 
@@ -168,6 +182,8 @@ def _item_to_pb(item: Item) -> pb.Item:
             width=meta.width,
             height=meta.height,
             tags=meta.tags,
+            frame_interval_seconds=meta.frame_interval_seconds,
+            span_end_seconds=meta.span_end_seconds,
         ),
     )
     if item.vector is not None:

@@ -32,6 +32,8 @@ ITEM_FIELDS = (
     S.F_FRAME_INDEX,
     S.F_WIDTH,
     S.F_HEIGHT,
+    S.F_FRAME_INTERVAL,
+    S.F_SPAN_END,
 )
 
 
@@ -69,6 +71,8 @@ def item_fields(item: Item, dimension: int, where: str) -> tuple[list[str], list
     collection = check_collection(meta.collection, f"{where}.metadata.collection")
     check_content_hash(meta.content_hash, f"{where}.metadata.content_hash")
     check_timestamp(meta.timestamp_seconds, f"{where}.metadata.timestamp_seconds")
+    check_timestamp(meta.frame_interval_seconds, f"{where}.metadata.frame_interval_seconds")
+    check_timestamp(meta.span_end_seconds, f"{where}.metadata.span_end_seconds")
     fields: list[str | bytes] = [
         S.F_ID,
         item.id.encode("ascii").hex(),
@@ -87,6 +91,10 @@ def item_fields(item: Item, dimension: int, where: str) -> tuple[list[str], list
         S.F_HEIGHT,
         str(int(meta.height)),
     ]
+    if meta.frame_interval_seconds:
+        fields += [S.F_FRAME_INTERVAL, repr(float(meta.frame_interval_seconds))]
+    if meta.span_end_seconds:
+        fields += [S.F_SPAN_END, repr(float(meta.span_end_seconds))]
     if meta.content_hash:
         fields += [S.F_CONTENT_HASH, meta.content_hash]
     if tags:
@@ -122,5 +130,7 @@ def item_from_fields(item_id: str, attrs: Mapping[bytes, bytes], with_vectors: b
         width=int(text(S.F_WIDTH) or 0),
         height=int(text(S.F_HEIGHT) or 0),
         tags=tuple(decode_tag(t) for t in split(S.F_TAGS)),
+        frame_interval_seconds=float(text(S.F_FRAME_INTERVAL) or 0.0),
+        span_end_seconds=float(text(S.F_SPAN_END) or 0.0),
     )
     return Item(id=item_id, vector=vector, metadata=metadata)

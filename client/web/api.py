@@ -47,6 +47,7 @@ class Page:
     offset: int
     min_score: float
     filter: SearchFilter
+    moments: bool = True
 
 
 def page_params(
@@ -55,11 +56,14 @@ def page_params(
     min_score: Annotated[float, Query(ge=-1.0, le=1.0, description="no result scores below this cosine")] = 0.0,
     collection: Annotated[str | None, Query(max_length=128, description="only this collection")] = None,
     media: Annotated[Literal["image", "video"] | None, Query(description="only photos or only video frames")] = None,
+    frames: Annotated[
+        bool, Query(description="every video frame as its own result, not frames of one moment as one")
+    ] = False,
 ) -> Page:
     if offset + top + 1 > MAX_DEPTH:
         raise InvalidInput(f"results go no deeper than {MAX_DEPTH}: lower offset or top")
     collections = (collection,) if collection and collection.strip() else ()
-    return Page(top, offset, min_score, SearchFilter(collections=collections, media=media))
+    return Page(top, offset, min_score, SearchFilter(collections=collections, media=media), moments=not frames)
 
 
 PageParams = Annotated[Page, Depends(page_params)]
@@ -69,6 +73,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorDoc} for s
 def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:
     mime, playable = media.mime(item)
     video = is_video(item)
+    moment = isinstance(item, Hit) and video and item.start_seconds is not None
     return HitDoc(
         id=item.id,
         score=score,
@@ -78,6 +83,10 @@ def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:
         collection=item.collection,
         timestamp_seconds=item.timestamp_seconds if video else None,
         time=item.time if video else None,
+        start_seconds=item.start_seconds if moment and isinstance(item, Hit) else None,
+        end_seconds=item.end_seconds if moment and isinstance(item, Hit) else None,
+        span=item.span if moment and isinstance(item, Hit) and item.span != item.time else None,
+        frames=item.frames if isinstance(item, Hit) else 1,
         thumbnail_url=f"/media/{item.id}/thumb",
         media_url=f"/media/{item.id}/file",
         playable=playable,
@@ -114,9 +123,18 @@ def api_router() -> APIRouter:
             raise InvalidInput("give q (a description) or like (an item id), one of them")
         top, offset, filter_, min_score = page.top + 1, page.offset, page.filter, page.min_score
         if q is not None:
-            hits = client.search_text(q, top=top, offset=offset, filter=filter_, min_score=min_score)
+            hits = client.search_text(
+                q, top=top, offset=offset, filter=filter_, min_score=min_score, moments=page.moments
+            )
         else:
-            hits = client.search_like(check_id(like or ""), top=top, offset=offset, filter=filter_, min_score=min_score)
+            hits = client.search_like(
+                check_id(like or ""),
+                top=top,
+                offset=offset,
+                filter=filter_,
+                min_score=min_score,
+                moments=page.moments,
+            )
         return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False))
 
     @router.post("/search/image", summary="Search by an uploaded image (multipart field `image`)")
@@ -140,6 +158,7 @@ def api_router() -> APIRouter:
             offset=page.offset,
             filter=page.filter,
             min_score=page.min_score,
+            moments=page.moments,
         )
         return await run_in_threadpool(search_doc, hits, page, media, QueryDoc(text=None, like=None, image=True))
 

@@ -24,6 +24,12 @@ class HitDoc(BaseModel):
     collection: str
     timestamp_seconds: float | None = Field(description="a video frame's time in the video; null for an image")
     time: str | None = Field(description='a video frame\'s time as "hh:mm:ss"; null for an image')
+    start_seconds: float | None = Field(
+        default=None, description="a video hit's span in the video (a moment's first to last frame); null for an image"
+    )
+    end_seconds: float | None = Field(default=None)
+    span: str | None = Field(default=None, description='the span as "hh:mm:ss–hh:mm:ss"; null for an instant')
+    frames: int = Field(default=1, description="how many indexed frames the hit groups")
     thumbnail_url: str
     media_url: str
     playable: bool = Field(description="whether browsers play the file (always true for images)")

@@ -26,7 +26,7 @@ ALGORITHM_FLAT: Algorithm
 ALGORITHM_HNSW: Algorithm
 
 class Metadata(_message.Message):
-    __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags")
+    __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags", "frame_interval_seconds", "span_end_seconds")
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class Metadata(_message.Message):
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SPAN_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedScalarFieldContainer[str]
     media_type: MediaType
     collection: str
@@ -45,7 +47,9 @@ class Metadata(_message.Message):
     width: int
     height: int
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, sources: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., collection: _Optional[str] = ..., timestamp_seconds: _Optional[float] = ..., frame_index: _Optional[int] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    frame_interval_seconds: float
+    span_end_seconds: float
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., collection: _Optional[str] = ..., timestamp_seconds: _Optional[float] = ..., frame_index: _Optional[int] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., frame_interval_seconds: _Optional[float] = ..., span_end_seconds: _Optional[float] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("id", "vector", "metadata")
@@ -92,7 +96,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., created: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors")
+    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +104,7 @@ class QueryRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     EF_RUNTIME_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    MOMENTS_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
     offset: int
@@ -107,15 +112,28 @@ class QueryRequest(_message.Message):
     min_score: float
     ef_runtime: int
     with_vectors: bool
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ...) -> None: ...
+    moments: MomentOptions
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ...) -> None: ...
+
+class MomentOptions(_message.Message):
+    __slots__ = ("gap_seconds",)
+    GAP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    gap_seconds: float
+    def __init__(self, gap_seconds: _Optional[float] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("item", "score")
+    __slots__ = ("item", "score", "start_seconds", "end_seconds", "frames")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
     item: Item
     score: float
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    start_seconds: float
+    end_seconds: float
+    frames: int
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("matches",)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,8 +58,15 @@ def test_index_search_classify_and_stats_as_json(
     like = run_json(capsys, "search", "--like", own_id, "--top", "5")["results"]  # type: ignore[index]
     assert len(like) == 5 and own_id not in [r["id"] for r in like]
 
-    frames = run_json(capsys, "search", "--text", "x", "--media", "video", "--top", "10")["results"]  # type: ignore[index]
+    frames = run_json(capsys, "search", "--text", "x", "--media", "video", "--top", "10", "--frames")["results"]  # type: ignore[index]
     assert sorted(r["timestamp_seconds"] for r in frames) == [0.0, 1.0, 2.0, 3.0]
+    assert all(
+        (r["start_seconds"], r["end_seconds"], r["frames"]) == (r["timestamp_seconds"],) * 2 + (1,) for r in frames
+    )
+    # By default the four consecutive frames are one moment, at its best frame.
+    (moment,) = run_json(capsys, "search", "--text", "x", "--media", "video")["results"]  # type: ignore[index]
+    assert (moment["start_seconds"], moment["end_seconds"], moment["frames"]) == (0.0, 3.0, 4)
+    assert moment["id"] == frames[0]["id"] and moment["timestamp_seconds"] == frames[0]["timestamp_seconds"]
 
     labels = run_json(capsys, "classify", photo, "--labels", "cat", "dog", "boat", "--template", "a photo of {}")[
         "labels"
@@ -84,7 +92,7 @@ def test_tables_for_people(cli_env: dict[str, str], library: Path, capsys: pytes
     assert code == 0 and lines[0].split()[:5] == ["#", "score", "source", "time", "id"]
     assert str((library / "img01.jpg").resolve()) in lines[1] and "1.0000" in lines[1]
     code, out, _ = run(capsys, "search", "--text", "x", "--media", "video", "--top", "1", "--collection", "mine")
-    assert code == 0 and "colours.mp4" in out and "00:00:0" in out
+    assert code == 0 and "colours.mp4" in out and re.search(r"00:00:00–00:00:03 \(4 frames, best 00:00:0[0-3]\)", out)
     code, out, _ = run(capsys, "classify", library / "img01.jpg", "--labels", "red", "green")
     assert code == 0 and "red" in out and "green" in out
     code, out, _ = run(capsys, "stats")

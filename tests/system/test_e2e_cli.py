@@ -108,6 +108,7 @@ def test_video_frames_carry_their_timestamps(corpus: Corpus) -> None:
         COLLECTION,
         "--top",
         "50",
+        "--frames",
         "--json",
     )["results"]
     by_time = sorted(frames, key=lambda hit: hit["timestamp_seconds"])
@@ -119,7 +120,17 @@ def test_video_frames_carry_their_timestamps(corpus: Corpus) -> None:
         picture = corpus.tmp / f"second-{second}.png"
         Image.fromarray(second_pattern(second, *VIDEO_SIZE)).save(picture)
         best = corpus.cli(
-            "search", "--image", picture, "--media", "video", "--collection", COLLECTION, "--top", "1", "--json"
+            "search",
+            "--image",
+            picture,
+            "--media",
+            "video",
+            "--collection",
+            COLLECTION,
+            "--top",
+            "1",
+            "--frames",
+            "--json",
         )["results"][0]
         assert best["timestamp_seconds"] == second
 
@@ -132,7 +143,8 @@ def test_the_results_table_shows_video_times_as_hh_mm_ss(corpus: Corpus, tmp_pat
         corpus.env,
         tmp=tmp_path,
     ).stdout
-    assert "00:00:05" in table and "clip.mp4" in table
+    # The frames of the clip are one moment: its span, and the best frame's time.
+    assert "00:00:00–00:00:07 (8 frames, best 00:00:05)" in table and "clip.mp4" in table
 
 
 def test_classification_probabilities_sum_to_one(corpus: Corpus) -> None:

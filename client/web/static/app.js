@@ -53,7 +53,7 @@ const viewer = createViewer({ onLike: moreLike });
 const services = createServices({ onStats });
 
 function emptyState() {
-  return { q: "", like: "", image: "", min: 0, collection: "", media: "" };
+  return { q: "", like: "", image: "", min: 0, collection: "", media: "", frames: false };
 }
 
 const active = (s) => Boolean(s.q || s.like || s.image);
@@ -72,6 +72,8 @@ function stateFromLocation() {
   s.collection = params.get("collection") || "";
   const media = params.get("media") || "";
   s.media = media === "image" || media === "video" ? media : "";
+  // frames=1: every video frame its own result rather than one result per moment.
+  s.frames = params.get("frames") === "1";
   return s;
 }
 
@@ -82,6 +84,7 @@ function urlFor(s) {
   if (s.min > 0) params.set("min", s.min.toFixed(2));
   if (s.collection) params.set("collection", s.collection);
   if (s.media) params.set("media", s.media);
+  if (s.frames) params.set("frames", "1");
   const query = params.toString();
   return query ? `${location.pathname}?${query}` : location.pathname;
 }
@@ -108,6 +111,7 @@ function searchParams(offset, { min = state.min, top = PAGE } = {}) {
   if (min > 0) params.set("min_score", min.toFixed(2));
   if (state.collection) params.set("collection", state.collection);
   if (state.media) params.set("media", state.media);
+  if (state.frames) params.set("frames", "1");
   return params;
 }
 
@@ -266,6 +270,12 @@ function card(hit) {
     const badge = node.querySelector(".badge-time");
     badge.hidden = false;
     badge.querySelector("span").textContent = hit.time || "";
+    if (hit.span) {
+      // A moment: the frames of one shot that match, shown as one result at its best frame.
+      const span = node.querySelector(".card-span");
+      span.hidden = false;
+      span.textContent = `${hit.span} · ${plural(hit.frames, "frame")}`;
+    }
   }
   const name = node.querySelector(".card-name");
   name.textContent = hit.name;

@@ -1,5 +1,5 @@
 // The viewer dialog: the full image, or the video playing from the frame's moment, and "What is this?".
-import { altText, api, el, formatScore, mediaProblem } from "./api.js";
+import { altText, api, el, formatScore, mediaProblem, plural } from "./api.js";
 
 const LABELS_KEY = "clipsearch.labels";
 const CANNOT_PLAY = "This browser cannot play this video file";
@@ -134,6 +134,7 @@ export function createViewer({ onLike }) {
     const rows = [];
     if (typeof hit.score === "number" && hit.score > 0) rows.push(["Score", formatScore(hit.score)]);
     if (hit.media === "video") rows.push(["Moment", hit.time || "00:00:00"]);
+    if (hit.span) rows.push(["Span", `${hit.span} · ${plural(hit.frames, "frame")}`]);
     rows.push(["Collection", hit.collection || "default"]);
     rows.push(["File", hit.source || hit.name]);
     meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })]));

@@ -9,9 +9,11 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from client.api import SearchFilter
 from tests.service.web.conftest import OwnWebStack, WebStack
 from tests.service.web.support import HOLIDAY, HOLIDAY_FILES, PHOTOS, Reply, multipart, request
 
+VIDEO = SearchFilter(media="video")
 HIT_FIELDS = {
     "id",
     "score",
@@ -21,6 +23,10 @@ HIT_FIELDS = {
     "collection",
     "timestamp_seconds",
     "time",
+    "start_seconds",
+    "end_seconds",
+    "span",
+    "frames",
     "thumbnail_url",
     "media_url",
     "playable",
@@ -40,7 +46,7 @@ def upload(base_url: str, data: bytes, name: str = "query.png", **params: object
 
 
 def test_text_search_returns_hits_best_first_with_everything_the_page_needs(web_stack: WebStack) -> None:
-    reply = get(web_stack.base_url, "/api/search", q="a red square", top=50, min_score=-1)
+    reply = get(web_stack.base_url, "/api/search", q="a red square", top=50, min_score=-1, frames=1)
     assert reply.status == 200, reply.body
     doc = reply.json()
     assert doc["query"] == {"text": "a red square", "like": None, "image": False}
@@ -70,7 +76,7 @@ def test_text_search_returns_hits_best_first_with_everything_the_page_needs(web_
 
 
 def test_chinese_query_text_is_searched_and_echoed(web_stack: WebStack) -> None:
-    reply = request(web_stack.base_url, "GET", "/api/search?min_score=-1&top=50&q=" + quote("海滩上的日落"))
+    reply = request(web_stack.base_url, "GET", "/api/search?frames=1&min_score=-1&top=50&q=" + quote("海滩上的日落"))
     assert reply.status == 200
     assert reply.headers["content-type"] == "application/json"
     doc = reply.json()
@@ -82,27 +88,27 @@ def test_chinese_query_text_is_searched_and_echoed(web_stack: WebStack) -> None:
 
 
 def test_the_same_text_query_through_http_and_client_agree(web_stack: WebStack) -> None:
-    doc = get(web_stack.base_url, "/api/search", q="a yellow flower", top=5).json()
+    doc = get(web_stack.base_url, "/api/search", q="a yellow flower", top=5, frames=1).json()
     hits = web_stack.client.search_text("a yellow flower", top=5, min_score=0.0)
     assert [h["id"] for h in doc["hits"]] == [h.id for h in hits]
     assert [h["score"] for h in doc["hits"]] == pytest.approx([h.score for h in hits], abs=1e-6)
 
 
 def test_pages_follow_each_other_and_say_when_more_follow(web_stack: WebStack) -> None:
-    whole = get(web_stack.base_url, "/api/search", q="holiday", top=9, min_score=-1).json()
-    first = get(web_stack.base_url, "/api/search", q="holiday", top=4, min_score=-1).json()
-    second = get(web_stack.base_url, "/api/search", q="holiday", top=4, offset=4, min_score=-1).json()
+    whole = get(web_stack.base_url, "/api/search", q="holiday", top=9, min_score=-1, frames=1).json()
+    first = get(web_stack.base_url, "/api/search", q="holiday", top=4, min_score=-1, frames=1).json()
+    second = get(web_stack.base_url, "/api/search", q="holiday", top=4, offset=4, min_score=-1, frames=1).json()
     assert first["has_more"] and second["has_more"]
     assert [h["id"] for h in first["hits"] + second["hits"]] == [h["id"] for h in whole["hits"][:8]]
     total = sum(len(items) for items in web_stack.items.values())
-    last = get(web_stack.base_url, "/api/search", q="holiday", top=4, offset=total - 2, min_score=-1).json()
+    last = get(web_stack.base_url, "/api/search", q="holiday", top=4, offset=total - 2, min_score=-1, frames=1).json()
     assert len(last["hits"]) == 2 and not last["has_more"]
 
 
 def test_min_score_drops_weaker_hits_and_can_leave_none(web_stack: WebStack) -> None:
-    everything = get(web_stack.base_url, "/api/search", q="a dog", top=50, min_score=-1).json()["hits"]
+    everything = get(web_stack.base_url, "/api/search", q="a dog", top=50, min_score=-1, frames=1).json()["hits"]
     cut = (everything[2]["score"] + everything[3]["score"]) / 2
-    kept = get(web_stack.base_url, "/api/search", q="a dog", top=50, min_score=cut).json()
+    kept = get(web_stack.base_url, "/api/search", q="a dog", top=50, min_score=cut, frames=1).json()
     assert [h["id"] for h in kept["hits"]] == [h["id"] for h in everything[:3]]
     assert all(h["score"] >= cut for h in kept["hits"])
     nothing = get(web_stack.base_url, "/api/search", q="a dog", min_score=0.999).json()
@@ -120,7 +126,7 @@ def test_min_score_drops_weaker_hits_and_can_leave_none(web_stack: WebStack) -> 
     ],
 )
 def test_filters_by_collection_and_media(web_stack: WebStack, params: dict[str, str], expected: set[str]) -> None:
-    hits = get(web_stack.base_url, "/api/search", q="anything", top=50, min_score=-1, **params).json()["hits"]
+    hits = get(web_stack.base_url, "/api/search", q="anything", top=50, min_score=-1, frames=1, **params).json()["hits"]
     ids = {h["id"] for h in hits}
     assert ids == {i.id for name in expected for i in web_stack.items[name]}
 
@@ -180,12 +186,29 @@ def _chunked_post(base_url: str, path: str, body: bytes, content_type: str) -> R
 
 def test_more_like_this_excludes_the_item_itself(web_stack: WebStack) -> None:
     red = web_stack.id_of("red.png")
-    doc = get(web_stack.base_url, "/api/search", like=red, top=50, min_score=-1).json()
+    doc = get(web_stack.base_url, "/api/search", like=red, top=50, min_score=-1, frames=1).json()
     assert doc["query"] == {"text": None, "like": red, "image": False}
     ids = [h["id"] for h in doc["hits"]]
     assert red not in ids
     assert len(ids) == sum(len(items) for items in web_stack.items.values()) - 1
     assert ids[:5] == [h.id for h in web_stack.client.search_like(red, top=5, min_score=-1)]
+
+
+def test_video_frames_come_back_as_moments_unless_frames_is_asked(web_stack: WebStack) -> None:
+    moments = get(web_stack.base_url, "/api/search", q="a clip", top=50, min_score=-1, media="video").json()["hits"]
+    frames = get(web_stack.base_url, "/api/search", q="a clip", top=50, min_score=-1, media="video", frames=1)
+    raw = frames.json()["hits"]
+    clip = [h for h in moments if h["name"] == "clip.mp4"]
+    assert len(clip) == 1, clip
+    (moment,) = clip
+    raw_clip = [h for h in raw if h["name"] == "clip.mp4"]
+    assert moment["id"] == raw_clip[0]["id"] and moment["score"] == pytest.approx(raw_clip[0]["score"])
+    assert (moment["start_seconds"], moment["end_seconds"], moment["frames"]) == (0.0, 5.0, len(raw_clip))
+    assert moment["span"] == "00:00:00–00:00:05"
+    assert moment["time"] == raw_clip[0]["time"]
+    assert all(h["frames"] == 1 and h["span"] is None for h in raw)
+    expected = web_stack.client.search_text("a clip", top=50, min_score=-1, moments=True, filter=VIDEO)
+    assert [h["id"] for h in moments] == [h.id for h in expected]
 
 
 def test_item_gives_every_source_and_no_score(web_stack: WebStack) -> None:

@@ -1,0 +1,357 @@
+"""Moments: grouped vs raw query latency, model calls saved by skipping still frames, and moment recall."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from bench import common
+from bench.common import percentile_ms, ratio
+from client.api import Client, SearchFilter
+from client.ingest import IngestOptions
+from client.media import VideoFrame, iter_video_frames
+from client.stills import DEFAULT_STILL_THRESHOLD, StillFilter, difference, signature
+from clipsearch.v1 import search_pb2 as pb
+from clipsearch.v1 import search_pb2_grpc
+
+GOAL_P50_RATIO = 1.3
+GOAL_CALLS_SAVED = 2.0
+GOAL_RECALL = 0.99
+DIMENSION = 512
+UPSERT_BATCH = 1000
+WARMUP = 5
+SIZE = (320, 180)
+VIDEO_FPS = 10
+STATIC_SHARE = 0.7
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.moments",
+        description="Moments, each figure beside its baseline from the same run: a query grouping frames into "
+        "moments against the same query returning frames, over stored video frames; model calls when frames "
+        "like the one before are skipped against embedding every sampled frame, on a generated 10-minute video "
+        "with 70%% static shots; and how often a query by a skipped frame finds its moment first.",
+    )
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write every figure as JSON to OUT")
+    parser.add_argument(
+        "--model", type=Path, metavar="DIR", help="CLIP checkpoint (default: the tiny random-weight one, cached)"
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=common.DEFAULT_CACHE, metavar="DIR", help="generated media and checkpoints"
+    )
+    parser.add_argument("--items", type=int, default=100_000, metavar="N", help="stored frames (default 100000)")
+    parser.add_argument("--queries", type=int, default=200, metavar="N", help="queries of each kind (default 200)")
+    parser.add_argument("--seconds", type=int, default=600, metavar="S", help="generated video length (default 600)")
+    return parser
+
+
+# --- query latency ---------------------------------------------------------------------------------------
+
+
+def frame_vectors(rng: np.random.Generator, count: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Vectors of video frames at 1 fps: shots of 3-20 s, each a slow random walk around a shot centre.
+
+    Returns the vectors and, for each, (video number, second)."""
+    vectors = np.empty((count, DIMENSION), dtype=np.float32)
+    where: list[tuple[int, int]] = []
+    n = video = second = 0
+    while n < count:
+        length = min(int(rng.integers(3, 21)), count - n)
+        centre = rng.standard_normal(DIMENSION).astype(np.float32)
+        walk = np.cumsum(0.15 * rng.standard_normal((length, DIMENSION)).astype(np.float32), axis=0)
+        vectors[n : n + length] = centre + walk
+        where += [(video, second + s) for s in range(length)]
+        n += length
+        second += length + 1
+        if second > 3600:  # an hour per video
+            video, second = video + 1, 0
+    return vectors, where
+
+
+def load_frames(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, where: list[tuple[int, int]]) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(vectors), UPSERT_BATCH):
+        items = [
+            pb.Item(
+                id=f"f{n}",
+                vector=vectors[n].tolist(),
+                metadata=pb.Metadata(
+                    sources=[f"file:///bench/video-{where[n][0]}.mp4"],
+                    media_type=pb.MEDIA_TYPE_VIDEO_FRAME,
+                    collection="moments",
+                    content_hash=f"{where[n][0]:064x}",
+                    timestamp_seconds=float(where[n][1]),
+                    frame_interval_seconds=1.0,
+                ),
+            )
+            for n in range(start, min(start + UPSERT_BATCH, len(vectors)))
+        ]
+        stub.Upsert(pb.UpsertRequest(items=items), timeout=600)
+    return time.perf_counter() - started
+
+
+def wait_indexed(stub: search_pb2_grpc.SearchStub) -> None:
+    while True:
+        stats = stub.Stats(pb.StatsRequest())
+        if not stats.indexing:
+            return
+        time.sleep(0.5)
+
+
+def query_figures(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, rng: np.random.Generator, count: int) -> dict[str, Any]:
+    picks = rng.integers(0, len(vectors), count + WARMUP)
+    queries = [(vectors[i] + 0.3 * rng.standard_normal(DIMENSION)).astype(np.float32).tolist() for i in picks]
+    raw: list[float] = []
+    grouped: list[float] = []
+    grouped_moments = 0
+    for n, vector in enumerate(queries):
+        # Interleaved, so that both kinds meet the same machine load.
+        for kind in ("raw", "grouped"):
+            request = pb.QueryRequest(vector=vector, k=10)
+            if kind == "grouped":
+                request.moments.SetInParent()
+            started = time.perf_counter()
+            matches = stub.Query(request).matches
+            took = time.perf_counter() - started
+            if n < WARMUP:
+                continue
+            if kind == "raw":
+                raw.append(took)
+            else:
+                grouped.append(took)
+                grouped_moments += len(matches)
+    raw_p50, grouped_p50 = percentile_ms(raw, 50), percentile_ms(grouped, 50)
+    return {
+        "raw_p50_ms": raw_p50,
+        "raw_p95_ms": percentile_ms(raw, 95),
+        "grouped_p50_ms": grouped_p50,
+        "grouped_p95_ms": percentile_ms(grouped, 95),
+        "grouped_vs_raw": ratio(grouped_p50, raw_p50),
+        "moments_per_grouped_top10": round(grouped_moments / max(1, len(grouped)), 2),
+        "queries": len(raw),
+    }
+
+
+# --- the generated video ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shot:
+    start: int  # seconds
+    end: int  # exclusive
+    static: bool
+
+
+def plan_shots(rng: np.random.Generator, seconds: int) -> list[Shot]:
+    shots: list[Shot] = []
+    t = static_time = 0
+    while t < seconds:
+        length = min(int(rng.integers(4, 21)), seconds - t)
+        static = static_time < STATIC_SHARE * (t + length)
+        shots.append(Shot(t, t + length, static))
+        static_time += length if static else 0
+        t += length
+    return shots
+
+
+def generated_video(cache: Path, seconds: int) -> tuple[Path, list[Shot]]:
+    """An H.264 video (MPEG-4 without libx264) of shots: 70% of the time still pictures with sensor noise,
+    the rest pans with moving shapes. Made once into the cache."""
+    import av
+
+    rng = np.random.default_rng(13)
+    shots = plan_shots(rng, seconds)
+    codec = common.video_codec()
+    width, height = SIZE
+    path = cache / "media" / f"moments-{width}x{height}-{seconds}s-{codec}.mp4"
+    if path.is_file():
+        return path, shots
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with av.open(str(partial), mode="w", format="mp4") as container:
+        stream = container.add_stream(codec, rate=VIDEO_FPS)
+        assert isinstance(stream, av.VideoStream)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"preset": "veryfast", "crf": "23"}
+        index = 0
+        for shot in shots:
+            background = np.asarray(common.scene(rng, width + 200, height), dtype=np.int16)
+            sprite = (int(rng.integers(20, 60)), tuple(int(v) for v in rng.integers(0, 256, 3)), rng.uniform(-8, 8, 2))
+            for n in range((shot.end - shot.start) * VIDEO_FPS):
+                if shot.static:
+                    frame = background[:, :width].copy()
+                else:
+                    shift = (n * 3) % 200
+                    frame = background[:, shift : shift + width].copy()
+                    side, colour, velocity = sprite
+                    x = int(abs((velocity[0] * n) % (2 * (width - side)) - (width - side)))
+                    y = int(abs((velocity[1] * n) % (2 * (height - side)) - (height - side)))
+                    frame[y : y + side, x : x + side] = colour
+                frame += rng.normal(0, 2.0, frame.shape).astype(np.int16)
+                pixels = np.clip(frame, 0, 255).astype(np.uint8)
+                video_frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+                video_frame.pts = index
+                index += 1
+                for packet in stream.encode(video_frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    partial.rename(path)
+    return path, shots
+
+
+def shot_of(shots: Sequence[Shot], t: float) -> int:
+    return next(n for n, s in enumerate(shots) if s.start <= t < s.end)
+
+
+def png(frame: VideoFrame) -> bytes:
+    out = io.BytesIO()
+    Image.frombytes("RGB", (frame.width, frame.height), frame.rgb).save(out, "PNG")
+    return out.getvalue()
+
+
+def skip_figures(video: Path, shots: Sequence[Shot]) -> tuple[dict[str, Any], list[VideoFrame]]:
+    """Decodes the video at 1 fps as the index command does: differences between consecutive sampled frames
+    by kind, and the frames kept and skipped at the default threshold."""
+    frames = list(iter_video_frames(video, 1.0, 224, 1 << 30))
+    diffs: dict[str, list[float]] = {"still": [], "moving": [], "cut": []}
+    for a, b in itertools.pairwise(frames):
+        sa, sb = shot_of(shots, a.timestamp_seconds), shot_of(shots, b.timestamp_seconds)
+        kind = "cut" if sa != sb else "still" if shots[sa].static else "moving"
+        diffs[kind].append(difference(signature(a), signature(b)))
+    stills = StillFilter(DEFAULT_STILL_THRESHOLD)
+    skipped = [f for f in frames if not stills.keep(f)]
+    kept = len(frames) - len(skipped)
+    figures = {
+        "sampled_frames": len(frames),
+        "embedded_frames": kept,
+        "calls_saved": ratio(len(frames), kept),
+        "threshold": DEFAULT_STILL_THRESHOLD,
+        "still_pairs": len(diffs["still"]),
+        "still_difference_max": round(max(diffs["still"], default=0.0), 3),
+        "still_difference_p99": round(float(np.percentile(diffs["still"], 99)), 3) if diffs["still"] else None,
+        "moving_difference_min": round(min(diffs["moving"], default=0.0), 3),
+        "moving_difference_p1": round(float(np.percentile(diffs["moving"], 1)), 3) if diffs["moving"] else None,
+        "cut_difference_min": round(min(diffs["cut"], default=0.0), 3),
+        "moving_pairs_under_threshold": sum(d <= DEFAULT_STILL_THRESHOLD for d in diffs["moving"] + diffs["cut"]),
+    }
+    return figures, skipped
+
+
+def recall_figures(client: Client, video: Path, skipped: Sequence[VideoFrame]) -> dict[str, Any]:
+    """Indexes the video (skipping still frames) and queries by every skipped frame's picture: found when
+    the first moment covers the frame's time."""
+    report = client.index([video], collection="moments-video", fps=1.0, options=IngestOptions())
+    found = 0
+    for frame in skipped:
+        hits = client.search_image(
+            png(frame), top=1, filter=SearchFilter(collections=("moments-video",)), moments=True, min_score=-1.0
+        )
+        if hits and hits[0].start_seconds is not None and hits[0].end_seconds is not None:
+            found += hits[0].start_seconds <= frame.timestamp_seconds <= hits[0].end_seconds
+    return {
+        "indexed_frames": report.frames,
+        "skipped_by_index": report.still_frames,
+        "queries": len(skipped),
+        "found_first": found,
+        "recall": round(found / len(skipped), 4) if skipped else None,
+    }
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    cache = common.cache_dir(args.cache)
+    model = args.model or common.checkpoint(cache, "tiny")
+    video, shots = generated_video(cache, args.seconds)
+    skip, skipped = skip_figures(video, shots)
+    services = common.start_services(workdir / "services", model, embedder_threads=max(1, (os.cpu_count() or 2) // 2))
+    try:
+        with Client(services.embedder, services.search, timeout=600) as client:
+            recall = recall_figures(client, video, skipped)
+        search = services.search_service("moments-bench", DIMENSION)
+        rng = np.random.default_rng(5)
+        vectors, where = frame_vectors(rng, args.items)
+        with grpc.insecure_channel(search.address) as channel:
+            stub = search_pb2_grpc.SearchStub(channel)
+            load_seconds = load_frames(stub, vectors, where)
+            wait_indexed(stub)
+            items = stub.Stats(pb.StatsRequest()).items
+            query = query_figures(stub, vectors, rng, args.queries)
+    finally:
+        services.stop()
+    return {
+        "model": str(model),
+        "query": {"items": items, "load_seconds": round(load_seconds, 1), **query},
+        "video": {"file": video.name, "seconds": args.seconds, "shots": len(shots), **skip},
+        "recall": recall,
+        "load_average": common.load_average(),
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    q, v, r = results["query"], results["video"], results["recall"]
+    rows = [
+        ("figure", "value", "baseline (same run)", "ratio", "goal"),
+        (
+            f"query p50 at {q['items']} frames, k=10: moments vs frames",
+            f"{q['grouped_p50_ms']} ms",
+            f"{q['raw_p50_ms']} ms",
+            f"{q['grouped_vs_raw']}x",
+            _goal(q["grouped_vs_raw"] is not None and q["grouped_vs_raw"] <= GOAL_P50_RATIO, f"<= {GOAL_P50_RATIO}x"),
+        ),
+        (
+            f"model calls, {v['seconds']} s video, {v['shots']} shots (70% still), 1 fps",
+            f"{v['embedded_frames']}",
+            f"{v['sampled_frames']} (every frame)",
+            f"{v['calls_saved']}x fewer",
+            _goal(v["calls_saved"] is not None and v["calls_saved"] >= GOAL_CALLS_SAVED, f">= {GOAL_CALLS_SAVED}x"),
+        ),
+        (
+            "query by a skipped frame finds its moment first",
+            f"{r['found_first']} of {r['queries']}",
+            "",
+            f"{r['recall']}",
+            _goal(r["recall"] is not None and r["recall"] >= GOAL_RECALL, f">= {GOAL_RECALL}"),
+        ),
+        (
+            "frame differences (32x32, levels): still max / moving min / cut min",
+            f"{v['still_difference_max']} / {v['moving_difference_min']} / {v['cut_difference_min']}",
+            f"threshold {v['threshold']}",
+            "",
+            "",
+        ),
+    ]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows)
+
+
+def _goal(met: bool, text: str) -> str:
+    return f"{text} {'met' if met else 'NOT met'}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="clipsearch-bench-moments-") as scratch:
+        results = run(args, Path(scratch))
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
