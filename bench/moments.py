@@ -112,7 +112,9 @@ def wait_indexed(stub: search_pb2_grpc.SearchStub) -> None:
         time.sleep(0.5)
 
 
-def query_figures(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, rng: np.random.Generator, count: int) -> dict[str, Any]:
+def query_figures(
+    stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, rng: np.random.Generator, count: int
+) -> dict[str, Any]:
     picks = rng.integers(0, len(vectors), count + WARMUP)
     queries = [(vectors[i] + 0.3 * rng.standard_normal(DIMENSION)).astype(np.float32).tolist() for i in picks]
     raw: list[float] = []
