@@ -74,6 +74,17 @@ def test_results_load_page_by_page_while_scrolling(page: Page, web_stack: WebSta
             offsets.append(int(parse_qs(urlsplit(sent.url).query)["offset"][0]))
 
     page.on("request", record)
+    # The page asks for the next page as soon as the end of the grid is within 800 px of the screen, which a
+    # page of 4 results is: later pages are held back until the first page has been seen on its own.
+    held: list[Route] = []
+
+    def hold_later_pages(route: Route) -> None:
+        if parse_qs(urlsplit(route.request.url).query)["offset"][0] == "0":
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/api/search?*", hold_later_pages)
     # frames=1 lists every video frame, enough results for several pages of the small library.
     page.goto(f"{web_stack.base_url}/?like={like}&frames=1")
     status = page.get_by_role("status")
@@ -81,6 +92,9 @@ def test_results_load_page_by_page_while_scrolling(page: Page, web_stack: WebSta
     expect(results(page)).to_have_count(PAGE_SIZE)
     more = page.get_by_role("button", name="Show more results")
     expect(more).to_be_visible()
+    page.unroute("**/api/search?*", hold_later_pages)
+    for route in held:
+        route.continue_()
     # Scrolling to the end of the grid loads the following pages until there are no more.
     for _ in range(200):
         if re.match(rf"^{len(expected)} results(?! · more)", status.inner_text()):

@@ -82,9 +82,10 @@ def test_video_frame_plays_from_its_moment(page: Page, web_stack: WebStack) -> N
     assert 206 in statuses, statuses  # seeking reads the file by Range
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
-    # Closing stops the video.
-    assert page.evaluate(
-        "() => document.querySelector('dialog video') === null || document.querySelector('dialog video').paused"
+    # Closing stops the video (in the dialog's close event, which the browser dispatches after hiding it).
+    page.wait_for_function(
+        "() => document.querySelector('dialog video') === null || document.querySelector('dialog video').paused",
+        timeout=5000,
     )
 
 
