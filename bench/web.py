@@ -27,6 +27,7 @@ from bench import common
 from bench.common import percentile_ms, ratio
 from client.api import Client, SearchFilter
 from client.results import Item
+from clipsearch.testing.browser import CHROMIUM_ARGS, chromium_path
 from clipsearch.testing.processes import base_env
 
 TEXTS = ("a red car", "a dog on a beach", "a city at night", "a bowl of soup", "mountains in the snow")
@@ -52,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queries", type=int, default=300, metavar="N", help="searches of each kind (default 300)")
     parser.add_argument("--thumbs", type=int, default=300, metavar="N", help="cached thumbnail fetches (default 300)")
     parser.add_argument("--pngs", type=int, default=8, metavar="N", help="1080p PNG frames to index (default 8)")
+    parser.add_argument(
+        "--browser-searches", type=int, default=20, metavar="N", help="searches typed in Chromium (default 20)"
+    )
     return parser
 
 
@@ -168,6 +172,53 @@ def thumbnail_figures(web: Http, photos: Sequence[Item], frames: Sequence[Item],
     }
 
 
+def browser_figures(url: str, web: Http, searches: int) -> dict[str, Any]:
+    """Time from Enter in the page's search box to the first page of thumbnails painted (every visible
+    thumbnail decoded), in Debian's Chromium; thumbnails are in the server's cache by then."""
+    executable = chromium_path()
+    if executable is None:
+        return {"skipped": "chromium is not installed (apt-get install chromium)"}
+    # Texts the page shows results for: a random-weight model scores many texts below the page's 0 minimum.
+    texts = [
+        text
+        for text in (f"{TEXTS[n % len(TEXTS)]} {n}" for n in range(40 * (searches + 2)))
+        if json.loads(web.get(f"/api/search?q={quote(text)}&top=1"))["hits"]
+    ][: searches + 2]
+    if not texts:
+        return {"skipped": "no text finds anything above the page's minimum score with this model"}
+    from playwright.sync_api import sync_playwright
+
+    # The first row (up to 4 thumbnails) of the answer to this Enter, each decoded.
+    painted = """() => {
+        const list = document.querySelector('[aria-label="Results"]');
+        if (window.__enter === null || list.getAttribute('aria-busy') === 'true') return null;
+        const thumbs = [...list.querySelectorAll('img.thumb')].slice(0, 4);
+        return thumbs.length > 0 && thumbs.every((img) => img.complete && img.naturalWidth > 0)
+            ? performance.now() - window.__enter : null;
+    }"""
+    times: list[float] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            box = page.get_by_role("searchbox", name="Search")
+            for number, text in enumerate(texts):
+                page.evaluate("() => { window.__enter = null; }")
+                box.fill(text)
+                page.evaluate(
+                    "() => document.querySelector('input[type=search]').addEventListener("
+                    "'keydown', (e) => { if (e.key === 'Enter') window.__enter = performance.now(); }, {once: true})"
+                )
+                box.press("Enter")
+                elapsed = page.wait_for_function(painted, timeout=60_000, polling="raf").json_value()
+                if number >= 2:  # the first searches warm the page's modules and connections
+                    times.append(float(elapsed) / 1000)
+        finally:
+            browser.close()
+    return {"enter_to_thumbnails_p50_ms": percentile_ms(times, 50), "searches": len(times)}
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cache = common.cache_dir(args.cache)
     model = args.model or common.checkpoint(cache, "tiny")
@@ -188,6 +239,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 load_start = common.load_average()
                 thumbs = thumbnail_figures(http, photos, frames, args.thumbs)
                 search = search_figures(client, http, args.queries)
+                page = browser_figures(web.url, http, args.browser_searches)
                 load_end = common.load_average()
             finally:
                 http.close()
@@ -205,6 +257,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         "search": search,
         "thumbnails": thumbs,
+        "page": page,
         "load_average": {"start": load_start, "end": load_end},
     }
 
@@ -271,6 +324,19 @@ def table(results: dict[str, Any]) -> str:
             "",
         ),
     ]
+    page = results["page"]
+    if "skipped" in page:
+        rows.append(("Enter to first thumbnails painted, Chromium", "skipped", page["skipped"], "", ""))
+    else:
+        rows.append(
+            (
+                f"Enter to first thumbnails painted, Chromium (p50 of {page['searches']})",
+                f"{page['enter_to_thumbnails_p50_ms']} ms",
+                f"{s['http_p50_ms']} ms (HTTP search)",
+                f"{ratio(page['enter_to_thumbnails_p50_ms'], s['http_p50_ms'])}x",
+                "",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))

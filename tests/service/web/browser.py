@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,21 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from clipsearch.testing.browser import CHROMIUM_ARGS, chromium_path
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
 REPO = Path(__file__).resolve().parents[3]
 # Screenshots of every page test land here (git-ignored); CI may point it elsewhere to keep them.
 ARTIFACTS = Path(os.environ.get("CLIPSEARCH_TEST_ARTIFACTS", REPO / "tests" / "service" / "web" / "artifacts"))
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 # Generous for a busy 2-core machine; reaching one fails the test, nothing asserts on durations.
@@ -35,14 +27,6 @@ NO_CHROMIUM = (
     "Chromium is not installed, so the browser tests skip: install Debian's package with "
     "`sudo apt-get install chromium` (`make test` does it when run as root where apt-get is available)"
 )
-
-
-def chromium_path() -> str | None:
-    """Debian's chromium (Playwright drives it through executable_path; no browser download)."""
-    for candidate in (os.environ.get("CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @contextmanager
