@@ -295,11 +295,12 @@ def test_served_through_grpc_with_embedder_runtime_set(
     assert min_cosines(texts, want_texts) >= floor
 
 
+@pytest.mark.system  # the embedder as a process of its own
 def test_the_server_refuses_a_runtime_that_cannot_run_the_precision_in_one_line(tiny_clip_dir: Path) -> None:
     import subprocess
     import sys
 
-    from tests.test_embedder_process import run_env
+    from tests.system.test_embedder_process import run_env
 
     env = run_env(CLIP_MODEL=str(tiny_clip_dir), EMBEDDER_PORT="0", EMBEDDER_RUNTIME="torch", EMBEDDER_DTYPE="int8")
     done = subprocess.run(

@@ -47,7 +47,8 @@ def section(output: str, command: str) -> list[str]:
 
 
 def test_the_demo_runs_every_step_on_a_local_checkpoint(tmp_path: Path, tiny_clip_dir: Path) -> None:
-    env = {**os.environ, "CLIP_MODEL": str(tiny_clip_dir)}
+    # Wide enough that no table row wraps (a moment's span widens the search table), so lines count rows.
+    env = {**os.environ, "CLIP_MODEL": str(tiny_clip_dir), "COLUMNS": "300"}
     env.pop("REDIS_URL", None)
     result = run_demo(tmp_path, env)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
