@@ -91,6 +91,7 @@ def dns() -> Iterator[DnsServer]:
         yield server
 
 
+@pytest.mark.system  # waits out gRPC's 30 s between DNS resolutions
 def test_a_long_lived_client_reaches_a_replica_started_after_it_connected(
     tiny_clip_dir: Path, tiny_embedder: object, dns: DnsServer
 ) -> None:

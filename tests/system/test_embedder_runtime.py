@@ -295,7 +295,6 @@ def test_served_through_grpc_with_embedder_runtime_set(
     assert min_cosines(texts, want_texts) >= floor
 
 
-@pytest.mark.system  # the embedder as a process of its own
 def test_the_server_refuses_a_runtime_that_cannot_run_the_precision_in_one_line(tiny_clip_dir: Path) -> None:
     import subprocess
     import sys
