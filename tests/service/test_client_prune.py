@@ -21,11 +21,10 @@ from client.prune import removal_batches
 from client.uris import path_to_uri
 from clipsearch.serving import ServerOptions, ServiceBinding, create_server
 from clipsearch.v1 import search_pb2_grpc
-from search_service.config import SearchConfig
 from search_service.server import SERVICE_NAME, SearchServer, build_index, connect
 from search_service.servicer import SearchServicer
 from tests.support.client import CallCounter, write_images
-from tests.support.search import SERVING, TEST_DIMENSION, unique_index_name, wait_for_health
+from tests.support.search import SERVING, search_test_config, wait_for_health
 
 
 class FailingDelete(grpc.ServerInterceptor):
@@ -64,17 +63,7 @@ class CountedSearch:
 @pytest.fixture
 def counted_search(redis_url: str) -> Iterator[CountedSearch]:
     """A search server on an index of its own whose calls are counted, and whose Deletes can be failed."""
-    name = unique_index_name()
-    config = SearchConfig(
-        host="127.0.0.1",
-        port=0,
-        redis_url=redis_url,
-        index_name=name,
-        key_prefix=f"{name}:item:",
-        dimension=TEST_DIMENSION,
-        health_interval_seconds=0.1,
-        grace_seconds=0.0,
-    )
+    config = search_test_config(redis_url)
     counter, failing = CallCounter(), FailingDelete()
     index = build_index(config, connect(redis_url, 5.0), "test Redis")
     register = functools.partial(search_pb2_grpc.add_SearchServicer_to_server, SearchServicer(index))
@@ -90,7 +79,7 @@ def counted_search(redis_url: str) -> Iterator[CountedSearch]:
     finally:
         server.stop(0)
         with redis.Redis.from_url(redis_url, protocol=3) as client:
-            client.execute_command("FT.DROPINDEX", name, "DD")
+            client.execute_command("FT.DROPINDEX", config.index_name, "DD")
 
 
 def snapshot(client: Client, collection: str) -> dict[str, tuple[str, ...]]:

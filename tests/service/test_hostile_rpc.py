@@ -22,10 +22,9 @@ from clipsearch.v1 import embedder_pb2 as epb
 from clipsearch.v1 import embedder_pb2_grpc, search_pb2_grpc
 from clipsearch.v1 import search_pb2 as spb
 from embedder_service.config import Limits
-from search_service.config import SearchConfig
 from search_service.server import build_server
 from tests.support.embedder import embedder_test_config, encode_image, running_embedder, sample_photo
-from tests.support.search import TEST_DIMENSION, SearchServerFactory, unique_index_name, wait_for_health
+from tests.support.search import SearchServerFactory, search_test_config, wait_for_health
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -50,17 +49,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(embedder_stub: embedder_pb2_grpc.EmbedderStub, embedder_address: str, redis_url: str) -> Iterator[Stack]:
     """The tiny-CLIP embedder and a search server whose index holds three real photo vectors."""
-    name = unique_index_name()
-    config = SearchConfig(
-        host="127.0.0.1",
-        port=0,
-        redis_url=redis_url,
-        index_name=name,
-        key_prefix=f"{name}:item:",
-        dimension=TEST_DIMENSION,
-        health_interval_seconds=0.1,
-        grace_seconds=0.0,
-    )
+    config = search_test_config(redis_url)
     server = build_server(config)
     server.start()
     address = f"127.0.0.1:{server.port}"
@@ -96,7 +85,7 @@ def stack(embedder_stub: embedder_pb2_grpc.EmbedderStub, embedder_address: str, 
     finally:
         server.stop(0)
         with redis.Redis.from_url(redis_url, protocol=3, socket_timeout=5) as client:
-            client.execute_command("FT.DROPINDEX", name, "DD")
+            client.execute_command("FT.DROPINDEX", config.index_name, "DD")
 
 
 def assert_serving(stack: Stack) -> None:

@@ -44,6 +44,22 @@ def unique_index_name() -> str:
     return f"t{uuid.uuid4().hex[:16]}"
 
 
+def search_test_config(redis_url: str, index_name: str | None = None) -> SearchConfig:
+    """A search server's settings for tests: loopback, a free port, an index of its own (unique unless named),
+    the tiny CLIP's dimension, quick health checks and no shutdown grace."""
+    name = index_name or unique_index_name()
+    return SearchConfig(
+        host="127.0.0.1",
+        port=0,
+        redis_url=redis_url,
+        index_name=name,
+        key_prefix=f"{name}:item:",
+        dimension=TEST_DIMENSION,
+        health_interval_seconds=0.1,
+        grace_seconds=0.0,
+    )
+
+
 @pytest.fixture(scope="session")
 def local_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedis]:
     """A redis-server with RediSearch for the whole test session, in a temporary directory."""
@@ -70,20 +86,7 @@ def search_server_factory(redis_url: str) -> Iterator[SearchServerFactory]:
     started: list[RunningSearch] = []
 
     def factory(*, wait: bool = True, **overrides: Any) -> RunningSearch:
-        name = overrides.pop("index_name", None) or unique_index_name()
-        config = dataclasses.replace(
-            SearchConfig(
-                host="127.0.0.1",
-                port=0,
-                redis_url=redis_url,
-                index_name=name,
-                key_prefix=f"{name}:item:",
-                dimension=TEST_DIMENSION,
-                health_interval_seconds=0.1,
-                grace_seconds=0.0,
-            ),
-            **overrides,
-        )
+        config = dataclasses.replace(search_test_config(redis_url, overrides.pop("index_name", None)), **overrides)
         server = build_server(config)
         server.start()
         running = RunningSearch(f"127.0.0.1:{server.port}", config, server)
