@@ -1,10 +1,20 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Scoring(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORING_UNSPECIFIED: _ClassVar[Scoring]
+    SCORING_SOFTMAX: _ClassVar[Scoring]
+    SCORING_SIGMOID: _ClassVar[Scoring]
+SCORING_UNSPECIFIED: Scoring
+SCORING_SOFTMAX: Scoring
+SCORING_SIGMOID: Scoring
 
 class Image(_message.Message):
     __slots__ = ("encoded", "raw")
@@ -111,7 +121,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model_id", "dimension", "normalized", "max_text_tokens", "image_size", "dtype", "device", "logit_scale", "max_batch_images", "max_batch_texts", "max_labels", "max_text_bytes", "max_image_pixels", "max_message_bytes")
+    __slots__ = ("model_id", "dimension", "normalized", "max_text_tokens", "image_size", "dtype", "device", "logit_scale", "max_batch_images", "max_batch_texts", "max_labels", "max_text_bytes", "max_image_pixels", "max_message_bytes", "family", "scoring", "logit_bias", "runtime", "fingerprint")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     NORMALIZED_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +136,11 @@ class ModelInfo(_message.Message):
     MAX_TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    SCORING_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_BIAS_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dimension: int
     normalized: bool
@@ -140,4 +155,9 @@ class ModelInfo(_message.Message):
     max_text_bytes: int
     max_image_pixels: int
     max_message_bytes: int
-    def __init__(self, model_id: _Optional[str] = ..., dimension: _Optional[int] = ..., normalized: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., image_size: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., logit_scale: _Optional[float] = ..., max_batch_images: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_labels: _Optional[int] = ..., max_text_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    family: str
+    scoring: Scoring
+    logit_bias: float
+    runtime: str
+    fingerprint: str
+    def __init__(self, model_id: _Optional[str] = ..., dimension: _Optional[int] = ..., normalized: _Optional[bool] = ..., max_text_tokens: _Optional[int] = ..., image_size: _Optional[int] = ..., dtype: _Optional[str] = ..., device: _Optional[str] = ..., logit_scale: _Optional[float] = ..., max_batch_images: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., max_labels: _Optional[int] = ..., max_text_bytes: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., family: _Optional[str] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., logit_bias: _Optional[float] = ..., runtime: _Optional[str] = ..., fingerprint: _Optional[str] = ...) -> None: ...

@@ -217,6 +217,18 @@ class IndexSettings(_message.Message):
     ef_runtime: int
     def __init__(self, index_name: _Optional[str] = ..., key_prefix: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[str] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_runtime: _Optional[int] = ...) -> None: ...
 
+class EmbeddingModel(_message.Message):
+    __slots__ = ("model_id", "family", "dimension", "fingerprint")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    family: str
+    dimension: int
+    fingerprint: str
+    def __init__(self, model_id: _Optional[str] = ..., family: _Optional[str] = ..., dimension: _Optional[int] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+
 class CollectionStats(_message.Message):
     __slots__ = ("name", "items")
     NAME_FIELD_NUMBER: _ClassVar[int]
