@@ -1,4 +1,4 @@
-"""Writes a random-weight CLIP checkpoint, with its tokenizer and image processor, for offline use."""
+"""Writes a random-weight CLIP, Chinese-CLIP or SigLIP checkpoint, with tokenizer and image processor, for offline use."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ARCHS = ("tiny", "vit-b-16")
+FAMILIES = ("clip", "chinese_clip", "siglip")
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,13 +63,25 @@ def byte_level_vocab(vocab_size: int) -> dict[str, int]:
     return vocab
 
 
-def write_checkpoint(directory: str | Path, arch: str = "tiny", seed: int = 0) -> Path:
-    """Saves a random-weight CLIPModel of `arch`, its tokenizer and image processor into `directory`.
+def write_checkpoint(directory: str | Path, arch: str = "tiny", seed: int = 0, family: str = "clip") -> Path:
+    """Saves a random-weight model of `family` and `arch`, its tokenizer and image processor into `directory`.
 
-    The result loads with CLIPModel.from_pretrained(directory) and CLIPProcessor.from_pretrained(directory).
+    The result loads with the family's model and processor classes, e.g. CLIPModel.from_pretrained(directory)
+    and CLIPProcessor.from_pretrained(directory).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of: {', '.join(ARCHS)}")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    if family != "clip":
+        from embedder_service import family_checkpoints
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        writer = family_checkpoints.write_chinese_clip if family == "chinese_clip" else family_checkpoints.write_siglip
+        writer(directory, arch, seed)
+        _share(directory)
+        return directory
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, CLIPTokenizer
 
@@ -117,15 +130,19 @@ def write_checkpoint(directory: str | Path, arch: str = "tiny", seed: int = 0) -
     )
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
     image_processor.save_pretrained(directory)  # preprocessor_config.json, as the released checkpoints have
+    _share(directory)
+    return directory
+
+
+def _share(directory: Path) -> None:
     for path in directory.iterdir():
         path.chmod(0o644)  # safetensors writes 0600; a checkpoint is meant to be shared (e.g. mounted read-only)
-    return directory
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m embedder_service.checkpoint",
-        description="Write a random-weight CLIP checkpoint (model, tokenizer, image processor) to DIR. "
+        description="Write a random-weight CLIP, Chinese-CLIP or SigLIP checkpoint (model, tokenizer, image processor) to DIR. "
         "Its vectors are meaningless, but it serves exactly like a real one: point CLIP_MODEL at DIR.",
     )
     parser.add_argument("directory", type=Path, help="where to write the checkpoint (created if missing)")
@@ -136,11 +153,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="tiny (fast, for tests) or vit-b-16 (the exact openai/clip-vit-base-patch16 "
         "architecture, about 600 MB); default tiny",
     )
+    parser.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="clip",
+        help="clip (OpenAI CLIP), chinese_clip (Chinese-CLIP, BERT tokenizer) or siglip (SigLIP); default clip",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
     args = parser.parse_args(argv)
-    path = write_checkpoint(args.directory, args.arch, args.seed)
+    path = write_checkpoint(args.directory, args.arch, args.seed, args.family)
     print(
-        f"wrote a random-weight {args.arch} CLIP checkpoint to {path}; run it with CLIP_MODEL={path}", file=sys.stderr
+        f"wrote a random-weight {args.arch} {args.family} checkpoint to {path}; run it with CLIP_MODEL={path}",
+        file=sys.stderr,
     )
 
 

@@ -1,4 +1,4 @@
-"""The CLIP model: loading, batched image and text embedding, zero-shot classification."""
+"""The model (CLIP, Chinese-CLIP or SigLIP): loading, batched image and text embedding, zero-shot classification."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from embedder_service import families
+from embedder_service.families import FAMILIES, Family, UnsupportedCheckpoint
 from embedder_service.inference import DTYPES, InferenceModel, TorchSession, resolve_runtime
 from embedder_service.preprocess import PreprocessSpec
 
@@ -37,10 +39,14 @@ class ModelInfo:
     dimension: int
     image_size: int
     max_text_tokens: int
-    logit_scale: float  # exp(logit_scale): logits = logit_scale * cosine
+    logit_scale: float  # exp(logit_scale): logits = logit_scale * cosine + logit_bias
     dtype: str  # "float32", "bfloat16" or "int8"
     device: str  # "cpu", "cuda:0", ...
     runtime: str = "torch"  # "torch", "openvino" or "onnxruntime"
+    family: str = "clip"  # config.json's model_type: "clip", "chinese_clip" or "siglip"
+    scoring: str = families.SOFTMAX  # how Classify turns logits into probabilities: softmax or sigmoid
+    logit_bias: float = 0.0
+    fingerprint: str = ""  # "sha256:" + a digest of the weight files (fingerprint.py)
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,7 @@ class ClipEmbedder:
         # transformers' model (on the torch runtime) and tokenizer; torch is imported only when they load.
         self._model: Any = None
         self._tokenizer: Any = None
+        self._family: Family = FAMILIES["clip"]
         self._info: ModelInfo | None = None
         self._spec: PreprocessSpec | None = None
 
@@ -204,10 +211,16 @@ class ClipEmbedder:
             return self._require_loaded()
 
     def _load(self) -> None:
-        # Before the slow torch import, so a mistyped CLIP_MODEL path is reported at once.
+        # Before the slow torch import, so a mistyped CLIP_MODEL path or an unsupported family is reported at once.
         source, local_only = self._locate()
+        try:
+            config = families.read_config(source, local_only)
+        except (OSError, ValueError) as error:
+            raise _not_found(self.model_id, f"cannot read its config.json ({_first_line(error)})") from None
+        family = families.family_of(config, self.model_id)
         import torch
-        from transformers import CLIPModel, CLIPTokenizer
+
+        from embedder_service.towers import model_facts
 
         if self._threads is not None:
             torch.set_num_threads(self._threads)
@@ -215,41 +228,54 @@ class ClipEmbedder:
         dtype = resolve_dtype(self._dtype_request, device)
         runtime = resolve_runtime(self._runtime_request, device.split(":")[0], dtype)
         try:
-            model = _from_pretrained(CLIPModel, source, local_only)
-            tokenizer = _from_pretrained(CLIPTokenizer, source, local_only)
-        except Exception as error:  # noqa: BLE001 - transformers reports a bad or missing checkpoint in many ways
-            where = "it" if local_only else "the local Hugging Face cache or the hub"
-            raise _not_found(self.model_id, f"cannot load a CLIP model from {where} ({_first_line(error)})") from None
-        spec = self._read_preprocess_spec(source, local_only, model.config.vision_config.image_size)
-        # exp() in float32 before any bf16 cast, so logits match the fp32 reference in both dtypes.
-        logit_scale = float(model.logit_scale.detach().float().exp())
-        torch_device = torch.device(device)
-        if torch_device.type == "cuda" and torch_device.index is None:
-            torch_device = torch.device("cuda", torch.cuda.current_device())
-        max_tokens = int(model.config.text_config.max_position_embeddings)
-        dimension = int(model.config.projection_dim)
+            tokenizer = families.load_tokenizer(family, source, local_only)
+        except Exception as error:  # noqa: BLE001 - transformers reports a bad or missing tokenizer in many ways
+            raise _not_found(self.model_id, f"cannot load its {family.name} tokenizer ({_first_line(error)})") from None
+        image_size = int(config.get("vision_config", {}).get("image_size") or 224)
+        spec = families.read_preprocess_spec(family, source, local_only, image_size, self.model_id)
+        self._family = family
         self._tokenizer = tokenizer
-        self._max_tokens = max_tokens
-        self._pad_token_id = int(
-            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        )
+        self._max_tokens = families.max_text_tokens(config, tokenizer)
+        self._pad_token_id = families.pad_token_id(tokenizer)
+        loaded: list[Any] = []
+
+        def torch_model() -> Any:
+            if not loaded:
+                loaded.append(self._load_weights(family, source, local_only))
+            return loaded[0]
+
+        fingerprint = self._fingerprint(source, local_only)
+        if fingerprint is None:  # a hub id not in the local cache yet: loading downloads it
+            torch_model()
+            fingerprint = self._fingerprint(source, local_only) or ""
+        facts: dict[str, float] = {}
         if runtime != "torch":
             try:
-                self._sessions = self._converted_sessions(runtime, model.eval(), dtype, spec)
+                self._sessions, facts = self._converted_sessions(
+                    runtime, torch_model, f"{fingerprint} {_config_digest(config)}", dtype, spec
+                )
+            except UnsupportedCheckpoint:
+                raise
             except Exception as error:
                 if self._runtime_request != "auto" or dtype not in ("fp32", "bf16"):
                     raise
                 # auto must always start: a checkpoint the runtime cannot convert runs on torch instead.
                 log.warning("cannot run %s on %s (%s); using torch", self.model_id, runtime, _first_line(error))
                 runtime = "torch"
+        torch_device = torch.device(device)
+        if torch_device.type == "cuda" and torch_device.index is None:
+            torch_device = torch.device("cuda", torch.cuda.current_device())
         if runtime == "torch":
+            model = torch_model()
+            facts = model_facts(model)
             torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
             model = model.to(device=device, dtype=torch_dtype).eval()
             self._model = model
             self._sessions = {
                 tower: TorchSession(model, tower, torch_device, torch_dtype) for tower in ("image", "text")
             }
-        del model  # on OpenVINO or ONNX Runtime, the runtime holds its own copy of the weights
+            del model
+        loaded.clear()  # on OpenVINO or ONNX Runtime, the runtime holds its own copy of the weights
         if runtime != "torch":
             _release_freed_memory()
         self._image_pass_size = (
@@ -260,18 +286,45 @@ class ClipEmbedder:
         self._spec = spec
         self._info = ModelInfo(
             model_id=self.model_id,
-            dimension=dimension,
+            dimension=int(facts["dimension"]),
             image_size=spec.crop_height,
-            max_text_tokens=max_tokens,
-            logit_scale=logit_scale,
+            max_text_tokens=self._max_tokens,
+            logit_scale=float(facts["logit_scale"]),
             dtype=DTYPE_NAMES[dtype],
             device=str(torch_device),
             runtime=runtime,
+            family=family.name,
+            scoring=family.scoring,
+            logit_bias=float(facts["logit_bias"]),
+            fingerprint=fingerprint,
         )
 
+    def _load_weights(self, family: Family, source: str, local_only: bool) -> Any:
+        try:
+            return families.load_model(family, source, local_only, self.model_id).eval()
+        except UnsupportedCheckpoint:
+            raise
+        except Exception as error:  # noqa: BLE001 - transformers reports a bad or missing checkpoint in many ways
+            where = "it" if local_only else "the local Hugging Face cache or the hub"
+            raise _not_found(
+                self.model_id, f"cannot load a {family.model_class} from {where} ({_first_line(error)})"
+            ) from None
+
+    def _fingerprint(self, source: str, local_only: bool) -> str | None:
+        from embedder_service.fingerprint import fingerprint, local_checkpoint
+        from embedder_service.towers import default_cache_dir
+
+        directory = local_checkpoint(source, local_only)
+        if directory is None:
+            return None
+        try:
+            return fingerprint(directory, (self._cache_dir or default_cache_dir()) / "fingerprints.json")
+        except FileNotFoundError as error:
+            raise _not_found(self.model_id, str(error)) from None
+
     def _converted_sessions(
-        self, runtime: str, model: Any, dtype: str, spec: PreprocessSpec
-    ) -> dict[str, InferenceModel]:
+        self, runtime: str, load_model: Callable[[], Any], checkpoint: str, dtype: str, spec: PreprocessSpec
+    ) -> tuple[dict[str, InferenceModel], dict[str, float]]:
         from embedder_service.calibration import calibration_set
         from embedder_service.sessions import create_sessions
         from embedder_service.towers import default_cache_dir
@@ -281,7 +334,8 @@ class ClipEmbedder:
             calibration = calibration_set(spec, self._tokenize_unlocked, self._calibration_dir)
         return create_sessions(
             runtime,
-            model,
+            load_model,
+            checkpoint=checkpoint,
             dtype=dtype,
             threads=self._threads,
             cache_dir=self._cache_dir or default_cache_dir(),
@@ -307,32 +361,6 @@ class ClipEmbedder:
         if self.model_id.startswith(("/", ".", "~")) or self.model_id.count("/") > 1:
             raise _not_found(self.model_id, "no such directory")
         return self.model_id, False
-
-    def _read_preprocess_spec(self, source: str, local_only: bool, image_size: int) -> PreprocessSpec:
-        from transformers import CLIPImageProcessorPil
-
-        try:
-            processor = _from_pretrained(CLIPImageProcessorPil, source, local_only)
-        except (OSError, ValueError) as error:
-            log.warning(
-                "%s has no image processor config (%s); using CLIP's defaults at %dpx",
-                self.model_id,
-                _first_line(error),
-                image_size,
-            )
-            return PreprocessSpec(shortest_edge=image_size, crop_height=image_size, crop_width=image_size)
-        size = processor.size
-        crop = processor.crop_size if processor.do_center_crop else None
-        shortest = size.shortest_edge or min(size.height or image_size, size.width or image_size)
-        return PreprocessSpec(
-            shortest_edge=int(shortest),
-            crop_height=int(crop.height if crop else shortest),
-            crop_width=int(crop.width if crop else shortest),
-            mean=tuple(processor.image_mean) if processor.do_normalize else (0.0, 0.0, 0.0),
-            std=tuple(processor.image_std) if processor.do_normalize else (1.0, 1.0, 1.0),
-            rescale_factor=float(processor.rescale_factor) if processor.do_rescale else 1.0,
-            resample=int(processor.resample),
-        )
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) preprocessed float32 pixels -> (N, dimension) L2-normalized float32 vectors."""
@@ -361,28 +389,27 @@ class ClipEmbedder:
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, start and end tokens included, truncated to the token limit; no padding."""
         self._require_loaded()
-        return self._tokenize_unlocked([readable_prefix(text, self._max_tokens) for text in texts])
+        if self._family.whitespace_words:
+            texts = [readable_prefix(text, self._max_tokens) for text in texts]
+        return self._tokenize_unlocked(texts)
 
     def embed_tokens(self, token_ids: Sequence[Sequence[int]]) -> np.ndarray:
         """Token id lists (as tokenize returns) -> (N, dimension) vectors, in one forward pass.
 
-        The lists are right-padded to the longest; the attention mask hides the padding, and CLIP's causal
-        attention never lets a real token see a later one, so a text's vector does not depend on its batch.
+        The lists are padded by the family's rule (families.text_inputs): to the longest with the padding
+        masked (CLIP, Chinese-CLIP), or to the full length (SigLIP), so a text's vector does not depend on
+        its batch.
         """
         self._require_loaded()
         if not token_ids or any(len(ids) == 0 for ids in token_ids):
             raise ValueError("expected a non-empty list of non-empty token id lists")
-        longest = max(len(ids) for ids in token_ids)
-        input_ids = np.full((len(token_ids), longest), self._pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((len(token_ids), longest), dtype=np.int64)
-        for row, ids in enumerate(token_ids):
-            input_ids[row, : len(ids)] = ids
-            attention_mask[row, : len(ids)] = 1
+        inputs = families.text_inputs(self._family, list(map(list, token_ids)), self._max_tokens, self._pad_token_id)
         with self._forward_lock:
-            return self._sessions["text"].predict([input_ids, attention_mask])
+            return self._sessions["text"].predict(list(inputs))
 
     def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
-        """Zero-shot scores of one image vector against labels, as CLIP's logits_per_image.softmax(-1).
+        """Zero-shot scores of one image vector against labels, as the model's logits_per_image and its
+        softmax (CLIP, Chinese-CLIP) or sigmoid (SigLIP).
 
         Each prompt is `template` with "{}" replaced by the label (the label alone if template is empty).
         The image vector is normalized first.
@@ -398,9 +425,7 @@ def zero_shot(
     embed_texts: Callable[[Sequence[str]], np.ndarray],
     info: ModelInfo,
 ) -> Classification:
-    """CLIP's zero-shot scores of an image vector against labels, with prompts embedded by `embed_texts`."""
-    import torch
-
+    """Zero-shot scores of an image vector against labels, with prompts embedded by `embed_texts`."""
     vector = np.asarray(image_vector, dtype=np.float64).reshape(-1)
     if vector.shape[0] != info.dimension:
         raise ValueError(f"expected a vector of {info.dimension} values, got {vector.shape[0]}")
@@ -413,9 +438,9 @@ def zero_shot(
     prompts = [template.replace("{}", label) if template else label for label in labels]
     text_vectors = embed_texts(prompts)
     cosines = text_vectors @ unit
-    logits = torch.from_numpy(cosines * np.float32(info.logit_scale))
-    probabilities = logits.softmax(dim=-1).numpy()
-    return Classification(probabilities=probabilities, logits=logits.numpy(), cosines=cosines)
+    logits = (cosines * np.float32(info.logit_scale) + np.float32(info.logit_bias)).astype(np.float32)
+    probabilities = families.probabilities(info.scoring, logits)
+    return Classification(probabilities=probabilities, logits=logits, cosines=cosines)
 
 
 def readable_prefix(text: str, max_tokens: int) -> str:
@@ -450,14 +475,12 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _from_pretrained(cls: Any, source: str, local_only: bool) -> Any:
-    """cls.from_pretrained, from the local cache first so an offline server does not wait on the network."""
-    try:
-        return cls.from_pretrained(source, local_files_only=True)
-    except OSError:
-        if local_only:
-            raise
-    return cls.from_pretrained(source)
+def _config_digest(config: dict[str, Any]) -> str:
+    """The config's content: part of the converted-model key, since it shapes the graph beside the weights."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _first_line(error: BaseException) -> str:

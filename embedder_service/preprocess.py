@@ -1,4 +1,4 @@
-"""Image decoding and CLIP preprocessing with Pillow and NumPy, equal to transformers' CLIPImageProcessor."""
+"""Image decoding and preprocessing with Pillow and NumPy, equal to transformers' CLIP, Chinese-CLIP and SigLIP processors."""
 
 from __future__ import annotations
 
@@ -25,7 +25,12 @@ class ImageTooLarge(InvalidImage):
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """What the model expects: the resize, crop and normalization of a CLIP image processor config."""
+    """What the model expects: the resize, crop and normalization of an image processor config.
+
+    By default images are resized so their shortest side is shortest_edge, then center-cropped (CLIP).
+    With resize_to = (height, width), they are resized to exactly that size, whatever their aspect
+    ratio, and then cropped to the crop size (Chinese-CLIP and SigLIP, whose crop equals resize_to).
+    """
 
     shortest_edge: int = 224
     crop_height: int = 224
@@ -34,9 +39,10 @@ class PreprocessSpec:
     std: tuple[float, float, float] = OPENAI_CLIP_STD
     rescale_factor: float = 1 / 255
     resample: int = Image.Resampling.BICUBIC
+    resize_to: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        if min(self.shortest_edge, self.crop_height, self.crop_width) < 1:
+        if min(self.shortest_edge, self.crop_height, self.crop_width, *(self.resize_to or (1,))) < 1:
             raise ValueError(f"image sizes must be positive: {self}")
 
 
@@ -161,9 +167,9 @@ def resized_size(width: int, height: int, shortest_edge: int) -> tuple[int, int]
 
 
 class Preprocessor:
-    """Turns RGB images into the model's normalized float32 input, as CLIPImageProcessor does.
+    """Turns RGB images into the model's normalized float32 input, as the family's image processor does.
 
-    Resize (shortest side, bicubic), center crop, rescale and normalize. By default the result is
+    Resize (shortest side, or exactly resize_to), center crop, rescale and normalize. By default the result is
     bit-for-bit the image processor's. `fast` trades exactness for speed on large images (about 2-3x on a
     1080p JPEG): only the region that survives the crop is resampled, Pillow first shrinks by an integer
     factor with a box filter down to twice the target size, and JPEGs are decoded at a reduced DCT scale
@@ -195,8 +201,16 @@ class Preprocessor:
             image = to_rgb(image)
         spec = self.spec
         width, height = image.size
-        new_width, new_height = resized_size(width, height, spec.shortest_edge)
-        if self.fast and new_width >= spec.crop_width and new_height >= spec.crop_height:
+        if spec.resize_to is not None:
+            new_height, new_width = spec.resize_to
+        else:
+            new_width, new_height = resized_size(width, height, spec.shortest_edge)
+        if spec.resize_to is not None:
+            if (new_width, new_height) != (width, height):
+                gap = self.FAST_REDUCING_GAP if self.fast else None
+                image = image.resize((new_width, new_height), spec.resample, reducing_gap=gap)
+            pixels = _center_crop(np.asarray(image), spec.crop_height, spec.crop_width)
+        elif self.fast and new_width >= spec.crop_width and new_height >= spec.crop_height:
             left = (new_width - spec.crop_width) // 2
             top = (new_height - spec.crop_height) // 2
             scale_x, scale_y = width / new_width, height / new_height

@@ -28,6 +28,7 @@ from clipsearch.tls import optional_server_credentials, security_summary
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatchingEmbedder, BatchingOptions
 from embedder_service.config import EmbedderConfig
+from embedder_service.families import UnsupportedCheckpoint
 from embedder_service.inference import RuntimeUnavailable
 from embedder_service.metrics import EmbedderMetrics
 from embedder_service.model import ClipEmbedder, ModelNotFound, prefer_sleeping_openmp_threads
@@ -131,11 +132,13 @@ def main(env: Mapping[str, str] | None = None) -> None:
     started = time.monotonic()
     try:
         info = embedder.load()
-    except (ModelNotFound, RuntimeUnavailable) as error:
+    except (ModelNotFound, RuntimeUnavailable, UnsupportedCheckpoint) as error:
         fail(f"embedder: {error}")
     log.info(
-        "loaded %s in %.1fs: %d-d vectors, %dpx input, %s on %s (%s), %d threads, images in passes of %s",
+        "loaded %s (%s, %s) in %.1fs: %d-d vectors, %dpx input, %s on %s (%s), %d threads, images in passes of %s",
         info.model_id,
+        info.family,
+        info.fingerprint[:19],
         time.monotonic() - started,
         info.dimension,
         info.image_size,

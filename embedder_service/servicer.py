@@ -12,10 +12,12 @@ from clipsearch.v1 import embedder_pb2 as pb
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.batching import BatcherClosed, BatchingEmbedder
 from embedder_service.config import Limits
+from embedder_service.families import SIGMOID, SOFTMAX
 from embedder_service.model import ClipEmbedder
 from embedder_service.preprocess import DecodedImage, ImageTooLarge, InvalidImage, Preprocessor, decode_image, raw_image
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Embedder"].full_name
+_SCORING = {SOFTMAX: pb.SCORING_SOFTMAX, SIGMOID: pb.SCORING_SIGMOID}
 
 
 class BadRequest(Exception):
@@ -156,6 +158,11 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
             max_text_bytes=limits.max_text_bytes,
             max_image_pixels=limits.max_image_pixels,
             max_message_bytes=limits.max_message_bytes,
+            family=info.family,
+            scoring=_SCORING[info.scoring],
+            logit_bias=info.logit_bias,
+            runtime=info.runtime,
+            fingerprint=info.fingerprint,
         )
 
     # --- validation -------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from embedder_service.calibration import CalibrationSet
 from embedder_service.inference import InferenceModel
-from embedder_service.towers import TOWER_INPUTS, TOWERS, cached, checkpoint_digest, export_onnx
+from embedder_service.towers import TOWER_INPUTS, TOWERS, cached, export_onnx, model_facts
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,21 @@ class OnnxRuntimeSession(InferenceModel):
 
 def create_sessions(
     runtime: str,
-    model: Any,
+    load_model: Callable[[], Any],
     *,
+    checkpoint: str,
     dtype: str,
     threads: int | None,
     cache_dir: Path,
     calibration: CalibrationSet | None = None,
-) -> dict[str, InferenceModel]:
-    """Both towers on OpenVINO or ONNX Runtime, converted on the first start and read from cache_dir after."""
+) -> tuple[dict[str, InferenceModel], dict[str, float]]:
+    """Both towers on OpenVINO or ONNX Runtime, converted on the first start and read from cache_dir after.
+
+    `checkpoint` identifies the checkpoint (its weights' fingerprint and its config); load_model is called
+    only on a cache miss. Also returns model_facts, saved with the towers.
+    """
     key = {
-        "checkpoint": checkpoint_digest(model),
+        "checkpoint": checkpoint,
         "runtime": runtime,
         "runtime_version": runtime_version(runtime),
         # OpenVINO's bf16 is a compile hint on the f32 model; int8 is a different model.
@@ -107,6 +113,8 @@ def create_sessions(
         key["calibration"] = calibration.digest
 
     def build(directory: Path) -> None:
+        model = load_model()
+        (directory / "model.json").write_text(json.dumps(model_facts(model)) + "\n")
         with tempfile.TemporaryDirectory(prefix="clip-onnx-") as scratch:
             onnx_paths = export_onnx(model, Path(scratch))
             for tower in TOWERS:
@@ -120,7 +128,8 @@ def create_sessions(
         else:
             sessions[tower] = OnnxRuntimeSession(directory / f"{tower}.onnx", tower, threads)
         sessions[tower].load()
-    return sessions
+    facts: dict[str, float] = json.loads((directory / "model.json").read_text())
+    return sessions, facts
 
 
 def _convert(

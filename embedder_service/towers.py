@@ -1,4 +1,4 @@
-"""CLIP's two towers as torch modules returning normalized projections, exported to ONNX and cached on disk."""
+"""The model's two towers as torch modules returning normalized projections, exported to ONNX and cached on disk."""
 
 from __future__ import annotations
 
@@ -30,28 +30,39 @@ def default_cache_dir() -> Path:
 
 
 def tower_modules(model: Any) -> dict[str, Any]:
-    """The image and text towers of a transformers CLIPModel, each returning L2-normalized float32 vectors."""
+    """The image and text towers of a CLIP, Chinese-CLIP or SigLIP model, each returning L2-normalized float32.
+
+    Each tower is the model's own get_*_features, whose pooler_output is the projected vector in every
+    family (Chinese-CLIP projects its text's first token, SigLIP pools the last position through its head).
+    """
     import torch
 
     class ImageTower(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.vision, self.projection = model.vision_model, model.visual_projection
+            self.model = model
 
         def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-            pooled = self.vision(pixel_values=pixel_values).pooler_output
-            return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
+            pooled = self.model.get_image_features(pixel_values=pixel_values).pooler_output
+            return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
     class TextTower(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.text, self.projection = model.text_model, model.text_projection
+            self.model = model
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            pooled = self.text(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-            return torch.nn.functional.normalize(self.projection(pooled).float(), dim=-1)
+            pooled = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+            return torch.nn.functional.normalize(pooled.float(), dim=-1)
 
     return {IMAGE: ImageTower().eval(), TEXT: TextTower().eval()}
+
+
+def fixed_text_length(model: Any) -> int | None:
+    """The text length a family always runs at (SigLIP: its positions, padded as trained), else None."""
+    if model.config.model_type == "siglip":
+        return int(model.config.text_config.max_position_embeddings)
+    return None
 
 
 def example_inputs(model: Any) -> dict[str, tuple[Any, ...]]:
@@ -60,27 +71,26 @@ def example_inputs(model: Any) -> dict[str, tuple[Any, ...]]:
 
     size = int(model.config.vision_config.image_size)
     pixels = torch.zeros((2, 3, size, size), dtype=torch.float32)
-    eos = int(model.config.text_config.eos_token_id)
-    ids = torch.tensor([[eos - 1, 5, 6, eos], [eos - 1, 7, eos, eos]], dtype=torch.long)
+    fixed = fixed_text_length(model)
+    if fixed is not None:
+        ids = torch.full((2, fixed), int(model.config.text_config.pad_token_id), dtype=torch.long)
+        ids[:, :3] = torch.tensor([[5, 6, 7], [8, 9, 10]])
+        return {IMAGE: (pixels,), TEXT: (ids, torch.ones_like(ids))}
+    if model.config.model_type == "clip":
+        eos = int(model.config.text_config.eos_token_id)
+        ids = torch.tensor([[eos - 1, 5, 6, eos], [eos - 1, 7, eos, eos]], dtype=torch.long)
+    else:  # BERT: [CLS] ... [SEP] [PAD]
+        ids = torch.tensor([[2, 5, 6, 3], [2, 7, 3, 0]], dtype=torch.long)
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.long)
     return {IMAGE: (pixels,), TEXT: (ids, mask)}
 
 
-def checkpoint_digest(model: Any) -> str:
-    """A hash of the model's configuration and every weight: the key of what is converted from it."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(model.config.to_json_string(use_diff=False).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        digest.update(tensor.detach().contiguous().cpu().view(-1).view(dtype=_byte_dtype()).numpy().tobytes())
-    return digest.hexdigest()
+def model_facts(model: Any) -> dict[str, float]:
+    """What ModelInfo needs from the weights, saved beside the converted towers so a cached start skips torch."""
+    from embedder_service.families import dimension, logit_scale_and_bias
 
-
-def _byte_dtype() -> Any:
-    import torch
-
-    return torch.uint8
+    scale, bias = logit_scale_and_bias(model)
+    return {"logit_scale": scale, "logit_bias": bias, "dimension": dimension(model)}
 
 
 def export_onnx(model: Any, directory: Path) -> dict[str, Path]:
@@ -97,11 +107,11 @@ def export_onnx(model: Any, directory: Path) -> dict[str, Path]:
     for tower, module in modules.items():
         names = list(TOWER_INPUTS[tower])
         axes: dict[str, dict[int, str]] = {name: {0: "batch"} for name in names}
-        if tower == TEXT:
+        if tower == TEXT and fixed_text_length(model) is None:
             axes = {name: {0: "batch", 1: "length"} for name in names}
         axes["embedding"] = {0: "batch"}
         path = directory / f"{tower}.onnx"
-        # The tracer warns about every Python-level branch on shapes; these are fixed for CLIP's graphs.
+        # The tracer warns about every Python-level branch on shapes; these are fixed for the families' graphs.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
