@@ -1,4 +1,4 @@
-"""Pytest fixtures for the embedder tests: a tiny random-weight CLIP checkpoint and servers that serve it."""
+"""Pytest fixtures for the embedder tests: tiny random-weight CLIP, Chinese-CLIP and SigLIP checkpoints, servers."""
 
 from __future__ import annotations
 
@@ -40,6 +40,41 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from embedder_service.checkpoint import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("tiny-clip"), arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_chinese_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Chinese-CLIP checkpoint (BERT tokenizer with common CJK characters)."""
+    from embedder_service.checkpoint import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-chinese-clip"), arch="tiny", seed=0, family="chinese_clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight SigLIP checkpoint (a SentencePiece-style tokenizer.json with CJK characters)."""
+    from embedder_service.checkpoint import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("tiny-siglip"), arch="tiny", seed=0, family="siglip")
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dirs(tiny_clip_dir: Path, tiny_chinese_clip_dir: Path, tiny_siglip_dir: Path) -> dict[str, Path]:
+    """The tiny checkpoint of each family, by config.json's model_type."""
+    return {"clip": tiny_clip_dir, "chinese_clip": tiny_chinese_clip_dir, "siglip": tiny_siglip_dir}
+
+
+@pytest.fixture(scope="session")
+def tiny_family_embedders(tiny_family_dirs: dict[str, Path]) -> dict[str, object]:
+    """Each family's tiny checkpoint loaded as users load it (ClipEmbedder, float32, torch on the CPU)."""
+    from embedder_service.model import ClipEmbedder
+
+    embedders = {}
+    for family, directory in tiny_family_dirs.items():
+        embedder = ClipEmbedder(str(directory), dtype="fp32", device="cpu", runtime="torch")
+        embedder.load()
+        embedders[family] = embedder
+    return embedders
 
 
 @pytest.fixture(scope="session")
