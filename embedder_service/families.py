@@ -93,14 +93,21 @@ def load_model(family: Family, source: str, local_only: bool, model_id: str) -> 
     transformers would otherwise initialize missing weights at random and serve meaningless vectors.
     """
     import transformers
+    from transformers.utils import logging as transformers_logging
 
     cls = getattr(transformers, family.model_class)
+    # transformers logs its own multi-line load report of what is missing; the refusal below says it in one.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
     try:
-        model, info = cls.from_pretrained(source, local_files_only=True, output_loading_info=True)
-    except OSError:
-        if local_only:
-            raise
-        model, info = cls.from_pretrained(source, output_loading_info=True)
+        try:
+            model, info = cls.from_pretrained(source, local_files_only=True, output_loading_info=True)
+        except OSError:
+            if local_only:
+                raise
+            model, info = cls.from_pretrained(source, output_loading_info=True)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     problems = []
     for kind in ("missing", "unexpected", "mismatched"):
         names = [_weight_name(entry) for entry in info.get(f"{kind}_keys", ())]

@@ -105,6 +105,37 @@ def test_not_found_model_exits_with_one_line(tmp_path: Path, server_process: Ser
         assert "Traceback" not in stderr
 
 
+def test_a_refused_checkpoint_exits_with_one_line(tmp_path: Path, tiny_clip_dir: Path) -> None:
+    """An unsupported family, and a checkpoint missing a weight, are refused before serving, without a traceback."""
+    import json
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    blip, holed = tmp_path / "blip", tmp_path / "holed"
+    for copy in (blip, holed):
+        shutil.copytree(tiny_clip_dir, copy)
+    config = json.loads((blip / "config.json").read_text())
+    (blip / "config.json").write_text(json.dumps({**config, "model_type": "blip"}))
+    weights = load_file(holed / "model.safetensors")
+    del weights["visual_projection.weight"]
+    save_file(weights, holed / "model.safetensors", metadata={"format": "pt"})
+    cache = str(tmp_path / "cache")
+    processes = {
+        "'blip'": spawn(["-m", "embedder_service"], run_env(CLIP_MODEL=str(blip), EMBEDDER_CACHE_DIR=cache)),
+        "1 missing (visual_projection.weight)": spawn(
+            ["-m", "embedder_service"], run_env(CLIP_MODEL=str(holed), EMBEDDER_CACHE_DIR=cache)
+        ),
+    }
+    for expected, process in processes.items():
+        _, stderr = process.communicate(timeout=START_GUARD_SECONDS)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert process.returncode != 0, expected
+        assert len(lines) == 1, f"{expected}: expected one line, got:\n{stderr}"
+        assert lines[0].startswith("embedder: CLIP_MODEL=") and expected in lines[0]
+        assert "Traceback" not in stderr
+
+
 def test_serves_a_cli_checkpoint_reports_health_and_stops_on_sigterm(server_process: ServerProcess) -> None:
     server = server_process.process
     assert (server_process.checkpoint / "model.safetensors").is_file()
