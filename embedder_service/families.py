@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 SOFTMAX = "softmax"
 SIGMOID = "sigmoid"
+# Mismatched shapes are reported with the rest rather than raised, so the refusal names them the same way.
+_REPORTED = {"output_loading_info": True, "ignore_mismatched_sizes": True}
 # How many weight names a refusal lists before "...".
 _NAMES_SHOWN = 3
 
@@ -101,11 +103,11 @@ def load_model(family: Family, source: str, local_only: bool, model_id: str) -> 
     transformers_logging.set_verbosity_error()
     try:
         try:
-            model, info = cls.from_pretrained(source, local_files_only=True, output_loading_info=True)
+            model, info = cls.from_pretrained(source, local_files_only=True, **_REPORTED)
         except OSError:
             if local_only:
                 raise
-            model, info = cls.from_pretrained(source, output_loading_info=True)
+            model, info = cls.from_pretrained(source, **_REPORTED)
     finally:
         transformers_logging.set_verbosity(verbosity)
     problems = []

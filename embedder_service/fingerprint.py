@@ -35,9 +35,7 @@ def local_checkpoint(source: str, local_only: bool) -> Path | None:
         return None
 
 
-def fingerprint(
-    directory: Path, cache_file: Path | None = None, *, remember_over: int = REMEMBER_OVER_BYTES
-) -> str:
+def fingerprint(directory: Path, cache_file: Path | None = None, *, remember_over: int = REMEMBER_OVER_BYTES) -> str:
     """ "sha256:" and the hex digest over each weight file's name, size and SHA-256, in name order.
 
     The digest of each file over remember_over bytes is remembered in cache_file by (path, size, mtime),

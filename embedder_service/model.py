@@ -254,8 +254,8 @@ class ClipEmbedder:
                 self._sessions, facts = self._converted_sessions(
                     runtime, torch_model, f"{fingerprint} {_config_digest(config)}", dtype, spec
                 )
-            except UnsupportedCheckpoint:
-                raise
+            except (UnsupportedCheckpoint, ModelNotFound):
+                raise  # the checkpoint itself is at fault, whatever the runtime
             except Exception as error:
                 if self._runtime_request != "auto" or dtype not in ("fp32", "bf16"):
                     raise

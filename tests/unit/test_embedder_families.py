@@ -173,3 +173,15 @@ def test_the_fingerprint_is_the_weight_files_digest(
     changed[-1] ^= 1
     (copy / "model.safetensors").write_bytes(bytes(changed))
     assert fingerprint(copy, cache, remember_over=0) != prints["clip"]
+
+
+def test_a_weight_of_another_shape_is_refused(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    checkpoint = tmp_path / "reshaped"
+    shutil.copytree(tiny_clip_dir, checkpoint)
+    weights = load_file(checkpoint / "model.safetensors")
+    weights["visual_projection.weight"] = np.zeros((16, 32), dtype=np.float32)
+    save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(UnsupportedCheckpoint, match=r"1 mismatched \(visual_projection\.weight\)"):
+        ClipEmbedder(str(checkpoint), dtype="fp32", device="cpu", runtime="torch", cache_dir=tmp_path).load()
