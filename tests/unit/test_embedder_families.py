@@ -185,3 +185,19 @@ def test_a_weight_of_another_shape_is_refused(tiny_clip_dir: Path, tmp_path: Pat
     save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(UnsupportedCheckpoint, match=r"1 mismatched \(visual_projection\.weight\)"):
         ClipEmbedder(str(checkpoint), dtype="fp32", device="cpu", runtime="torch", cache_dir=tmp_path).load()
+
+
+@pytest.mark.parametrize("family", ["chinese_clip", "siglip"])
+def test_the_checkpoint_cli_writes_each_family(family: str, tmp_path: Path) -> None:
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from embedder_service.checkpoint import main as checkpoint_cli
+
+    checkpoint_cli([str(tmp_path), "--family", family, "--seed", "1"])
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == family
+    processor = AutoProcessor.from_pretrained(tmp_path)
+    assert type(processor).__name__ == ("ChineseCLIPProcessor" if family == "chinese_clip" else "SiglipProcessor")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    ids = tokenizer("微笑的男人")["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "微笑的男人"
