@@ -15,8 +15,14 @@ from client import Client
 from clipsearch.v1 import embedder_pb2 as pb
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.model import ClipEmbedder
-from tests.support.embedder import cosine, embedder_test_config, encode_image, running_embedder, sample_photo
-from tests.unit.test_embedder_families import reference_outputs
+from tests.support.embedder import (
+    cosine,
+    embedder_test_config,
+    encode_image,
+    family_reference_outputs,
+    running_embedder,
+    sample_photo,
+)
 
 CHINESE = ["微笑的男人", "一只猫"]
 
@@ -67,7 +73,7 @@ def test_served_vectors_equal_the_family_model(
 ) -> None:
     stub = family_stubs[family]
     photo = sample_photo("astronaut")
-    reference = reference_outputs(family, tiny_family_dirs[family], [photo], CHINESE)
+    reference = family_reference_outputs(family, tiny_family_dirs[family], [photo], CHINESE)
     texts = stub.EmbedTexts(pb.EmbedTextsRequest(texts=CHINESE)).embeddings
     for got, want in zip(texts, reference.text_embeds.numpy(), strict=True):
         assert cosine(np.array(got.values), want) >= 0.9999

@@ -96,6 +96,25 @@ def tiny_reference(tiny_clip_dir: Path) -> ClipReference:
     return ClipReference(model, CLIPProcessor.from_pretrained(tiny_clip_dir))
 
 
+def family_reference_outputs(family: str, directory: Path, images: list[Image.Image], texts: list[str]) -> object:
+    """transformers' own model and processor, as their documentation runs them."""
+    import torch
+    import transformers
+
+    from embedder_service.families import FAMILIES
+
+    model = getattr(transformers, FAMILIES[family].model_class).from_pretrained(directory).eval()
+    processor = transformers.AutoProcessor.from_pretrained(directory)
+    if family == "siglip":
+        # SigLIP's documented use: padding="max_length", input_ids alone (trained without a mask).
+        inputs = processor(images=images, text=texts, padding="max_length", truncation=True, return_tensors="pt")
+        inputs.pop("attention_mask", None)
+    else:
+        inputs = processor(images=images, text=texts, padding=True, truncation=True, return_tensors="pt")
+    with torch.inference_mode():
+        return model(**inputs)
+
+
 @contextmanager
 def running_embedder(config: object, embedder: object) -> Iterator[GrpcServer]:
     """An embedder server for `config` on a free port, started and SERVING; stopped on exit."""

@@ -13,7 +13,7 @@ from PIL import Image
 from embedder_service.families import FAMILIES, UnsupportedCheckpoint
 from embedder_service.model import ClipEmbedder
 from embedder_service.preprocess import Preprocessor
-from tests.support.embedder import cosine, sample_photo
+from tests.support.embedder import cosine, family_reference_outputs, sample_photo
 
 TEXTS = ["微笑的男人", "一只猫", "a photo of a cat", "a smiling man in the city street 的 照片"]
 LABELS = ["猫", "狗", "微笑的男人", "a red car"]
@@ -24,23 +24,6 @@ def photos() -> list[Image.Image]:
     return [sample_photo("astronaut"), sample_photo("chelsea"), noise]
 
 
-def reference_outputs(family: str, directory: Path, images: list[Image.Image], texts: list[str]) -> object:
-    """transformers' own model and processor, as their documentation runs them."""
-    import torch
-    import transformers
-
-    model = getattr(transformers, FAMILIES[family].model_class).from_pretrained(directory).eval()
-    processor = transformers.AutoProcessor.from_pretrained(directory)
-    if family == "siglip":
-        # SigLIP's documented use: padding="max_length", input_ids alone (trained without a mask).
-        inputs = processor(images=images, text=texts, padding="max_length", truncation=True, return_tensors="pt")
-        inputs.pop("attention_mask", None)
-    else:
-        inputs = processor(images=images, text=texts, padding=True, truncation=True, return_tensors="pt")
-    with torch.inference_mode():
-        return model(**inputs)
-
-
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_vectors_equal_the_family_model(
     family: str, tiny_family_dirs: dict[str, Path], tiny_family_embedders: dict[str, ClipEmbedder]
@@ -48,7 +31,7 @@ def test_vectors_equal_the_family_model(
     embedder = tiny_family_embedders[family]
     assert embedder.info.family == family
     images = photos()
-    reference = reference_outputs(family, tiny_family_dirs[family], images, TEXTS)
+    reference = family_reference_outputs(family, tiny_family_dirs[family], images, TEXTS)
     preprocess = Preprocessor(embedder.preprocess_spec)
     image_vectors = embedder.embed_images(np.stack([preprocess(image) for image in images]))
     text_vectors = embedder.embed_texts(TEXTS)
@@ -68,7 +51,7 @@ def test_zero_shot_scores_equal_logits_per_image(
 
     embedder = tiny_family_embedders[family]
     image = sample_photo("coffee")
-    reference = reference_outputs(family, tiny_family_dirs[family], [image], LABELS)
+    reference = family_reference_outputs(family, tiny_family_dirs[family], [image], LABELS)
     vector = embedder.embed_images(Preprocessor(embedder.preprocess_spec)(image)[None])[0]
     result = embedder.classify(vector, LABELS)
     logits = reference.logits_per_image[0]
