@@ -8,6 +8,8 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageOps
 
+from clipsearch.v1 import embedder_pb2
+
 HASH_SIDE = 32  # the grayscale copy the hash is taken from
 LOW_SIDE = 8  # the lowest 8x8 frequencies make the 64 bits
 # A 32x32 copy is enough for the hash; JPEG files decode at a reduced DCT scale no smaller than this.
@@ -53,6 +55,15 @@ def image_hash(data: bytes) -> int | None:
             return hash_of_gray(gray_copy(im))
     except Exception:  # noqa: BLE001 - Pillow raises many types for hostile or corrupt files; no hash then
         return None
+
+
+def prepared_hash(image: embedder_pb2.Image, data: bytes) -> int | None:
+    """The hash of an image as prepared for the embedder: from its shrunk pixels when it was decoded here
+    (the hash does not change with size), else from its file, small enough to decode again cheaply."""
+    if image.HasField("raw"):
+        raw = image.raw
+        return hash_of_gray(gray_copy(Image.frombytes("RGB", (raw.width, raw.height), raw.rgb)))
+    return image_hash(data)
 
 
 def distance(a: int, b: int) -> int:
