@@ -14,6 +14,9 @@ HASH_SIDE = 32  # the grayscale copy the hash is taken from
 LOW_SIDE = 8  # the lowest 8x8 frequencies make the 64 bits
 # A 32x32 copy is enough for the hash; JPEG files decode at a reduced DCT scale no smaller than this.
 _DRAFT_SIDE = 4 * HASH_SIDE
+# A copy whose darkest and brightest pixels are closer than this (0-255 levels) is flat: it has no layout to
+# hash, and every flat picture, whatever its colour, would get the same hash. It gets none.
+FLAT_LEVELS = 2.0
 
 
 @cache
@@ -26,11 +29,13 @@ def _dct_matrix(n: int) -> np.ndarray:
     return matrix
 
 
-def hash_of_gray(gray: np.ndarray) -> int:
+def hash_of_gray(gray: np.ndarray) -> int | None:
     """The 64-bit hash of a HASH_SIDE x HASH_SIDE grayscale copy: one bit per low frequency (DC left out),
-    set when its DCT coefficient is above their median."""
+    set when its DCT coefficient is above their median; None for a flat copy."""
     if gray.shape != (HASH_SIDE, HASH_SIDE):
         raise ValueError(f"expected a {HASH_SIDE}x{HASH_SIDE} grayscale copy, got shape {gray.shape}")
+    if float(np.ptp(gray)) < FLAT_LEVELS:
+        return None
     d = _dct_matrix(HASH_SIDE)
     low = (d @ gray.astype(np.float64) @ d.T)[:LOW_SIDE, :LOW_SIDE].ravel()
     median = np.median(low[1:])
@@ -47,7 +52,7 @@ def gray_copy(image: Image.Image) -> np.ndarray:
 
 
 def image_hash(data: bytes) -> int | None:
-    """The perceptual hash of an encoded image, or None when it cannot be decoded."""
+    """The perceptual hash of an encoded image, or None when it cannot be decoded or is flat."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG":

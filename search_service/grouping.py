@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 from clipsearch.limits import MAX_WINDOW
 from search_service import schema as S
 from search_service.duplicates import collapse_photos
@@ -90,7 +92,7 @@ def candidates_from_reply(
     for result in results:
         get = result.get(b"extra_attributes", {}).get
         score = 1.0 - float(get(distance_field))
-        if min_score is not None and score < min_score:
+        if min_score is not None and np.float32(score) < min_score:  # as reported: a float32
             break  # best first: every later match scores lower
         media = _MEDIA.get(get(f_media, b""), MediaType.UNSPECIFIED)
         phash = get(f_phash)

@@ -330,7 +330,7 @@ class SearchIndex:
         for result in results:
             attrs = result.get(b"extra_attributes", {})
             score = 1.0 - float(attrs[DISTANCE.encode()])
-            if min_score is not None and score < min_score:
+            if min_score is not None and np.float32(score) < min_score:  # as reported: a float32
                 break  # best first: every later match scores lower
             matches.append(Match(item_from_fields(self._id_of(result[b"id"]), attrs, with_vectors), score))
         return matches
