@@ -104,3 +104,16 @@ def test_the_distance_asked_for_is_checked() -> None:
     for bad in (-1, MAX_DISTANCE + 1):
         with pytest.raises(InvalidArgument, match="max_distance"):
             check_max_distance(bad)
+
+
+def test_the_hash_of_a_photo_shrunk_for_the_embedder_matches_its_files() -> None:
+    from client.phash import prepared_hash
+    from clipsearch.v1 import embedder_pb2
+
+    image = scene(7, size=(640, 480))
+    small = image.resize((224, 168))
+    raw = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=small.tobytes(), width=224, height=168))
+    from_pixels = prepared_hash(raw, b"")
+    from_file = prepared_hash(embedder_pb2.Image(encoded=b""), encode(image, "PNG"))
+    assert from_pixels is not None and from_file is not None
+    assert distance(from_pixels, from_file) <= DEFAULT_MAX_DISTANCE
