@@ -9,10 +9,11 @@ from typing import Protocol, TypeVar
 from search_service.errors import InvalidArgument
 
 # The most bits two perceptual hashes may differ in for two photos to be copies, unless a query says.
-# Measured by bench.duplicates on generated photos: copies resized to 25-50% or re-encoded (JPEG q=60 to 95,
-# PNG) differed in at most 2 bits, unrelated photos in 18 or more; but the same scene with a small object
-# added differed in 0 to 4 bits as often as not, so each bit more merges more distinct photos (see
-# docs/benchmarks.md). The hashes' distances are even (bits flip in pairs around the median), so 2 and 3 agree.
+# Measured by bench.duplicates on 200 generated photos: every copy resized to 25-50% or re-encoded (JPEG q=60
+# to 95, PNG) was within 2 bits (92% within 0), unrelated photos 16 or more apart. 2 is the least that keeps
+# every copy; each bit more merges more distinct look-alikes (a scene with an object added over 2% of it:
+# 34% within 2 bits, 49% within 4), see docs/benchmarks.md. Distances are even (bits flip in pairs around
+# the median), so 3 acts as 2.
 DEFAULT_MAX_DISTANCE = 2
 MAX_DISTANCE = 12  # beyond it unrelated photos start to merge, and finding close hashes gets slow
 
