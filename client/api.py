@@ -253,12 +253,15 @@ class Client:
         with_vectors: bool = False,
         moments: bool = False,
         gap_seconds: float = 0.0,
+        collapse_duplicates: bool = False,
     ) -> list[Hit]:
         """Nearest items to a vector, best first.
 
         With moments, matching frames of one video that follow each other come back as one hit (its best
         frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
-        within a moment (0: two sampling intervals of the video).
+        within a moment (0: two sampling intervals of the video). With collapse_duplicates, near-duplicate
+        photos (the same picture resized or re-encoded) come back as one hit listing the others in its
+        duplicates; top and offset then count collapsed hits.
         """
         request = search_pb2.QueryRequest(
             vector=[float(v) for v in np.asarray(vector).ravel()],
@@ -269,6 +272,8 @@ class Client:
         )
         if moments:
             request.moments.gap_seconds = gap_seconds
+        if collapse_duplicates:
+            request.duplicates.SetInParent()
         if min_score is not None:
             request.min_score = min_score
         try:
@@ -288,12 +293,19 @@ class Client:
         filter: SearchFilter | None = None,
         min_score: float | None = None,
         moments: bool = False,
+        collapse_duplicates: bool = False,
     ) -> list[Hit]:
         """Items (or, with moments, moments) best matching a text description."""
         if not text.strip():
             raise InvalidInput("the search text is empty")
         return self.search_vector(
-            self.embed_texts([text])[0], top=top, offset=offset, filter=filter, min_score=min_score, moments=moments
+            self.embed_texts([text])[0],
+            top=top,
+            offset=offset,
+            filter=filter,
+            min_score=min_score,
+            moments=moments,
+            collapse_duplicates=collapse_duplicates,
         )
 
     def search_image(
@@ -305,10 +317,17 @@ class Client:
         filter: SearchFilter | None = None,
         min_score: float | None = None,
         moments: bool = False,
+        collapse_duplicates: bool = False,
     ) -> list[Hit]:
         """Items (or moments) most similar to an image (a file path or encoded bytes)."""
         return self.search_vector(
-            self.embed_image(image), top=top, offset=offset, filter=filter, min_score=min_score, moments=moments
+            self.embed_image(image),
+            top=top,
+            offset=offset,
+            filter=filter,
+            min_score=min_score,
+            moments=moments,
+            collapse_duplicates=collapse_duplicates,
         )
 
     def search_like(
@@ -320,18 +339,32 @@ class Client:
         filter: SearchFilter | None = None,
         min_score: float | None = None,
         moments: bool = False,
+        collapse_duplicates: bool = False,
     ) -> list[Hit]:
         """ "More like this": items (or moments) nearest to an indexed item, the item itself (or the moment
         it leads) excluded."""
         vector = self._stored_vector(item_id)
         if offset + top + 1 <= MAX_K:
             # Ask for everything up to the page plus one, so the page is exact wherever the item ranks.
-            hits = self.search_vector(vector, top=offset + top + 1, filter=filter, min_score=min_score, moments=moments)
+            hits = self.search_vector(
+                vector,
+                top=offset + top + 1,
+                filter=filter,
+                min_score=min_score,
+                moments=moments,
+                collapse_duplicates=collapse_duplicates,
+            )
             others = [h for h in hits if h.id != item_id][offset : offset + top]
         else:
             # Deep pages: the item is its own nearest neighbour (score 1), so it ranks before the page.
             hits = self.search_vector(
-                vector, top=top + 1, offset=offset, filter=filter, min_score=min_score, moments=moments
+                vector,
+                top=top + 1,
+                offset=offset,
+                filter=filter,
+                min_score=min_score,
+                moments=moments,
+                collapse_duplicates=collapse_duplicates,
             )
             others = [h for h in hits if h.id != item_id]
             others = others[:top] if len(others) < len(hits) else others[1 : top + 1]

@@ -239,6 +239,11 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
         help="every matching video frame as its own result (default: frames of one video that follow each "
         "other are one result, a moment, with the span it covers)",
     )
+    p.add_argument(
+        "--collapse-duplicates",
+        action="store_true",
+        help="near-duplicate photos (the same picture resized or re-encoded) as one result listing its copies",
+    )
     _filters(p)
     add_service_options(p)
     p.set_defaults(handler=_search)
@@ -367,6 +372,7 @@ def _search(args: argparse.Namespace) -> int:
                 filter=filter_,
                 min_score=args.min_score,
                 moments=not args.frames,
+                collapse_duplicates=args.collapse_duplicates,
             )
         elif args.image is not None:
             query = {"image": display_path(args.image)}
@@ -377,6 +383,7 @@ def _search(args: argparse.Namespace) -> int:
                 filter=filter_,
                 min_score=args.min_score,
                 moments=not args.frames,
+                collapse_duplicates=args.collapse_duplicates,
             )
         else:
             query = {"like": args.like}
@@ -387,6 +394,7 @@ def _search(args: argparse.Namespace) -> int:
                 filter=filter_,
                 min_score=args.min_score,
                 moments=not args.frames,
+                collapse_duplicates=args.collapse_duplicates,
             )
     if args.json:
         output.print_json({"query": query, "results": [h.to_json() for h in hits]})

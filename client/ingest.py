@@ -31,6 +31,7 @@ from .media import (
     prepare_image,
     read_file,
 )
+from .phash import prepared_hash
 from .pipeline import Patch, Pending, Pipeline
 from .prune import list_all, prune
 from .reports import IndexReport, ProgressCallback, Tally
@@ -300,10 +301,11 @@ class Ingest:
             else:
                 self._pipeline.patch(Patch((entry.item_id,), (entry.uri,), self._tags, entry.label))
         # Decoding and shrinking large images runs on several threads (Pillow releases the GIL).
-        for entry, prepared in zip(new, self._prepare_pool.map(self._prepare, new), strict=True):
-            if isinstance(prepared, MediaError):
-                self._tally.failed(entry.label, str(prepared))
+        for entry, result in zip(new, self._prepare_pool.map(self._prepare, new), strict=True):
+            if isinstance(result, MediaError):
+                self._tally.failed(entry.label, str(result))
                 continue
+            prepared, perceptual_hash = result
             metadata = search_pb2.Metadata(
                 sources=[entry.uri] if entry.uri else [],
                 media_type=search_pb2.MEDIA_TYPE_IMAGE,
@@ -312,16 +314,19 @@ class Ingest:
                 width=prepared.width,
                 height=prepared.height,
                 tags=self._tags,
+                perceptual_hash=perceptual_hash,
             )
             self._pipeline.add(
                 Pending(entry.item_id, metadata, prepared.image, prepared.image.ByteSize() + 16, entry.label)
             )
 
-    def _prepare(self, entry: _ImageEntry) -> PreparedImage | MediaError:
+    def _prepare(self, entry: _ImageEntry) -> tuple[PreparedImage, int | None] | MediaError:
+        """The image ready for the embedder, and its perceptual hash (for near-duplicates; None if none)."""
         try:
-            return prepare_image(entry.data, self._limits)
+            prepared = prepare_image(entry.data, self._limits)
         except MediaError as exc:
             return exc
+        return prepared, prepared_hash(prepared.image, entry.data)
 
     def _stored_frames(self, video_hash: str) -> Iterator[search_pb2.Item]:
         filter_ = search_pb2.Filter(

@@ -52,6 +52,10 @@ def hits_table(hits: Sequence[Hit]) -> Table:
         source = hit.source or "-"
         if len(hit.sources) > 1:
             source += f" (+{len(hit.sources) - 1} more)"
+        if hit.duplicates:
+            copies = [path for copy in hit.duplicates for path in (copy.paths or (copy.id,))]
+            source += f"\n+ {len(hit.duplicates)} near-duplicate{'s' if len(hit.duplicates) != 1 else ''}: "
+            source += ", ".join(copies)
         time = hit.span
         if time != hit.time:
             time += f" ({hit.frames} frame{'s' if hit.frames != 1 else ''}, best {hit.time})"

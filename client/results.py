@@ -85,7 +85,8 @@ class Hit(Item):
     """A search result: the item, its cosine similarity to the query and its rank (1 = best).
 
     For a video frame, start_seconds to end_seconds is the span the hit covers and frames how many stored
-    frames it groups (a moment); the item is the best of them, at timestamp_seconds.
+    frames it groups (a moment); the item is the best of them, at timestamp_seconds. With duplicates
+    collapsed, duplicates are the other copies of the photo (each with its own score), best first.
     """
 
     score: float = 0.0
@@ -93,6 +94,7 @@ class Hit(Item):
     start_seconds: float | None = None
     end_seconds: float | None = None
     frames: int = 1
+    duplicates: tuple[Hit, ...] = ()
 
     @property
     def span(self) -> str:
@@ -113,10 +115,16 @@ class Hit(Item):
             start_seconds=start,
             end_seconds=end,
             frames=max(1, match.frames),
+            duplicates=tuple(cls.from_match(d, rank) for d in match.duplicates),
         )
 
     def to_json(self) -> dict[str, object]:
-        return {"rank": self.rank, "score": self.score, **super().to_json()}
+        data = {"rank": self.rank, "score": self.score, **super().to_json()}
+        # A copy's own rank and copies say nothing: it shares the hit's rank and has none.
+        data["duplicates"] = [
+            {k: v for k, v in d.to_json().items() if k not in ("rank", "duplicates")} for d in self.duplicates
+        ]
+        return data
 
 
 @dataclass(frozen=True)

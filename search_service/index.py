@@ -7,7 +7,6 @@ import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,13 @@ from clipsearch.limits import (
     MAX_WINDOW,
 )
 from search_service import schema as S
+from search_service.duplicates import check_max_distance
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout
+from search_service.grouping import GROUP_FIELDS, Candidate, candidates_from_reply, grouped_query
 from search_service.info import mismatch_message, parse_info
 from search_service.items import (
     DeleteResult,
+    DuplicateOptions,
     Filter,
     HnswParams,
     Item,
@@ -37,7 +39,7 @@ from search_service.items import (
     Stats,
     UpsertResult,
 )
-from search_service.moments import MOMENT_FIELDS, check_gap, query_moments, single
+from search_service.moments import check_gap, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
 from search_service.schema import IndexSchema
@@ -276,9 +278,10 @@ class SearchIndex:
         ef_runtime: int = 0,
         with_vectors: bool = False,
         moments: MomentOptions | None = None,
+        duplicates: DuplicateOptions | None = None,
     ) -> builtins.list[Match]:
-        """The k nearest items (or moments, see moments.py) to `vector` among those matching `filter`,
-        skipping the first `offset`."""
+        """The k nearest items (or groups: moments, see moments.py, and collapsed near-duplicate photos, see
+        duplicates.py) to `vector` among those matching `filter`, skipping the first `offset`."""
         blob = vector_bytes(vector, self.dimension, "vector")
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:
@@ -291,26 +294,24 @@ class SearchIndex:
             raise InvalidArgument(f"ef_runtime={ef_runtime}; it must be 0 (the index default) to {MAX_EF_RUNTIME}")
         if min_score is not None and math.isnan(min_score):
             raise InvalidArgument("min_score is NaN")
-        if moments is not None:
-            check_gap(moments.gap_seconds)
+        gap = None if moments is None else check_gap(moments.gap_seconds)
+        distance = None if duplicates is None else check_max_distance(duplicates.max_distance)
         base = filter_query(filter or Filter())
         self._require_ready()
 
-        if moments is None:
+        if moments is None and duplicates is None:
             fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
             return [single(m) for m in self._nearest(base, blob, offset, k, min_score, ef_runtime, fields)]
-        found = query_moments(
-            lambda n: self._nearest(base, blob, 0, n, min_score, ef_runtime, MOMENT_FIELDS),
-            k=k,
-            offset=offset,
-            gap_seconds=moments.gap_seconds,
-        )
-        # Candidates carry only what grouping reads; the moments' best frames are read in full.
-        with self._redis_errors():
-            items = self._fetch([self._key(m.item.id).encode() for m in found], with_vectors)
-        return [
-            replace(m, item=item) for m, item in zip(found, items, strict=True) if item is not None
-        ]  # an item deleted since the search is left out
+
+        def fetch_candidates(n: int) -> builtins.list[Candidate]:
+            results = self._knn(base, blob, 0, n, ef_runtime, GROUP_FIELDS)
+            return candidates_from_reply(results, len(self.schema.prefix.encode()), DISTANCE.encode(), min_score)
+
+        def fetch_items(ids: Sequence[str]) -> builtins.list[Item | None]:
+            with self._redis_errors():
+                return self._fetch([self._key(i).encode() for i in ids], with_vectors)
+
+        return grouped_query(fetch_candidates, fetch_items, k=k, offset=offset, gap_seconds=gap, max_distance=distance)
 
     def _nearest(
         self,
@@ -322,6 +323,22 @@ class SearchIndex:
         ef_runtime: int,
         fields: Sequence[str],
     ) -> builtins.list[Match]:
+        fields = [*fields, DISTANCE]
+        with_vectors = S.F_VECTOR in fields
+        results = self._knn(builder, blob, offset, k, ef_runtime, fields)
+        matches = []
+        for result in results:
+            attrs = result.get(b"extra_attributes", {})
+            score = 1.0 - float(attrs[DISTANCE.encode()])
+            if min_score is not None and np.float32(score) < min_score:  # as reported: a float32
+                break  # best first: every later match scores lower
+            matches.append(Match(item_from_fields(self._id_of(result[b"id"]), attrs, with_vectors), score))
+        return matches
+
+    def _knn(
+        self, builder: QueryBuilder, blob: bytes, offset: int, k: int, ef_runtime: int, fields: Sequence[str]
+    ) -> builtins.list[dict[bytes, Any]]:
+        """FT.SEARCH results offset to offset + k nearest to `blob`, read with `fields` and the distance."""
         base = builder.build()[0]
         params = dict(builder.params)
         params |= {"K": str(offset + k), "BLOB": blob}
@@ -330,8 +347,7 @@ class SearchIndex:
             params["EF"] = str(max(ef_runtime or self._hnsw.ef_runtime, offset + k))
             knn += " EF_RUNTIME $EF"
         query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
-        fields = [*fields, DISTANCE]
-        with_vectors = S.F_VECTOR in fields
+        fields = [*fields, DISTANCE] if DISTANCE not in fields else fields
         with self._redis_errors():
             reply = self._search(
                 query,
@@ -346,14 +362,8 @@ class SearchIndex:
                 str(len(fields)),
                 *fields,
             )
-        matches = []
-        for result in reply[b"results"]:
-            attrs = result.get(b"extra_attributes", {})
-            score = 1.0 - float(attrs[DISTANCE.encode()])
-            if min_score is not None and score < min_score:
-                break  # best first: every later match scores lower
-            matches.append(Match(item_from_fields(self._id_of(result[b"id"]), attrs, with_vectors), score))
-        return matches
+        results: builtins.list[dict[bytes, Any]] = reply[b"results"]
+        return results
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> tuple[builtins.list[Item], builtins.list[str]]:
         """The items found, in request order, and the ids not found."""

@@ -33,6 +33,7 @@ class Metadata:
     tags: tuple[str, ...] = ()
     frame_interval_seconds: float = 0.0
     span_end_seconds: float = 0.0
+    perceptual_hash: int | None = None  # 64 bits, for a still image (see duplicates.py)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ class MomentOptions:
 
 
 @dataclass(frozen=True)
+class DuplicateOptions:
+    """Query collapses near-duplicate photos into one match (see duplicates.py); None is the default distance."""
+
+    max_distance: int | None = None
+
+
+@dataclass(frozen=True)
 class Match:
     """A query result: an item, or a moment whose best frame is `item`."""
 
@@ -74,6 +82,7 @@ class Match:
     start_seconds: float = 0.0  # for a video frame: the span covered
     end_seconds: float = 0.0
     frames: int = 1  # stored items grouped
+    duplicates: tuple[Match, ...] = ()  # the other copies of a collapsed photo, best first
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ F_WIDTH = "width"  # stored, not indexed
 F_HEIGHT = "height"  # stored, not indexed
 F_FRAME_INTERVAL = "frame_interval"  # stored, not indexed; absent on items written before it existed
 F_SPAN_END = "span_end"  # stored, not indexed; absent when the frame stands for itself alone
+F_PHASH = "phash"  # stored, not indexed: a still image's 64-bit perceptual hash, 16 hex digits; absent if none
 
 
 @dataclass(frozen=True)

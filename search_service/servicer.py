@@ -10,7 +10,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
 from search_service.index import SearchIndex
-from search_service.items import Filter, Item, MediaType, Metadata, MomentOptions
+from search_service.items import DuplicateOptions, Filter, Item, Match, MediaType, Metadata, MomentOptions
 
 _MEDIA_TYPES = {
     pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
@@ -53,19 +53,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             ef_runtime=request.ef_runtime,
             with_vectors=request.with_vectors,
             moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
+            duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
         )
-        return pb.QueryResponse(
-            matches=[
-                pb.Match(
-                    item=_item_to_pb(m.item),
-                    score=m.score,
-                    start_seconds=m.start_seconds,
-                    end_seconds=m.end_seconds,
-                    frames=m.frames,
-                )
-                for m in matches
-            ]
-        )
+        return pb.QueryResponse(matches=[_match_to_pb(m) for m in matches])
 
     @_STATUSES.rpc
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
@@ -164,6 +154,7 @@ def _item_from_pb(item: pb.Item, where: str) -> Item:
             tags=tuple(meta.tags),
             frame_interval_seconds=meta.frame_interval_seconds,
             span_end_seconds=meta.span_end_seconds,
+            perceptual_hash=meta.perceptual_hash if meta.HasField("perceptual_hash") else None,
         ),
     )
 
@@ -184,11 +175,27 @@ def _item_to_pb(item: Item) -> pb.Item:
             tags=meta.tags,
             frame_interval_seconds=meta.frame_interval_seconds,
             span_end_seconds=meta.span_end_seconds,
+            perceptual_hash=meta.perceptual_hash,
         ),
     )
     if item.vector is not None:
         message.vector.extend(item.vector.tolist())
     return message
+
+
+def _match_to_pb(m: Match) -> pb.Match:
+    return pb.Match(
+        item=_item_to_pb(m.item),
+        score=m.score,
+        start_seconds=m.start_seconds,
+        end_seconds=m.end_seconds,
+        frames=m.frames,
+        duplicates=[_match_to_pb(d) for d in m.duplicates],
+    )
+
+
+def _duplicates_from_pb(options: pb.DuplicateOptions) -> DuplicateOptions:
+    return DuplicateOptions(options.max_distance if options.HasField("max_distance") else None)
 
 
 def _filter_from_pb(f: pb.Filter) -> Filter:

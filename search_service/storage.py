@@ -14,6 +14,7 @@ from search_service.items import Item, MediaType, Metadata
 from search_service.validation import (
     check_collection,
     check_content_hash,
+    check_perceptual_hash,
     check_source,
     check_tag,
     check_timestamp,
@@ -34,6 +35,7 @@ ITEM_FIELDS = (
     S.F_HEIGHT,
     S.F_FRAME_INTERVAL,
     S.F_SPAN_END,
+    S.F_PHASH,
 )
 
 
@@ -97,6 +99,8 @@ def item_fields(item: Item, dimension: int, where: str) -> tuple[list[str], list
         fields += [S.F_SPAN_END, repr(float(meta.span_end_seconds))]
     if meta.content_hash:
         fields += [S.F_CONTENT_HASH, meta.content_hash]
+    if meta.perceptual_hash is not None:
+        fields += [S.F_PHASH, format(check_perceptual_hash(meta.perceptual_hash, f"{where}.metadata"), "016x")]
     if tags:
         fields += [S.F_TAGS, S.TAG_SEPARATOR.join(encode_tag(t) for t in tags)]
     return sources, fields
@@ -132,5 +136,6 @@ def item_from_fields(item_id: str, attrs: Mapping[bytes, bytes], with_vectors: b
         tags=tuple(decode_tag(t) for t in split(S.F_TAGS)),
         frame_interval_seconds=float(text(S.F_FRAME_INTERVAL) or 0.0),
         span_end_seconds=float(text(S.F_SPAN_END) or 0.0),
+        perceptual_hash=int(text(S.F_PHASH), 16) if text(S.F_PHASH) else None,
     )
     return Item(id=item_id, vector=vector, metadata=metadata)

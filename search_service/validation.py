@@ -90,6 +90,12 @@ def check_timestamp(value: float, where: str) -> None:
         raise InvalidArgument(f"{where} is {value}; it must be finite")
 
 
+def check_perceptual_hash(value: int, where: str) -> int:
+    if not 0 <= value < 1 << 64:
+        raise InvalidArgument(f"{where}.perceptual_hash={value}; it must be 64 bits (0 to 2**64 - 1)")
+    return value
+
+
 def vector_bytes(vector: np.ndarray | Sequence[float] | None, dimension: int, where: str) -> bytes:
     """The vector as stored (FLOAT32 little-endian), once it has `dimension` finite values, not all zero."""
     if vector is None:

@@ -21,6 +21,7 @@ from .media import Media, is_video
 from .models import (
     ClassifyDoc,
     ClassifyRequestDoc,
+    DuplicateDoc,
     ErrorDoc,
     HitDoc,
     ItemDoc,
@@ -48,6 +49,7 @@ class Page:
     min_score: float
     filter: SearchFilter
     moments: bool = True
+    collapse_duplicates: bool = False
 
 
 def page_params(
@@ -59,11 +61,15 @@ def page_params(
     frames: Annotated[
         bool, Query(description="every video frame as its own result, not frames of one moment as one")
     ] = False,
+    collapse_duplicates: Annotated[
+        bool, Query(description="near-duplicate photos (resized or re-encoded copies) as one result listing its copies")
+    ] = False,
 ) -> Page:
     if offset + top + 1 > MAX_DEPTH:
         raise InvalidInput(f"results go no deeper than {MAX_DEPTH}: lower offset or top")
     collections = (collection,) if collection and collection.strip() else ()
-    return Page(top, offset, min_score, SearchFilter(collections=collections, media=media), moments=not frames)
+    filter_ = SearchFilter(collections=collections, media=media)
+    return Page(top, offset, min_score, filter_, moments=not frames, collapse_duplicates=collapse_duplicates)
 
 
 PageParams = Annotated[Page, Depends(page_params)]
@@ -91,13 +97,21 @@ def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:
         media_url=f"/media/{item.id}/file",
         playable=playable,
         mime=mime,
+        duplicates=[duplicate_doc(d) for d in item.duplicates] if isinstance(item, Hit) else [],
+    )
+
+
+def duplicate_doc(copy: Hit) -> DuplicateDoc:
+    name = file_name(copy.source_uri) if copy.sources else copy.id
+    return DuplicateDoc(
+        id=copy.id, score=copy.score, name=name, source=copy.source, thumbnail_url=f"/media/{copy.id}/thumb"
     )
 
 
 def search_doc(hits: list[Hit], page: Page, media: Media, query: QueryDoc) -> SearchDoc:
     # One more result than the page was asked for says whether another page follows.
     shown = hits[: page.top]
-    media.files.remember(shown)
+    media.files.remember([*shown, *(d for h in shown for d in h.duplicates)])
     return SearchDoc(
         query=query,
         offset=page.offset,
@@ -124,7 +138,13 @@ def api_router() -> APIRouter:
         top, offset, filter_, min_score = page.top + 1, page.offset, page.filter, page.min_score
         if q is not None:
             hits = client.search_text(
-                q, top=top, offset=offset, filter=filter_, min_score=min_score, moments=page.moments
+                q,
+                top=top,
+                offset=offset,
+                filter=filter_,
+                min_score=min_score,
+                moments=page.moments,
+                collapse_duplicates=page.collapse_duplicates,
             )
         else:
             hits = client.search_like(
@@ -134,6 +154,7 @@ def api_router() -> APIRouter:
                 filter=filter_,
                 min_score=min_score,
                 moments=page.moments,
+                collapse_duplicates=page.collapse_duplicates,
             )
         return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False))
 
@@ -159,6 +180,7 @@ def api_router() -> APIRouter:
             filter=page.filter,
             min_score=page.min_score,
             moments=page.moments,
+            collapse_duplicates=page.collapse_duplicates,
         )
         return await run_in_threadpool(search_doc, hits, page, media, QueryDoc(text=None, like=None, image=True))
 

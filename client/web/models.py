@@ -13,6 +13,16 @@ class ErrorDoc(BaseModel):
     error: str
 
 
+class DuplicateDoc(BaseModel):
+    """A near-duplicate copy of a photo hit (with collapse_duplicates): the same picture resized or re-encoded."""
+
+    id: str
+    score: float
+    name: str = Field(description="the file name, without directories")
+    source: str = Field(description="the file's path, for display")
+    thumbnail_url: str
+
+
 class HitDoc(BaseModel):
     """One result: an indexed image or video frame, with its score and where to fetch its media."""
 
@@ -34,6 +44,9 @@ class HitDoc(BaseModel):
     media_url: str
     playable: bool = Field(description="whether browsers play the file (always true for images)")
     mime: str
+    duplicates: list[DuplicateDoc] = Field(
+        default_factory=list, description="with collapse_duplicates: the photo's other copies, best first"
+    )
 
 
 class ItemDoc(HitDoc):

@@ -26,7 +26,7 @@ ALGORITHM_FLAT: Algorithm
 ALGORITHM_HNSW: Algorithm
 
 class Metadata(_message.Message):
-    __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags", "frame_interval_seconds", "span_end_seconds")
+    __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags", "frame_interval_seconds", "span_end_seconds", "perceptual_hash")
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,7 @@ class Metadata(_message.Message):
     TAGS_FIELD_NUMBER: _ClassVar[int]
     FRAME_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SPAN_END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PERCEPTUAL_HASH_FIELD_NUMBER: _ClassVar[int]
     sources: _containers.RepeatedScalarFieldContainer[str]
     media_type: MediaType
     collection: str
@@ -49,7 +50,8 @@ class Metadata(_message.Message):
     tags: _containers.RepeatedScalarFieldContainer[str]
     frame_interval_seconds: float
     span_end_seconds: float
-    def __init__(self, sources: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., collection: _Optional[str] = ..., timestamp_seconds: _Optional[float] = ..., frame_index: _Optional[int] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., frame_interval_seconds: _Optional[float] = ..., span_end_seconds: _Optional[float] = ...) -> None: ...
+    perceptual_hash: int
+    def __init__(self, sources: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., collection: _Optional[str] = ..., timestamp_seconds: _Optional[float] = ..., frame_index: _Optional[int] = ..., content_hash: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., frame_interval_seconds: _Optional[float] = ..., span_end_seconds: _Optional[float] = ..., perceptual_hash: _Optional[int] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("id", "vector", "metadata")
@@ -96,7 +98,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., created: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments")
+    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments", "duplicates")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +107,7 @@ class QueryRequest(_message.Message):
     EF_RUNTIME_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     MOMENTS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
     offset: int
@@ -113,7 +116,8 @@ class QueryRequest(_message.Message):
     ef_runtime: int
     with_vectors: bool
     moments: MomentOptions
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ...) -> None: ...
+    duplicates: DuplicateOptions
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ..., duplicates: _Optional[_Union[DuplicateOptions, _Mapping]] = ...) -> None: ...
 
 class MomentOptions(_message.Message):
     __slots__ = ("gap_seconds",)
@@ -121,19 +125,27 @@ class MomentOptions(_message.Message):
     gap_seconds: float
     def __init__(self, gap_seconds: _Optional[float] = ...) -> None: ...
 
+class DuplicateOptions(_message.Message):
+    __slots__ = ("max_distance",)
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    max_distance: int
+    def __init__(self, max_distance: _Optional[int] = ...) -> None: ...
+
 class Match(_message.Message):
-    __slots__ = ("item", "score", "start_seconds", "end_seconds", "frames")
+    __slots__ = ("item", "score", "start_seconds", "end_seconds", "frames", "duplicates")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     START_SECONDS_FIELD_NUMBER: _ClassVar[int]
     END_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     item: Item
     score: float
     start_seconds: float
     end_seconds: float
     frames: int
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ...) -> None: ...
+    duplicates: _containers.RepeatedCompositeFieldContainer[Match]
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("matches",)

@@ -18,6 +18,7 @@ const ui = {
   minValue: $("min-score-value"),
   collection: $("collection"),
   media: [...document.querySelectorAll('input[name="media"]')],
+  dups: $("collapse-duplicates"),
   chip: $("query-chip"),
   status: $("status"),
   welcome: $("welcome"),
@@ -53,7 +54,7 @@ const viewer = createViewer({ onLike: moreLike });
 const services = createServices({ onStats });
 
 function emptyState() {
-  return { q: "", like: "", image: "", min: 0, collection: "", media: "", frames: false };
+  return { q: "", like: "", image: "", min: 0, collection: "", media: "", frames: false, dups: false };
 }
 
 const active = (s) => Boolean(s.q || s.like || s.image);
@@ -74,6 +75,8 @@ function stateFromLocation() {
   s.media = media === "image" || media === "video" ? media : "";
   // frames=1: every video frame its own result rather than one result per moment.
   s.frames = params.get("frames") === "1";
+  // dups=1: near-duplicate photos (resized or re-encoded copies) as one result listing its copies.
+  s.dups = params.get("dups") === "1";
   return s;
 }
 
@@ -85,6 +88,7 @@ function urlFor(s) {
   if (s.collection) params.set("collection", s.collection);
   if (s.media) params.set("media", s.media);
   if (s.frames) params.set("frames", "1");
+  if (s.dups) params.set("dups", "1");
   const query = params.toString();
   return query ? `${location.pathname}?${query}` : location.pathname;
 }
@@ -112,6 +116,7 @@ function searchParams(offset, { min = state.min, top = PAGE } = {}) {
   if (state.collection) params.set("collection", state.collection);
   if (state.media) params.set("media", state.media);
   if (state.frames) params.set("frames", "1");
+  if (state.dups) params.set("collapse_duplicates", "true");
   return params;
 }
 
@@ -276,6 +281,11 @@ function card(hit) {
       span.hidden = false;
       span.textContent = `${hit.span} · ${plural(hit.frames, "frame")}`;
     }
+  } else if (hit.duplicates?.length) {
+    const copies = node.querySelector(".card-span");
+    copies.hidden = false;
+    copies.textContent = `+ ${plural(hit.duplicates.length, "near-duplicate")}`;
+    copies.title = hit.duplicates.map((d) => d.source || d.name).join("\n");
   }
   const name = node.querySelector(".card-name");
   name.textContent = hit.name;
@@ -403,6 +413,7 @@ function syncControls() {
   }
   ui.collection.value = state.collection;
   for (const radio of ui.media) radio.checked = radio.value === state.media;
+  ui.dups.checked = state.dups;
 }
 
 function onStats(stats) {
@@ -474,6 +485,8 @@ ui.collection.addEventListener("change", () => commit({ ...state, collection: ui
 for (const radio of ui.media) {
   radio.addEventListener("change", () => radio.checked && commit({ ...state, media: radio.value }));
 }
+
+ui.dups.addEventListener("change", () => commit({ ...state, dups: ui.dups.checked }));
 
 ui.chip.querySelector(".chip-clear").addEventListener("click", () => {
   commit({ ...state, like: "", image: "" });

@@ -31,6 +31,7 @@ HIT_FIELDS = {
     "media_url",
     "playable",
     "mime",
+    "duplicates",
 }
 
 
