@@ -180,6 +180,9 @@ class Reindex:
             kept.append(uri)
         return data, chosen, kept
 
+    def _drop(self, ids: list[str]) -> None:
+        self.report.dropped.extend(i for i in ids if i not in self.report.dropped)  # a second pass meets them again
+
     def _missing(self, uri: str) -> None:
         if display(uri) not in self.report.missing_sources:
             self.report.missing_sources.append(display(uri))
@@ -187,7 +190,7 @@ class Reindex:
     def _image(self, item: search_pb2.Item, pipeline: Pipeline, tally: Tally) -> None:
         data, chosen, kept = self._present(item.metadata.sources, item.metadata.content_hash)
         if data is None or chosen is None:
-            self.report.dropped.append(item.id)
+            self._drop([item.id])
             return
         tally.file(display(chosen))
         try:
@@ -217,7 +220,7 @@ class Reindex:
             chosen = chosen or uri
             kept.append(uri)
         if chosen is None:
-            self.report.dropped.extend(f.id for f in frames)
+            self._drop([f.id for f in frames])
             return
         label = display(chosen)
         tally.file(label)

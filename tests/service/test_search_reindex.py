@@ -30,7 +30,7 @@ def stub_and_url(search_server_factory: SearchServerFactory) -> tuple[search_pb2
 
 
 def test_the_first_write_naming_a_model_records_it_and_another_model_is_refused(stub_and_url) -> None:  # type: ignore[no-untyped-def]
-    stub, _, name = stub_and_url
+    stub = stub_and_url[0]
     stub.Upsert(pb.UpsertRequest(items=items(3, 32)))  # no model: today's behaviour, nothing recorded
     assert not stub.Stats(pb.StatsRequest()).settings.HasField("model")
     legacy = pb.EmbeddingModel(model_id="models/a", dimension=32)  # an embedder reporting no family/fingerprint
