@@ -40,7 +40,7 @@ from search_service.items import (
 from search_service.moments import MOMENT_FIELDS, check_gap, query_moments, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
 from search_service.redis_calls import execute
-from search_service.resolve import IndexBase, Stale
+from search_service.resolve import CATALOG_MAX_AGE_SECONDS, IndexBase, Stale
 from search_service.storage import ITEM_FIELDS, decode_tag, encode_tag, item_fields, item_from_fields
 from search_service.validation import (
     check_collection,
@@ -200,9 +200,32 @@ class SearchIndex(IndexBase):
         model: EmbeddingModel | None = None,
     ) -> builtins.list[Match]:
         """The k nearest items (or moments, see moments.py) to `vector` among those matching `filter`,
-        skipping the first `offset`; with `model`, only if the index holds that model's vectors."""
+        skipping the first `offset`; with `model`, only if the index holds that model's vectors.
+
+        The catalog read up to CATALOG_MAX_AGE_SECONDS ago is trusted; a search that finds the index switched
+        (by a reindex another service instance finished) reads it again and runs once more.
+        """
+        for _ in range(3):
+            try:
+                return self._query(vector, k, offset, filter, min_score, ef_runtime, with_vectors, moments, model)
+            except Stale:
+                continue
+        raise IndexMismatch("the index kept changing during the query (a reindex switching?); retry")
+
+    def _query(
+        self,
+        vector: np.ndarray,
+        k: int,
+        offset: int,
+        filter: Filter | None,
+        min_score: float | None,
+        ef_runtime: int,
+        with_vectors: bool,
+        moments: MomentOptions | None,
+        model: EmbeddingModel | None,
+    ) -> builtins.list[Match]:
         if model is not None:
-            self.require_ready()
+            self.require_ready(CATALOG_MAX_AGE_SECONDS)
             self.check_model(model)
         blob = vector_bytes(vector, self.dimension, "vector")
         k = DEFAULT_K if k == 0 else k
@@ -219,7 +242,7 @@ class SearchIndex(IndexBase):
         if moments is not None:
             check_gap(moments.gap_seconds)
         base = filter_query(filter or Filter())
-        self.require_ready()
+        self.require_ready(CATALOG_MAX_AGE_SECONDS)
 
         if moments is None:
             fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
@@ -258,19 +281,29 @@ class SearchIndex(IndexBase):
         fields = [*fields, DISTANCE]
         with_vectors = S.F_VECTOR in fields
         with self.redis_errors():
-            reply = self._search(
-                query,
-                params,
-                "SORTBY",
-                DISTANCE,
-                "ASC",
-                "LIMIT",
-                str(offset),
-                str(k),
-                "RETURN",
-                str(len(fields)),
-                *fields,
-            )
+            try:
+                reply = self._search(
+                    query,
+                    params,
+                    "SORTBY",
+                    DISTANCE,
+                    "ASC",
+                    "LIMIT",
+                    str(offset),
+                    str(k),
+                    "RETURN",
+                    str(len(fields)),
+                    *fields,
+                )
+            except redis.ResponseError:
+                # The live index dropped, or (generation 0 turned alias) another dimension: switched?
+                if self.switched():
+                    raise Stale() from None
+                raise
+            # Keys of another prefix: the configured name is now an alias of a newer generation.
+            prefix = self.schema.prefix.encode()
+            if not all(r[b"id"].startswith(prefix) for r in reply[b"results"]) and self.switched():
+                raise Stale()
         matches = []
         for result in reply[b"results"]:
             attrs = result.get(b"extra_attributes", {})

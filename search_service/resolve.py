@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +25,10 @@ from search_service.scripts import REMOVE_SOURCES_LUA, UPSERT_LUA
 
 log = logging.getLogger(__name__)
 
+# How long a query may rely on the catalog it read last (see require_ready); a query that meets a switched
+# index within that time notices it (SearchIndex._nearest) and reads the catalog again.
+CATALOG_MAX_AGE_SECONDS = 1.0
+
 
 class Stale(Exception):
     """The catalog changed between resolving the index and writing: resolve it again."""
@@ -41,6 +47,7 @@ class IndexBase:
         self.redis_label = redis_label
         self._timeout = str(query_timeout_ms)
         self._ready = False
+        self._catalog_read_at = -math.inf
         self._hnsw = HnswParams(schema.vector.m, schema.vector.ef_construction, schema.vector.ef_runtime)
         self._upsert_script = client.register_script(UPSERT_LUA)
         self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
@@ -71,9 +78,11 @@ class IndexBase:
     def refresh(self) -> Catalog:
         """Reads the catalog (Redis errors propagate); a switched live generation is verified again."""
         base = self.configured
+        read_at = time.monotonic()
         found = C.read_catalog(
             self._client, index_name=base.name, key_prefix=base.prefix, dimension=base.vector.dimension
         )
+        self._catalog_read_at = read_at
         if (found.live.number, found.live.index) != (self.catalog.live.number, self.catalog.live.index):
             self.schema = self.schema_of(found.live)
             self._hnsw = HnswParams(
@@ -154,12 +163,24 @@ class IndexBase:
                 )
             self._hnsw = found
 
-    def require_ready(self) -> None:
-        if self._ready:
+    def require_ready(self, max_age: float = 0.0) -> None:
+        """Makes sure the index is verified and the catalog read: within the last `max_age` seconds, or now.
+
+        Writes and the reindex RPCs read the catalog every time (0); queries accept one up to
+        CATALOG_MAX_AGE_SECONDS old, which saves a round trip to Redis per query.
+        """
+        if self._ready and (max_age <= 0 or time.monotonic() - self._catalog_read_at > max_age):
             with self.redis_errors():
                 self.refresh()
         if not self._ready:
             self.check()
+
+    def switched(self) -> bool:
+        """Reads the catalog again: whether the live generation changed since it was last read (another
+        service instance finished a reindex). Redis errors propagate."""
+        before = (self.catalog.live.number, self.catalog.live.index)
+        self.refresh()
+        return (self.catalog.live.number, self.catalog.live.index) != before
 
     def check_model(self, model: EmbeddingModel | None) -> None:
         """Raises ModelMismatch when the live index holds another model's vectors (or another dimension)."""

@@ -125,3 +125,32 @@ def test_reindex_is_resumable_serves_the_old_index_until_the_switch_and_migrates
     with redis.Redis.from_url(url, protocol=3) as client:
         assert list(client.scan_iter(match=f"{name}:g1:*")) == []
         assert list(client.scan_iter(match=f"{name}:g2:*")) == []
+
+
+def test_another_instance_notices_a_switch_at_once_though_it_reads_the_catalog_at_most_once_a_second(
+    search_server_factory: SearchServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Queries trust the catalog they read last (and the health check reads it again); here for an hour, so
+    # only noticing the switch can pass.
+    monkeypatch.setattr("search_service.index.CATALOG_MAX_AGE_SECONDS", 3600.0)
+    first = search_server_factory()
+    second = search_server_factory(index_name=first.config.index_name, health_interval_seconds=3600.0)
+    model_c = pb.EmbeddingModel(model_id="models/c", family="clip", dimension=32, fingerprint="sha256:cccc")
+    old, new = items(6, 32), items(6, 32, seed=7)
+    with grpc.insecure_channel(first.address) as a, grpc.insecure_channel(second.address) as b:
+        stub_a, stub_b = search_pb2_grpc.SearchStub(a), search_pb2_grpc.SearchStub(b)
+        stub_a.Upsert(pb.UpsertRequest(items=old, model=MODEL_A))
+        assert stub_b.Query(pb.QueryRequest(vector=old[2].vector, model=MODEL_A, k=1)).matches[0].item.id == "item2"
+        # Generation 0 -> 1 (the name becomes an alias, same dimension), then 1 -> 2 (generation 1 dropped).
+        for model, vectors in ((model_c, new), (MODEL_A, old)):
+            stub_a.BeginReindex(pb.BeginReindexRequest(model=model))
+            stub_a.Upsert(pb.UpsertRequest(items=vectors, model=model, staging=True))
+            stub_a.FinishReindex(pb.FinishReindexRequest(model=model))
+            stale = MODEL_A if model == model_c else model_c
+            with pytest.raises(grpc.RpcError) as caught:
+                stub_b.Query(pb.QueryRequest(vector=vectors[0].vector, model=stale))
+            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "clipsearch reindex" in (caught.value.details() or "")
+            hits = stub_b.Query(pb.QueryRequest(vector=vectors[4].vector, model=model, k=1)).matches
+            assert hits[0].item.id == "item4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+            assert list(hits[0].item.metadata.sources) == ["file:///p/item4.jpg"]
