@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_seconds, env_str, environ
+from clipsearch.limits import MAX_DIMENSION
 from clipsearch.serving import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS,
@@ -127,7 +128,7 @@ class SearchConfig:
             appendfsync=env_choice(env, "SEARCH_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
             index_name=index_name,
             key_prefix=env_str(env, "SEARCH_KEY_PREFIX", f"{index_name}:item:"),
-            dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=32768),
+            dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=MAX_DIMENSION),
             algorithm=algorithm,  # type: ignore[arg-type]  # env_choice checked it is one of ALGORITHMS
             hnsw_m=env_int(env, "SEARCH_HNSW_M", 16, minimum=2, maximum=512),
             hnsw_ef_construction=env_int(env, "SEARCH_HNSW_EF_CONSTRUCTION", 200, minimum=1, maximum=100_000),

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from clipsearch.limits import MAX_DIMENSION
 from search_service import catalog as C
 from search_service.catalog import Catalog, EmbeddingModel, Generation
 from search_service.errors import IndexMismatch, InvalidArgument, ModelMismatch
@@ -76,6 +77,8 @@ class Reindexer:
     def begin(self, model: EmbeddingModel) -> ReindexStatus:
         if not model.model_id or model.dimension <= 0:
             raise InvalidArgument("model.model_id and model.dimension are required")
+        if model.dimension > MAX_DIMENSION:
+            raise InvalidArgument(f"model.dimension={model.dimension}; at most {MAX_DIMENSION}")
         with self._index.redis_errors():
             C.collect_garbage(self._client, self._name)
             catalog = self._catalog()

@@ -8,7 +8,7 @@ import redis
 
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
-from tests.support.search import SearchServerFactory, make_item, random_vectors
+from tests.support.search import SearchServerFactory, drop_search_index, make_item, random_vectors
 
 MODEL_A = pb.EmbeddingModel(model_id="models/a", family="clip", dimension=32, fingerprint="sha256:aaaa")
 MODEL_B = pb.EmbeddingModel(model_id="models/b", family="clip", dimension=16, fingerprint="sha256:bbbb")
@@ -154,3 +154,46 @@ def test_another_instance_notices_a_switch_at_once_though_it_reads_the_catalog_a
             hits = stub_b.Query(pb.QueryRequest(vector=vectors[4].vector, model=model, k=1)).matches
             assert hits[0].item.id == "item4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
             assert list(hits[0].item.metadata.sources) == ["file:///p/item4.jpg"]
+
+
+def test_begin_reindex_refuses_a_model_without_id_or_with_an_impossible_dimension(stub_and_url) -> None:  # type: ignore[no-untyped-def]
+    stub = stub_and_url[0]
+    for model in (
+        None,
+        pb.EmbeddingModel(model_id="", dimension=32),
+        pb.EmbeddingModel(model_id="models/x", dimension=0),
+        pb.EmbeddingModel(model_id="models/x", dimension=32769),
+        pb.EmbeddingModel(model_id="models/x", dimension=2**32 - 1),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.BeginReindex(pb.BeginReindexRequest(model=model))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, model
+        assert "model" in (caught.value.details() or "")
+    assert not stub.AbortReindex(pb.AbortReindexRequest()).aborted  # nothing began
+
+
+def test_the_fixtures_clean_up_removes_every_generation_and_the_catalog(
+    search_server_factory: SearchServerFactory,
+) -> None:
+    running = search_server_factory()
+    name, url = running.config.index_name, running.config.redis_url or ""
+    with grpc.insecure_channel(running.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        stub.Upsert(pb.UpsertRequest(items=items(3, 32), model=MODEL_A))
+        stub.BeginReindex(pb.BeginReindexRequest(model=MODEL_B))
+        stub.Upsert(pb.UpsertRequest(items=items(3, 16), model=MODEL_B, staging=True))
+        stub.FinishReindex(pb.FinishReindexRequest(model=MODEL_B))  # the name is an alias now
+        stub.BeginReindex(pb.BeginReindexRequest(model=MODEL_A))  # left in progress
+        stub.Upsert(pb.UpsertRequest(items=items(2, 32), model=MODEL_A, staging=True))
+    running.server.stop(0)
+    with redis.Redis.from_url(url, protocol=3) as client:
+        # A staging index dropped without its keys, as a crash in the middle of an abort leaves it.
+        client.execute_command("FT.DROPINDEX", f"{name}:g2")
+        assert len(list(client.scan_iter(match=f"{name}:*"))) == 5
+        drop_search_index(url, name)
+        assert list(client.scan_iter(match=f"{name}:*")) == []
+        assert list(client.scan_iter(match=f"clipsearch-meta:{name}*")) == []
+        indexes = [i.decode() if isinstance(i, bytes) else i for i in client.execute_command("FT._LIST")]
+        assert not [i for i in indexes if i == name or i.startswith(f"{name}:")]
+        with pytest.raises(redis.ResponseError):
+            client.execute_command("FT.SEARCH", name, "*")
