@@ -43,7 +43,9 @@ class SearchConfig:
     |                                |                    | last second of writes), always, or no.                    |
     | SEARCH_INDEX                   | clipsearch         | RediSearch index name.                                    |
     | SEARCH_KEY_PREFIX              | <index>:item:      | Prefix of the items' HASH keys.                           |
-    | SEARCH_DIM                     | 512                | Vector dimension (the embedder's ModelInfo.dimension).    |
+    | SEARCH_DIM                     | 512                | Vector dimension of a new index (the embedder's           |
+    |                                |                    | ModelInfo.dimension); after `clipsearch reindex` the      |
+    |                                |                    | dimension the index records is used instead.              |
     | SEARCH_ALGORITHM               | hnsw               | hnsw (approximate, fast at any size) or flat (exact).     |
     | SEARCH_HNSW_M                  | 16                 | HNSW graph degree.                                        |
     | SEARCH_HNSW_EF_CONSTRUCTION    | 200                | HNSW build breadth.                                       |
@@ -76,7 +78,8 @@ class SearchConfig:
     |                                         |         | still finish before it is cut.                       |
 
     An index that already exists is used as it is; its dimension and algorithm must match SEARCH_DIM and
-    SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change). The
+    SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change), except
+    that once a reindex switched the index to another model, the dimension recorded with it applies. The
     service speaks RESP3 to Redis: Redis 8, or Redis Stack 7.2 or later.
     """
 

@@ -286,7 +286,8 @@ def test_requests_carry_bytes_never_paths() -> None:
         "Item.id",
         "GetRequest.ids",
         "DeleteRequest.ids",
-        "ListRequest.page_token",  # opaque keys
+        "ListRequest.page_token",
+        "StagedIdsRequest.ids",  # opaque keys
         "Metadata.sources",
         "Filter.sources",
         "Filter.source_dir",
@@ -298,6 +299,9 @@ def test_requests_carry_bytes_never_paths() -> None:
         "Filter.tags",
         "Filter.content_hashes",
         "DeleteRequest.collection",  # labels
+        "EmbeddingModel.model_id",
+        "EmbeddingModel.family",
+        "EmbeddingModel.fingerprint",  # compared with the index's record as strings; nothing is loaded by them
     }
 
 
