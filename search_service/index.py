@@ -225,8 +225,7 @@ class SearchIndex(IndexBase):
         model: EmbeddingModel | None,
     ) -> builtins.list[Match]:
         if model is not None:
-            self.require_ready(CATALOG_MAX_AGE_SECONDS)
-            self.check_model(model)
+            self.check_model_fresh(model)
         blob = vector_bytes(vector, self.dimension, "vector")
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:

@@ -192,6 +192,16 @@ class IndexBase:
         if model.dimension and model.dimension != self.dimension:
             raise ModelMismatch(C.dimension_mismatch(self.configured.name, self.dimension, model))
 
+    def check_model_fresh(self, model: EmbeddingModel) -> None:
+        """check_model against a catalog up to CATALOG_MAX_AGE_SECONDS old; read again before refusing, as
+        another service instance may have just switched the index to this very model."""
+        self.require_ready(CATALOG_MAX_AGE_SECONDS)
+        try:
+            self.check_model(model)
+        except ModelMismatch:
+            self.require_ready()
+            self.check_model(model)
+
     @contextmanager
     def redis_errors(self) -> Iterator[None]:
         try:

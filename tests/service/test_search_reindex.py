@@ -141,19 +141,25 @@ def test_another_instance_notices_a_switch_at_once_though_it_reads_the_catalog_a
         stub_a, stub_b = search_pb2_grpc.SearchStub(a), search_pb2_grpc.SearchStub(b)
         stub_a.Upsert(pb.UpsertRequest(items=old, model=MODEL_A))
         assert stub_b.Query(pb.QueryRequest(vector=old[2].vector, model=MODEL_A, k=1)).matches[0].item.id == "item2"
-        # Generation 0 -> 1 (the name becomes an alias, same dimension), then 1 -> 2 (generation 1 dropped).
-        for model, vectors in ((model_c, new), (MODEL_A, old)):
+        # 0 -> 1: the name becomes an alias (same dimension); 1 -> 2: generation 1 is dropped; each time the
+        # old model's query comes first and meets the switched index. 2 -> 3: the new model's query comes
+        # first, and is accepted though the catalog this instance read names the old model.
+        steps = ((model_c, new, True), (MODEL_A, old, True), (model_c, new, False))
+        for model, vectors, stale_first in steps:
             stub_a.BeginReindex(pb.BeginReindexRequest(model=model))
             stub_a.Upsert(pb.UpsertRequest(items=vectors, model=model, staging=True))
             stub_a.FinishReindex(pb.FinishReindexRequest(model=model))
             stale = MODEL_A if model == model_c else model_c
-            with pytest.raises(grpc.RpcError) as caught:
-                stub_b.Query(pb.QueryRequest(vector=vectors[0].vector, model=stale))
-            assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert "clipsearch reindex" in (caught.value.details() or "")
-            hits = stub_b.Query(pb.QueryRequest(vector=vectors[4].vector, model=model, k=1)).matches
-            assert hits[0].item.id == "item4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
-            assert list(hits[0].item.metadata.sources) == ["file:///p/item4.jpg"]
+            for query_model in (stale, model) if stale_first else (model, stale):
+                if query_model == stale:
+                    with pytest.raises(grpc.RpcError) as caught:
+                        stub_b.Query(pb.QueryRequest(vector=vectors[0].vector, model=stale))
+                    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                    assert "clipsearch reindex" in (caught.value.details() or "")
+                    continue
+                hits = stub_b.Query(pb.QueryRequest(vector=vectors[4].vector, model=model, k=1)).matches
+                assert hits[0].item.id == "item4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+                assert list(hits[0].item.metadata.sources) == ["file:///p/item4.jpg"]
 
 
 def test_begin_reindex_refuses_a_model_without_id_or_with_an_impossible_dimension(stub_and_url) -> None:  # type: ignore[no-untyped-def]
