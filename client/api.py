@@ -21,6 +21,7 @@ from .errors import ClientError, InvalidInput, NotFound, ServiceError
 from .ingest import ImageBytes, Ingest, IngestOptions
 from .media import ImageLimits, MediaError, prepare_image, read_file
 from .prune import list_all
+from .reindex import Reindex, ReindexReport
 from .reports import IndexReport, ProgressCallback
 from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
@@ -254,6 +255,7 @@ class Client:
         moments: bool = False,
         gap_seconds: float = 0.0,
         collapse_duplicates: bool = False,
+        model: search_pb2.EmbeddingModel | None = None,
     ) -> list[Hit]:
         """Nearest items to a vector, best first.
 
@@ -261,7 +263,8 @@ class Client:
         frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
         within a moment (0: two sampling intervals of the video). With collapse_duplicates, near-duplicate
         photos (the same picture resized or re-encoded) come back as one hit listing the others in its
-        duplicates; top and offset then count collapsed hits.
+        duplicates; top and offset then count collapsed hits. `model`, the model the vector comes from,
+        makes the service refuse an index of another model (search_text and search_image name it).
         """
         request = search_pb2.QueryRequest(
             vector=[float(v) for v in np.asarray(vector).ravel()],
@@ -274,6 +277,8 @@ class Client:
             request.moments.gap_seconds = gap_seconds
         if collapse_duplicates:
             request.duplicates.SetInParent()
+        if model is not None:
+            request.model.CopyFrom(model)
         if min_score is not None:
             request.min_score = min_score
         try:
@@ -306,6 +311,7 @@ class Client:
             min_score=min_score,
             moments=moments,
             collapse_duplicates=collapse_duplicates,
+            model=self._transport.embedding_model,
         )
 
     def search_image(
@@ -320,14 +326,16 @@ class Client:
         collapse_duplicates: bool = False,
     ) -> list[Hit]:
         """Items (or moments) most similar to an image (a file path or encoded bytes)."""
+        vector = self.embed_image(image)
         return self.search_vector(
-            self.embed_image(image),
+            vector,
             top=top,
             offset=offset,
             filter=filter,
             min_score=min_score,
             moments=moments,
             collapse_duplicates=collapse_duplicates,
+            model=self._transport.embedding_model,
         )
 
     def search_like(
@@ -454,6 +462,16 @@ class Client:
 
     def stats(self) -> Stats:
         return Stats.from_proto(self._transport.stats())
+
+    def reindex(self, *, on_event: ProgressCallback | None = None) -> ReindexReport:
+        """Embeds every stored item again with the embedder's model into a new index, then switches to it
+        (resuming a reindex for the same model that was interrupted); see client/reindex.py."""
+        return Reindex(self._transport, self.model_info(), on_event).run()
+
+    def abort_reindex(self) -> tuple[bool, int]:
+        """Discards a reindex in progress: (whether there was one, staged items discarded)."""
+        response = self._transport.abort_reindex()
+        return response.aborted, response.discarded_items
 
     def collections(self) -> dict[str, int]:
         """Collection name -> item count, sorted by name."""

@@ -1,4 +1,4 @@
-"""The `clipsearch` command: index, search, classify, stats, delete, collections (and serve, web)."""
+"""The `clipsearch` command: index, search, classify, stats, delete, collections, reindex (and serve, web)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from clipsearch.envconfig import ConfigError
 
-from . import output
+from . import output, reindex
 from .api import Client, SearchFilter
 from .config import ClientConfig, split_addresses
 from .errors import ClientError
@@ -269,6 +269,11 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
     add_service_options(p, embedder=False)
     p.set_defaults(handler=_stats)
 
+    p = sub.add_parser("reindex", help="embed every item again with the current model", description=reindex.DESCRIPTION)
+    reindex.add_arguments(p)
+    add_service_options(p)
+    p.set_defaults(handler=lambda args: _with_client(args, reindex.run))
+
     p = sub.add_parser("collections", help="collections and their item counts")
     add_service_options(p, embedder=False)
     p.set_defaults(handler=_collections)
@@ -328,6 +333,11 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(
         embedder or None, args.search, timeout=args.timeout, connect_timeout=args.connect_timeout, config=config
     )
+
+
+def _with_client(args: argparse.Namespace, command: Callable[[argparse.Namespace, Client], int]) -> int:
+    with _client(args) as client:
+        return command(args, client)
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -33,6 +33,18 @@ class ServiceError(ClientError):
         super().__init__(f"{service} service at {address}: {code.name}: {details}")
 
 
+class ModelMismatch(ServiceError):
+    """The search index holds another embedding model's vectors; str() is the service's explanation alone
+    (it names both models and `clipsearch reindex`)."""
+
+    def __init__(self, address: str, details: str) -> None:
+        super().__init__("search", address, grpc.StatusCode.FAILED_PRECONDITION, details)
+        self.args = (details,)
+
+    def __str__(self) -> str:
+        return self.details
+
+
 class NotFound(ClientError):
     """An item id that the search service does not hold."""
 

@@ -357,6 +357,44 @@ def iter_video_frames(
             raise MediaError(f"cannot decode video: {exc}") from None
 
 
+def frames_at(source: PathLike, timestamps: Iterable[float], short_side: int, max_pixels: int) -> Iterator[VideoFrame]:
+    """Decodes the frames that start at the given timestamps (as iter_video_frames reported them), in order."""
+    wanted = sorted({round(t * 1_000_000) for t in timestamps})
+    if not wanted:
+        return
+    try:
+        container = av.open(os.fsdecode(source), mode="r")
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many types for corrupt files
+        raise MediaError(f"cannot open video: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        time_base = stream.time_base
+        if time_base is None:
+            raise MediaError("video stream has no time base")
+        start = stream.start_time or 0
+        remaining = set(wanted)
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if frame.pts is None:
+                    continue
+                timestamp = float((frame.pts - start) * time_base)
+                if round(timestamp * 1_000_000) not in remaining:
+                    continue
+                if frame.width * frame.height > max_pixels:
+                    raise MediaError(f"video frames are {frame.width}x{frame.height} pixels, over {max_pixels}")
+                remaining.discard(round(timestamp * 1_000_000))
+                yield _convert(frame, index, timestamp, short_side)
+                if not remaining:
+                    return
+        except MediaError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends for corrupt streams
+            raise MediaError(f"cannot decode video: {exc}") from None
+
+
 def _convert(frame: av.VideoFrame, index: int, timestamp: float, short_side: int) -> VideoFrame:
     quarter_turns = round((frame.rotation or 0) / 90) % 4
     w, h = shrunk_size(frame.width, frame.height, short_side)

@@ -139,10 +139,12 @@ class Pipeline:
         inflight: int,
         upsert_batch: int,
         embed_timeout: float,
+        staging: bool = False,
     ) -> None:
         self._transport = transport
         self._tally = tally
         self._upsert_batch = upsert_batch
+        self._staging = staging  # write into the staging index of a reindex
         self._embed_timeout = embed_timeout
         self._batcher: Batcher[Pending] = Batcher(max_images, max_bytes, first_count=_FIRST_BATCH)
         self._slots = threading.BoundedSemaphore(inflight)
@@ -281,7 +283,7 @@ class Pipeline:
     def _upsert(self, written: Sequence[_Written]) -> list[_Written]:
         if not written:
             return []
-        self._transport.upsert(search_pb2.UpsertRequest(items=[w.item for w in written]))
+        self._transport.upsert(search_pb2.UpsertRequest(items=[w.item for w in written], staging=self._staging))
         frames = sum(1 for w in written if w.item.metadata.media_type == search_pb2.MEDIA_TYPE_VIDEO_FRAME)
         self._tally.indexed(len(written) - frames, frames)
         return list(written)

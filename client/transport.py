@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 from clipsearch.envconfig import ConfigError
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from .errors import ServiceError, ServiceUnavailable
+from .errors import ModelMismatch, ServiceError, ServiceUnavailable
 from .retry import RetryPolicy
 from .security import SERVER_NAME_VARIABLE, TOKEN_SETTING, ChannelSecurity
 from .targets import EMBEDDER, SEARCH, check_addresses, embedder_target, endpoints, search_target
@@ -50,6 +50,10 @@ _GET = _Method(SEARCH, "Get", search_pb2.GetRequest, search_pb2.GetResponse)
 _LIST = _Method(SEARCH, "List", search_pb2.ListRequest, search_pb2.ListResponse)
 _DELETE = _Method(SEARCH, "Delete", search_pb2.DeleteRequest, search_pb2.DeleteResponse)
 _STATS = _Method(SEARCH, "Stats", search_pb2.StatsRequest, search_pb2.StatsResponse)
+_BEGIN_REINDEX = _Method(SEARCH, "BeginReindex", search_pb2.BeginReindexRequest, search_pb2.ReindexStatus)
+_STAGED_IDS = _Method(SEARCH, "StagedIds", search_pb2.StagedIdsRequest, search_pb2.StagedIdsResponse)
+_FINISH_REINDEX = _Method(SEARCH, "FinishReindex", search_pb2.FinishReindexRequest, search_pb2.FinishReindexResponse)
+_ABORT_REINDEX = _Method(SEARCH, "AbortReindex", search_pb2.AbortReindexRequest, search_pb2.AbortReindexResponse)
 _LIST_COLLECTIONS = _Method(
     SEARCH, "ListCollections", search_pb2.ListCollectionsRequest, search_pb2.ListCollectionsResponse
 )
@@ -140,6 +144,9 @@ class Transport:
         self._channels: dict[str, grpc.Channel] = {}
         self._ready: set[str] = set()
         self._closed = False
+        # The embedder's model, once model_info() fetched it: every upsert names it, so the search service
+        # refuses to mix it with another model's vectors.
+        self.embedding_model: search_pb2.EmbeddingModel | None = None
 
     def _channel(self, service: str) -> grpc.Channel:
         with self._lock:
@@ -217,6 +224,8 @@ class Transport:
             details = f"no answer within the deadline ({details})"
         if code == grpc.StatusCode.UNAVAILABLE:
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
+        if code == grpc.StatusCode.FAILED_PRECONDITION and service == SEARCH and "clipsearch reindex" in details:
+            return ModelMismatch(self.address(service), details)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             remedy = (
                 f"the token in {TOKEN_SETTING} is not the services' token"
@@ -228,7 +237,11 @@ class Transport:
 
     # Typed shorthands for the calls the client makes.
     def model_info(self) -> embedder_pb2.ModelInfo:
-        return self.call(_GET_MODEL_INFO, embedder_pb2.GetModelInfoRequest())
+        info = self.call(_GET_MODEL_INFO, embedder_pb2.GetModelInfoRequest())
+        self.embedding_model = search_pb2.EmbeddingModel(
+            model_id=info.model_id, family=info.family, dimension=info.dimension, fingerprint=info.fingerprint
+        )
+        return info
 
     def embed_images(
         self, request: embedder_pb2.EmbedImagesRequest, timeout: float | None = None
@@ -242,6 +255,8 @@ class Transport:
         return self.call(_CLASSIFY, request)
 
     def upsert(self, request: search_pb2.UpsertRequest) -> search_pb2.UpsertResponse:
+        if self.embedding_model is not None and not request.HasField("model"):
+            request.model.CopyFrom(self.embedding_model)
         return self.call(_UPSERT, request)
 
     def query(self, request: search_pb2.QueryRequest) -> search_pb2.QueryResponse:
@@ -258,6 +273,18 @@ class Transport:
 
     def stats(self) -> search_pb2.StatsResponse:
         return self.call(_STATS, search_pb2.StatsRequest())
+
+    def begin_reindex(self, request: search_pb2.BeginReindexRequest) -> search_pb2.ReindexStatus:
+        return self.call(_BEGIN_REINDEX, request)
+
+    def staged_ids(self, request: search_pb2.StagedIdsRequest) -> search_pb2.StagedIdsResponse:
+        return self.call(_STAGED_IDS, request)
+
+    def finish_reindex(self, request: search_pb2.FinishReindexRequest) -> search_pb2.FinishReindexResponse:
+        return self.call(_FINISH_REINDEX, request)
+
+    def abort_reindex(self) -> search_pb2.AbortReindexResponse:
+        return self.call(_ABORT_REINDEX, search_pb2.AbortReindexRequest())
 
     def list_collections(self) -> search_pb2.ListCollectionsResponse:
         return self.call(_LIST_COLLECTIONS, search_pb2.ListCollectionsRequest())

@@ -14,5 +14,6 @@ DEFAULT_K = 10  # matches per Query when k is 0
 MAX_K = 1000
 MAX_WINDOW = 10_000  # offset + k
 MAX_EF_RUNTIME = 100_000
+MAX_DIMENSION = 32768  # of an index: SEARCH_DIM, or the model a reindex embeds with
 DEFAULT_PAGE_SIZE = 100  # items per List page when page_size is 0
 MAX_PAGE_SIZE = 1000

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_seconds, env_str, environ
+from clipsearch.limits import MAX_DIMENSION
 from clipsearch.serving import (
     DEFAULT_GRACE_SECONDS,
     DEFAULT_MAX_CONNECTION_AGE_GRACE_SECONDS,
@@ -42,7 +43,9 @@ class SearchConfig:
     |                                |                    | last second of writes), always, or no.                    |
     | SEARCH_INDEX                   | clipsearch         | RediSearch index name.                                    |
     | SEARCH_KEY_PREFIX              | <index>:item:      | Prefix of the items' HASH keys.                           |
-    | SEARCH_DIM                     | 512                | Vector dimension (the embedder's ModelInfo.dimension).    |
+    | SEARCH_DIM                     | 512                | Vector dimension of a new index (the embedder's           |
+    |                                |                    | ModelInfo.dimension); after `clipsearch reindex` the      |
+    |                                |                    | dimension the index records is used instead.              |
     | SEARCH_ALGORITHM               | hnsw               | hnsw (approximate, fast at any size) or flat (exact).     |
     | SEARCH_HNSW_M                  | 16                 | HNSW graph degree.                                        |
     | SEARCH_HNSW_EF_CONSTRUCTION    | 200                | HNSW build breadth.                                       |
@@ -75,7 +78,8 @@ class SearchConfig:
     |                                         |         | still finish before it is cut.                       |
 
     An index that already exists is used as it is; its dimension and algorithm must match SEARCH_DIM and
-    SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change). The
+    SEARCH_ALGORITHM (otherwise every call fails with FAILED_PRECONDITION saying what to change), except
+    that once a reindex switched the index to another model, the dimension recorded with it applies. The
     service speaks RESP3 to Redis: Redis 8, or Redis Stack 7.2 or later.
     """
 
@@ -127,7 +131,7 @@ class SearchConfig:
             appendfsync=env_choice(env, "SEARCH_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
             index_name=index_name,
             key_prefix=env_str(env, "SEARCH_KEY_PREFIX", f"{index_name}:item:"),
-            dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=32768),
+            dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=MAX_DIMENSION),
             algorithm=algorithm,  # type: ignore[arg-type]  # env_choice checked it is one of ALGORITHMS
             hnsw_m=env_int(env, "SEARCH_HNSW_M", 16, minimum=2, maximum=512),
             hnsw_ef_construction=env_int(env, "SEARCH_HNSW_EF_CONSTRUCTION", 200, minimum=1, maximum=100_000),

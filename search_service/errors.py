@@ -22,3 +22,7 @@ class Unavailable(SearchError):
 
 class QueryTimeout(SearchError):
     """RediSearch stopped the query at its time limit; its results would have been partial."""
+
+
+class ModelMismatch(IndexMismatch):
+    """A request names an embedding model other than the one whose vectors the index holds."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import builtins  # SearchIndex.list shadows list in the class's signatures
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,16 +21,17 @@ from clipsearch.limits import (
     MAX_PAGE_SIZE,
     MAX_WINDOW,
 )
+from search_service import catalog as C
 from search_service import schema as S
+from search_service.catalog import EmbeddingModel
 from search_service.duplicates import check_max_distance
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout
 from search_service.grouping import GROUP_FIELDS, Candidate, candidates_from_reply, grouped_query
-from search_service.info import mismatch_message, parse_info
+from search_service.info import parse_info
 from search_service.items import (
     DeleteResult,
     DuplicateOptions,
     Filter,
-    HnswParams,
     Item,
     Match,
     MomentOptions,
@@ -41,9 +41,8 @@ from search_service.items import (
 )
 from search_service.moments import check_gap, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
-from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
-from search_service.schema import IndexSchema
-from search_service.scripts import REMOVE_SOURCES_LUA, UPSERT_LUA
+from search_service.redis_calls import execute
+from search_service.resolve import CATALOG_MAX_AGE_SECONDS, IndexBase, Stale
 from search_service.storage import ITEM_FIELDS, decode_tag, encode_tag, item_fields, item_from_fields
 from search_service.validation import (
     check_collection,
@@ -60,120 +59,32 @@ log = logging.getLogger(__name__)
 _SCAN_BATCH = 1000  # keys per round when deleting by collection or source
 
 
-class SearchIndex:
+class SearchIndex(IndexBase):
     """The items of one RediSearch index, over a redis-py client (which it owns and closes)."""
-
-    def __init__(
-        self, client: redis.Redis, schema: IndexSchema, *, redis_label: str, query_timeout_ms: int = 10_000
-    ) -> None:
-        self._client = client
-        self.schema = schema
-        self.redis_label = redis_label
-        self._timeout = str(query_timeout_ms)
-        self._ready = False
-        self._hnsw = HnswParams(schema.vector.m, schema.vector.ef_construction, schema.vector.ef_runtime)
-        self._upsert_script = client.register_script(UPSERT_LUA)
-        self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
-
-    @property
-    def dimension(self) -> int:
-        return self.schema.vector.dimension
-
-    def close(self) -> None:
-        self._client.close()
-
-    # --- health and index verification -------------------------------------------------------------
-
-    def check(self) -> None:
-        """Verifies Redis answers and the index exists with the configured settings; creates it if missing.
-
-        Raises Unavailable or IndexMismatch; on success the index is ready for calls.
-        """
-        with self._redis_errors():
-            self._client.ping()
-            try:
-                raw = execute(self._client, "FT.INFO", self.schema.name)
-            except redis.ResponseError as e:
-                if is_unknown_command(e):
-                    self._ready = False
-                    raise IndexMismatch(
-                        f"Redis at {self.redis_label} has no RediSearch module (FT.INFO is unknown): use Redis 8 "
-                        "or Redis Stack, or unset REDIS_URL to let the service start its own Redis"
-                    ) from None
-                if not is_missing_index(e):
-                    raise
-                self._create()
-                raw = execute(self._client, "FT.INFO", self.schema.name)
-            info = parse_info(raw)
-        problems = self.schema.mismatches(info)
-        if problems:
-            self._ready = False
-            raise IndexMismatch(mismatch_message(self.schema, info, problems, self.redis_label))
-        self._note_hnsw(info)
-        self._ready = True
-
-    def _create(self) -> None:
-        try:
-            execute(self._client, *self.schema.create_args())
-            log.info(
-                "created RediSearch index %r (prefix %r, %s, dimension %d) in Redis at %s",
-                self.schema.name,
-                self.schema.prefix,
-                self.schema.vector.algorithm.upper(),
-                self.dimension,
-                self.redis_label,
-            )
-        except redis.ResponseError as e:
-            if "already exists" not in str(e).lower():  # another service instance created it first
-                raise
-
-    def _note_hnsw(self, info: Mapping[str, Any]) -> None:
-        vector = info.get("attributes", {}).get(S.F_VECTOR, {})
-        if self.schema.vector.algorithm != "hnsw":
-            return
-        m = vector.get("m", self.schema.vector.m)
-        ef_construction = vector.get("ef_construction", self.schema.vector.ef_construction)
-        found = HnswParams(int(m), int(ef_construction), self.schema.vector.ef_runtime)
-        if found != self._hnsw:
-            if (found.m, found.ef_construction) != (self.schema.vector.m, self.schema.vector.ef_construction):
-                log.warning(
-                    "index %r was built with M=%d EF_CONSTRUCTION=%d, not the configured M=%d "
-                    "EF_CONSTRUCTION=%d; using it as built",
-                    self.schema.name,
-                    found.m,
-                    found.ef_construction,
-                    self.schema.vector.m,
-                    self.schema.vector.ef_construction,
-                )
-            self._hnsw = found
-
-    def _require_ready(self) -> None:
-        if not self._ready:
-            self.check()
-
-    @contextmanager
-    def _redis_errors(self) -> Iterator[None]:
-        try:
-            yield
-        except redis.RedisError as e:
-            failure = as_unavailable(e, self.redis_label, self.schema.name)
-            if failure is None:
-                raise
-            error, recheck = failure
-            if recheck:
-                self._ready = False
-            raise error from None
 
     # --- writes -------------------------------------------------------------------------------------
 
-    def upsert(self, items: Sequence[Item]) -> UpsertResult:
-        """Writes the batch atomically, merging each item's sources with those already stored."""
+    def upsert(
+        self, items: Sequence[Item], *, model: EmbeddingModel | None = None, staging: bool = False
+    ) -> UpsertResult:
+        """Writes the batch atomically, merging each item's sources with those already stored.
+
+        With `model`, the index must hold that model's vectors (one that records none records it); with
+        `staging`, the batch goes to the staging index of the reindex in progress for `model`.
+        """
+        for _ in range(3):  # again when a reindex switched the index between resolving it and writing
+            try:
+                return self._upsert(items, model, staging)
+            except Stale:
+                self._ready = False
+        raise IndexMismatch("the index kept changing during the upsert (a reindex switching?); retry")
+
+    def _upsert(self, items: Sequence[Item], model: EmbeddingModel | None, staging: bool) -> UpsertResult:
         if not items:
             raise InvalidArgument("items is empty: send 1 to 1000 items")
         if len(items) > MAX_BATCH:
             raise InvalidArgument(f"{len(items)} items in one batch; at most {MAX_BATCH}: split the batch")
         seen: dict[str, int] = {}
-        keys: list[str] = []
         args: list[str | bytes] = [S.TAG_SEPARATOR, S.F_SOURCES, S.F_SOURCE_DIRS]
         for i, item in enumerate(items):
             where = f"items[{i}]"
@@ -182,14 +93,24 @@ class SearchIndex:
             if item.id in seen:
                 raise InvalidArgument(f"{where}: duplicate id, also at items[{seen[item.id]}]")
             seen[item.id] = i
-            sources, fields = item_fields(item, self.dimension, where)
-            keys.append(self._key(item.id))
+        self.require_ready()
+        target, guard = self._write_target(model, staging)
+        keys: list[str] = [C.catalog_key(self.configured.name)]
+        for i, item in enumerate(items):
+            sources, fields = item_fields(item, target.vector.dimension, f"items[{i}] (id {item.id!r})")
+            keys.append(target.prefix + item.id)
             args += [S.TAG_SEPARATOR.join(sources), str(len(fields) // 2), *fields]
-        self._require_ready()
-        with self._redis_errors():
+        args[3:3] = guard
+        with self.redis_errors():
             try:
                 created = self._upsert_script(keys=keys, args=args)
             except redis.ResponseError as e:
+                if str(e).startswith("STALE"):
+                    raise Stale() from None
+                if "MODELMISMATCH" in str(e):
+                    self.refresh()
+                    self._write_target(model, staging)  # raises ModelMismatch, naming the recorded model
+                    raise Stale() from None
                 if "WRONGTYPE" not in str(e):
                     raise
                 raise IndexMismatch(
@@ -201,8 +122,8 @@ class SearchIndex:
     def delete_ids(self, ids: Sequence[str]) -> DeleteResult:
         ids = unique(ids)
         check_ids(ids)
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             deleted = self._client.delete(*(self._key(i) for i in ids)) if ids else 0
         return DeleteResult(deleted=int(deleted))
 
@@ -230,8 +151,8 @@ class SearchIndex:
             builder.tags(S.F_COLLECTION, [scope])
         query, params = builder.build()
         deleted = updated = 0
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             if ids:
                 d, u = self._remove_sources_script(keys=[self._key(i) for i in ids], args=args)
                 return DeleteResult(deleted=int(d), updated=int(u))
@@ -249,8 +170,8 @@ class SearchIndex:
         collection = check_collection(collection, "collection")
         query, params = QueryBuilder().tags(S.F_COLLECTION, [encode_tag(collection)]).build()
         deleted = 0
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             while True:
                 keys = self._matching_keys(query, params)
                 if not keys:
@@ -279,9 +200,39 @@ class SearchIndex:
         with_vectors: bool = False,
         moments: MomentOptions | None = None,
         duplicates: DuplicateOptions | None = None,
+        model: EmbeddingModel | None = None,
     ) -> builtins.list[Match]:
         """The k nearest items (or groups: moments, see moments.py, and collapsed near-duplicate photos, see
-        duplicates.py) to `vector` among those matching `filter`, skipping the first `offset`."""
+        duplicates.py) to `vector` among those matching `filter`, skipping the first `offset`; with `model`,
+        only if the index holds that model's vectors.
+
+        The catalog read up to CATALOG_MAX_AGE_SECONDS ago is trusted; a search that finds the index switched
+        (by a reindex another service instance finished) reads it again and runs once more.
+        """
+        for _ in range(3):
+            try:
+                return self._query(
+                    vector, k, offset, filter, min_score, ef_runtime, with_vectors, moments, duplicates, model
+                )
+            except Stale:
+                continue
+        raise IndexMismatch("the index kept changing during the query (a reindex switching?); retry")
+
+    def _query(
+        self,
+        vector: np.ndarray,
+        k: int,
+        offset: int,
+        filter: Filter | None,
+        min_score: float | None,
+        ef_runtime: int,
+        with_vectors: bool,
+        moments: MomentOptions | None,
+        duplicates: DuplicateOptions | None,
+        model: EmbeddingModel | None,
+    ) -> builtins.list[Match]:
+        if model is not None:
+            self.check_model_fresh(model)
         blob = vector_bytes(vector, self.dimension, "vector")
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:
@@ -297,7 +248,7 @@ class SearchIndex:
         gap = None if moments is None else check_gap(moments.gap_seconds)
         distance = None if duplicates is None else check_max_distance(duplicates.max_distance)
         base = filter_query(filter or Filter())
-        self._require_ready()
+        self.require_ready(CATALOG_MAX_AGE_SECONDS)
 
         if moments is None and duplicates is None:
             fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
@@ -308,7 +259,7 @@ class SearchIndex:
             return candidates_from_reply(results, len(self.schema.prefix.encode()), DISTANCE.encode(), min_score)
 
         def fetch_items(ids: Sequence[str]) -> builtins.list[Item | None]:
-            with self._redis_errors():
+            with self.redis_errors():
                 return self._fetch([self._key(i).encode() for i in ids], with_vectors)
 
         return grouped_query(fetch_candidates, fetch_items, k=k, offset=offset, gap_seconds=gap, max_distance=distance)
@@ -348,28 +299,38 @@ class SearchIndex:
             knn += " EF_RUNTIME $EF"
         query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
         fields = [*fields, DISTANCE] if DISTANCE not in fields else fields
-        with self._redis_errors():
-            reply = self._search(
-                query,
-                params,
-                "SORTBY",
-                DISTANCE,
-                "ASC",
-                "LIMIT",
-                str(offset),
-                str(k),
-                "RETURN",
-                str(len(fields)),
-                *fields,
-            )
+        with self.redis_errors():
+            try:
+                reply = self._search(
+                    query,
+                    params,
+                    "SORTBY",
+                    DISTANCE,
+                    "ASC",
+                    "LIMIT",
+                    str(offset),
+                    str(k),
+                    "RETURN",
+                    str(len(fields)),
+                    *fields,
+                )
+            except redis.ResponseError:
+                # The live index dropped, or (generation 0 turned alias) another dimension: switched?
+                if self.switched():
+                    raise Stale() from None
+                raise
+            # Keys of another prefix: the configured name is now an alias of a newer generation.
+            prefix = self.schema.prefix.encode()
+            if not all(r[b"id"].startswith(prefix) for r in reply[b"results"]) and self.switched():
+                raise Stale()
         results: builtins.list[dict[bytes, Any]] = reply[b"results"]
         return results
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> tuple[builtins.list[Item], builtins.list[str]]:
         """The items found, in request order, and the ids not found."""
         check_ids(ids)
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             found = self._fetch([self._key(i).encode() for i in ids], with_vectors)
         items = [item for item in found if item is not None]
         missing = [item_id for item_id, item in zip(ids, found, strict=False) if item is None]
@@ -406,8 +367,8 @@ class SearchIndex:
             "TIMEOUT",
             self._timeout,
         ]
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             reply = execute(self._client, *args)
             self._raise_on_timeout(reply)
             hex_ids = [
@@ -423,13 +384,13 @@ class SearchIndex:
 
     def list_collections(self) -> builtins.list[tuple[str, int]]:
         """(name, items) of every collection, sorted by name."""
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             return self._collections()
 
     def stats(self) -> Stats:
-        self._require_ready()
-        with self._redis_errors():
+        self.require_ready()
+        with self.redis_errors():
             info = parse_info(execute(self._client, "FT.INFO", self.schema.name))
             memory = self._client.info("memory")
             server = self._client.info("server")
@@ -443,6 +404,7 @@ class SearchIndex:
             percent_indexed=float(info.get("percent_indexed", 1.0)) * 100.0,
             hnsw=self._hnsw,
             redis_version=str(server.get("redis_version", "")),
+            model=self.catalog.live.model,
         )
 
     def _collections(self) -> builtins.list[tuple[str, int]]:

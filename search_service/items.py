@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from clipsearch.limits import DEFAULT_COLLECTION
+from search_service.catalog import EmbeddingModel
 
 
 class MediaType(enum.Enum):
@@ -121,3 +122,4 @@ class Stats:
     percent_indexed: float
     hnsw: HnswParams
     redis_version: str
+    model: EmbeddingModel | None = None

@@ -45,19 +45,57 @@ local function set_sources(key, sources)
 end
 """
 
-# KEYS: item keys. ARGV[4..]: for each item, its new sources (joined), a count N, then N field/value pairs.
-# Checks every key before writing any, so a batch is written whole or not at all.
+# Checks, before an upsert writes anything, that the index is still the generation the service resolved
+# (a reindex may have switched it) and that the request's model is the one the index holds, recording it when
+# the index records none. KEYS[1]: the catalog hash. ARGV[4]: its generation field; ARGV[5]: the generation
+# expected; ARGV[6]: the model fields' prefix; ARGV[7..10]: model id, family, dimension, fingerprint (id ''
+# when the request names no model); ARGV[11]: '1' to record the model where none is. Same rule as
+# catalog.EmbeddingModel.same_as.
+_MODEL_GUARD = r"""
+local META, GEN_FIELD, WANT_GEN, MP = KEYS[1], ARGV[4], ARGV[5], ARGV[6]
+local m_id, m_family, m_dim, m_fp, may_record = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local gen = redis.call('HGET', META, GEN_FIELD)
+if not gen then if GEN_FIELD == 'generation' then gen = '0' else gen = '' end end
+if gen ~= WANT_GEN then return redis.error_reply('STALE the index changed; resolve it again') end
+if m_id ~= '' then
+  local r = redis.call('HMGET', META, MP .. 'id', MP .. 'family', MP .. 'dimension', MP .. 'fingerprint')
+  if r[1] and r[1] ~= '' then
+    local fam, fp = r[2] or '', r[4] or ''
+    local same
+    if fp ~= '' and m_fp ~= '' then
+      same = fp == m_fp
+    else
+      same = r[1] == m_id and r[3] == m_dim and (fam == '' or m_family == '' or fam == m_family)
+    end
+    if not same then return redis.error_reply('MODELMISMATCH') end
+    if fam == '' and m_family ~= '' then redis.call('HSET', META, MP .. 'family', m_family) end
+    if fp == '' and m_fp ~= '' then redis.call('HSET', META, MP .. 'fingerprint', m_fp) end
+  elseif may_record == '1' then
+    redis.call('HSET', META, MP .. 'id', m_id, MP .. 'family', m_family, MP .. 'dimension', m_dim,
+      MP .. 'fingerprint', m_fp)
+  else
+    return redis.error_reply('STALE no model recorded')
+  end
+end
+"""
+
+# KEYS[1]: the catalog hash (see _MODEL_GUARD); KEYS[2..]: item keys. ARGV[12..]: for each item, its new
+# sources (joined), a count N, then N field/value pairs. Checks every key before writing any, so a batch is
+# written whole or not at all.
 UPSERT_LUA = (
     _LUA_COMMON
+    + _MODEL_GUARD
     + r"""
-for _, key in ipairs(KEYS) do
+for k = 2, #KEYS do
+  local key = KEYS[k]
   local kind = redis.call('TYPE', key)['ok']
   if kind ~= 'hash' and kind ~= 'none' then
     return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. kind .. ', not an item hash')
   end
 end
-local created, pos = 0, 4
-for _, key in ipairs(KEYS) do
+local created, pos = 0, 12
+for k = 2, #KEYS do
+  local key = KEYS[k]
   local sources, seen = {}, {}
   local existing = redis.call('HGET', key, F_SOURCES)
   if redis.call('EXISTS', key) == 0 then created = created + 1 end

@@ -8,9 +8,11 @@ import numpy as np
 from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
+from search_service.catalog import EmbeddingModel
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
 from search_service.index import SearchIndex
 from search_service.items import DuplicateOptions, Filter, Item, Match, MediaType, Metadata, MomentOptions
+from search_service.reindex import Reindexer
 
 _MEDIA_TYPES = {
     pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
@@ -35,11 +37,12 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     def __init__(self, index: SearchIndex) -> None:
         self._index = index
+        self._reindex = Reindexer(index)
 
     @_STATUSES.rpc
     def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
         items = [_item_from_pb(item, f"items[{i}]") for i, item in enumerate(request.items)]
-        result = self._index.upsert(items)
+        result = self._index.upsert(items, model=_model(request, "model"), staging=request.staging)
         return pb.UpsertResponse(upserted=result.upserted, created=result.created)
 
     @_STATUSES.rpc
@@ -54,6 +57,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             with_vectors=request.with_vectors,
             moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
             duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
+            model=_model(request, "model"),
         )
         return pb.QueryResponse(matches=[_match_to_pb(m) for m in matches])
 
@@ -100,7 +104,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         stats = self._index.stats()
         schema = self._index.schema
         settings = pb.IndexSettings(
-            index_name=schema.name,
+            index_name=self._index.configured.name,
             key_prefix=schema.prefix,
             algorithm=_ALGORITHMS_PB[schema.vector.algorithm],
             dimension=schema.vector.dimension,
@@ -110,6 +114,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             settings.m = stats.hnsw.m
             settings.ef_construction = stats.hnsw.ef_construction
             settings.ef_runtime = stats.hnsw.ef_runtime
+        if stats.model is not None:
+            settings.model.CopyFrom(_model_to_pb(stats.model))
         return pb.StatsResponse(
             items=stats.items,
             collections=[pb.CollectionStats(name=name, items=count) for name, count in stats.collections],
@@ -128,6 +134,57 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         return pb.ListCollectionsResponse(
             collections=[pb.CollectionStats(name=name, items=count) for name, count in self._index.list_collections()]
         )
+
+    @_STATUSES.rpc
+    def BeginReindex(self, request: pb.BeginReindexRequest, context: grpc.ServicerContext) -> pb.ReindexStatus:
+        model = _model(request, "model")
+        if model is None:
+            raise InvalidArgument("model is required: the model the items will be embedded with")
+        status = self._reindex.begin(model)
+        response = pb.ReindexStatus(
+            staging_index=status.staging.index,
+            staging_key_prefix=status.staging.prefix,
+            staged_items=status.staged_items,
+            resumed=status.resumed,
+            model=_model_to_pb(model),
+            live_items=status.live_items,
+        )
+        if status.live_model is not None:
+            response.live_model.CopyFrom(_model_to_pb(status.live_model))
+        return response
+
+    @_STATUSES.rpc
+    def StagedIds(self, request: pb.StagedIdsRequest, context: grpc.ServicerContext) -> pb.StagedIdsResponse:
+        return pb.StagedIdsResponse(ids=self._reindex.staged_ids(list(request.ids)))
+
+    @_STATUSES.rpc
+    def FinishReindex(
+        self, request: pb.FinishReindexRequest, context: grpc.ServicerContext
+    ) -> pb.FinishReindexResponse:
+        result = self._reindex.finish(_model(request, "model"))
+        return pb.FinishReindexResponse(items=result.items, dropped_items=result.dropped_items, index=result.index)
+
+    @_STATUSES.rpc
+    def AbortReindex(self, request: pb.AbortReindexRequest, context: grpc.ServicerContext) -> pb.AbortReindexResponse:
+        discarded = self._reindex.abort()
+        return pb.AbortReindexResponse(aborted=discarded is not None, discarded_items=discarded or 0)
+
+
+def _model(
+    request: pb.UpsertRequest | pb.QueryRequest | pb.BeginReindexRequest | pb.FinishReindexRequest, field: str
+) -> EmbeddingModel | None:
+    if not request.HasField(field):
+        return None
+    m = request.model
+    if not m.model_id:
+        raise InvalidArgument("model.model_id is empty: name the embedder's model (ModelInfo.model_id)")
+    return EmbeddingModel(m.model_id, m.family, m.dimension, m.fingerprint)
+
+
+def _model_to_pb(model: EmbeddingModel) -> pb.EmbeddingModel:
+    return pb.EmbeddingModel(
+        model_id=model.model_id, family=model.family, dimension=model.dimension, fingerprint=model.fingerprint
+    )
 
 
 def _media_type(value: pb.MediaType, where: str) -> MediaType:

@@ -73,7 +73,7 @@ def page_params(
 
 
 PageParams = Annotated[Page, Depends(page_params)]
-_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorDoc} for status in (400, 404, 413, 503, 504)}
+_ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorDoc} for status in (400, 404, 409, 413, 503, 504)}
 
 
 def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:

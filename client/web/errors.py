@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from client.errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+from client.errors import ClientError, InvalidInput, ModelMismatch, NotFound, ServiceError, ServiceUnavailable
 from clipsearch.envconfig import ConfigError
 
 from .files import MediaProblem
@@ -30,8 +30,15 @@ _GRPC_STATUS = {
 _PHRASES = {404: "no such page", 405: "method not allowed here"}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+# The `reason` of an error the page explains in its own words (ErrorDoc.reason).
+MODEL_MISMATCH = "model_mismatch"
+
+
+def error_response(
+    status: int, message: str, headers: dict[str, str] | None = None, reason: str | None = None
+) -> JSONResponse:
+    body = {"error": message} if reason is None else {"error": message, "reason": reason}
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def status_of(exc: ClientError) -> int:
@@ -44,6 +51,9 @@ def status_of(exc: ClientError) -> int:
         return 404
     if isinstance(exc, ServiceUnavailable):
         return 503
+    if isinstance(exc, ModelMismatch):
+        # Both services answer, but the index holds another model's vectors: nothing a retry fixes.
+        return 409
     if isinstance(exc, ServiceError):
         # UNAUTHENTICATED and the rest: this server is misconfigured or a service failed, a gateway error.
         return _GRPC_STATUS.get(exc.code, 502)
@@ -68,7 +78,8 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return error_response(status, message_of(exc))
+        reason = MODEL_MISMATCH if isinstance(exc, ModelMismatch) else None
+        return error_response(status, message_of(exc), reason=reason)
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> JSONResponse:

@@ -11,6 +11,11 @@ class ErrorDoc(BaseModel):
     """Every error: one clear sentence."""
 
     error: str
+    reason: str | None = Field(
+        default=None,
+        description="model_mismatch (HTTP 409): the index holds another embedding model's vectors; "
+        "`clipsearch reindex` embeds the library again with the embedder's model",
+    )
 
 
 class DuplicateDoc(BaseModel):

@@ -84,10 +84,14 @@ class Filter(_message.Message):
     def __init__(self, collections: _Optional[_Iterable[str]] = ..., sources: _Optional[_Iterable[str]] = ..., source_dir: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., media_type: _Optional[_Union[MediaType, str]] = ..., min_timestamp_seconds: _Optional[float] = ..., max_timestamp_seconds: _Optional[float] = ..., content_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "model", "staging")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STAGING_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+    model: EmbeddingModel
+    staging: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., staging: _Optional[bool] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("upserted", "created")
@@ -98,7 +102,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., created: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments", "duplicates")
+    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments", "duplicates", "model")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +112,7 @@ class QueryRequest(_message.Message):
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     MOMENTS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
     offset: int
@@ -117,7 +122,8 @@ class QueryRequest(_message.Message):
     with_vectors: bool
     moments: MomentOptions
     duplicates: DuplicateOptions
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ..., duplicates: _Optional[_Union[DuplicateOptions, _Mapping]] = ...) -> None: ...
+    model: EmbeddingModel
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ..., duplicates: _Optional[_Union[DuplicateOptions, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
 
 class MomentOptions(_message.Message):
     __slots__ = ("gap_seconds",)
@@ -210,7 +216,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., updated: _Optional[int] = ...) -> None: ...
 
 class IndexSettings(_message.Message):
-    __slots__ = ("index_name", "key_prefix", "algorithm", "dimension", "distance_metric", "m", "ef_construction", "ef_runtime")
+    __slots__ = ("index_name", "key_prefix", "algorithm", "dimension", "distance_metric", "m", "ef_construction", "ef_runtime", "model")
     INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
     KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +225,7 @@ class IndexSettings(_message.Message):
     M_FIELD_NUMBER: _ClassVar[int]
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     EF_RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     index_name: str
     key_prefix: str
     algorithm: Algorithm
@@ -227,7 +234,8 @@ class IndexSettings(_message.Message):
     m: int
     ef_construction: int
     ef_runtime: int
-    def __init__(self, index_name: _Optional[str] = ..., key_prefix: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[str] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_runtime: _Optional[int] = ...) -> None: ...
+    model: EmbeddingModel
+    def __init__(self, index_name: _Optional[str] = ..., key_prefix: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[str] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_runtime: _Optional[int] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
 
 class EmbeddingModel(_message.Message):
     __slots__ = ("model_id", "family", "dimension", "fingerprint")
@@ -282,3 +290,67 @@ class ListCollectionsResponse(_message.Message):
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
     def __init__(self, collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ...) -> None: ...
+
+class BeginReindexRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: EmbeddingModel
+    def __init__(self, model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+
+class ReindexStatus(_message.Message):
+    __slots__ = ("staging_index", "staging_key_prefix", "staged_items", "resumed", "model", "live_model", "live_items")
+    STAGING_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STAGING_KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    STAGED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    LIVE_MODEL_FIELD_NUMBER: _ClassVar[int]
+    LIVE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    staging_index: str
+    staging_key_prefix: str
+    staged_items: int
+    resumed: bool
+    model: EmbeddingModel
+    live_model: EmbeddingModel
+    live_items: int
+    def __init__(self, staging_index: _Optional[str] = ..., staging_key_prefix: _Optional[str] = ..., staged_items: _Optional[int] = ..., resumed: _Optional[bool] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., live_model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., live_items: _Optional[int] = ...) -> None: ...
+
+class StagedIdsRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StagedIdsResponse(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FinishReindexRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: EmbeddingModel
+    def __init__(self, model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+
+class FinishReindexResponse(_message.Message):
+    __slots__ = ("items", "dropped_items", "index")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    items: int
+    dropped_items: int
+    index: str
+    def __init__(self, items: _Optional[int] = ..., dropped_items: _Optional[int] = ..., index: _Optional[str] = ...) -> None: ...
+
+class AbortReindexRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AbortReindexResponse(_message.Message):
+    __slots__ = ("aborted", "discarded_items")
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
+    DISCARDED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    aborted: bool
+    discarded_items: int
+    def __init__(self, aborted: _Optional[bool] = ..., discarded_items: _Optional[int] = ...) -> None: ...

@@ -33,7 +33,9 @@ class SearchStub:
     vector, duplicate ids in one batch, a negative offset, k out of range, a bad id,
     source URI or tag. Nothing of a rejected request is written.
     FAILED_PRECONDITION  the Redis index exists with settings (dimension, algorithm) other than the
-    configured ones; the message says how to resolve it.
+    configured ones, or a request names an embedding model (EmbeddingModel) other
+    than the one whose vectors the index holds; the message says how to resolve it
+    (for another model: `clipsearch reindex`).
     UNAVAILABLE          Redis cannot be reached; retry with backoff. The service recovers by itself when
     Redis returns.
     RESOURCE_EXHAUSTED   a request larger than the server's limits.
@@ -80,6 +82,26 @@ class SearchStub:
                 request_serializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsResponse.FromString,
                 _registered_method=True)
+        self.BeginReindex = channel.unary_unary(
+                '/clipsearch.v1.Search/BeginReindex',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.BeginReindexRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.ReindexStatus.FromString,
+                _registered_method=True)
+        self.StagedIds = channel.unary_unary(
+                '/clipsearch.v1.Search/StagedIds',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.StagedIdsRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.StagedIdsResponse.FromString,
+                _registered_method=True)
+        self.FinishReindex = channel.unary_unary(
+                '/clipsearch.v1.Search/FinishReindex',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.FinishReindexRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.FinishReindexResponse.FromString,
+                _registered_method=True)
+        self.AbortReindex = channel.unary_unary(
+                '/clipsearch.v1.Search/AbortReindex',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -90,7 +112,9 @@ class SearchServicer:
     vector, duplicate ids in one batch, a negative offset, k out of range, a bad id,
     source URI or tag. Nothing of a rejected request is written.
     FAILED_PRECONDITION  the Redis index exists with settings (dimension, algorithm) other than the
-    configured ones; the message says how to resolve it.
+    configured ones, or a request names an embedding model (EmbeddingModel) other
+    than the one whose vectors the index holds; the message says how to resolve it
+    (for another model: `clipsearch reindex`).
     UNAVAILABLE          Redis cannot be reached; retry with backoff. The service recovers by itself when
     Redis returns.
     RESOURCE_EXHAUSTED   a request larger than the server's limits.
@@ -146,6 +170,50 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginReindex(self, request, context):
+        """Reindexing: embedding every item again with another model, into a staging index that replaces the
+        live one in one step.
+
+        Clients always use the index name the service is configured with (SEARCH_INDEX). An index built by
+        a reindex is a physical RediSearch index "<name>:g<N>" over the keys "<name>:g<N>:item:", and the
+        name is a RediSearch alias of it; an index from before any reindex is a plain index of that name,
+        replaced (and so migrated) by the first reindex. A caller:
+        1. BeginReindex(model): creates the staging index with the model's dimension, or resumes the one in
+        progress for the same model.
+        2. lists the live items (List), asks StagedIds which are already staged (skipping them when
+        resuming), embeds the rest again from their sources, and writes them with Upsert(staging=true,
+        model).
+        3. FinishReindex(model): the alias moves to the staging index and the model is recorded as the
+        live one, in one transaction; then the old index and its keys are dropped. Or AbortReindex.
+        Queries and writes keep using the live index until the switch. Items written to the live index after
+        the caller listed them are not carried over: pause indexing during a reindex (`clipsearch reindex`
+        lists the live items again before it finishes, to catch up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StagedIds(self, request, context):
+        """Which of the given ids are already in the staging index of the reindex in progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinishReindex(self, request, context):
+        """Switches to the staging index: it becomes the live index; the old one and its items are dropped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortReindex(self, request, context):
+        """Drops the staging index and its items; the live index is untouched. Nothing to abort is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +252,26 @@ def add_SearchServicer_to_server(servicer, server):
                     request_deserializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_search__pb2.ListCollectionsResponse.SerializeToString,
             ),
+            'BeginReindex': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginReindex,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.BeginReindexRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.ReindexStatus.SerializeToString,
+            ),
+            'StagedIds': grpc.unary_unary_rpc_method_handler(
+                    servicer.StagedIds,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.StagedIdsRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.StagedIdsResponse.SerializeToString,
+            ),
+            'FinishReindex': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinishReindex,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.FinishReindexRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.FinishReindexResponse.SerializeToString,
+            ),
+            'AbortReindex': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortReindex,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'clipsearch.v1.Search', rpc_method_handlers)
@@ -200,7 +288,9 @@ class Search:
     vector, duplicate ids in one batch, a negative offset, k out of range, a bad id,
     source URI or tag. Nothing of a rejected request is written.
     FAILED_PRECONDITION  the Redis index exists with settings (dimension, algorithm) other than the
-    configured ones; the message says how to resolve it.
+    configured ones, or a request names an embedding model (EmbeddingModel) other
+    than the one whose vectors the index holds; the message says how to resolve it
+    (for another model: `clipsearch reindex`).
     UNAVAILABLE          Redis cannot be reached; retry with backoff. The service recovers by itself when
     Redis returns.
     RESOURCE_EXHAUSTED   a request larger than the server's limits.
@@ -385,6 +475,114 @@ class Search:
             '/clipsearch.v1.Search/ListCollections',
             clipsearch_dot_v1_dot_search__pb2.ListCollectionsRequest.SerializeToString,
             clipsearch_dot_v1_dot_search__pb2.ListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginReindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/BeginReindex',
+            clipsearch_dot_v1_dot_search__pb2.BeginReindexRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.ReindexStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StagedIds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/StagedIds',
+            clipsearch_dot_v1_dot_search__pb2.StagedIdsRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.StagedIdsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinishReindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/FinishReindex',
+            clipsearch_dot_v1_dot_search__pb2.FinishReindexRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.FinishReindexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortReindex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/AbortReindex',
+            clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.FromString,
             options,
             channel_credentials,
             insecure,

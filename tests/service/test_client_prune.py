@@ -11,7 +11,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +23,7 @@ from clipsearch.v1 import search_pb2_grpc
 from search_service.server import SERVICE_NAME, SearchServer, build_index, connect
 from search_service.servicer import SearchServicer
 from tests.support.client import CallCounter, write_images
-from tests.support.search import SERVING, search_test_config, wait_for_health
+from tests.support.search import SERVING, drop_search_index, search_test_config, wait_for_health
 
 
 class FailingDelete(grpc.ServerInterceptor):
@@ -78,8 +77,7 @@ def counted_search(redis_url: str) -> Iterator[CountedSearch]:
         yield CountedSearch(address, counter, failing)
     finally:
         server.stop(0)
-        with redis.Redis.from_url(redis_url, protocol=3) as client:
-            client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+        drop_search_index(redis_url, config.index_name)
 
 
 def snapshot(client: Client, collection: str) -> dict[str, tuple[str, ...]]:

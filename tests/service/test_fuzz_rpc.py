@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from clipsearch.limits import MAX_DIMENSION
 from clipsearch.serving import GrpcServer
 from clipsearch.v1 import embedder_pb2 as epb
 from clipsearch.v1 import embedder_pb2_grpc, search_pb2_grpc
@@ -568,3 +570,60 @@ def test_delete(search: SearchFuzz, request: spb.DeleteRequest) -> None:
         assert search.count() == before - response.deleted
     else:
         assert search.count() == before, "a refused delete changed the index"
+
+
+# Reindex calls in any order, with plausible and arbitrary models: each gets OK or a status that blames the
+# request (no reindex in progress, another model's), never one that blames the server.
+MODELS = st.one_of(
+    st.sampled_from(
+        [
+            spb.EmbeddingModel(model_id="models/a", family="clip", dimension=DIMENSION, fingerprint="sha256:a"),
+            spb.EmbeddingModel(model_id="models/b", family="clip", dimension=16),
+        ]
+    ),
+    message_strategy(spb.EmbeddingModel.DESCRIPTOR, {"clipsearch.v1.EmbeddingModel.model_id": NAMES}),
+)
+REINDEX_CALLS = st.lists(
+    st.one_of(
+        built(spb.BeginReindexRequest, model=MODELS),
+        built(spb.StagedIdsRequest, ids=st.one_of(st.lists(st.one_of(SEED_IDS, IDS), max_size=4), _repeated(IDS))),
+        built(spb.FinishReindexRequest, model=MODELS),
+        built(spb.AbortReindexRequest),
+        built(
+            spb.UpsertRequest,
+            {"items": st.lists(valid_items(), min_size=1, max_size=3, unique_by=lambda item: item.id)},
+            model=MODELS,
+            staging=st.booleans(),
+        ),
+        built(spb.QueryRequest, {"vector": MOSTLY_GOOD_VECTORS}, model=MODELS),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@FUZZ
+@given(calls=REINDEX_CALLS)
+def test_reindex_calls_in_any_order(search: SearchFuzz, calls: list[Message]) -> None:
+    methods: dict[type[Message], Callable[..., Any]] = {
+        spb.BeginReindexRequest: search.stub.BeginReindex,
+        spb.StagedIdsRequest: search.stub.StagedIds,
+        spb.FinishReindexRequest: search.stub.FinishReindex,
+        spb.AbortReindexRequest: search.stub.AbortReindex,
+        spb.UpsertRequest: search.stub.Upsert,
+        spb.QueryRequest: search.stub.Query,
+    }
+    try:
+        for request in calls:
+            code, response = call(methods[type(request)], request)
+            if code == grpc.StatusCode.OK and isinstance(request, spb.BeginReindexRequest):
+                assert request.model.model_id and 1 <= request.model.dimension <= MAX_DIMENSION
+                assert response.model.model_id == request.model.model_id and response.staging_index
+    finally:
+        call(search.stub.AbortReindex, spb.AbortReindexRequest())
+    # Still answering; an index a finish switched to may still be scanning its keys for a moment.
+    deadline = time.monotonic() + 30
+    while (stats := search.stub.Stats(spb.StatsRequest(), timeout=CALL_TIMEOUT)).indexing:
+        assert time.monotonic() < deadline, "the index never finished indexing"
+        time.sleep(0.01)
+    assert stats.percent_indexed == 100

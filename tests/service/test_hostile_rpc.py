@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
-import redis
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
@@ -24,7 +23,7 @@ from clipsearch.v1 import search_pb2 as spb
 from embedder_service.config import Limits
 from search_service.server import build_server
 from tests.support.embedder import embedder_test_config, encode_image, running_embedder, sample_photo
-from tests.support.search import SearchServerFactory, search_test_config, wait_for_health
+from tests.support.search import SearchServerFactory, drop_search_index, search_test_config, wait_for_health
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -84,8 +83,7 @@ def stack(embedder_stub: embedder_pb2_grpc.EmbedderStub, embedder_address: str, 
             )
     finally:
         server.stop(0)
-        with redis.Redis.from_url(redis_url, protocol=3, socket_timeout=5) as client:
-            client.execute_command("FT.DROPINDEX", config.index_name, "DD")
+        drop_search_index(redis_url, config.index_name)
 
 
 def assert_serving(stack: Stack) -> None:
@@ -288,7 +286,8 @@ def test_requests_carry_bytes_never_paths() -> None:
         "Item.id",
         "GetRequest.ids",
         "DeleteRequest.ids",
-        "ListRequest.page_token",  # opaque keys
+        "ListRequest.page_token",
+        "StagedIdsRequest.ids",  # opaque keys
         "Metadata.sources",
         "Filter.sources",
         "Filter.source_dir",
@@ -300,6 +299,9 @@ def test_requests_carry_bytes_never_paths() -> None:
         "Filter.tags",
         "Filter.content_hashes",
         "DeleteRequest.collection",  # labels
+        "EmbeddingModel.model_id",
+        "EmbeddingModel.family",
+        "EmbeddingModel.fingerprint",  # compared with the index's record as strings; nothing is loaded by them
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ import redis
 from clipsearch.testing.probes import wait_for_status
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
+from search_service.catalog import catalog_key, delete_prefix, garbage_key
 from search_service.config import SearchConfig
 from search_service.redis_server import LocalRedis
 from search_service.server import SearchServer, build_server
@@ -99,11 +102,39 @@ def search_server_factory(redis_url: str) -> Iterator[SearchServerFactory]:
     for running in started:
         running.server.stop(0)
     for running in started:
-        try:
-            with redis.Redis.from_url(running.config.redis_url or redis_url, protocol=3, socket_timeout=5) as client:
-                client.execute_command("FT.DROPINDEX", running.config.index_name, "DD")
-        except redis.RedisError:
-            pass  # that Redis is gone or the index was never created
+        with contextlib.suppress(redis.RedisError):  # that Redis is gone
+            drop_search_index(running.config.redis_url or redis_url, running.config.index_name)
+
+
+def drop_search_index(redis_url: str, index_name: str) -> None:
+    """Removes everything of a search service's index from Redis: every generation a reindex built (live,
+    staging, or left by an aborted one) and the plain index, with their keys; the alias; the catalog keys.
+
+    `FT.DROPINDEX <name> DD` alone is not enough once a reindex ran: the name is then an alias.
+    """
+    own = re.compile(re.escape(index_name) + r"(:g\d+)?")
+    with redis.Redis.from_url(redis_url, protocol=3, socket_timeout=5) as client:
+        run: Callable[..., Any] = client.execute_command
+        with contextlib.suppress(redis.ResponseError):  # no alias: no reindex finished
+            run("FT.ALIASDEL", index_name)
+        for raw in run("FT._LIST"):
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if own.fullmatch(name):
+                with contextlib.suppress(redis.ResponseError):  # dropped meanwhile
+                    run("FT.DROPINDEX", name, "DD")
+        # Keys an index no longer covers: generations dropped without their keys, the garbage not yet collected.
+        prefixes = {p.decode() for p in client.smembers(garbage_key(index_name))}  # type: ignore[union-attr]
+        for key in client.scan_iter(match=f"{_glob_escape(index_name)}:g*"):
+            found = re.match(re.escape(index_name) + r":g\d+:item:", key.decode(errors="replace"))
+            if found:
+                prefixes.add(found.group())
+        for prefix in prefixes:
+            delete_prefix(client, prefix)
+        client.delete(catalog_key(index_name), garbage_key(index_name))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 @pytest.fixture

@@ -1,9 +1,16 @@
 // Talks to clipsearch's JSON API and formats what it returns for people.
 
 export class ApiError extends Error {
-  constructor(message, status) {
+  constructor(message, status, reason = "") {
     super(message);
     this.status = status;
+    // What the server says the problem is where the page explains it itself ("model_mismatch").
+    this.reason = reason;
+  }
+
+  // The search index holds vectors of another embedding model than the embedder's (HTTP 409).
+  get modelMismatch() {
+    return this.reason === "model_mismatch";
   }
 
   // The services behind the web server are down or unreachable (worth re-checking their status).
@@ -32,7 +39,8 @@ export async function api(path, init = {}) {
     body = null;
   }
   if (!response.ok) {
-    throw new ApiError(errorText(body, response), response.status);
+    const reason = body && typeof body.reason === "string" ? body.reason : "";
+    throw new ApiError(errorText(body, response), response.status, reason);
   }
   return body;
 }

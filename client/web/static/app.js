@@ -330,8 +330,13 @@ function showError(error) {
   ui.results.replaceChildren();
   hits = [];
   setStatus("");
-  // A service that is down gets the banner (the alert); here the search only says what went wrong.
-  showMessage("The search did not work", error.message, { alert: !error.serviceProblem });
+  if (error.modelMismatch) {
+    // Both services answer, so no banner: the library must be embedded again with the embedder's model.
+    showMessage("The library was indexed with another model", error.message, { alert: true });
+  } else {
+    // A service that is down gets the banner (the alert); here the search only says what went wrong.
+    showMessage("The search did not work", error.message, { alert: !error.serviceProblem });
+  }
   updateMore();
 }
 

@@ -41,7 +41,7 @@ from client.web.server import WebThread
 from search_service.config import SearchConfig
 from search_service.server import SearchServer, build_server
 from tests.service.web.support import HOLIDAY, HOLIDAY_FILES, Library, write_library
-from tests.support.search import SERVING, wait_for_health
+from tests.support.search import SERVING, drop_search_index, wait_for_health
 
 TINY_DIMENSION = 32
 
@@ -106,9 +106,8 @@ def web_index(redis_url: str) -> Iterator[SearchConfig]:
     """The library's index: its name, and a search config for it (port 0)."""
     config = _search_config(redis_url, f"web{uuid.uuid4().hex[:12]}")
     yield config
-    connection = redis.Redis.from_url(redis_url, protocol=3, socket_timeout=5)
-    with connection, contextlib.suppress(redis.RedisError):  # never created
-        connection.execute_command("FT.DROPINDEX", config.index_name, "DD")  # type: ignore[no-untyped-call]
+    with contextlib.suppress(redis.RedisError):  # that Redis is gone
+        drop_search_index(redis_url, config.index_name)
 
 
 @pytest.fixture(scope="session")

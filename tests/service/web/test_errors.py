@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from client.errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+from client.errors import ClientError, InvalidInput, ModelMismatch, NotFound, ServiceError, ServiceUnavailable
 from client.web.errors import message_of, status_of
 from client.web.files import MediaProblem, check_id
 
@@ -34,6 +34,9 @@ def test_client_errors_map_to_the_caller_or_the_service() -> None:
     assert status_of(MediaProblem(410, "gone")) == 410
     assert status_of(ServiceUnavailable("embedder", "127.0.0.1:50051", "connection failed")) == 503
     assert status_of(ClientError("the embedder returned no scores")) == 502
+    # Both services answer, but the index holds another model's vectors: a conflict, not a service down.
+    mismatch = ModelMismatch("127.0.0.1:50052", "the index holds 'a'; run `clipsearch reindex`")
+    assert status_of(mismatch) == 409 and message_of(mismatch) == "the index holds 'a'; run `clipsearch reindex`"
 
 
 def test_messages_name_the_service_and_what_to_do() -> None:

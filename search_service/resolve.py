@@ -1,0 +1,235 @@
+"""Resolving the configured index to its live generation (through the catalog), and verifying it in Redis."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from search_service import catalog as C
+from search_service import schema as S
+from search_service.catalog import Catalog, EmbeddingModel, Generation
+from search_service.errors import IndexMismatch, InvalidArgument, ModelMismatch
+from search_service.info import mismatch_message, parse_info
+from search_service.items import (
+    HnswParams,
+)
+from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
+from search_service.schema import IndexSchema, build_schema
+from search_service.scripts import REMOVE_SOURCES_LUA, UPSERT_LUA
+
+log = logging.getLogger(__name__)
+
+# How long a query may rely on the catalog it read last (see require_ready); a query that meets a switched
+# index within that time notices it (SearchIndex._nearest) and reads the catalog again.
+CATALOG_MAX_AGE_SECONDS = 1.0
+
+
+class Stale(Exception):
+    """The catalog changed between resolving the index and writing: resolve it again."""
+
+
+class IndexBase:
+    """Resolves the live generation of the configured index through the catalog and verifies it."""
+
+    def __init__(
+        self, client: redis.Redis, schema: IndexSchema, *, redis_label: str, query_timeout_ms: int = 10_000
+    ) -> None:
+        self._client = client
+        self.configured = schema  # SEARCH_INDEX, SEARCH_KEY_PREFIX, SEARCH_DIM: generation 0
+        self.schema = schema  # the live generation's physical index
+        self.catalog = Catalog(Generation(0, schema.name, schema.prefix, schema.vector.dimension, None), None)
+        self.redis_label = redis_label
+        self._timeout = str(query_timeout_ms)
+        self._ready = False
+        self._catalog_read_at = -math.inf
+        self._hnsw = HnswParams(schema.vector.m, schema.vector.ef_construction, schema.vector.ef_runtime)
+        self._upsert_script = client.register_script(UPSERT_LUA)
+        self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
+
+    @property
+    def dimension(self) -> int:
+        return self.schema.vector.dimension
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def schema_of(self, generation: Generation) -> IndexSchema:
+        """The physical index of a generation: the configured one, or one a reindex built."""
+        if generation.number == 0:
+            return self.configured
+        v = self.configured.vector
+        return build_schema(
+            generation.index,
+            generation.prefix,
+            dimension=generation.dimension,
+            algorithm=v.algorithm,
+            m=v.m,
+            ef_construction=v.ef_construction,
+            ef_runtime=v.ef_runtime,
+        )
+
+    def refresh(self) -> Catalog:
+        """Reads the catalog (Redis errors propagate); a switched live generation is verified again."""
+        base = self.configured
+        read_at = time.monotonic()
+        found = C.read_catalog(
+            self._client, index_name=base.name, key_prefix=base.prefix, dimension=base.vector.dimension
+        )
+        self._catalog_read_at = read_at
+        if (found.live.number, found.live.index) != (self.catalog.live.number, self.catalog.live.index):
+            self.schema = self.schema_of(found.live)
+            self._hnsw = HnswParams(
+                self.schema.vector.m, self.schema.vector.ef_construction, self.schema.vector.ef_runtime
+            )
+            self._ready = False
+        self.catalog = found
+        return found
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- health and index verification -------------------------------------------------------------
+
+    def check(self) -> None:
+        """Verifies Redis answers and the index exists with the configured settings; creates it if missing.
+
+        Raises Unavailable or IndexMismatch; on success the index is ready for calls.
+        """
+        with self.redis_errors():
+            self._client.ping()
+            self.refresh()
+            try:
+                raw = execute(self._client, "FT.INFO", self.schema.name)
+            except redis.ResponseError as e:
+                if is_unknown_command(e):
+                    self._ready = False
+                    raise IndexMismatch(
+                        f"Redis at {self.redis_label} has no RediSearch module (FT.INFO is unknown): use Redis 8 "
+                        "or Redis Stack, or unset REDIS_URL to let the service start its own Redis"
+                    ) from None
+                if not is_missing_index(e):
+                    raise
+                self._create()
+                raw = execute(self._client, "FT.INFO", self.schema.name)
+            info = parse_info(raw)
+        problems = self.schema.mismatches(info)
+        if problems:
+            self._ready = False
+            raise IndexMismatch(mismatch_message(self.schema, info, problems, self.redis_label))
+        self._note_hnsw(info)
+        self._ready = True
+
+    def _create(self) -> None:
+        try:
+            execute(self._client, *self.schema.create_args())
+            if self.schema is not self.configured:  # a reindexed generation lost its index: the alias follows
+                execute(self._client, "FT.ALIASUPDATE", self.configured.name, self.schema.name)
+            log.info(
+                "created RediSearch index %r (prefix %r, %s, dimension %d) in Redis at %s",
+                self.schema.name,
+                self.schema.prefix,
+                self.schema.vector.algorithm.upper(),
+                self.dimension,
+                self.redis_label,
+            )
+        except redis.ResponseError as e:
+            if "already exists" not in str(e).lower():  # another service instance created it first
+                raise
+
+    def _note_hnsw(self, info: Mapping[str, Any]) -> None:
+        vector = info.get("attributes", {}).get(S.F_VECTOR, {})
+        if self.schema.vector.algorithm != "hnsw":
+            return
+        m = vector.get("m", self.schema.vector.m)
+        ef_construction = vector.get("ef_construction", self.schema.vector.ef_construction)
+        found = HnswParams(int(m), int(ef_construction), self.schema.vector.ef_runtime)
+        if found != self._hnsw:
+            if (found.m, found.ef_construction) != (self.schema.vector.m, self.schema.vector.ef_construction):
+                log.warning(
+                    "index %r was built with M=%d EF_CONSTRUCTION=%d, not the configured M=%d "
+                    "EF_CONSTRUCTION=%d; using it as built",
+                    self.schema.name,
+                    found.m,
+                    found.ef_construction,
+                    self.schema.vector.m,
+                    self.schema.vector.ef_construction,
+                )
+            self._hnsw = found
+
+    def require_ready(self, max_age: float = 0.0) -> None:
+        """Makes sure the index is verified and the catalog read: within the last `max_age` seconds, or now.
+
+        Writes and the reindex RPCs read the catalog every time (0); queries accept one up to
+        CATALOG_MAX_AGE_SECONDS old, which saves a round trip to Redis per query.
+        """
+        if self._ready and (max_age <= 0 or time.monotonic() - self._catalog_read_at > max_age):
+            with self.redis_errors():
+                self.refresh()
+        if not self._ready:
+            self.check()
+
+    def switched(self) -> bool:
+        """Reads the catalog again: whether the live generation changed since it was last read (another
+        service instance finished a reindex). Redis errors propagate."""
+        before = (self.catalog.live.number, self.catalog.live.index)
+        self.refresh()
+        return (self.catalog.live.number, self.catalog.live.index) != before
+
+    def check_model(self, model: EmbeddingModel | None) -> None:
+        """Raises ModelMismatch when the live index holds another model's vectors (or another dimension)."""
+        if model is None:
+            return
+        recorded = self.catalog.live.model
+        if recorded is not None and not recorded.same_as(model):
+            raise ModelMismatch(C.mismatch(self.configured.name, recorded, model))
+        if model.dimension and model.dimension != self.dimension:
+            raise ModelMismatch(C.dimension_mismatch(self.configured.name, self.dimension, model))
+
+    def check_model_fresh(self, model: EmbeddingModel) -> None:
+        """check_model against a catalog up to CATALOG_MAX_AGE_SECONDS old; read again before refusing, as
+        another service instance may have just switched the index to this very model."""
+        self.require_ready(CATALOG_MAX_AGE_SECONDS)
+        try:
+            self.check_model(model)
+        except ModelMismatch:
+            self.require_ready()
+            self.check_model(model)
+
+    @contextmanager
+    def redis_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as e:
+            failure = as_unavailable(e, self.redis_label, self.schema.name)
+            if failure is None:
+                raise
+            error, recheck = failure
+            if recheck:
+                self._ready = False
+            raise error from None
+
+    def _write_target(self, model: EmbeddingModel | None, staging: bool) -> tuple[IndexSchema, list[str]]:
+        """The index a write goes to, and the arguments of the upsert script's guard."""
+        none = ["", "", "", ""]
+        if not staging:
+            self.check_model(model)
+            fields = list(model.fields("").values()) if model else none
+            return self.schema, [C.F_GENERATION, str(self.catalog.live.number), C.LIVE_MODEL, *fields, "1"]
+        stage = self.catalog.staging
+        if model is None:
+            raise InvalidArgument("staging is set without model: name the model of the reindex")
+        if stage is None or stage.model is None:
+            raise ModelMismatch(
+                f"no reindex of the index {self.configured.name!r} is in progress: begin one (clipsearch reindex)"
+            )
+        if not stage.model.same_as(model):
+            raise ModelMismatch(C.mismatch(self.configured.name, stage.model, model, staging=True))
+        guard = [C.F_STAGING_GENERATION, str(stage.number), C.STAGING_MODEL, *model.fields("").values(), "0"]
+        return self.schema_of(stage), guard
