@@ -18,6 +18,7 @@ from . import ids as idmod
 from . import output
 from .ingest import IngestOptions
 from .media import ImageLimits, MediaError, frames_at, prepare_image, read_file
+from .phash import prepared_hash
 from .pipeline import Pending, Pipeline
 from .prune import list_all
 from .reports import IndexReport, ProgressCallback, Tally
@@ -199,6 +200,11 @@ class Reindex:
             tally.failed(display(chosen), str(exc))
             return
         metadata = _with_sources(item.metadata, kept)
+        if not metadata.HasField("perceptual_hash"):
+            # Photos indexed before hashes were stored gain one, so near-duplicates collapse after a reindex.
+            perceptual_hash = prepared_hash(image, data)
+            if perceptual_hash is not None:
+                metadata.perceptual_hash = perceptual_hash
         pipeline.add(Pending(item.id, metadata, image, len(data) + 32, display(chosen)))
 
     def _video(self, frames: list[search_pb2.Item], pipeline: Pipeline, tally: Tally) -> None:

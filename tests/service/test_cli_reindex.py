@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+import redis
 
 from client.cli import main
+from clipsearch.v1 import search_pb2, search_pb2_grpc
 from tests.support.client import write_images, write_video
 from tests.support.embedder import embedder_test_config, running_embedder
+from tests.support.photos import encode, scene
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
@@ -81,3 +84,35 @@ def test_reindex_switches_from_model_a_to_model_b_with_chinese_names(
     # And now model A is the one refused.
     code, _, err = run(capsys, "search", "--text", "a cat")
     assert code == 1 and "clipsearch reindex" in err
+
+
+def test_reindex_gives_photos_indexed_before_hashes_one_so_their_copies_collapse(
+    cli_env: dict[str, str],
+    other_embedder_address: str,
+    search_stub: search_pb2_grpc.SearchStub,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    picture = scene(5)
+    (tmp_path / "original.png").write_bytes(encode(picture, "PNG"))
+    (tmp_path / "smaller.jpg").write_bytes(encode(picture.resize((160, 120)), "JPEG", quality=60))
+    code, _, err = run(capsys, "index", tmp_path, "--collection", "copies")
+    assert code == 0, err
+    # As an index written before perceptual hashes were stored: no item has one.
+    prefix = search_stub.Stats(search_pb2.StatsRequest()).settings.key_prefix
+    with redis.Redis.from_url(redis_url) as db:
+        keys = list(db.scan_iter(match=f"{prefix}*"))
+        assert len(keys) == 2 and all(db.hdel(key, "phash") == 1 for key in keys)
+    search = ["search", "--text", "a photo", "--collapse-duplicates", "--json", "--collection", "copies"]
+    code, out, err = run(capsys, *search)
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) == 2
+
+    other = ["--embedder", other_embedder_address]
+    code, _, err = run(capsys, "reindex", *other, "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, *search, *other)
+    assert code == 0, err
+    (hit,) = json.loads(out)["results"]
+    assert len(hit["duplicates"]) == 1
