@@ -178,8 +178,14 @@ class Client:
         return _ranked(response)
 
     def classify_item(self, item_id: str, labels: Sequence[str], template: str = "") -> list[LabelScore]:
-        """Zero-shot probabilities of an indexed item over labels, from its stored vector, best first."""
+        """Zero-shot probabilities of an indexed item over labels, from its stored vector, best first.
+
+        The stored vector must come from the embedder's model: a one-match query naming the model lets the
+        search service refuse (ModelMismatch) an index of another model, whose vector would score nonsense.
+        """
         vector = self._stored_vector(item_id)
+        self.model_info()
+        self.search_vector(vector, top=1, model=self._transport.embedding_model)
         try:
             response = self._transport.classify(
                 embedder_pb2.ClassifyRequest(

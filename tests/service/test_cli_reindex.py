@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from client.api import Client
 from client.cli import main
+from client.errors import ModelMismatch
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from tests.support.client import write_images, write_video
 from tests.support.embedder import embedder_test_config, running_embedder
@@ -116,3 +118,19 @@ def test_reindex_gives_photos_indexed_before_hashes_one_so_their_copies_collapse
     assert code == 0, err
     (hit,) = json.loads(out)["results"]
     assert len(hit["duplicates"]) == 1
+
+
+def test_classifying_a_stored_item_with_another_model_is_refused(
+    cli_env: dict[str, str], other_embedder_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_images(tmp_path, 1)
+    code, _, err = run(capsys, "index", tmp_path)
+    assert code == 0, err
+    with Client(cli_env["EMBEDDER_ADDR"], cli_env["SEARCH_ADDR"]) as same:
+        item_id = same.search_text("a photo")[0].id
+        assert [s.label for s in same.classify_item(item_id, ["猫", "狗"])] != []
+    with (
+        Client(other_embedder_address, cli_env["SEARCH_ADDR"]) as other,
+        pytest.raises(ModelMismatch, match="clipsearch reindex"),
+    ):
+        other.classify_item(item_id, ["猫", "狗"])
