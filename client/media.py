@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import av
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from clipsearch.v1 import embedder_pb2
 
@@ -214,6 +214,16 @@ def read_file(path: PathLike, max_bytes: int) -> bytes:
 # times the target size, then resamples bicubically: about 3x less work than bicubic from 1080p.
 REDUCING_GAP = 2.0
 _TURNING_ORIENTATIONS = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
+# What turns an image stored with each EXIF orientation upright, as ImageOps.exif_transpose does.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -250,9 +260,11 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
     """Small files are sent encoded; large ones are decoded, oriented and shrunk here, sent as raw RGB.
 
     Shrinking takes Pillow's cheap paths: a JPEG is decoded at a reduced DCT scale (draft) that is still
-    at least the target size, and the resize first reduces by an integer factor with a box filter while
-    the image stays at least REDUCING_GAP times the target. The embedder's vectors of such an image stay
-    within a cosine of 0.999 of those of the full-size image (tests/unit/test_client_media.py).
+    at least REDUCING_GAP times the target size, and the resize first reduces by an integer factor with a
+    box filter while the image stays at least REDUCING_GAP times the target. The embedder's vectors of such
+    an image stay within a cosine of 0.999 of those of the full-size image, for the families that crop
+    (CLIP) and those that resize to the square (tests/unit/test_client_media.py,
+    tests/service/test_client_shrink_families.py).
     """
     if len(data) <= limits.encoded_max_bytes:
         return PreparedImage(embedder_pb2.Image(encoded=data))
@@ -263,19 +275,27 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
                 raise MediaError(
                     f"image is {width}x{height} pixels, more than the embedder's limit of {limits.max_image_pixels}"
                 )
+            # The part of the decoded pixels that holds the image: all of them, unless a JPEG is drafted.
+            box: tuple[float, float, float, float] | None = None
             if im.format == "JPEG":
-                # Lets libjpeg decode at a reduced scale that is still at least the target size.
-                target = max(1, limits.image_size)
-                scale = target / min(width, height)
-                im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                # Lets libjpeg decode at a reduced scale that stays REDUCING_GAP times the target size. Just
+                # above the target (1/8 of 806x537 for 64), its blockier pixels moved a SigLIP vector to a
+                # cosine of 0.975 of the whole image's: unlike CLIP's crop, a square resize keeps every edge.
+                scale = max(1, limits.image_size) * REDUCING_GAP / min(width, height)
+                drafted = im.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+                # The reduced scale rounds each side up to whole pixels; box is where the image ends.
+                if drafted is not None and drafted[1][2:] != im.size:
+                    box = drafted[1]
             orientation = im.getexif().get(0x0112, 1)
-            # exif_transpose and convert each copy the whole decoded image, even when they change nothing.
-            upright = ImageOps.exif_transpose(im) if orientation in _TURNING_ORIENTATIONS else im
-            rgb = upright if upright.mode == "RGB" else upright.convert("RGB")
-            w, h = shrunk_size(rgb.width, rgb.height, limits.image_size)
-            if (w, h) != rgb.size:
-                rgb = rgb.resize((w, h), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
-            raw = embedder_pb2.RawImage(rgb=rgb.tobytes(), width=w, height=h)
+            # convert copies the whole decoded image, even when it changes nothing.
+            rgb = im if im.mode == "RGB" else im.convert("RGB")
+            # Shrunk as stored, from the full size, then turned upright: turning the small image is cheaper.
+            w, h = shrunk_size(width, height, limits.image_size)
+            if (w, h) != rgb.size or box is not None:
+                rgb = rgb.resize((w, h), Image.Resampling.BICUBIC, box=box, reducing_gap=REDUCING_GAP)
+            if orientation in _TURNING_ORIENTATIONS:
+                rgb = rgb.transpose(_UPRIGHT[orientation])
+            raw = embedder_pb2.RawImage(rgb=rgb.tobytes(), width=rgb.width, height=rgb.height)
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for hostile or corrupt files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Chinese-CLIP's text length in its own code (cn_clip's context_length); the BERT tower has 512 positions.
 CHINESE_CLIP_TEXT_TOKENS = 52
 SIGLIP_TEXT_TOKENS = 64
+# A tokenizer.json (TokenizersBackend), or spiece.model with SiglipTokenizer as the released checkpoints ship.
+SIGLIP_TOKENIZERS = ("tokenizers", "sentencepiece")
 
 ASCII_WORDS = [
     "a",
@@ -163,7 +166,69 @@ def unigram_tokenizer() -> Any:
     return tokenizer
 
 
-def write_siglip(directory: Path, arch: str, seed: int) -> None:
+def train_spiece(path: Path) -> int:
+    """Trains a small SentencePiece Unigram model on captions and common CJK characters, saved to path as
+    SigLIP's spiece.model (pieces 0, 1, 2: <pad>, </s>, <unk>); returns its number of pieces."""
+    import io
+
+    import sentencepiece
+
+    characters = list(dict.fromkeys(COMMON_CJK))
+    lines = [" ".join(ASCII_WORDS[i : i + 6]) for i in range(0, len(ASCII_WORDS), 3)]
+    lines += ["".join(characters[i : i + 12]) for i in range(0, len(characters), 6)]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines),
+        model_writer=model,
+        model_type="unigram",
+        vocab_size=800,
+        hard_vocab_limit=False,  # as many pieces as the small text yields
+        character_coverage=1.0,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,  # the same model on every run
+        minloglevel=2,
+    )
+    path.write_bytes(model.getvalue())
+    return int(sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size())
+
+
+def write_spiece_tokenizer(directory: Path) -> int:
+    """SiglipTokenizer's files as google/siglip-base-patch16-224 ships them (spiece.model, tokenizer_config.json,
+    special_tokens_map.json; no tokenizer.json); returns the vocabulary size."""
+    vocab_size = train_spiece(directory / "spiece.model")
+
+    def special(content: str) -> dict[str, Any]:
+        return {"content": content, "lstrip": True, "normalized": False, "rstrip": True, "single_word": False}
+
+    config = {
+        "added_tokens_decoder": {
+            "1": {**special("</s>"), "special": True},
+            "2": {**special("<unk>"), "special": True},
+        },
+        "additional_special_tokens": [],
+        "clean_up_tokenization_spaces": True,
+        "do_lower_case": True,
+        "eos_token": "</s>",
+        "model_input_names": ["input_ids"],
+        "model_max_length": SIGLIP_TEXT_TOKENS,
+        "pad_token": "</s>",
+        "processor_class": "SiglipProcessor",
+        "sp_model_kwargs": {},
+        "tokenizer_class": "SiglipTokenizer",
+        "unk_token": "<unk>",
+    }
+    specials = {"eos_token": special("</s>"), "pad_token": special("</s>"), "unk_token": special("<unk>")}
+    for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
+        (directory / name).write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
+    return vocab_size
+
+
+def write_siglip(directory: Path, arch: str, seed: int, tokenizer: str = "tokenizers") -> None:
+    """A SigLIP checkpoint; `tokenizer` "sentencepiece" writes the released models' spiece.model layout
+    (SiglipTokenizer, which needs the sentencepiece package) instead of a tokenizer.json."""
     import torch
     from transformers import (
         PreTrainedTokenizerFast,
@@ -173,12 +238,15 @@ def write_siglip(directory: Path, arch: str, seed: int) -> None:
         SiglipProcessor,
     )
 
+    if tokenizer not in SIGLIP_TOKENIZERS:
+        raise ValueError(f"unknown SigLIP tokenizer {tokenizer!r}; choose one of: {', '.join(SIGLIP_TOKENIZERS)}")
     backend = unigram_tokenizer()
+    vocab_size = write_spiece_tokenizer(directory) if tokenizer == "sentencepiece" else backend.get_vocab_size()
     towers = _TOWERS[arch]
     config = SiglipConfig(
         text_config=dict(
             **towers["text"],
-            vocab_size=backend.get_vocab_size() if arch == "tiny" else 32000,
+            vocab_size=vocab_size if arch == "tiny" else 32000,
             max_position_embeddings=SIGLIP_TEXT_TOKENS,
             pad_token_id=1,
             bos_token_id=None,
@@ -192,13 +260,6 @@ def write_siglip(directory: Path, arch: str, seed: int) -> None:
         model.logit_scale.fill_(float(torch.log(torch.tensor(10.0))))
         model.logit_bias.fill_(-10.0)
     model.save_pretrained(directory, safe_serialization=True)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="</s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_max_length=SIGLIP_TEXT_TOKENS,
-    )
     size = towers["vision"]["image_size"]
     # As google/siglip-base-patch16-224's preprocessor_config.json: resize to the square, mean and std 0.5.
     image_processor = SiglipImageProcessorPil(
@@ -210,5 +271,15 @@ def write_siglip(directory: Path, arch: str, seed: int) -> None:
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    if tokenizer == "sentencepiece":
+        image_processor.save_pretrained(directory)  # preprocessor_config.json; the tokenizer files are written
+        return
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="</s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        model_max_length=SIGLIP_TEXT_TOKENS,
+    )
+    SiglipProcessor(image_processor=image_processor, tokenizer=fast).save_pretrained(directory)
     image_processor.save_pretrained(directory)

@@ -31,6 +31,10 @@ class ModelNotFound(Exception):
     """CLIP_MODEL names no loadable checkpoint; the message says what to set."""
 
 
+class NonFiniteVectors(RuntimeError):
+    """A tower returned NaN or infinite values: never handed out, as one such vector spoils every search."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the loaded model is and takes."""
@@ -373,7 +377,7 @@ class ClipEmbedder:
         parts = []
         for start in range(0, len(batch), step):
             with self._forward_lock:
-                parts.append(session.predict([batch[start : start + step]]))
+                parts.append(self._finite("image", session.predict([batch[start : start + step]])))
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -405,7 +409,16 @@ class ClipEmbedder:
             raise ValueError("expected a non-empty list of non-empty token id lists")
         inputs = families.text_inputs(self._family, list(map(list, token_ids)), self._max_tokens, self._pad_token_id)
         with self._forward_lock:
-            return self._sessions["text"].predict(list(inputs))
+            return self._finite("text", self._sessions["text"].predict(list(inputs)))
+
+    def _finite(self, tower: str, vectors: np.ndarray) -> np.ndarray:
+        if not np.isfinite(vectors).all():
+            info = self.info
+            raise NonFiniteVectors(
+                f"the {tower} tower returned NaN or infinite values ({info.runtime}, {info.dtype}); "
+                "refusing to return them"
+            )
+        return vectors
 
     def classify(self, image_vector: np.ndarray, labels: Sequence[str], template: str = "") -> Classification:
         """Zero-shot scores of one image vector against labels, as the model's logits_per_image and its

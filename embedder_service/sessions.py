@@ -28,6 +28,11 @@ def runtime_version(runtime: str) -> str:
     return str(onnxruntime.__version__)
 
 
+def compiled_cache_dir(model_path: Path, hint: str) -> Path:
+    """Where OpenVINO caches the blobs it compiles from model_path with INFERENCE_PRECISION_HINT=hint."""
+    return model_path.parent / f"compiled-{hint}"
+
+
 class OpenVinoSession(InferenceModel):
     """A tower compiled by OpenVINO for the CPU; the precision hint is explicit, as OpenVINO would otherwise
     compute in bf16 wherever the CPU has it, even for an f32 model."""
@@ -45,9 +50,11 @@ class OpenVinoSession(InferenceModel):
         import openvino
 
         core = openvino.Core()
-        # Compiled blobs are cached beside the model, so a second start skips compilation.
-        core.set_property({"CACHE_DIR": str(self._path.parent / "compiled")})
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if self._dtype == "bf16" else "f32"}
+        hint = "bf16" if self._dtype == "bf16" else "f32"
+        # Compiled blobs are cached beside the model, so a second start skips compilation; one folder per
+        # precision hint, as OpenVINO's blob key leaves the hint out and an f32 blob run as bf16 gives NaN.
+        core.set_property({"CACHE_DIR": str(compiled_cache_dir(self._path, hint))})
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint}
         if self._threads is not None:
             config["INFERENCE_NUM_THREADS"] = self._threads
         self._compiled = core.compile_model(str(self._path), "CPU", config)

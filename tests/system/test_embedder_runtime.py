@@ -199,6 +199,20 @@ def test_bf16_on_openvino_stays_within_0_999_of_fp32(
     assert min_cosines(embedder.embed_texts(TEXTS), tiny_embedder.embed_texts(TEXTS)) >= 0.999
 
 
+@needs_runtimes
+def test_switching_between_fp32_and_bf16_on_one_cache_keeps_each_precisions_blobs(
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, pixels: np.ndarray, tmp_path: Path
+) -> None:
+    # OpenVINO's compiled-blob key leaves out the precision hint: an f32 blob loaded for bf16 gave NaN vectors.
+    want = tiny_embedder.embed_images(pixels)
+    for dtype, floor in (("fp32", 0.9999), ("bf16", 0.999), ("fp32", 0.9999), ("bf16", 0.999)):
+        embedder = load(tiny_clip_dir, "openvino", dtype, tmp_path)
+        assert min_cosines(embedder.embed_images(pixels), want) >= floor
+        assert min_cosines(embedder.embed_texts(TEXTS), tiny_embedder.embed_texts(TEXTS)) >= floor
+    (converted,) = tmp_path.iterdir()
+    assert sorted(path.name for path in converted.glob("compiled-*")) == ["compiled-bf16", "compiled-f32"]
+
+
 # The disk cache.
 
 
