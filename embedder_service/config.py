@@ -28,6 +28,7 @@
 | EMBEDDER_MAX_IMAGE_PIXELS    | 100000000                      | most pixels (width*height) in one image             |
 | EMBEDDER_MAX_MESSAGE_BYTES   | 67108864                       | largest request/response message                    |
 | EMBEDDER_FAST_RESIZE         | false                          | faster, slightly inexact resizing of large images   |
+|                              |                                | (vectors within a cosine of 0.999 of exact)         |
 | EMBEDDER_WORKERS             | 16                             | gRPC worker threads (concurrent calls)              |
 | EMBEDDER_DYNAMIC_BATCHING    | true                           | merge concurrent requests into shared forward       |
 |                              |                                | passes; false = one request per pass, in turn       |

@@ -74,7 +74,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         for index, image in enumerate(request.images):
             try:
                 decoded = self._decode(image)
-                pixels.append(self._preprocess(decoded.image))
+                pixels.append(self._preprocess(decoded.image, decoded.box))
             except InvalidImage as error:
                 if not request.allow_partial:
                     raise _located(error, f"images[{index}]") from None
@@ -121,7 +121,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServicer):
         if which == "image":
             try:
                 decoded = self._decode(request.image)
-                pixels = self._preprocess(decoded.image)
+                pixels = self._preprocess(decoded.image, decoded.box)
             except InvalidImage as error:
                 raise _located(error, "image") from None
             vector = self._embedder.embed_images(pixels[None])[0]
