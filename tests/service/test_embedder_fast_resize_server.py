@@ -12,7 +12,7 @@ from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.model import ClipEmbedder
 from embedder_service.preprocess import Preprocessor, decode_image
 from tests.support.embedder import cosine, embedder_test_config, running_embedder
-from tests.unit.test_embedder_fast_resize import IMAGES
+from tests.support.jpegs import IMAGES
 
 
 def test_a_fast_resizing_siglip_server_embeds_close_to_the_exact_pixels(
