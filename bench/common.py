@@ -18,16 +18,7 @@ from typing import Any
 import numpy as np
 import PIL
 
-from bench.media import (  # noqa: F401 - the media helpers, as the benchmarks have always reached them
-    building,
-    folder_bytes,
-    jpeg_photos,
-    png_frames,
-    scene,
-    video,
-    video_codec,
-    with_noise,
-)
+from bench.media import building
 from clipsearch.testing.processes import (
     DEPLOYED_SEARCH_SETTINGS,
     ServiceProcess,

@@ -18,11 +18,11 @@ from bench.common import (
     Services,
     Timed,
     clipsearch_index,
-    folder_bytes,
     load_average,
     median,
     ratio,
 )
+from bench.media import folder_bytes
 from client.api import Client
 from client.media import ImageLimits, prepare_image
 from embedder_service.model import ClipEmbedder
