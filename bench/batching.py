@@ -423,7 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "benchmark": "dynamic_batching",
         "checkpoint": str(args.checkpoint or "tiny (temporary)"),
-        "model": {"dtype": info.dtype, "runtime": info.runtime, "image_size": info.image_size, "dimension": info.dimension},
+        "model": {
+            "dtype": info.dtype,
+            "runtime": info.runtime,
+            "image_size": info.image_size,
+            "dimension": info.dimension,
+        },
         "callers": args.callers,
         "rounds": args.rounds,
         "seconds_per_phase": seconds,
