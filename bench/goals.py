@@ -124,6 +124,6 @@ def ingest_rows(ingest: dict[str, Any], add: Any) -> None:
                 f"(model bs 1: {v['model_bs1_img_s']} img/s)",
             )
         add(
-            f"{what}: CPU ms per file to decode+shrink, client / seed",
-            f"{f['client_prepare_cpu_ms']} / {f['seed_prepare_cpu_ms']}",
+            f"{what}: CPU ms per file to decode+shrink, client (of it decoding) / seed",
+            f"{f['client_prepare_cpu_ms']} ({f['client_decode_cpu_ms']}) / {f['seed_prepare_cpu_ms']}",
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -121,6 +123,19 @@ def client_prepare_ms(files: list[Path], image_size: int) -> float:
     return round(1000 * (time.thread_time() - started) / len(files), 1)
 
 
+def client_decode_ms(files: list[Path], image_size: int) -> float:
+    """Of client_prepare_ms, the decoding alone (a JPEG at the draft scale the client asks for)."""
+    data = [path.read_bytes() for path in files]
+    started = time.thread_time()
+    for blob in data:
+        with Image.open(io.BytesIO(blob)) as image:
+            if image.format == "JPEG":
+                scale = image_size / min(image.size)
+                image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+            image.load()
+    return round(1000 * (time.thread_time() - started) / len(files), 1)
+
+
 def seed_prepare_ms(files: list[Path], processor: Any) -> float:
     """CPU milliseconds per file that the seed spends on opening it and CLIPProcessor (no model)."""
     started = time.thread_time()
@@ -189,6 +204,7 @@ def _summary(
         merged["cpu_pipeline_vs_model"] = ratio(merged["model_cpu_ms"], merged["pipeline_cpu_ms"])
         figures[variant.name] = merged
     figures["client_prepare_cpu_ms"] = client_prepare_ms(kind_files, variants[0].model.info.image_size)
+    figures["client_decode_cpu_ms"] = client_decode_ms(kind_files, variants[0].model.info.image_size)
     figures["seed_prepare_cpu_ms"] = seed_prepare_ms(seed_files, seed.processor)
     return figures
 
