@@ -144,10 +144,21 @@ def seed_prepare_ms(files: list[Path], processor: Any) -> float:
     return round(1000 * (time.thread_time() - started) / len(files), 1)
 
 
-def _variant_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed) -> dict[str, Any]:
+def marginal(half: Timed, full: Timed) -> Timed:
+    """What the images beyond the first half cost: without the start, the pipeline's filling and draining.
+
+    The whole run stands in where noise made the longer run no slower than the shorter one."""
+    if full.count <= half.count or full.seconds <= half.seconds:
+        return full
+    return Timed(full.count - half.count, full.seconds - half.seconds, max(0.0, full.cpu_seconds - half.cpu_seconds))
+
+
+def _variant_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed, whole: Timed) -> dict[str, Any]:
+    """`pipeline` is the marginal rate of `clipsearch index` (marginal()), `whole` its whole run."""
     return {
         "model_img_s": model.per_second,
         "pipeline_img_s": pipeline.per_second,
+        "run_img_s": whole.per_second,
         "model_bs1_img_s": single.per_second,
         # How much batches speed the model up on this machine.
         "model_batch_gain": ratio(model.per_second, single.per_second),
@@ -163,6 +174,7 @@ def _variant_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed) 
 VARIANT_FIGURES = (
     "model_img_s",
     "pipeline_img_s",
+    "run_img_s",
     "pipeline_vs_seed",
     "pipeline_vs_model",
     "model_bs1_img_s",
@@ -224,6 +236,7 @@ def run(
     checkpoint: Path,
     png_folder: Path,
     jpeg_folder: Path,
+    halves: dict[str, Path],
     *,
     rounds: int,
     model_images: int,
@@ -232,8 +245,9 @@ def run(
 ) -> dict[str, Any]:
     """Rounds of: for PNG frames and JPEG photos, (a) the seed loop (torch fp32, batch 1), then for each
     variant (auto, int8: an embedder process each) (c) its model alone on the same runtime and precision
-    (batch 16, then batch 1) and (b) `clipsearch index` of the folder against its embedder. Ratios are taken
-    within each round, then their median reported."""
+    (batch 16, then batch 1) and (b) `clipsearch index` against its embedder of `halves[kind]` (the first
+    half of the files) then of the whole folder: its marginal rate is that of the second half (marginal()).
+    Ratios are taken within each round, then their median reported."""
     seed = SeedLoop(checkpoint, "float32")
     png_files, jpeg_files = image_files(png_folder), image_files(jpeg_folder)
     seed_files = {"png": png_files[:seed_png_files], "jpeg": jpeg_files}
@@ -256,12 +270,15 @@ def run(
                 for variant in variants:
                     model = model_only(variant.model, model_images, warm_up=number == 0 and kind == "png")
                     single = model_only(variant.model, model_images, warm_up=False, batch_size=1)
-                    collection = f"{kind}-{variant.name}-{run_id}-{number}"
-                    report, pipeline = clipsearch_index(services, [folders[kind]], collection, embedder=variant.address)
-                    expected = len(image_files(folders[kind]))
-                    if report["indexed"] != expected:
-                        raise RuntimeError(f"clipsearch index wrote {report['indexed']} {kind} files of {expected}")
-                    row[variant.name] = _variant_figures(model, single, seeded, pipeline)
+                    timed = []
+                    for part, folder in (("half", halves[kind]), ("all", folders[kind])):
+                        collection = f"{kind}-{variant.name}-{run_id}-{number}-{part}"
+                        report, pipeline = clipsearch_index(services, [folder], collection, embedder=variant.address)
+                        expected = len(image_files(folder))
+                        if report["indexed"] != expected:
+                            raise RuntimeError(f"clipsearch index wrote {report['indexed']} {kind} files of {expected}")
+                        timed.append(pipeline)
+                    row[variant.name] = _variant_figures(model, single, seeded, marginal(*timed), timed[1])
                 rows.append(row)
     return {
         "variants": [variant.name for variant in variants],
