@@ -147,10 +147,10 @@ def seed_prepare_ms(files: list[Path], processor: Any) -> float:
 def marginal(half: Timed, full: Timed) -> Timed:
     """What the images beyond the first half cost: without the start, the pipeline's filling and draining.
 
-    The whole run stands in where noise made the longer run no slower than the shorter one."""
-    if full.count <= half.count or full.seconds <= half.seconds:
+    The whole run stands in where noise made the longer run no slower, or no costlier, than the shorter one."""
+    if full.count <= half.count or full.seconds <= half.seconds or full.cpu_seconds <= half.cpu_seconds:
         return full
-    return Timed(full.count - half.count, full.seconds - half.seconds, max(0.0, full.cpu_seconds - half.cpu_seconds))
+    return Timed(full.count - half.count, full.seconds - half.seconds, full.cpu_seconds - half.cpu_seconds)
 
 
 def _variant_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed, whole: Timed) -> dict[str, Any]:
