@@ -19,6 +19,12 @@ import numpy as np
 import PIL
 
 from bench.media import building
+from bench.media import folder_bytes as folder_bytes  # re-exported: the benchmarks reach the media helpers here
+from bench.media import jpeg_photos as jpeg_photos
+from bench.media import png_frames as png_frames
+from bench.media import scene as scene
+from bench.media import video as video
+from bench.media import video_codec as video_codec
 from clipsearch.testing.processes import (
     DEPLOYED_SEARCH_SETTINGS,
     ServiceProcess,

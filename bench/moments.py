@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from bench import common, media
+from bench import common
 from bench.common import percentile_ms, ratio
 from client.api import Client, SearchFilter
 from client.ingest import IngestOptions
@@ -177,7 +177,7 @@ def generated_video(cache: Path, seconds: int) -> tuple[Path, list[Shot]]:
 
     rng = np.random.default_rng(13)
     shots = plan_shots(rng, seconds)
-    codec = media.video_codec()
+    codec = common.video_codec()
     width, height = SIZE
     path = cache / "media" / f"moments-{width}x{height}-{seconds}s-{codec}.mp4"
     if path.is_file():
@@ -192,7 +192,7 @@ def generated_video(cache: Path, seconds: int) -> tuple[Path, list[Shot]]:
             stream.options = {"preset": "veryfast", "crf": "23"}
         index = 0
         for shot in shots:
-            background = np.asarray(media.scene(rng, width + 200, height), dtype=np.int16)
+            background = np.asarray(common.scene(rng, width + 200, height), dtype=np.int16)
             sprite = (int(rng.integers(20, 60)), tuple(int(v) for v in rng.integers(0, 256, 3)), rng.uniform(-8, 8, 2))
             for n in range((shot.end - shot.start) * VIDEO_FPS):
                 if shot.static:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from bench import common, media
+from bench import common
 from bench.common import percentile_ms, ratio
 from client.api import Client, SearchFilter
 from client.results import Item
@@ -222,8 +222,8 @@ def browser_figures(url: str, web: Http, searches: int) -> dict[str, Any]:
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cache = common.cache_dir(args.cache)
     model = args.model or common.checkpoint(cache, "tiny")
-    pngs = media.png_frames(cache, args.pngs)
-    video = media.video(cache, 10, 25)
+    pngs = common.png_frames(cache, args.pngs)
+    video = common.video(cache, 10, 25)
     services = common.start_services(workdir / "services", model, embedder_threads=max(1, (os.cpu_count() or 2) // 2))
     try:
         with Client(services.embedder, services.search, timeout=600) as client:
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         services.stop()
     return {
         "model": str(model),
-        "png": {"files": len(photos), "folder_bytes": media.folder_bytes(pngs)},
+        "png": {"files": len(photos), "folder_bytes": common.folder_bytes(pngs)},
         "video": {
             "file": video.name,
             "bytes": video.stat().st_size,
