@@ -25,6 +25,7 @@ from bench.media import png_frames as png_frames
 from bench.media import scene as scene
 from bench.media import video as video
 from bench.media import video_codec as video_codec
+from bench.media import with_noise as with_noise
 from clipsearch.testing.processes import (
     DEPLOYED_SEARCH_SETTINGS,
     ServiceProcess,
