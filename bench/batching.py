@@ -313,9 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--dtype",
-        choices=("auto", "fp32", "bf16"),
+        choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
         help="model precision (default auto: bf16 where the CPU computes it natively)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=("auto", "torch", "openvino", "onnxruntime"),
+        default="auto",
+        help="EMBEDDER_RUNTIME (default auto, as the embedder runs)",
     )
     parser.add_argument(
         "--max-wait-ms",
@@ -344,13 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from embedder_service.checkpoint import write_checkpoint
 
             checkpoint = write_checkpoint(Path(scratch) / "tiny", arch="tiny")
-        embedder = ClipEmbedder(str(checkpoint), dtype=args.dtype, device="cpu")
+        embedder = ClipEmbedder(str(checkpoint), dtype=args.dtype, device="cpu", runtime=args.runtime)
         info = embedder.load()
         base = EmbedderConfig(
             host="127.0.0.1",
             port=0,
             model=str(checkpoint),
             dtype=args.dtype,
+            runtime=args.runtime,
             device="cpu",
             workers=max(16, args.callers * 2),
             batch_max_wait_ms=args.max_wait_ms,
@@ -416,7 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "benchmark": "dynamic_batching",
         "checkpoint": str(args.checkpoint or "tiny (temporary)"),
-        "model": {"dtype": info.dtype, "image_size": info.image_size, "dimension": info.dimension},
+        "model": {
+            "dtype": info.dtype,
+            "runtime": info.runtime,
+            "image_size": info.image_size,
+            "dimension": info.dimension,
+        },
         "callers": args.callers,
         "rounds": args.rounds,
         "seconds_per_phase": seconds,

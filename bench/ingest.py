@@ -1,9 +1,12 @@
-"""Ingest: the seed's per-image loop vs `clipsearch index` end to end vs the model alone, in one run."""
+"""Ingest: the seed's per-image loop vs `clipsearch index` end to end vs its model alone, per embedder setting."""
 
 from __future__ import annotations
 
+import io
+import math
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +20,11 @@ from bench.common import (
     Services,
     Timed,
     clipsearch_index,
-    folder_bytes,
     load_average,
     median,
     ratio,
 )
+from bench.media import folder_bytes
 from client.api import Client
 from client.media import ImageLimits, prepare_image
 from embedder_service.model import ClipEmbedder
@@ -120,6 +123,19 @@ def client_prepare_ms(files: list[Path], image_size: int) -> float:
     return round(1000 * (time.thread_time() - started) / len(files), 1)
 
 
+def client_decode_ms(files: list[Path], image_size: int) -> float:
+    """Of client_prepare_ms, the decoding alone (a JPEG at the draft scale the client asks for)."""
+    data = [path.read_bytes() for path in files]
+    started = time.thread_time()
+    for blob in data:
+        with Image.open(io.BytesIO(blob)) as image:
+            if image.format == "JPEG":
+                scale = image_size / min(image.size)
+                image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+            image.load()
+    return round(1000 * (time.thread_time() - started) / len(files), 1)
+
+
 def seed_prepare_ms(files: list[Path], processor: Any) -> float:
     """CPU milliseconds per file that the seed spends on opening it and CLIPProcessor (no model)."""
     started = time.thread_time()
@@ -128,27 +144,53 @@ def seed_prepare_ms(files: list[Path], processor: Any) -> float:
     return round(1000 * (time.thread_time() - started) / len(files), 1)
 
 
-def _round_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed) -> dict[str, Any]:
+def marginal(half: Timed, full: Timed) -> Timed:
+    """What the images beyond the first half cost: without the start, the pipeline's filling and draining.
+
+    The whole run stands in where noise made the longer run no slower, or no costlier, than the shorter one."""
+    if full.count <= half.count or full.seconds <= half.seconds or full.cpu_seconds <= half.cpu_seconds:
+        return full
+    return Timed(full.count - half.count, full.seconds - half.seconds, full.cpu_seconds - half.cpu_seconds)
+
+
+def _variant_figures(model: Timed, single: Timed, seed: Timed, pipeline: Timed, whole: Timed) -> dict[str, Any]:
+    """`pipeline` is the marginal rate of `clipsearch index` (marginal()), `whole` its whole run."""
     return {
-        "load_average": load_average(),
         "model_img_s": model.per_second,
-        "seed_img_s": seed.per_second,
         "pipeline_img_s": pipeline.per_second,
+        "run_img_s": whole.per_second,
         "model_bs1_img_s": single.per_second,
-        # How much batches speed the model up on this machine, and so the most any pipeline can gain on the
-        # seed loop (batch 1) by running the model at its batch-16 speed.
+        # How much batches speed the model up on this machine.
         "model_batch_gain": ratio(model.per_second, single.per_second),
+        # The most any pipeline on this model can gain on the seed loop: its model alone, nothing else.
         "ceiling_vs_seed": ratio(model.per_second, seed.per_second),
         "pipeline_vs_seed": ratio(pipeline.per_second, seed.per_second),
         "pipeline_vs_model": ratio(pipeline.per_second, model.per_second),
         "model_cpu_ms": model.cpu_ms_per_item,
-        "seed_cpu_ms": seed.cpu_ms_per_item,
         "pipeline_cpu_ms": pipeline.cpu_ms_per_item,
     }
 
 
+VARIANT_FIGURES = (
+    "model_img_s",
+    "pipeline_img_s",
+    "run_img_s",
+    "pipeline_vs_seed",
+    "pipeline_vs_model",
+    "model_bs1_img_s",
+    "model_batch_gain",
+    "ceiling_vs_seed",
+    "model_cpu_ms",
+    "pipeline_cpu_ms",
+)
+
+
 def _summary(
-    kind_files: list[Path], seed_files: list[Path], rounds: list[dict[str, Any]], image_size: int, seed: SeedLoop
+    kind_files: list[Path],
+    seed_files: list[Path],
+    rounds: list[dict[str, Any]],
+    variants: list[IngestVariant],
+    seed: SeedLoop,
 ) -> dict[str, Any]:
     with Image.open(kind_files[0]) as first:
         width, height = first.size
@@ -159,74 +201,92 @@ def _summary(
         "height": height,
         "mean_file_bytes": folder_bytes(kind_files[0].parent) // len(kind_files),
         "rounds": rounds,
+        # Medians over the rounds; each round's ratios compare figures taken minutes apart at most.
+        "seed_img_s": median([r["seed_img_s"] for r in rounds]),
+        "seed_cpu_ms": median([r["seed_cpu_ms"] for r in rounds]),
     }
-    # Medians over the rounds; each round's ratios compare figures taken minutes apart at most.
-    for key in (
-        "model_img_s",
-        "seed_img_s",
-        "pipeline_img_s",
-        "pipeline_vs_seed",
-        "pipeline_vs_model",
-        "model_bs1_img_s",
-        "model_batch_gain",
-        "ceiling_vs_seed",
-        "model_cpu_ms",
-        "seed_cpu_ms",
-        "pipeline_cpu_ms",
-    ):
-        figures[key] = median([r[key] for r in rounds])
-    # CPU time per image barely depends on other people's load: what an idle machine's ratios would be,
-    # were every stage kept busy.
-    figures["cpu_pipeline_vs_seed"] = ratio(figures["seed_cpu_ms"], figures["pipeline_cpu_ms"])
-    figures["cpu_pipeline_vs_model"] = ratio(figures["model_cpu_ms"], figures["pipeline_cpu_ms"])
-    figures["client_prepare_cpu_ms"] = client_prepare_ms(kind_files, image_size)
+    for variant in variants:
+        info = variant.model.info
+        merged: dict[str, Any] = {"runtime": info.runtime, "dtype": info.dtype}
+        for key in VARIANT_FIGURES:
+            merged[key] = median([r[variant.name][key] for r in rounds])
+        # CPU time per image barely depends on other people's load: what an idle machine's ratios would be,
+        # were every stage kept busy.
+        merged["cpu_pipeline_vs_seed"] = ratio(figures["seed_cpu_ms"], merged["pipeline_cpu_ms"])
+        merged["cpu_pipeline_vs_model"] = ratio(merged["model_cpu_ms"], merged["pipeline_cpu_ms"])
+        figures[variant.name] = merged
+    figures["client_prepare_cpu_ms"] = client_prepare_ms(kind_files, variants[0].model.info.image_size)
+    figures["client_decode_cpu_ms"] = client_decode_ms(kind_files, variants[0].model.info.image_size)
     figures["seed_prepare_cpu_ms"] = seed_prepare_ms(seed_files, seed.processor)
     return figures
 
 
+@dataclass(frozen=True)
+class IngestVariant:
+    """An embedder setting under test: its process's address and the same model loaded in this process."""
+
+    name: str
+    address: str
+    model: ClipEmbedder
+
+
 def run(
     services: Services,
-    embedder: ClipEmbedder,
+    variants: list[IngestVariant],
     checkpoint: Path,
     png_folder: Path,
     jpeg_folder: Path,
+    halves: dict[str, Path],
     *,
     rounds: int,
     model_images: int,
     seed_png_files: int,
     run_id: str,
 ) -> dict[str, Any]:
-    """Rounds of: (c) the model alone (batch 16, then batch 1), then for PNG frames and JPEG photos (a) the
-    seed loop and (b) `clipsearch index` of the folder. Ratios are taken within each round, then their median
-    reported."""
-    info = embedder.info
-    seed = SeedLoop(checkpoint, info.dtype)
+    """Rounds of: for PNG frames and JPEG photos, (a) the seed loop (torch fp32, batch 1), then for each
+    variant (auto, int8: an embedder process each) (c) its model alone on the same runtime and precision
+    (batch 16, then batch 1) and (b) `clipsearch index` against its embedder of `halves[kind]` (the first
+    half of the files) then of the whole folder: its marginal rate is that of the second half (marginal()).
+    Ratios are taken within each round, then their median reported."""
+    seed = SeedLoop(checkpoint, "float32")
     png_files, jpeg_files = image_files(png_folder), image_files(jpeg_folder)
     seed_files = {"png": png_files[:seed_png_files], "jpeg": jpeg_files}
     folders = {"png": png_folder, "jpeg": jpeg_folder}
-    with Client(services.embedder, services.search, timeout=600) as client:
-        client.embed_image(png_files[0])  # the embedder's first forward pass is slow: keep it out
+    for variant in variants:
+        with Client(variant.address, services.search, timeout=600) as client:
+            client.embed_image(png_files[0])  # the embedder's first forward pass is slow: keep it out
     per_kind: dict[str, list[dict[str, Any]]] = {"png": [], "jpeg": []}
     redis_pid = services.stack.redis.pid
     assert redis_pid is not None  # the bench starts its own Redis
     with redis.Redis.from_url(services.redis_url) as client:
         for number in range(rounds):
-            model = model_only(embedder, model_images, warm_up=number == 0)
-            single = model_only(embedder, model_images, warm_up=False, batch_size=1)
             for kind, rows in per_kind.items():
                 seeded = seed.run(seed_files[kind], client, redis_pid)
-                report, pipeline = clipsearch_index(services, [folders[kind]], f"{kind}-{run_id}-{number}")
-                if report["indexed"] != len(image_files(folders[kind])):
-                    raise RuntimeError(
-                        f"clipsearch index wrote {report['indexed']} {kind} files of {len(image_files(folders[kind]))}"
-                    )
-                rows.append(_round_figures(model, single, seeded, pipeline))
+                row: dict[str, Any] = {
+                    "load_average": load_average(),
+                    "seed_img_s": seeded.per_second,
+                    "seed_cpu_ms": seeded.cpu_ms_per_item,
+                }
+                for variant in variants:
+                    model = model_only(variant.model, model_images, warm_up=number == 0 and kind == "png")
+                    single = model_only(variant.model, model_images, warm_up=False, batch_size=1)
+                    timed = []
+                    for part, folder in (("half", halves[kind]), ("all", folders[kind])):
+                        collection = f"{kind}-{variant.name}-{run_id}-{number}-{part}"
+                        report, pipeline = clipsearch_index(services, [folder], collection, embedder=variant.address)
+                        expected = len(image_files(folder))
+                        if report["indexed"] != expected:
+                            raise RuntimeError(f"clipsearch index wrote {report['indexed']} {kind} files of {expected}")
+                        timed.append(pipeline)
+                    row[variant.name] = _variant_figures(model, single, seeded, marginal(*timed), timed[1])
+                rows.append(row)
     return {
-        "dtype": info.dtype,
+        "variants": [variant.name for variant in variants],
+        "seed_dtype": "float32",
         "model_batch": MODEL_BATCH,
         "rounds": rounds,
         # Part of every clipsearch index run's CPU time: the interpreter's start and imports.
         "client_start_cpu_seconds": round(services.client_startup_cpu(), 3),
-        "png": _summary(png_files, seed_files["png"], per_kind["png"], info.image_size, seed),
-        "jpeg": _summary(jpeg_files, seed_files["jpeg"], per_kind["jpeg"], info.image_size, seed),
+        "png": _summary(png_files, seed_files["png"], per_kind["png"], variants, seed),
+        "jpeg": _summary(jpeg_files, seed_files["jpeg"], per_kind["jpeg"], variants, seed),
     }

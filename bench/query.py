@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -100,6 +102,7 @@ def bench_index(
     queries: int,
     text_queries: int,
     seed: int,
+    torch: TorchReference | None = None,
 ) -> dict[str, Any]:
     """One index of `items` clustered 512-d vectors: memory, gRPC vs direct latency, recall, text search."""
     rng = np.random.default_rng(seed)
@@ -168,50 +171,95 @@ def bench_index(
         service = services.search_service(text_index, embedder.info.dimension)
         with grpc.insecure_channel(service.address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
             load(search_pb2_grpc.SearchStub(channel), small)
-    figures.update(text_search(services, service.address, client, embedder, text_index, text_queries))
+    figures.update(text_search(services, service.address, client, embedder, text_index, text_queries, torch))
     figures["text_index_dimension"] = embedder.info.dimension
     return figures
 
 
+@dataclass(frozen=True)
+class TorchReference:
+    """The torch embedder, as a process and as a model in this process: what the auto embedder is held to."""
+
+    address: str
+    model: ClipEmbedder
+
+
 def text_search(
-    services: Services, search_address: str, client: redis.Redis, embedder: ClipEmbedder, index: str, count: int
+    services: Services,
+    search_address: str,
+    client: redis.Redis,
+    embedder: ClipEmbedder,
+    index: str,
+    count: int,
+    torch: TorchReference | None = None,
 ) -> dict[str, Any]:
-    """A text query through the client (embedder and search over gRPC) vs in-process embedding + FT.SEARCH."""
+    """A text query through the client (embedder and search over gRPC) vs in-process embedding + FT.SEARCH,
+    and with `torch`, the same query through the torch embedder and each text tower alone, all interleaved."""
     ef_runtime = 100
-    client_times: list[float] = []
-    local_times: list[float] = []
-    with Client(services.embedder, search_address, timeout=120) as remote:
+    times: dict[str, list[float]] = {"client": [], "local": [], "torch": [], "model_auto": [], "model_torch": []}
+    with contextlib.ExitStack() as stack:
+        remote = stack.enter_context(Client(services.embedder, search_address, timeout=120))
+        reference = stack.enter_context(Client(torch.address, search_address, timeout=120)) if torch else None
         for n in range(-WARMUP, count):
             text = caption(n % 50)
+            spent: dict[str, float] = {}
             started = time.perf_counter()
             hits = remote.search_text(text, top=K)
-            client_elapsed = time.perf_counter() - started
+            spent["client"] = time.perf_counter() - started
             started = time.perf_counter()
             keys = direct_query(client, index, embedder.embed_texts([text])[0], ef_runtime)
-            local_elapsed = time.perf_counter() - started
+            spent["local"] = time.perf_counter() - started
             if len(hits) != K or len(keys) != K:
                 raise RuntimeError(f"a text query returned {len(hits)} (client) and {len(keys)} (direct) hits")
+            if torch is not None and reference is not None:
+                started = time.perf_counter()
+                reference.search_text(text, top=K)
+                spent["torch"] = time.perf_counter() - started
+                for name, model in (("model_auto", embedder), ("model_torch", torch.model)):
+                    started = time.perf_counter()
+                    model.embed_texts([text])
+                    spent[name] = time.perf_counter() - started
             if n >= 0:
-                client_times.append(client_elapsed)
-                local_times.append(local_elapsed)
+                for name, seconds in spent.items():
+                    times[name].append(seconds)
     figures: dict[str, Any] = {
         "text_queries": count,
-        "text_client_p50_ms": percentile_ms(client_times, 50),
-        "text_client_p95_ms": percentile_ms(client_times, 95),
-        "text_inprocess_p50_ms": percentile_ms(local_times, 50),
-        "text_inprocess_p95_ms": percentile_ms(local_times, 95),
+        "text_client_p50_ms": percentile_ms(times["client"], 50),
+        "text_client_p95_ms": percentile_ms(times["client"], 95),
+        "text_inprocess_p50_ms": percentile_ms(times["local"], 50),
+        "text_inprocess_p95_ms": percentile_ms(times["local"], 95),
     }
     figures["text_client_vs_inprocess_p50"] = ratio(figures["text_client_p50_ms"], figures["text_inprocess_p50_ms"])
+    if torch is not None:
+        figures["text_torch_p50_ms"] = percentile_ms(times["torch"], 50)
+        figures["text_auto_vs_torch_p50"] = ratio(figures["text_client_p50_ms"], figures["text_torch_p50_ms"])
+        figures["text_model_auto_p50_ms"] = percentile_ms(times["model_auto"], 50)
+        figures["text_model_torch_p50_ms"] = percentile_ms(times["model_torch"], 50)
+        figures["text_model_auto_vs_torch"] = ratio(
+            figures["text_model_auto_p50_ms"], figures["text_model_torch_p50_ms"]
+        )
     return figures
 
 
 def run(
-    services: Services, embedder: ClipEmbedder, item_counts: tuple[int, ...], queries: int, text_queries: int
+    services: Services,
+    embedder: ClipEmbedder,
+    item_counts: tuple[int, ...],
+    queries: int,
+    text_queries: int,
+    torch_address: str = "",
 ) -> dict[str, Any]:
+    """Every index size in turn; with `torch_address` (a torch embedder), text queries are also timed through
+    it and against its model loaded here (torch, the same precision `auto` picks)."""
+    torch = None
+    if torch_address:
+        model = ClipEmbedder(embedder.model_id, dtype="auto", device="cpu", runtime="torch")
+        model.load()
+        torch = TorchReference(torch_address, model)
     results: dict[str, Any] = {}
     with redis.Redis.from_url(services.redis_url) as client:
         for number, items in enumerate(item_counts):
             results[str(items)] = bench_index(
-                services, client, embedder, items, queries, text_queries, seed=2024 + number
+                services, client, embedder, items, queries, text_queries, seed=2024 + number, torch=torch
             )
     return results

@@ -15,10 +15,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench import common
+from bench import common, media
 from bench.common import FULL, QUICK, SMOKE, Sizes, Target
+
+if TYPE_CHECKING:
+    from bench.ingest import IngestVariant
 
 PARTS = ("ingest", "video", "query", "batching", "load")
 
@@ -86,65 +89,99 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
     model = (
         args.model.resolve() if args.model else step(f"checkpoint {sizes.arch}", common.checkpoint, cache, sizes.arch)
     )
-    png = step(f"{sizes.png_frames} PNG frames", common.png_frames, cache, sizes.png_frames, sizes.frame_size)
-    jpeg = step(f"{sizes.jpeg_photos} JPEG photos", common.jpeg_photos, cache, sizes.jpeg_photos, sizes.photo_size)
+    png = step(f"{sizes.png_frames} PNG frames", media.png_frames, cache, sizes.png_frames, sizes.frame_size)
+    jpeg = step(f"{sizes.jpeg_photos} JPEG photos", media.jpeg_photos, cache, sizes.jpeg_photos, sizes.photo_size)
     video = (
         None
         if "video" in skip
         else step(
-            f"{sizes.video_seconds}s video", common.video, cache, sizes.video_seconds, sizes.video_fps, sizes.video_size
+            f"{sizes.video_seconds}s video", media.video, cache, sizes.video_seconds, sizes.video_fps, sizes.video_size
         )
     )
 
     import torch
 
-    from embedder_service.model import ClipEmbedder
+    from bench import goals
+    from bench.ingest import IngestVariant
+    from embedder_service.inference import cpu_flags
 
-    torch.set_num_threads(threads)
-    embedder = ClipEmbedder(str(model), dtype="auto", device="cpu", threads=threads)
-    info = embedder.load()
+    torch.set_num_threads(threads)  # the seed loop's
+    row = goals.goal_row()
+    # The model alone, in this process, on the runtime and precision each embedder under test runs.
+    models = {variant.name: load_model(model, variant, threads) for variant in (goals.AUTO, goals.INT8)}
+    embedder = models["auto"]
+    info = embedder.info
     results["model"] = {
         "checkpoint": str(model),
         "dtype": info.dtype,
         "dtype_setting": "auto",
+        "runtime": info.runtime,
         "image_size": info.image_size,
         "dimension": info.dimension,
+        "int8_runtime": models["int8"].info.runtime,
     }
+    results["goals"] = {"cpu": row.cpu, "flags": sorted(goals.FAST_FLAGS & cpu_flags()), **asdict(row)}
     results["settings"] = {
         "embedder_threads": threads,
         "decode_workers": decode_workers(),
-        "services": "separate processes (Redis, python -m embedder_service, "
+        "services": "separate processes (Redis, python -m embedder_service for each of auto, int8 and torch, "
         "python -m search_service), client as `python -m client index`",
     }
-    say(f"model {model} ({info.dtype}, {info.image_size}px, {info.dimension}-d), {threads} torch threads")
+    say(
+        f"model {model} (auto: {info.runtime} {info.dtype}; int8: {models['int8'].info.runtime}), "
+        f"{info.image_size}px, {info.dimension}-d, {threads} threads; goals of the {row.cpu} row"
+    )
 
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
         workdir = Path(scratch)
         if not skip >= {"ingest", "video", "query"}:
             services = step("services", common.start_services, workdir, model, threads)
             try:
+                others = {
+                    variant.name: step(
+                        f"{variant.name} embedder", goals.variant_embedder, variant, model, workdir, threads
+                    )
+                    for variant in (goals.INT8, goals.TORCH)
+                }
+                services.extra_embedders.extend(others.values())
+                pids = {"auto": services.stack.embedders[0].pid} | {name: e.pid for name, e in others.items()}
+                addresses = {"auto": services.embedder} | {name: e.address for name, e in others.items()}
                 results["memory"] = {"embedder_rss_bytes_loaded": services.embedder_rss()}
-                warm_up(services)
+                for address in addresses.values():
+                    warm_up(address, services.search)
                 results["memory"]["embedder_rss_bytes_warm"] = services.embedder_rss()
                 if "ingest" not in skip:
-                    results["ingest"] = step("ingest", ingest_part, services, embedder, model, png, jpeg, sizes, run_id)
+                    variants = [
+                        IngestVariant(name, addresses[name], models[name]) for name in (goals.INT8.name, "auto")
+                    ]
+                    results["ingest"] = step(
+                        "ingest", ingest_part, services, variants, model, png, jpeg, sizes, run_id, cache
+                    )
                 if video is not None:
                     from bench import video as video_bench
 
                     results["video"] = step("video", video_bench.run, services, video, run_id)
-                results["memory"].update(embedder_memory(services))
+                results["memory"].update(embedder_memory(pids["auto"]))
+                results["memory"]["per_embedder"] = {name: embedder_memory(pid) for name, pid in pids.items()}
                 if "query" not in skip:
                     from bench import query
 
                     results["query"] = step(
-                        "queries", query.run, services, embedder, sizes.query_items, sizes.queries, sizes.text_queries
+                        "queries",
+                        query.run,
+                        services,
+                        embedder,
+                        sizes.query_items,
+                        sizes.queries,
+                        sizes.text_queries,
+                        addresses["torch"],
                     )
                     results["memory"]["redis_bytes_per_item"] = {
                         items: figures["redis_bytes_per_item"] for items, figures in results["query"].items()
                     }
             finally:
                 services.stop()
-        del embedder
+        del embedder, models
         if "batching" not in skip:
             results["batching"] = step("dynamic batching", batching_part, model, sizes, workdir)
         if "load" not in skip:
@@ -187,30 +224,52 @@ def decode_workers() -> int:
     return IngestOptions().prepare_workers or default_workers()
 
 
-def warm_up(services: common.Services) -> None:
-    """One text and one image through the embedder: its first passes allocate what later ones reuse."""
+def load_model(model: Path, variant: Any, threads: int) -> Any:
+    """The checkpoint in this process as the embedder runs it for `variant` (converted models are cached)."""
+    from embedder_service.model import ClipEmbedder
+
+    embedder = ClipEmbedder(str(model), dtype=variant.dtype, device="cpu", threads=threads, runtime=variant.runtime)
+    embedder.load()
+    return embedder
+
+
+def warm_up(embedder: str, search: str) -> None:
+    """One text and one image through an embedder: its first passes allocate what later ones reuse."""
     from PIL import Image
 
     from client.api import Client
 
     buffer = io.BytesIO()
     Image.new("RGB", (320, 240), (200, 120, 40)).save(buffer, "PNG")
-    with Client(services.embedder, services.search, timeout=600) as client:
+    with Client(embedder, search, timeout=600) as client:
         client.embed_texts(["a photo of a cat"])
         client.embed_image(buffer.getvalue())
 
 
 def ingest_part(
-    services: common.Services, embedder: Any, model: Path, png: Path, jpeg: Path, sizes: Sizes, run_id: str
+    services: common.Services,
+    variants: list[IngestVariant],
+    model: Path,
+    png: Path,
+    jpeg: Path,
+    sizes: Sizes,
+    run_id: str,
+    cache: Path,
 ) -> dict[str, Any]:
     from bench import ingest
 
+    # The first half of each folder's files, for clipsearch index's marginal rate.
+    halves = {
+        "png": media.png_frames(cache, max(1, sizes.png_frames // 2), sizes.frame_size),
+        "jpeg": media.jpeg_photos(cache, max(1, sizes.jpeg_photos // 2), sizes.photo_size),
+    }
     return ingest.run(
         services,
-        embedder,
+        variants,
         model,
         png,
         jpeg,
+        halves,
         rounds=sizes.ingest_rounds,
         model_images=sizes.model_only_images,
         seed_png_files=sizes.seed_png_frames,
@@ -218,9 +277,9 @@ def ingest_part(
     )
 
 
-def embedder_memory(services: common.Services) -> dict[str, int]:
-    """The embedder's resident memory now and at its peak (after ingest: weights and activations)."""
-    status = Path(f"/proc/{services.stack.embedders[0].pid}/status").read_text().splitlines()
+def embedder_memory(pid: int) -> dict[str, int]:
+    """An embedder's resident memory now and at its peak (after ingest: weights and activations)."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = {
         line.split(":")[0]: int(line.split()[1]) * 1024 for line in status if line.startswith(("VmRSS:", "VmHWM:"))
     }
@@ -270,27 +329,11 @@ def load_part(model: Path, sizes: Sizes, workdir: Path) -> dict[str, Any]:
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
-    found: list[Target] = []
-    png = results.get("ingest", {}).get("png")
-    if png:
-        found.append(Target("ingest PNG: clipsearch index / seed loop", png["pipeline_vs_seed"], 2.2))
-        found.append(Target("ingest PNG: clipsearch index / model only", png["pipeline_vs_model"], 0.70))
-        found.append(
-            Target(
-                "ingest PNG, CPU time per image: seed / clipsearch index",
-                png["cpu_pipeline_vs_seed"],
-                2.2,
-                note="load-independent view",
-            )
-        )
-        found.append(
-            Target(
-                "ingest PNG, CPU time per image: model only / clipsearch index",
-                png["cpu_pipeline_vs_model"],
-                0.70,
-                note="load-independent view",
-            )
-        )
+    from bench import goals
+
+    row = goals.GoalRow(**{key: results["goals"][key] for key in ("cpu", "int8_vs_seed", "auto_vs_seed")})
+    found = goals.ingest_targets(results.get("ingest", {}), row)
+    found += goals.text_query_target(results.get("query", {}))
     for items, figures in results.get("query", {}).items():
         found.append(
             Target(
@@ -329,33 +372,27 @@ def table(results: dict[str, Any]) -> str:
         rows.append((name, f"{text} {unit}".strip()))
 
     model = results.get("model", {})
-    add("model", f"{Path(model.get('checkpoint', '?')).name} {model.get('dtype')} (auto)")
+    add(
+        "model; auto runs on / int8 runs on",
+        f"{Path(model.get('checkpoint', '?')).name}; {model.get('runtime')} {model.get('dtype')} / "
+        f"{model.get('int8_runtime')} int8",
+    )
+    goals = results.get("goals", {})
+    add(
+        "goals: CPU row (flags)",
+        f"{goals.get('cpu')} ({' '.join(goals.get('flags', [])) or 'none of them'}): int8 / seed >= "
+        f"{goals.get('int8_vs_seed')}x, auto / seed >= {goals.get('auto_vs_seed')}x, index / model alone >= "
+        f"{goals.get('index_vs_model')}",
+    )
     add(
         "embedder threads / client decode workers",
         f"{results['settings']['embedder_threads']} / {results['settings']['decode_workers']}",
     )
     ingest = results.get("ingest")
     if ingest:
-        for kind in ("png", "jpeg"):
-            f = ingest[kind]
-            what = f"{kind.upper()} {f['width']}x{f['height']} x{f['files']}"
-            add(
-                f"{what}: img/s model only (bs {ingest['model_batch']}) / seed loop / clipsearch index",
-                f"{f['model_img_s']} / {f['seed_img_s']} / {f['pipeline_img_s']} (median of {ingest['rounds']} rounds)",
-            )
-            add(
-                f"{what}: CPU ms per image, same order (all processes)",
-                f"{f['model_cpu_ms']} / {f['seed_cpu_ms']} / {f['pipeline_cpu_ms']} (the last with the "
-                f"client's start, {ingest['client_start_cpu_seconds']} s per run)",
-            )
-            add(
-                f"{what}: CPU ms per file to decode+shrink, client / seed",
-                f"{f['client_prepare_cpu_ms']} / {f['seed_prepare_cpu_ms']}",
-            )
-            add(
-                f"{what}: ceiling of index / seed (model only / seed loop); model bs {ingest['model_batch']} / bs 1",
-                f"{f['ceiling_vs_seed']}x; {f['model_batch_gain']}x ({f['model_bs1_img_s']} img/s at bs 1)",
-            )
+        from bench.goals import ingest_rows
+
+        ingest_rows(ingest, add)
     memory = results.get("memory", {})
     if "embedder_rss_bytes" in memory:
         add(
@@ -370,6 +407,11 @@ def table(results: dict[str, Any]) -> str:
                 )
             )
             + " MiB",
+        )
+    for name, figures in memory.get("per_embedder", {}).items():
+        add(
+            f"embedder RSS, {name}: after ingest and video / peak",
+            f"{figures['embedder_rss_bytes'] / 2**20:,.0f} / {figures['embedder_peak_rss_bytes'] / 2**20:,.0f} MiB",
         )
     video = results.get("video")
     if video:
@@ -391,6 +433,12 @@ def table(results: dict[str, Any]) -> str:
             f"query {items}: text via client / in-process p50",
             f"{q['text_client_p50_ms']} / {q['text_inprocess_p50_ms']} ms",
         )
+        if "text_torch_p50_ms" in q:
+            add(
+                f"query {items}: text end to end p50, torch / auto embedder (text tower alone, torch / auto)",
+                f"{q['text_torch_p50_ms']} / {q['text_client_p50_ms']} ms ({q['text_model_torch_p50_ms']} / "
+                f"{q['text_model_auto_p50_ms']} ms)",
+            )
         add(f"query {items}: Redis bytes per item", q["redis_bytes_per_item"], "B")
     batching = results.get("batching", {})
     for phase in batching.get("results", []):
@@ -425,7 +473,10 @@ def table(results: dict[str, Any]) -> str:
             status = {True: "met", False: "MISSED", None: "-"}[t["met"]]
             margin = f" ({t['margin']:+.0%})" if t["margin"] is not None else ""
             value = f"{t['value']:.3f}" if t["value"] is not None else "-"
-            lines.append(f"{t['name']:<{name_width}}  {value:>8}  {t['comparison']}{t['goal']:<7}  {status}{margin}")
+            note = f"; {t['note']}" if t["note"] and t["met"] is False else ""
+            lines.append(
+                f"{t['name']:<{name_width}}  {value:>8}  {t['comparison']}{t['goal']:<7}  {status}{margin}{note}"
+            )
     lines.append(
         f"load average: start {fmt_load(results['load_average']['start'])}, "
         f"end {fmt_load(results['load_average']['end'])}; {results['machine']['cpu']}, "

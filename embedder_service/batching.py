@@ -63,7 +63,12 @@ class BatchObserver(Protocol):
 
 @dataclass(frozen=True)
 class BatchingOptions:
-    """How requests are merged: on or off, most images and texts per merged pass, longest wait for more."""
+    """How requests are merged: on or off, most images and texts per merged pass, longest wait for more.
+
+    The 5 ms wait held up on OpenVINO bf16 too (ViT-B/16, 8 callers, 2 shared cores): texts merged 1.85x,
+    1.91x, 1.79x and 1.34x faster than unmerged with windows of 0, 2, 5 and 10 ms, single images 0.87x,
+    0.82x, 1.23x and 1.14x (docs/benchmarks.md).
+    """
 
     enabled: bool = True
     max_images: int = 32

@@ -123,7 +123,11 @@ def default_image_pass_size(device: str, dtype: str) -> int:
 
     On a CPU, large passes lose to cache misses: ViT-B/16 in float32 on a 2-core AVX2 EPYC ran 3.1-3.35 img/s
     in passes of 4 against 2.5-2.8 in passes of 32 (OpenMP threads spinning; 2.7 against 2.4-2.5 sleeping).
-    CPUs with native bf16 gained up to batches of 8-16. A GPU runs a whole batch best.
+    CPUs with native bf16 gained up to batches of 8-16. On a 2-core AVX-512 BF16/VNNI/AMX Xeon
+    (python -m bench.passes, shared and loaded, so ±30% between runs) OpenVINO bf16 and int8 and ONNX Runtime
+    int8 ran within noise of each other in passes of 2 to 16 (OpenVINO int8 fell by a third at 16), and
+    torch bf16 lost at 8-16 against 2-4, ONNX Runtime fp32 ran flat from 1 to 16; no runtime gained enough
+    to set it apart, so bf16 and int8 keep 8 and fp32 4 on every runtime. A GPU runs a whole batch best.
     """
     if device.startswith("cuda"):
         return 0

@@ -35,7 +35,15 @@ def compiled_cache_dir(model_path: Path, hint: str) -> Path:
 
 class OpenVinoSession(InferenceModel):
     """A tower compiled by OpenVINO for the CPU; the precision hint is explicit, as OpenVINO would otherwise
-    compute in bf16 wherever the CPU has it, even for an f32 model."""
+    compute in bf16 wherever the CPU has it, even for an f32 model.
+
+    One infer request, OpenVINO's default LATENCY hint (one stream over every thread), and the embedder's
+    batching merging concurrent calls. The THROUGHPUT hint with 2 streams on 2 cores, a pass split over an
+    AsyncInferQueue of 2 requests, ran ViT-B/16 bf16 at 27.9 against 19.6 img/s in passes of 8 in one run
+    and 13.9 against 13.7 in the next (int8: 32.8 vs 24.1, then 33.7 vs 36.7), while a single image took
+    183 ms on one stream against 60 ms on both threads (python -m bench.passes --streams, shared machine):
+    no steady gain for batches, three times the latency for single queries.
+    """
 
     runtime = "openvino"
 
@@ -67,7 +75,14 @@ class OpenVinoSession(InferenceModel):
 
 
 class OnnxRuntimeSession(InferenceModel):
-    """A tower on ONNX Runtime's CPU execution provider."""
+    """A tower on ONNX Runtime's CPU execution provider, its intra-op threads sleeping rather than spinning.
+
+    As OMP_WAIT_POLICY=PASSIVE for torch: spinning threads take the cores that decoding, gRPC and the
+    model's other threads need. On 2 shared cores (load about 3), in one process taking turns, ViT-B/16's
+    image tower in passes of 8 ran int8 at 11.9 img/s with 2 sleeping threads against 7.9 spinning, fp32 at
+    3.9 against 3.4. One thread ran 14.9 and 4.3 there, ahead of both: on a busy machine, EMBEDDER_THREADS=1
+    may pay.
+    """
 
     runtime = "onnxruntime"
 
@@ -84,6 +99,7 @@ class OnnxRuntimeSession(InferenceModel):
         if self._threads is not None:
             options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(str(self._path), options, providers=["CPUExecutionProvider"])
 
     def predict(self, inputs: Sequence[np.ndarray]) -> np.ndarray:

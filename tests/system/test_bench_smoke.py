@@ -20,19 +20,18 @@ BENCH_TIMEOUT = 1200.0  # generous for busy machines; reaching it fails the test
 # encoded limit (decoded and shrunk by the client), one round, a 3-second video.
 SMOKE = {"ingest_rounds": 1, "frame_size": (1280, 720), "video_seconds": 3, "video_size": (320, 240)}
 
-INGEST_FIGURES = (
+INGEST_FIGURES = ("seed_img_s", "seed_cpu_ms", "client_prepare_cpu_ms", "client_decode_cpu_ms", "seed_prepare_cpu_ms")
+# Of each embedder setting under test (auto and int8), its index run and its model alone.
+VARIANT_FIGURES = (
     "model_img_s",
-    "seed_img_s",
     "pipeline_img_s",
+    "run_img_s",
     "pipeline_vs_seed",
     "pipeline_vs_model",
     "model_cpu_ms",
-    "seed_cpu_ms",
     "pipeline_cpu_ms",
     "cpu_pipeline_vs_seed",
     "cpu_pipeline_vs_model",
-    "client_prepare_cpu_ms",
-    "seed_prepare_cpu_ms",
     "model_bs1_img_s",
     "model_batch_gain",
     "ceiling_vs_seed",
@@ -49,6 +48,10 @@ QUERY_FIGURES = (
     "text_inprocess_p50_ms",
     "text_inprocess_p95_ms",
     "text_client_vs_inprocess_p50",
+    "text_torch_p50_ms",
+    "text_auto_vs_torch_p50",
+    "text_model_auto_p50_ms",
+    "text_model_torch_p50_ms",
     "redis_bytes_per_item",
     "recall_at_10",
 )
@@ -94,13 +97,19 @@ def test_every_ingest_figure_is_measured(results: tuple[dict, str]) -> None:
         figures = data["ingest"][kind]
         assert figures["files"] == files and len(figures["rounds"]) == SMOKE["ingest_rounds"]
         # The small JPEGs go to the embedder encoded: the client spends nothing on decoding them.
-        may_be_zero = {"client_prepare_cpu_ms"} if kind == "jpeg" else set()
+        may_be_zero = {"client_prepare_cpu_ms", "client_decode_cpu_ms"} if kind == "jpeg" else set()
         missing = [
             name
             for name in INGEST_FIGURES
             if not positive(figures[name]) and not (name in may_be_zero and figures[name] == 0)
         ]
         assert not missing, f"{kind}: {missing}"
+        for variant in ("auto", "int8"):
+            missing = [name for name in VARIANT_FIGURES if not positive(figures[variant][name])]
+            assert not missing, f"{kind} {variant}: {missing}"
+        assert figures["int8"]["dtype"] == "int8" and figures["auto"]["runtime"] == data["model"]["runtime"]
+    assert data["ingest"]["variants"] == ["int8", "auto"] and data["ingest"]["seed_dtype"] == "float32"
+    assert data["goals"]["cpu"] and data["goals"]["int8_vs_seed"] >= data["goals"]["auto_vs_seed"]
     assert (data["ingest"]["png"]["width"], data["ingest"]["png"]["height"]) == SMOKE["frame_size"]
     assert data["ingest"]["png"]["mean_file_bytes"] > 1 << 20  # so the client shrinks them itself
 
@@ -114,6 +123,8 @@ def test_query_memory_and_video_figures_are_measured(results: tuple[dict, str]) 
     assert memory["embedder_peak_rss_bytes"] >= memory["embedder_rss_bytes"] > 0
     assert min(memory["embedder_rss_bytes_loaded"], memory["embedder_rss_bytes_warm"]) > 0
     assert memory["redis_bytes_per_item"]["500"] > 0
+    assert set(memory["per_embedder"]) == {"auto", "int8", "torch"}
+    assert all(figures["embedder_rss_bytes"] > 0 for figures in memory["per_embedder"].values())
     video = data["video"]
     assert video["frames"] == SMOKE["video_seconds"] and video["video"]["width"] == SMOKE["video_size"][0]
     assert not [name for name in VIDEO_FIGURES if not positive(video[name])]
@@ -129,11 +140,11 @@ def test_batching_and_load_are_run_and_targets_judged(results: tuple[dict, str])
         assert positive(alone["items_per_pass_1"]) and positive(alone["items_per_pass_batch"])
         assert alone["ceiling"] == pytest.approx(alone["items_per_pass_batch"] / alone["items_per_pass_1"], rel=0.01)
     assert set(data["batching"]["model_alone"]) == {"text", "image"}
-    assert "ceiling of on / off" in printed and "ceiling of index / seed" in printed
+    assert "ceiling of on / off" in printed and "ceiling (model alone / seed)" in printed
     if "skipped" not in data["load"]:
         assert data["load"]["total"]["count"] > 0
     names = [target["name"] for target in data["targets"]]
-    assert len(names) == 9 and all(target["met"] in (True, False) for target in data["targets"])
+    assert len(names) == 10 and all(target["met"] in (True, False) for target in data["targets"])
     assert data["targets_apply"] is False  # the tiny model: the goals are set for ViT-B/16
     assert all(len(data["load_average"][when]) == 3 for when in ("start", "end"))
     assert "recall@10" in printed and "load average" in printed

@@ -31,8 +31,9 @@ GRPC_SERVICES = {
     "embedder": ("embedder_service", embedder_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name),
     "search": ("search_service", search_pb2.DESCRIPTOR.services_by_name["Search"].full_name),
 }
-# The client image runs the CLI and the web page (`clipsearch web`, the web extra).
-EXTRAS = {"embedder": "embedder", "search": "search", "cli": "web"}
+# The client image runs the CLI and the web page (`clipsearch web`, the web extra); the embedder image has
+# OpenVINO and ONNX Runtime (the fast extra, which includes the embedder's) for EMBEDDER_RUNTIME=auto.
+EXTRAS = {"embedder": "fast", "search": "search", "cli": "web"}
 # Variables read by libraries rather than by the project, and the module whose source reads each.
 LIBRARY_ENV = {"HF_HOME": "huggingface_hub.constants"}
 # Variables read by Python and pip themselves.

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from client import ids
 from client.errors import ServiceError
-from client.ingest import marker_tag
+from client.ingest import decode_workers, marker_tag
 from client.media import format_timestamp
 from client.pipeline import Batcher, send_in_halves
 from client.targets import embedder_target, split_host_port
@@ -185,6 +185,14 @@ def test_timestamps_print_as_hours_minutes_seconds() -> None:
 def test_marker_tag_names_the_frame_count_and_rate() -> None:
     assert marker_tag(2400, 1.0) == "clipsearch:frames=2400@1fps"
     assert marker_tag(3, 0.5) == "clipsearch:frames=3@0.5fps"
+
+
+@pytest.mark.parametrize(("cpus", "workers"), [(1, 2), (2, 2), (3, 2), (4, 3), (5, 4), (64, 4)])
+def test_decode_threads_are_at_least_two_and_leave_a_core_where_there_are_more(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert decode_workers() == workers
 
 
 def test_the_client_needs_no_model_or_database_libraries() -> None:
