@@ -171,9 +171,16 @@ def _convert(
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Weights to int8, activations quantized per batch. Only MatMul and Gemm: a quantized Conv (the
-        # patch embedding) has no kernel on the CPU provider.
+        # patch embedding) has no kernel on the CPU provider. Weight scales per output channel and the final
+        # projections left in float raised the int8 test's top-10 overlap from 0.900 to 0.932 (minimum cosine
+        # 0.9987 to 0.9989) at the same ViT-B/16 speed (32.0 img/s both); names a family lacks match nothing.
         quantize_dynamic(
-            str(onnx_path), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"]
+            str(onnx_path),
+            str(target),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            nodes_to_exclude=["/visual_projection/MatMul", "/text_projection/MatMul"],
         )
         return
     import openvino
