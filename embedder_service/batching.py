@@ -46,6 +46,10 @@ def length_groups(lengths: Sequence[int], pass_overhead: int = TEXT_PASS_OVERHEA
     return groups
 
 
+# After an idle spell, how much of the window may pass between arrivals before a pass starts anyway.
+IDLE_GAP_SHARE = 0.2
+
+
 class BatcherClosed(RuntimeError):
     """The batcher was stopped (the server is shutting down) before the request ran."""
 
@@ -99,7 +103,7 @@ class BatchingEmbedder:
     Callers decode, preprocess and tokenize in their own threads, then wait while one worker thread runs
     the model over what is queued of one kind (up to max_images or max_texts rows; for more to arrive it
     waits at most max_wait_seconds after the oldest request arrived or the previous pass ended, whichever
-    is later) and hands each caller its own rows. A request larger than the limit runs alone, whole. When
+    is later; after an idle spell, only while requests keep arriving) and hands each caller its own rows. A request larger than the limit runs alone, whole. When
     a merged pass fails, its requests are rerun one by one, so a bad request fails alone. On a CPU, texts
     of very different lengths go through separate passes (see length_groups), in both modes.
 
@@ -274,10 +278,19 @@ class BatchingEmbedder:
                 return None
             kind = self._queue[0].kind
             max_rows = options.max_images if kind == IMAGE else options.max_texts
-            deadline = max(self._queue[0].enqueued, free_since) + options.max_wait_seconds
+            first = self._queue[0].enqueued
+            deadline = max(first, free_since) + options.max_wait_seconds
+            # A request that found the model idle for longer than the window is most likely alone (a search
+            # typed by a person): wait for company only while it keeps coming, each arrival within a fifth
+            # of the window of the last. A burst still merges whole; a lone query saves most of the window.
+            idle = first - free_since > options.max_wait_seconds
             while not self._closed:
-                queued = sum(request.rows for request in self._queue if request.kind == kind)
-                remaining = deadline - time.monotonic()
+                same = [request for request in self._queue if request.kind == kind]
+                queued = sum(request.rows for request in same)
+                until = (
+                    min(deadline, same[-1].enqueued + options.max_wait_seconds * IDLE_GAP_SHARE) if idle else deadline
+                )
+                remaining = until - time.monotonic()
                 if queued >= max_rows or remaining <= 0:
                     break
                 self._cond.wait(remaining)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -424,3 +425,29 @@ def test_merged_passes_stay_within_the_call_limits(tiny_clip_dir: Path, tiny_emb
     with running_embedder(config, tiny_embedder) as server:
         options = server.batcher.options
     assert (options.max_images, options.max_texts) == (4, 6)
+
+
+IDLE_WINDOW_S = 2.0  # long enough that waiting it out is unmistakable
+
+
+def test_after_an_idle_spell_a_lone_request_does_not_wait_out_the_window(tiny_embedder: ClipEmbedder) -> None:
+    with started(BatchingEmbedder(tiny_embedder, BatchingOptions(max_wait_seconds=IDLE_WINDOW_S))) as batcher:
+        time.sleep(IDLE_WINDOW_S * 1.05)  # the model idle for longer than the window
+        start = time.monotonic()
+        vectors = batcher.embed_texts(["a lone query"])
+        took = time.monotonic() - start
+    assert_same_vector(vectors[0], alone_text(tiny_embedder, "a lone query"))
+    # It waits a fifth of the window for company (0.4 s), not the whole window (2 s).
+    assert took < IDLE_WINDOW_S * 0.75, took
+
+
+def test_after_an_idle_spell_a_burst_still_shares_one_forward_pass(tiny_embedder: ClipEmbedder) -> None:
+    registry = CollectorRegistry()
+    options = BatchingOptions(max_texts=8, max_wait_seconds=IDLE_WINDOW_S)
+    with started(BatchingEmbedder(tiny_embedder, options, observer=EmbedderMetrics(registry))) as batcher:
+        time.sleep(IDLE_WINDOW_S * 1.05)
+        results = run_together([lambda text=text: batcher.embed_texts([text]) for text in SAME_LENGTH])
+    assert batch_sizes(registry, "text") == (1.0, 8.0)
+    for got, text in zip(results, SAME_LENGTH, strict=True):
+        assert isinstance(got, np.ndarray), got
+        assert_same_vector(got[0], alone_text(tiny_embedder, text))
