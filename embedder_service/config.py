@@ -36,7 +36,8 @@
 |                              |                                | (also capped by EMBEDDER_MAX_BATCH/_MAX_TEXTS); a   |
 |                              |                                | larger request runs alone                           |
 | EMBEDDER_BATCH_MAX_WAIT_MS   | 5                              | longest wait, once a request is queued and the      |
-|                              |                                | model free, for more requests to join its pass      |
+|                              |                                | model free, for more requests to join its pass;     |
+|                              |                                | after an idle spell, only while they keep coming    |
 | EMBEDDER_IMAGE_PASS_SIZE     | auto                           | most images per model forward pass; a larger batch  |
 |                              |                                | runs as several passes. auto = 4 on a CPU in fp32,  |
 |                              |                                | 8 in bf16 (cache-sized passes run fastest there),   |
