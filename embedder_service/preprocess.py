@@ -9,20 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from clipsearch.orientation import UPRIGHT
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _INTEGER_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # read as 16-bit values
-# What turns an image stored with each EXIF orientation upright, as ImageOps.exif_transpose does.
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 Box = tuple[float, float, float, float]
 
@@ -159,7 +151,7 @@ def _exif_transpose(image: Image.Image) -> tuple[Image.Image, Image.Transpose | 
     An upright image is returned as it is: exif_transpose would copy all its pixels.
     """
     try:
-        turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
+        turn = UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation, 1))
         if turn is None:
             return image, None
         return image.transpose(turn), turn
