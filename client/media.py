@@ -7,7 +7,7 @@ import io
 import math
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -17,6 +17,7 @@ import av
 import numpy as np
 from PIL import Image
 
+from clipsearch.orientation import UPRIGHT
 from clipsearch.v1 import embedder_pb2
 
 from .uris import PathLike
@@ -213,17 +214,6 @@ def read_file(path: PathLike, max_bytes: int) -> bytes:
 # Pillow's resize reduces by an integer factor (a box filter) while the image stays at least this many
 # times the target size, then resamples bicubically: about 3x less work than bicubic from 1080p.
 REDUCING_GAP = 2.0
-_TURNING_ORIENTATIONS = frozenset(range(2, 9))  # EXIF orientations other than 1 (upright)
-# What turns an image stored with each EXIF orientation upright, as ImageOps.exif_transpose does.
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 @dataclass(frozen=True)
@@ -293,8 +283,8 @@ def prepare_image(data: bytes, limits: ImageLimits) -> PreparedImage:
             w, h = shrunk_size(width, height, limits.image_size)
             if (w, h) != rgb.size or box is not None:
                 rgb = rgb.resize((w, h), Image.Resampling.BICUBIC, box=box, reducing_gap=REDUCING_GAP)
-            if orientation in _TURNING_ORIENTATIONS:
-                rgb = rgb.transpose(_UPRIGHT[orientation])
+            if orientation in UPRIGHT:
+                rgb = rgb.transpose(UPRIGHT[orientation])
             raw = embedder_pb2.RawImage(rgb=rgb.tobytes(), width=rgb.width, height=rgb.height)
     except MediaError:
         raise
@@ -347,7 +337,33 @@ def iter_video_frames(
     Frames are converted with swscale straight to RGB at a size whose shorter side is short_side (never
     enlarged), and turned upright when the stream carries a rotation.
     """
-    sampler = FrameSampler(fps)
+    yield from _decoded_frames(source, short_side, max_pixels, FrameSampler(fps).take)
+
+
+def frames_at(source: PathLike, timestamps: Iterable[float], short_side: int, max_pixels: int) -> Iterator[VideoFrame]:
+    """Decodes the frames that start at the given timestamps (as iter_video_frames reported them), in order."""
+    remaining = {round(t * 1_000_000) for t in timestamps}
+
+    def take(t: Fraction) -> bool:
+        key = round(float(t) * 1_000_000)
+        if key not in remaining:
+            return False
+        remaining.discard(key)
+        return True
+
+    if remaining:
+        yield from _decoded_frames(source, short_side, max_pixels, take, done=lambda: not remaining)
+
+
+def _decoded_frames(
+    source: BinaryIO | PathLike,
+    short_side: int,
+    max_pixels: int,
+    take: Callable[[Fraction], bool],
+    done: Callable[[], bool] = lambda: False,
+) -> Iterator[VideoFrame]:
+    """The frames of the first video stream whose timestamp (seconds from its start) `take` accepts, converted
+    as iter_video_frames describes, until `done`; PyAV's errors become MediaError."""
     target = source if hasattr(source, "read") else os.fsdecode(source)
     try:
         container = av.open(target, mode="r")
@@ -364,50 +380,17 @@ def iter_video_frames(
         start = stream.start_time or 0
         try:
             for index, frame in enumerate(container.decode(stream)):
-                if frame.pts is None or not sampler.take((frame.pts - start) * time_base):
+                if frame.pts is None:
+                    continue
+                timestamp = (frame.pts - start) * time_base
+                if not take(timestamp):
                     continue
                 if frame.width * frame.height > max_pixels:
                     raise MediaError(
                         f"video frames are {frame.width}x{frame.height} pixels, more than the limit of {max_pixels}"
                     )
-                yield _convert(frame, index, float((frame.pts - start) * time_base), short_side)
-        except MediaError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends for corrupt streams
-            raise MediaError(f"cannot decode video: {exc}") from None
-
-
-def frames_at(source: PathLike, timestamps: Iterable[float], short_side: int, max_pixels: int) -> Iterator[VideoFrame]:
-    """Decodes the frames that start at the given timestamps (as iter_video_frames reported them), in order."""
-    wanted = sorted({round(t * 1_000_000) for t in timestamps})
-    if not wanted:
-        return
-    try:
-        container = av.open(os.fsdecode(source), mode="r")
-    except Exception as exc:  # noqa: BLE001 - PyAV raises many types for corrupt files
-        raise MediaError(f"cannot open video: {exc}") from None
-    with container:
-        if not container.streams.video:
-            raise MediaError("no video stream")
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        time_base = stream.time_base
-        if time_base is None:
-            raise MediaError("video stream has no time base")
-        start = stream.start_time or 0
-        remaining = set(wanted)
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                if frame.pts is None:
-                    continue
-                timestamp = float((frame.pts - start) * time_base)
-                if round(timestamp * 1_000_000) not in remaining:
-                    continue
-                if frame.width * frame.height > max_pixels:
-                    raise MediaError(f"video frames are {frame.width}x{frame.height} pixels, over {max_pixels}")
-                remaining.discard(round(timestamp * 1_000_000))
-                yield _convert(frame, index, timestamp, short_side)
-                if not remaining:
+                yield _convert(frame, index, float(timestamp), short_side)
+                if done():
                     return
         except MediaError:
             raise
