@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -40,8 +40,12 @@ from client.web import WebSettings, create_app
 from client.web.server import WebThread
 from search_service.config import SearchConfig
 from search_service.server import SearchServer, build_server
+from tests.service.web.browser import launched_chromium, opened_page
 from tests.service.web.support import HOLIDAY, HOLIDAY_FILES, Library, write_library
 from tests.support.search import SERVING, drop_search_index, wait_for_health
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 TINY_DIMENSION = 32
 
@@ -218,3 +222,17 @@ def own_web_stack(
         thread.stop()
         own.stop_search()
         own.stop_embedder()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One Chromium per test module (a module may override `page`, e.g. for a phone-sized window)."""
+    with launched_chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh desktop-sized page, its screenshot kept as a test artifact."""
+    with opened_page(browser, request.node.name) as opened:
+        yield opened

@@ -4,7 +4,6 @@ Each case leaves screenshots of the results and of the viewer under tests/servic
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from tests.service.web.browser import (
     DESKTOP,
     PHONE,
-    launched_chromium,
     opened_page,
     results,
     screenshot,
@@ -27,12 +25,6 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launched_chromium() as launched:
-        yield launched
 
 
 def luminance(css_colour: str) -> float:

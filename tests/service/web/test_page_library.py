@@ -18,7 +18,7 @@ from client.web import WebSettings, create_app
 from client.web.server import WebThread
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
-from tests.service.web.browser import card, launched_chromium, opened_page, results, wait_for_results
+from tests.service.web.browser import card, results, wait_for_results
 from tests.service.web.support import request, write_photo
 from tests.support.search import SearchServerFactory, make_item, random_vectors
 
@@ -26,25 +26,13 @@ from tests.support.search import SearchServerFactory, make_item, random_vectors
 pytestmark = pytest.mark.system
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Page
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
 
 SMILING = "照片/微笑的男人.jpg"
 FAMILY = "家庭"
 OTHER_MODEL = pb.EmbeddingModel(model_id="OFA-Sys/chinese-clip-vit-base-patch16", family="chinese_clip", dimension=32)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launched_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    with opened_page(browser, request.node.name) as opened:
-        yield opened
 
 
 WebApp = Callable[[str], str]

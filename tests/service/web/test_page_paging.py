@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from tests.service.web.browser import PHONE, alts, launched_chromium, opened_page, results, wait_for_results
+from tests.service.web.browser import PHONE, alts, opened_page, results, wait_for_results
 from tests.service.web.conftest import WebStack
 from tests.service.web.support import request as http_request
 
@@ -23,12 +23,6 @@ if TYPE_CHECKING:
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
 
 PAGE_SIZE = 4
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launched_chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import math
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -17,8 +16,6 @@ from tests.service.web.browser import (
     alts,
     best_matches,
     card,
-    launched_chromium,
-    opened_page,
     results,
     search,
     wait_for_results,
@@ -30,21 +27,9 @@ from tests.service.web.support import multipart, request
 pytestmark = pytest.mark.system
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, FilePayload, Page
+    from playwright.sync_api import FilePayload, Page
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launched_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    with opened_page(browser, request.node.name) as opened:
-        yield opened
 
 
 def query_of(url: str) -> dict[str, list[str]]:

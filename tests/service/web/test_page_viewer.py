@@ -3,13 +3,12 @@ moment (with Range requests), a video the browser cannot play, and "What is this
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.service.web.browser import card, launched_chromium, opened_page, wait_for_results
+from tests.service.web.browser import card, wait_for_results
 from tests.service.web.conftest import WebStack
 from tests.service.web.support import request
 
@@ -17,7 +16,7 @@ from tests.service.web.support import request
 pytestmark = pytest.mark.system
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Response
+    from playwright.sync_api import Page, Response
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
 
@@ -26,18 +25,6 @@ PLAYING_AT = """() => {
     const video = document.querySelector("dialog[open] video");
     return video && !video.paused && video.readyState >= 3 && video.currentTime > 0 ? video.currentTime : null;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with launched_chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    with opened_page(browser, request.node.name) as opened:
-        yield opened
 
 
 def frame_search(stack: WebStack, name: str, seconds: range) -> tuple[str, dict[str, Any]]:
