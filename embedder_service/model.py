@@ -16,7 +16,7 @@ import numpy as np
 
 from embedder_service import families
 from embedder_service.families import FAMILIES, Family, UnsupportedCheckpoint
-from embedder_service.inference import DTYPES, InferenceModel, TorchSession, resolve_runtime
+from embedder_service.inference import DTYPES, InferenceModel, TorchSession, cpu_flags, resolve_runtime
 from embedder_service.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -76,14 +76,9 @@ def prefer_sleeping_openmp_threads() -> bool:
 
 def cpu_supports_bf16() -> bool:
     """True where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
+    flags = cpu_flags()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
     import torch
 
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
