@@ -38,7 +38,11 @@ export function createViewer({ onLike }) {
   });
   dialog.addEventListener("close", () => {
     stopMedia();
-    if (returnFocus && document.contains(returnFocus)) returnFocus.focus();
+    // The close event comes a task after the dialog closed: by then focus may have moved on (the browser
+    // restores it, the user presses a key), and taking it back would undo that.
+    const active = document.activeElement;
+    const focusLost = !active || active === document.body || dialog.contains(active);
+    if (focusLost && returnFocus && document.contains(returnFocus)) returnFocus.focus();
   });
   dialog.addEventListener("keydown", (event) => {
     const tag = event.target.tagName;
