@@ -222,7 +222,9 @@ def percentile_ms(seconds: Sequence[float], q: float) -> float:
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if not numerator or not denominator:
         return None
-    return round(numerator / denominator, 3)
+    value = numerator / denominator
+    # Three decimals, but a small ratio (a tiny model against a whole pipeline) keeps three digits, not 0.
+    return round(value, 3) if abs(value) >= 0.01 else float(f"{value:.3g}")
 
 
 def rate(count: int, seconds: float) -> float:
