@@ -20,7 +20,7 @@ from PIL import Image
 from clipsearch.orientation import UPRIGHT
 from clipsearch.v1 import embedder_pb2
 
-from .uris import PathLike
+from ..uris import PathLike
 
 IMAGE_EXTENSIONS = frozenset(
     {

@@ -13,7 +13,7 @@ from typing import BinaryIO
 import av
 from PIL import Image, ImageOps
 
-from client.media import REDUCING_GAP, MediaError
+from client.ingest.media import REDUCING_GAP, MediaError
 
 THUMB_QUALITY = 82
 # The largest image decoded for a thumbnail, as the embedder's default limit: larger ones were refused at indexing.

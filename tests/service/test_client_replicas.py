@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from client import Client
-from client.ingest import IngestOptions
+from client.ingest.engine import IngestOptions
 from tests.support.client import Replica, write_images, write_video
 
 

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from client.cli.serve import add_arguments
 from client.serve.banner import banner
 from client.serve.children import embedder_specs, redis_spec, search_spec, web_spec
 from client.serve.ports import plan_ports, reserve_free_ports
@@ -26,7 +27,7 @@ from tests.support.certificates import make_pki, openssl_available
 def parse(*argv: str) -> argparse.Namespace:
     """serve's options; the web page on a free port unless argv says otherwise (8080 may be taken here)."""
     parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
+    add_arguments(parser)
     return parser.parse_args(["--web-port", "0", *argv])
 
 
