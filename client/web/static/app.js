@@ -296,9 +296,9 @@ function card(hit) {
   node.hidden = hit.score < state.min;
   open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
   node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
-  node.querySelector(".card-what").addEventListener("click", () =>
-    viewer.open(hits, hits.indexOf(hit), { from: open, focusLabels: true }),
-  );
+  node
+    .querySelector(".card-what")
+    .addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open, focusLabels: true }));
   return node;
 }
 
@@ -363,9 +363,13 @@ async function renderEmpty(mine) {
   }
   setStatus("0 results");
   if (state.collection || state.media) {
-    showMessage("No matches with these filters", "Nothing in the library matches this collection and kind of picture.", {
-      action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
-    });
+    showMessage(
+      "No matches with these filters",
+      "Nothing in the library matches this collection and kind of picture.",
+      {
+        action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
+      },
+    );
   } else if (services.last && services.last.items === 0) {
     showMessage("The library is empty", "Index photos and videos with `clipsearch index PATH`, then search again.");
   } else {
@@ -438,7 +442,9 @@ function onStats(stats) {
   }
   const searchUp = stats.services?.search?.up !== false;
   if (searchUp && stats.items === 0) {
-    ui.welcomeStats.replaceChildren(...richText("The library is empty: index photos and videos with `clipsearch index PATH`."));
+    ui.welcomeStats.replaceChildren(
+      ...richText("The library is empty: index photos and videos with `clipsearch index PATH`."),
+    );
   } else if (searchUp) {
     ui.welcomeStats.textContent = `${plural(stats.items, "picture and video frame", "pictures and video frames")} in ${plural(names.length, "collection")}.`;
   } else {

@@ -99,7 +99,10 @@ export function createViewer({ onLike }) {
   function showVideo(hit, autoplay) {
     const start = hit.timestamp_seconds || 0;
     if (!hit.playable) {
-      showFrame(hit, `${CANNOT_PLAY} (${hit.mime || "unknown format"}). This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`);
+      showFrame(
+        hit,
+        `${CANNOT_PLAY} (${hit.mime || "unknown format"}). This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`,
+      );
       return;
     }
     const video = el("video", {
@@ -126,8 +129,13 @@ export function createViewer({ onLike }) {
     );
     video.addEventListener("error", async () => {
       if (!video.getAttribute("src")) return;
-      const problem = video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
-      showFrame(hit, problem || `${CANNOT_PLAY}. This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`);
+      const problem =
+        video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
+      showFrame(
+        hit,
+        problem ||
+          `${CANNOT_PLAY}. This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`,
+      );
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
     video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
