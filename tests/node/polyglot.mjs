@@ -19,13 +19,16 @@ const SCORE_TOLERANCE = 1e-3;
 const ERROR_DOMAIN = "clipsearch.v1";
 // google.rpc.Status and google.rpc.ErrorInfo (github.com/googleapis/googleapis, google/rpc/*.proto): the
 // status details gRPC sends in the grpc-status-details-bin trailer.
-const RPC = protobuf.parse(`
+const RPC = protobuf.parse(
+  `
   syntax = "proto3";
   package google.rpc;
   message Any { string type_url = 1; bytes value = 2; }
   message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
   message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
-`).root;
+`,
+  { keepCase: true },
+).root;
 
 function loadPackage() {
   const definition = protoLoader.loadSync(["clipsearch/v1/embedder.proto", "clipsearch/v1/search.proto"], {
