@@ -1,4 +1,4 @@
-"""`clipsearch reindex`: every stored item embedded again from its sources with the embedder now running."""
+"""The reindex engine: every stored item embedded again from its sources with the embedder now running."""
 
 from __future__ import annotations
 
