@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (the
 
 
 def run_polyglot(embedder_address: str, search_address: str) -> dict:
+    assert NODE is not None
     for package in ("@grpc/grpc-js", "@grpc/proto-loader"):
         assert (NODE_DIR / "node_modules" / package / "package.json").is_file(), (
             f"{package} is not installed in tests/node: run `make test`, or `npm ci --prefix tests/node`"

@@ -14,8 +14,9 @@ import pytest
 
 from client import Client, cli
 from client.api import SearchFilter
-from client.ingest.engine import IndexReport, IngestOptions
+from client.ingest.engine import IngestOptions
 from client.ingest.media import Problem, discover
+from client.ingest.reports import IndexReport
 from client.ingest.shard import JOB_INDEX_VARIABLE, Shard, ShardError, parse_shard, select, shard_from_job, shard_of
 from client.uris import path_to_uri
 from tests.support.client import write_images, write_video

@@ -66,6 +66,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(
 
 def test_free_ports_are_picked_for_port_zero() -> None:
     embedders, search, redis = plan_ports(0, 3, 0, 0, lambda n: reserve_free_ports("127.0.0.1", n))
+    assert redis is not None
     ports = [*embedders, search, redis]
     assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
 
