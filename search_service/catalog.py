@@ -51,6 +51,9 @@ class Generation:
     prefix: str
     dimension: int
     model: EmbeddingModel | None
+    # "float32" or "float16"; "" for generation 0, whose index says (generations a reindex built before
+    # vector types were recorded hold FLOAT32).
+    vector_type: str = ""
 
 
 # Hash fields of the catalog key; "model_" and "staging_model_" prefix the EmbeddingModel fields.
@@ -58,6 +61,8 @@ LIVE_MODEL = "model_"
 STAGING_MODEL = "staging_model_"
 F_GENERATION = "generation"
 F_STAGING_GENERATION = "staging_generation"
+F_VECTOR_TYPE = "vector_type"
+F_STAGING_VECTOR_TYPE = "staging_vector_type"
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,12 @@ def parse_catalog(raw: Mapping[bytes, bytes], *, index_name: str, key_prefix: st
         live = Generation(0, index_name, key_prefix, dimension, _model(fields, LIVE_MODEL))
     else:
         live = Generation(
-            number, fields["index"], fields["prefix"], int(fields["dimension"]), _model(fields, LIVE_MODEL)
+            number,
+            fields["index"],
+            fields["prefix"],
+            int(fields["dimension"]),
+            _model(fields, LIVE_MODEL),
+            fields.get(F_VECTOR_TYPE) or "float32",
         )
     staging = None
     if fields.get(F_STAGING_GENERATION):
@@ -113,6 +123,7 @@ def parse_catalog(raw: Mapping[bytes, bytes], *, index_name: str, key_prefix: st
             fields["staging_prefix"],
             int(fields["staging_dimension"]),
             _model(fields, STAGING_MODEL),
+            fields.get(F_STAGING_VECTOR_TYPE) or "float32",
         )
     return Catalog(live, staging)
 

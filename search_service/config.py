@@ -20,7 +20,7 @@ from clipsearch.serving import (
 from clipsearch.tls import ServerTls
 from clipsearch.urls import redact_url as redact_url  # re-exported: the server imports it from here
 from search_service.redis_server import APPENDFSYNC_POLICIES
-from search_service.schema import ALGORITHMS, Algorithm
+from search_service.schema import ALGORITHMS, VECTOR_TYPES, Algorithm, VectorType
 
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -50,6 +50,9 @@ class SearchConfig:
     | SEARCH_HNSW_M                  | 16                 | HNSW graph degree.                                        |
     | SEARCH_HNSW_EF_CONSTRUCTION    | 200                | HNSW build breadth.                                       |
     | SEARCH_HNSW_EF_RUNTIME         | 100                | HNSW default query breadth (recall@10 ~0.998 at 100k).    |
+    | SEARCH_VECTOR_TYPE             | float16            | How a new index (and the generation `clipsearch reindex`  |
+    |                                |                    | builds) stores vectors: float16 (half the bytes) or       |
+    |                                |                    | float32. An existing index keeps its own type.            |
     | SEARCH_QUERY_TIMEOUT_MS        | 10000              | RediSearch time limit per query (0: none).                |
     | SEARCH_REDIS_TIMEOUT_SECONDS   | 10                 | Redis connect and reply timeout.                          |
     | SEARCH_HEALTH_INTERVAL_SECONDS | 1                  | How often Redis and the index are checked for health.     |
@@ -95,6 +98,7 @@ class SearchConfig:
     hnsw_m: int = 16
     hnsw_ef_construction: int = 200
     hnsw_ef_runtime: int = 100
+    vector_type: VectorType = "float16"
     query_timeout_ms: int = 10_000
     redis_timeout_seconds: float = 10.0
     health_interval_seconds: float = 1.0
@@ -136,6 +140,7 @@ class SearchConfig:
             hnsw_m=env_int(env, "SEARCH_HNSW_M", 16, minimum=2, maximum=512),
             hnsw_ef_construction=env_int(env, "SEARCH_HNSW_EF_CONSTRUCTION", 200, minimum=1, maximum=100_000),
             hnsw_ef_runtime=env_int(env, "SEARCH_HNSW_EF_RUNTIME", 100, minimum=1, maximum=100_000),
+            vector_type=env_choice(env, "SEARCH_VECTOR_TYPE", "float16", VECTOR_TYPES),  # type: ignore[arg-type]
             query_timeout_ms=env_int(env, "SEARCH_QUERY_TIMEOUT_MS", 10_000, minimum=0),
             redis_timeout_seconds=env_float(env, "SEARCH_REDIS_TIMEOUT_SECONDS", 10.0, minimum=0.1),
             health_interval_seconds=env_float(env, "SEARCH_HEALTH_INTERVAL_SECONDS", 1.0, minimum=0.05),

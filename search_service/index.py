@@ -97,7 +97,9 @@ class SearchIndex(IndexBase):
         target, guard = self._write_target(model, staging)
         keys: list[str] = [C.catalog_key(self.configured.name)]
         for i, item in enumerate(items):
-            sources, fields = item_fields(item, target.vector.dimension, f"items[{i}] (id {item.id!r})")
+            sources, fields = item_fields(
+                item, target.vector.dimension, f"items[{i}] (id {item.id!r})", target.vector.numpy_type
+            )
             keys.append(target.prefix + item.id)
             args += [S.TAG_SEPARATOR.join(sources), str(len(fields) // 2), *fields]
         args[3:3] = guard
@@ -233,7 +235,7 @@ class SearchIndex(IndexBase):
     ) -> builtins.list[Match]:
         if model is not None:
             self.check_model_fresh(model)
-        blob = vector_bytes(vector, self.dimension, "vector")
+        blob = vector_bytes(vector, self.dimension, "vector", self.schema.vector.numpy_type)
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k={k}; it must be 1 to {MAX_K} (0 means {DEFAULT_K})")
@@ -283,7 +285,8 @@ class SearchIndex(IndexBase):
             score = 1.0 - float(attrs[DISTANCE.encode()])
             if min_score is not None and np.float32(score) < min_score:  # as reported: a float32
                 break  # best first: every later match scores lower
-            matches.append(Match(item_from_fields(self._id_of(result[b"id"]), attrs, with_vectors), score))
+            item = item_from_fields(self._id_of(result[b"id"]), attrs, with_vectors, self.schema.vector.numpy_type)
+            matches.append(Match(item, score))
         return matches
 
     def _knn(
@@ -483,5 +486,5 @@ class SearchIndex(IndexBase):
                 items.append(None)  # absent, or a key of another type that is not an item
                 continue
             attrs = {name.encode(): value for name, value in zip(fields, values, strict=False) if value is not None}
-            items.append(item_from_fields(self._id_of(key), attrs, with_vectors))
+            items.append(item_from_fields(self._id_of(key), attrs, with_vectors, self.schema.vector.numpy_type))
         return items

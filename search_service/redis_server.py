@@ -218,6 +218,9 @@ class LocalRedis:
             "appendonly yes",
             f"appendfsync {self.appendfsync}",
             'save ""',
+            # Item HASHes up to a FLOAT32 vector of 1024 values stay listpacks, about 500 bytes an item
+            # smaller than a hash table (docs/scaling.md).
+            "hash-max-listpack-value 4200",
             *(f"loadmodule {_conf_value(str(path))}" for path in modules),
         ]
         if self.password:

@@ -78,7 +78,12 @@ class Reindexer:
             if not is_missing_index(e):
                 raise
             execute(self._client, *schema.create_args())
-            log.info("created the staging index %r (dimension %d)", schema.name, generation.dimension)
+            log.info(
+                "created the staging index %r (dimension %d, %s)",
+                schema.name,
+                generation.dimension,
+                schema.vector.vector_type.upper(),
+            )
 
     def begin(self, model: EmbeddingModel) -> ReindexStatus:
         if not model.model_id or model.dimension <= 0:
@@ -119,12 +124,15 @@ class Reindexer:
                 f"the staging keys {prefix!r} would overlap the live keys {live_prefix!r}: set SEARCH_KEY_PREFIX "
                 "to a prefix that is not a prefix of '<SEARCH_INDEX>:g' (the default, '<SEARCH_INDEX>:item:', is fine)"
             )
-        stage = Generation(number, name, prefix, model.dimension, model)
+        # The new generation stores vectors as this service is configured to: a reindex converts the type.
+        vector_type = self._index.configured_vector_type
+        stage = Generation(number, name, prefix, model.dimension, model, vector_type)
         fields = {
             C.F_STAGING_GENERATION: str(number),
             "staging_index": name,
             "staging_prefix": prefix,
             "staging_dimension": str(model.dimension),
+            C.F_STAGING_VECTOR_TYPE: vector_type,
             **model.fields(C.STAGING_MODEL),
         }
         with self._transaction() as pipe:
@@ -178,6 +186,7 @@ class Reindexer:
                         "index": stage.index,
                         "prefix": stage.prefix,
                         "dimension": str(stage.dimension),
+                        C.F_VECTOR_TYPE: stage.vector_type or "float32",
                         **stage.model.fields(C.LIVE_MODEL),
                     },
                 )
@@ -216,5 +225,6 @@ _STAGING_FIELDS = (
     "staging_index",
     "staging_prefix",
     "staging_dimension",
+    C.F_STAGING_VECTOR_TYPE,
     *EmbeddingModel("").fields(C.STAGING_MODEL),
 )

@@ -48,6 +48,9 @@ class IndexBase:
     ) -> None:
         self._client = client
         self.configured = schema  # SEARCH_INDEX, SEARCH_KEY_PREFIX, SEARCH_DIM: generation 0
+        # SEARCH_VECTOR_TYPE: of a new index and of the generation a reindex builds. An existing generation 0
+        # keeps the type it was created with (see check).
+        self.configured_vector_type: S.VectorType = schema.vector.vector_type
         self.schema = schema  # the live generation's physical index
         self.catalog = Catalog(Generation(0, schema.name, schema.prefix, schema.vector.dimension, None), None)
         self.redis_label = redis_label
@@ -71,6 +74,7 @@ class IndexBase:
         if generation.number == 0:
             return self.configured
         v = self.configured.vector
+        vector_type = generation.vector_type if generation.vector_type in S.VECTOR_TYPES else "float32"
         return build_schema(
             generation.index,
             generation.prefix,
@@ -79,6 +83,7 @@ class IndexBase:
             m=v.m,
             ef_construction=v.ef_construction,
             ef_runtime=v.ef_runtime,
+            vector_type=vector_type,
         )
 
     def refresh(self) -> Catalog:
@@ -125,12 +130,26 @@ class IndexBase:
                 self._create()
                 raw = execute(self._client, "FT.INFO", self.schema.name)
             info = parse_info(raw)
+        self._adopt_vector_type(info)
         problems = self.schema.mismatches(info)
         if problems:
             self._ready = False
             raise IndexMismatch(mismatch_message(self.schema, info, problems, self.redis_label))
         self._note_hnsw(info)
         self._ready = True
+
+    def _adopt_vector_type(self, info: Mapping[str, Any]) -> None:
+        """An index created with another vector type than configured is used as it is: its vectors are read
+        and written in its own type (`clipsearch reindex` converts it to the configured one)."""
+        vector = info.get("attributes", {}).get(S.F_VECTOR, {})
+        found = str(vector.get("data_type", "")).lower() if isinstance(vector, Mapping) else ""
+        if found not in S.VECTOR_TYPES or found == self.schema.vector.vector_type:
+            return
+        log.info("index %r stores %s vectors; using them as they are", self.schema.name, found.upper())
+        adopted = self.schema.with_vector_type(found)
+        if self.schema is self.configured:
+            self.configured = adopted
+        self.schema = adopted
 
     def _create(self) -> None:
         try:

@@ -153,6 +153,7 @@ def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> 
         m=config.hnsw_m,
         ef_construction=config.hnsw_ef_construction,
         ef_runtime=config.hnsw_ef_runtime,
+        vector_type=config.vector_type,
     )
     return SearchIndex(client, schema, redis_label=redis_label, query_timeout_ms=config.query_timeout_ms)
 

@@ -21,6 +21,7 @@ _MEDIA_TYPES = {
 }
 _MEDIA_TYPES_PB = {value: key for key, value in _MEDIA_TYPES.items()}
 _ALGORITHMS_PB = {"hnsw": pb.ALGORITHM_HNSW, "flat": pb.ALGORITHM_FLAT}
+_VECTOR_TYPES_PB = {"float32": pb.VECTOR_TYPE_FLOAT32, "float16": pb.VECTOR_TYPE_FLOAT16}
 _STATUSES = ErrorStatuses(
     [
         StatusRule(InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -109,6 +110,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             algorithm=_ALGORITHMS_PB[schema.vector.algorithm],
             dimension=schema.vector.dimension,
             distance_metric="COSINE",
+            vector_type=_VECTOR_TYPES_PB[schema.vector.vector_type],
         )
         if schema.vector.algorithm == "hnsw":
             settings.m = stats.hnsw.m

@@ -57,12 +57,12 @@ def source_dir_digest(directory: str) -> str:
     return hashlib.sha1(directory.encode("ascii")).hexdigest()
 
 
-def item_fields(item: Item, dimension: int, where: str) -> tuple[list[str], list[str | bytes]]:
+def item_fields(item: Item, dimension: int, where: str, numpy_type: str = "<f4") -> tuple[list[str], list[str | bytes]]:
     """The item's sources, and its other fields as field/value pairs, once every value is checked.
 
     The sources are apart because the upsert script merges them with those already stored.
     """
-    blob = vector_bytes(item.vector, dimension, where + ".vector")
+    blob = vector_bytes(item.vector, dimension, where + ".vector", numpy_type)
     meta = item.metadata
     sources = unique(meta.sources)
     for j, source in enumerate(sources):
@@ -106,8 +106,9 @@ def item_fields(item: Item, dimension: int, where: str) -> tuple[list[str], list
     return sources, fields
 
 
-def item_from_fields(item_id: str, attrs: Mapping[bytes, bytes], with_vectors: bool) -> Item:
-    """The item stored as `attrs` (field name to value; absent fields read as their defaults)."""
+def item_from_fields(item_id: str, attrs: Mapping[bytes, bytes], with_vectors: bool, numpy_type: str = "<f4") -> Item:
+    """The item stored as `attrs` (field name to value; absent fields read as their defaults), its vector
+    stored as `numpy_type` and read back as float32."""
 
     def text(name: str) -> str:
         value = attrs.get(name.encode())
@@ -119,7 +120,7 @@ def item_from_fields(item_id: str, attrs: Mapping[bytes, bytes], with_vectors: b
 
     vector = None
     if with_vectors and attrs.get(S.F_VECTOR.encode()) is not None:
-        vector = np.frombuffer(attrs[S.F_VECTOR.encode()], dtype="<f4").copy()
+        vector = np.frombuffer(attrs[S.F_VECTOR.encode()], dtype=numpy_type).astype(np.float32)
     try:
         media_type = MediaType(text(S.F_MEDIA_TYPE))
     except ValueError:

@@ -96,8 +96,11 @@ def check_perceptual_hash(value: int, where: str) -> int:
     return value
 
 
-def vector_bytes(vector: np.ndarray | Sequence[float] | None, dimension: int, where: str) -> bytes:
-    """The vector as stored (FLOAT32 little-endian), once it has `dimension` finite values, not all zero."""
+def vector_bytes(
+    vector: np.ndarray | Sequence[float] | None, dimension: int, where: str, numpy_type: str = "<f4"
+) -> bytes:
+    """The vector as stored (little-endian `numpy_type`: FLOAT32 or FLOAT16), once it has `dimension` finite
+    values, not all zero (also once rounded to FLOAT16, whose range ends at 65504)."""
     if vector is None:
         raise InvalidArgument(f"{where} is missing")
     array = np.asarray(vector, dtype=np.float32)
@@ -110,7 +113,15 @@ def vector_bytes(vector: np.ndarray | Sequence[float] | None, dimension: int, wh
         raise InvalidArgument(f"{where}[{position}] is {array[position]}; every value must be finite")
     if not array.any():
         raise InvalidArgument(f"{where} is all zeros; a cosine index cannot compare it")
-    return array.astype("<f4", copy=False).tobytes()
+    stored = array.astype(numpy_type, copy=False)
+    if numpy_type != "<f4":
+        scale = float(np.abs(array).max())
+        if scale > 60_000.0 or not stored.any():
+            # Cosine ignores length: a vector scaled into FLOAT16's range compares the same.
+            stored = (array / scale).astype(numpy_type)
+        if not stored.any():
+            raise InvalidArgument(f"{where} is too close to zero to store as FLOAT16")
+    return stored.tobytes()
 
 
 def shorten(value: str, limit: int = 80) -> str:

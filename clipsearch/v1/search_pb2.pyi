@@ -18,12 +18,21 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
     ALGORITHM_FLAT: _ClassVar[Algorithm]
     ALGORITHM_HNSW: _ClassVar[Algorithm]
+
+class VectorType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VECTOR_TYPE_UNSPECIFIED: _ClassVar[VectorType]
+    VECTOR_TYPE_FLOAT32: _ClassVar[VectorType]
+    VECTOR_TYPE_FLOAT16: _ClassVar[VectorType]
 MEDIA_TYPE_UNSPECIFIED: MediaType
 MEDIA_TYPE_IMAGE: MediaType
 MEDIA_TYPE_VIDEO_FRAME: MediaType
 ALGORITHM_UNSPECIFIED: Algorithm
 ALGORITHM_FLAT: Algorithm
 ALGORITHM_HNSW: Algorithm
+VECTOR_TYPE_UNSPECIFIED: VectorType
+VECTOR_TYPE_FLOAT32: VectorType
+VECTOR_TYPE_FLOAT16: VectorType
 
 class Metadata(_message.Message):
     __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags", "frame_interval_seconds", "span_end_seconds", "perceptual_hash")
@@ -216,7 +225,7 @@ class DeleteResponse(_message.Message):
     def __init__(self, deleted: _Optional[int] = ..., updated: _Optional[int] = ...) -> None: ...
 
 class IndexSettings(_message.Message):
-    __slots__ = ("index_name", "key_prefix", "algorithm", "dimension", "distance_metric", "m", "ef_construction", "ef_runtime", "model")
+    __slots__ = ("index_name", "key_prefix", "algorithm", "dimension", "distance_metric", "m", "ef_construction", "ef_runtime", "model", "vector_type")
     INDEX_NAME_FIELD_NUMBER: _ClassVar[int]
     KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +235,7 @@ class IndexSettings(_message.Message):
     EF_CONSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     EF_RUNTIME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_TYPE_FIELD_NUMBER: _ClassVar[int]
     index_name: str
     key_prefix: str
     algorithm: Algorithm
@@ -235,7 +245,8 @@ class IndexSettings(_message.Message):
     ef_construction: int
     ef_runtime: int
     model: EmbeddingModel
-    def __init__(self, index_name: _Optional[str] = ..., key_prefix: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[str] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_runtime: _Optional[int] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+    vector_type: VectorType
+    def __init__(self, index_name: _Optional[str] = ..., key_prefix: _Optional[str] = ..., algorithm: _Optional[_Union[Algorithm, str]] = ..., dimension: _Optional[int] = ..., distance_metric: _Optional[str] = ..., m: _Optional[int] = ..., ef_construction: _Optional[int] = ..., ef_runtime: _Optional[int] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., vector_type: _Optional[_Union[VectorType, str]] = ...) -> None: ...
 
 class EmbeddingModel(_message.Message):
     __slots__ = ("model_id", "family", "dimension", "fingerprint")
