@@ -27,7 +27,7 @@ from search_service.items import (
 )
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
 from search_service.schema import IndexSchema, build_schema
-from search_service.scripts import REMOVE_SOURCES_LUA, UPSERT_LUA
+from search_service.scripts import CHECK_LUA, REMOVE_SOURCES_LUA, UPSERT_LUA
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class IndexBase:
         self._catalog_read_at = -math.inf
         self._hnsw = HnswParams(schema.vector.m, schema.vector.ef_construction, schema.vector.ef_runtime)
         self._upsert_script = client.register_script(UPSERT_LUA)
+        self._check_script = client.register_script(CHECK_LUA)
         self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
 
     @property

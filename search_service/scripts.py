@@ -79,13 +79,7 @@ if m_id ~= '' then
 end
 """
 
-# KEYS[1]: the catalog hash (see _MODEL_GUARD); KEYS[2..]: item keys. ARGV[12..]: for each item, its new
-# sources (joined), a count N, then N field/value pairs. Checks every key before writing any, so a batch is
-# written whole or not at all.
-UPSERT_LUA = (
-    _LUA_COMMON
-    + _MODEL_GUARD
-    + r"""
+_KEY_CHECK = r"""
 for k = 2, #KEYS do
   local key = KEYS[k]
   local kind = redis.call('TYPE', key)['ok']
@@ -93,6 +87,22 @@ for k = 2, #KEYS do
     return redis.error_reply('WRONGTYPE key ' .. key .. ' holds a ' .. kind .. ', not an item hash')
   end
 end
+"""
+
+# The guard and the key check of a whole batch, writing nothing (but a model recorded where none is): run
+# before the batch is written in chunks (UPSERT_LUA), so that a batch refused is refused before any write.
+# KEYS and ARGV[1..11] as UPSERT_LUA's.
+CHECK_LUA = _MODEL_GUARD + _KEY_CHECK + "return 0\n"
+
+# KEYS[1]: the catalog hash (see _MODEL_GUARD); KEYS[2..]: item keys. ARGV[12..]: for each item, its new
+# sources (joined), a count N, then N field/value pairs. Checks every key before writing any, so a chunk is
+# written whole or not at all. Each write indexes the item, HNSW insertion included, while every other client
+# waits: the service sends a batch in small chunks (index.UPSERT_CHUNK) so that searches run between them.
+UPSERT_LUA = (
+    _LUA_COMMON
+    + _MODEL_GUARD
+    + _KEY_CHECK
+    + r"""
 local created, pos = 0, 12
 for k = 2, #KEYS do
   local key = KEYS[k]

@@ -145,7 +145,10 @@ class SearchServicer:
     """
 
     def Upsert(self, request, context):
-        """Inserts or replaces items. A batch is written atomically: all of it or none of it.
+        """Inserts or replaces items. A batch is checked whole before any of it is written: one refused (a bad
+        item, another model, a key of another type) writes nothing. It is then written in small atomic chunks,
+        so that searches run between them: a call that fails midway (Redis lost) may have written part of it,
+        and sending it again is safe.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -378,6 +378,7 @@ def test_stats_and_list_collections(search_server_factory: SearchServerFactory) 
         m=16,
         ef_construction=200,
         ef_runtime=100,
+        vector_type=pb.VECTOR_TYPE_FLOAT32,
     )
 
 

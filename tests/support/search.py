@@ -49,7 +49,8 @@ def unique_index_name() -> str:
 
 def search_test_config(redis_url: str, index_name: str | None = None) -> SearchConfig:
     """A search server's settings for tests: loopback, a free port, an index of its own (unique unless named),
-    the tiny CLIP's dimension, quick health checks and no shutdown grace."""
+    the tiny CLIP's dimension, quick health checks and no shutdown grace. Vectors are stored FLOAT32, so that
+    round trips compare to the last bit; FLOAT16 has tests of its own (test_search_vector_types.py)."""
     name = index_name or unique_index_name()
     return SearchConfig(
         host="127.0.0.1",
@@ -58,6 +59,7 @@ def search_test_config(redis_url: str, index_name: str | None = None) -> SearchC
         index_name=name,
         key_prefix=f"{name}:item:",
         dimension=TEST_DIMENSION,
+        vector_type="float32",
         health_interval_seconds=0.1,
         grace_seconds=0.0,
     )
