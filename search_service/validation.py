@@ -113,15 +113,14 @@ def vector_bytes(
         raise InvalidArgument(f"{where}[{position}] is {array[position]}; every value must be finite")
     if not array.any():
         raise InvalidArgument(f"{where} is all zeros; a cosine index cannot compare it")
-    stored = array.astype(numpy_type, copy=False)
-    if numpy_type != "<f4":
-        scale = float(np.abs(array).max())
-        if scale > 60_000.0 or not stored.any():
-            # Cosine ignores length: a vector scaled into FLOAT16's range compares the same.
-            stored = (array / scale).astype(numpy_type)
-        if not stored.any():
-            raise InvalidArgument(f"{where} is too close to zero to store as FLOAT16")
-    return stored.tobytes()
+    if numpy_type == "<f4":
+        return array.astype("<f4", copy=False).tobytes()
+    # A vector whose values would overflow FLOAT16 (65504) or lose their precision below it (subnormals start
+    # at 6e-5) is scaled to a largest value of 1 first: cosine ignores length, so it compares the same.
+    largest = float(np.abs(array).max())
+    if not 1e-2 <= largest <= 6e4:
+        array = array / largest
+    return array.astype(numpy_type).tobytes()
 
 
 def shorten(value: str, limit: int = 80) -> str:

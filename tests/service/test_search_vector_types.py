@@ -1,0 +1,86 @@
+"""FLOAT16 vectors: new indexes store them, an existing FLOAT32 index keeps working, and a reindex converts it."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import redis
+
+from clipsearch.v1 import search_pb2 as pb
+from clipsearch.v1 import search_pb2_grpc
+from search_service.info import parse_info
+from search_service.redis_calls import execute
+from tests.support.search import SearchServerFactory, make_item, random_vectors
+
+MODEL = pb.EmbeddingModel(model_id="models/a", family="clip", dimension=32, fingerprint="sha256:aaaa")
+
+
+def vector_type_in_redis(url: str, index: str) -> str:
+    with redis.Redis.from_url(url, protocol=3) as client:
+        info = parse_info(execute(client, "FT.INFO", index))
+    return str(info["attributes"]["vector"]["data_type"])
+
+
+def test_a_new_index_stores_float16_and_answers_as_float32_did(search_server_factory: SearchServerFactory) -> None:
+    running = search_server_factory(vector_type="float16")
+    vectors = random_vectors(20, seed=3)
+    with grpc.insecure_channel(running.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        stub.Upsert(pb.UpsertRequest(items=[make_item(f"i{n}", v) for n, v in enumerate(vectors)], model=MODEL))
+        assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT16
+        assert vector_type_in_redis(running.config.redis_url or "", running.config.index_name) == "FLOAT16"
+        stored = stub.Get(pb.GetRequest(ids=["i4"], with_vectors=True)).items[0].vector
+        # Rounded to 11 significant bits: within a thousandth of each value.
+        assert np.allclose(stored, vectors[4], rtol=1e-3, atol=1e-4) and list(stored) != list(vectors[4])
+        hit = stub.Query(pb.QueryRequest(vector=vectors[7], k=1)).matches[0]
+        assert hit.item.id == "i7" and hit.score == pytest.approx(1.0, abs=1e-3)
+        # Values past FLOAT16's range (65504) or below its smallest are scaled, not turned into infinities or
+        # zeros: cosine ignores length.
+        huge = (np.asarray(vectors[9]) * 1e6).tolist()
+        tiny = [1e-30 * (n % 3 + 1) for n in range(32)]
+        stub.Upsert(pb.UpsertRequest(items=[make_item("huge", huge), make_item("tiny", tiny)]))
+        for wanted, vector in (("huge", huge), ("tiny", tiny)):
+            hits = stub.Query(pb.QueryRequest(vector=vector, k=2)).matches
+            assert wanted in {h.item.id for h in hits} and hits[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_an_existing_float32_index_keeps_working_and_a_reindex_converts_it(
+    search_server_factory: SearchServerFactory,
+) -> None:
+    old = search_server_factory(vector_type="float32")
+    vectors = random_vectors(12, seed=8)
+    with grpc.insecure_channel(old.address) as channel:
+        search_pb2_grpc.SearchStub(channel).Upsert(
+            pb.UpsertRequest(items=[make_item(f"i{n}", v) for n, v in enumerate(vectors[:10])], model=MODEL)
+        )
+    # The same index served by a service configured for FLOAT16: used as it is, read and written as FLOAT32.
+    new = search_server_factory(vector_type="float16", index_name=old.config.index_name)
+    url = new.config.redis_url or ""
+    with grpc.insecure_channel(new.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT32
+        stub.Upsert(pb.UpsertRequest(items=[make_item("i10", vectors[10])], model=MODEL))
+        got = stub.Get(pb.GetRequest(ids=["i3", "i10"], with_vectors=True)).items
+        assert [list(i.vector) for i in got] == [pytest.approx(vectors[3], abs=0), pytest.approx(vectors[10], abs=0)]
+        assert stub.Query(pb.QueryRequest(vector=vectors[10], k=1)).matches[0].item.id == "i10"
+
+        # A reindex (as `clipsearch reindex` runs it, here with the same model) builds a FLOAT16 generation.
+        status = stub.BeginReindex(pb.BeginReindexRequest(model=MODEL))
+        assert vector_type_in_redis(url, status.staging_index) == "FLOAT16"
+        live = stub.List(pb.ListRequest(page_size=100, with_vectors=True)).items
+        stub.Upsert(pb.UpsertRequest(items=list(live), model=MODEL, staging=True))
+        # Until the switch, the live index answers in FLOAT32.
+        assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT32
+        finished = stub.FinishReindex(pb.FinishReindexRequest(model=MODEL))
+        assert finished.items == 11
+        assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT16
+        hit = stub.Query(pb.QueryRequest(vector=vectors[5], k=1)).matches[0]
+        assert hit.item.id == "i5" and hit.score == pytest.approx(1.0, abs=1e-3)
+        stored = stub.Get(pb.GetRequest(ids=["i5"], with_vectors=True)).items[0].vector
+        assert np.allclose(stored, vectors[5], rtol=1e-3, atol=1e-4)
+    # The service configured for FLOAT32 follows the switch: it reads the new generation as FLOAT16.
+    with grpc.insecure_channel(old.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        assert stub.Query(pb.QueryRequest(vector=vectors[2], k=1)).matches[0].item.id == "i2"
+        assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT16
