@@ -43,7 +43,7 @@ GOAL_MOMENTS_P50 = 1.5  # moments p50 over plain p50
 GOAL_MOMENTS_P99 = 2.0
 GOAL_INGEST_P99 = 2.0  # plain p99 while ingesting over idle p99
 BATCH = 1000
-EF_SWEEP = (100, 200, 400, 800)
+EF_SWEEP = (100, 200, 400, 800, 1600)
 BLOB_FRAMES = 100_000
 # Memory a frame costs, with margins: Redis (about 3.3-4 kB stored FLOAT16, more while HNSW grows), this
 # process's copy of the vectors for exact search (1 kB) and the query processes.

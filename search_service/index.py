@@ -321,7 +321,7 @@ class SearchIndex(IndexBase):
         params |= {"K": str(offset + k), "BLOB": blob}
         knn = f"KNN $K @{S.F_VECTOR} $BLOB"
         if self.schema.vector.algorithm == "hnsw":
-            params["EF"] = str(max(ef_runtime or self._hnsw.ef_runtime, offset + k))
+            params["EF"] = str(max(ef_runtime or self.default_ef, offset + k))
             knn += " EF_RUNTIME $EF"
         query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
         fields = [*fields, DISTANCE] if DISTANCE not in fields else fields
