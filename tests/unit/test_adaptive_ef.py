@@ -8,7 +8,7 @@ from search_service.resolve import EF_CAP, adaptive_ef
 def test_a_small_index_uses_the_configured_breadth() -> None:
     assert adaptive_ef(0, 100) == 100
     assert adaptive_ef(30_000, 100) == 219
-    assert adaptive_ef(10_000, 100) == 100
+    assert adaptive_ef(6_250, 100) == 100
 
 
 def test_a_large_index_searches_wider_up_to_the_cap_and_a_wider_setting_wins() -> None:
