@@ -56,6 +56,12 @@ from search_service.validation import (
 
 log = logging.getLogger(__name__)
 
+
+def _quoted(text: bytes) -> bytes:
+    """A string literal of a RediSearch expression."""
+    return b"'" + text.replace(b"\\", b"\\\\").replace(b"'", b"\\'") + b"'"
+
+
 _SCAN_BATCH = 1000  # keys per round when deleting by collection or source
 # Items written per Lua script. A script holds every other Redis client while it runs, and each item's HNSW
 # insertion takes about 0.1-0.5 ms at a million items: a batch of 1,000 in one script held searches for
@@ -373,14 +379,17 @@ class SearchIndex(IndexBase):
             )
         check_page_token(page_token)
         query, params = filter_query(filter or Filter()).build()
-        args: list[str | bytes] = ["FT.AGGREGATE", self.schema.name, query]
+        prefix = self.schema.prefix.encode()
+        args: list[str | bytes] = ["FT.AGGREGATE", self.schema.name, query, "LOAD", "1", "@__key"]
         if page_token:
-            # Only hex digits are spliced into the expression (checked above).
-            args += ["FILTER", f"@{S.F_ID} > '{page_token}'"]
+            # Keys sort as ids do (one prefix); the last key is spliced in quoted, its quote and backslashes
+            # escaped (FILTER takes no parameters).
+            after = _quoted(prefix + bytes.fromhex(page_token))
+            args += ["FILTER", b"@__key > " + after]
         args += [
             "SORTBY",
             "2",
-            f"@{S.F_ID}",
+            "@__key",
             "ASC",
             "MAX",
             str(page_size + 1),
@@ -397,15 +406,16 @@ class SearchIndex(IndexBase):
         with self.redis_errors():
             reply = execute(self._client, *args)
             self._raise_on_timeout(reply)
-            hex_ids = [
-                r[b"extra_attributes"][S.F_ID.encode()].decode()
+            keys = [
+                key
                 for r in reply[b"results"]
-                if S.F_ID.encode() in r.get(b"extra_attributes", {})
+                if (key := r.get(b"extra_attributes", {}).get(b"__key")) is not None and key.startswith(prefix)
             ]
-            page_ids = hex_ids[:page_size]
-            found = self._fetch([self.schema.prefix.encode() + bytes.fromhex(h) for h in page_ids], with_vectors)
+            page_keys = keys[:page_size]
+            found = self._fetch(page_keys, with_vectors)
             total = int(self._search(query, params, "LIMIT", "0", "0")[b"total_results"])
-        next_token = page_ids[-1] if len(hex_ids) > page_size else ""
+        page_ids = [key[len(prefix) :].hex() for key in page_keys]
+        next_token = page_ids[-1] if len(keys) > page_size else ""
         return Page(items=[item for item in found if item is not None], next_page_token=next_token, total=total)
 
     def list_collections(self) -> builtins.list[tuple[str, int]]:
@@ -498,7 +508,8 @@ class SearchIndex(IndexBase):
             log.warning("RediSearch: %s", warning)
 
     def _fetch(self, keys: Sequence[bytes], with_vectors: bool) -> builtins.list[Item | None]:
-        fields = [S.F_ID, *ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
+        # media_type is written with every item: a key without it is absent (or not an item).
+        fields = [S.F_MEDIA_TYPE, *ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, fields)

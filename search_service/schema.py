@@ -20,7 +20,9 @@ VECTOR_TYPES: tuple[VectorType, ...] = ("float32", "float16")
 NUMPY_TYPES: dict[VectorType, str] = {"float32": "<f4", "float16": "<f2"}
 
 # Hash field names. Every item is one HASH key: <key_prefix><id>.
-F_ID = "id_hex"  # the id, hex-encoded: sorts in id order and is safe to compare in FILTER expressions
+# The id, hex-encoded, SORTABLE: written by earlier versions for List's paging, which now sorts by the key
+# itself. Indexes created before keep the field; new ones and new items go without (about 300 B an item).
+F_ID = "id_hex"
 F_VECTOR = "vector"  # FLOAT32 or FLOAT16 little-endian bytes, as the index's vector type
 F_COLLECTION = "collection"  # percent-encoded (see storage.encode_tag)
 F_SOURCES = "sources"  # TAG_SEPARATOR-joined source URIs
@@ -169,7 +171,6 @@ def build_schema(
         name=name,
         prefix=prefix,
         fields=(
-            TagField(F_ID, sortable=True, indexed=False),
             TagField(F_COLLECTION),
             TagField(F_SOURCES),
             TagField(F_SOURCE_DIRS),

@@ -76,8 +76,6 @@ def item_fields(item: Item, dimension: int, where: str, numpy_type: str = "<f4")
     check_timestamp(meta.frame_interval_seconds, f"{where}.metadata.frame_interval_seconds")
     check_timestamp(meta.span_end_seconds, f"{where}.metadata.span_end_seconds")
     fields: list[str | bytes] = [
-        S.F_ID,
-        item.id.encode("ascii").hex(),
         S.F_VECTOR,
         blob,
         S.F_COLLECTION,
