@@ -37,9 +37,10 @@ CATALOG_MAX_AGE_SECONDS = 1.0
 
 # The EF_RUNTIME a query uses when it names none, at least: HNSW on film frames (shots of near-identical
 # frames) needs a breadth that grows with the index. Measured with bench.scale on film-like vectors, the first
-# result's film agreed with exact search 0.99 of the time or more at EF 200 for 30k frames and EF 400 for
-# 100k (0.895 at EF 100); this follows 100 * sqrt(items / 6,250): 400 at 100k, 1,265 at 1M.
-EF_ITEMS_PER_UNIT = 6_250
+# result's film agreed with exact search 0.99 of the time or more from EF 200 at 30k frames, EF 400 at 100k
+# and EF 800 at 300k (0.83 at EF 100); this follows 100 * sqrt(items / 3,125): 566 at 100k, 980 at 300k,
+# 1,789 at 1M.
+EF_ITEMS_PER_UNIT = 3_125
 EF_CAP = 4_000
 
 

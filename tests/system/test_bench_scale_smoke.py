@@ -50,7 +50,7 @@ def test_a_tiny_run_prints_every_figure_beside_its_goal(tmp_path: Path) -> None:
     for name in FIGURES:
         assert isinstance(results[name], (int, float)) and results[name] >= 0, name
     assert results["ingest"]["upserts_per_s"] > 0
-    for ef in ("default", "100", "200", "400", "800", "1600"):
+    for ef in ("default", "100", "200", "400", "800", "1600", "3200"):
         for name in QUERY_FIGURES:
             assert results["film"][ef][name] > 0, (ef, name)
     # On 2,000 frames exact search and HNSW agree: a broken comparison would not reach this.
