@@ -19,6 +19,7 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 from . import ids as idmod
 from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
+from .ingest.convert import copy_reindex
 from .ingest.engine import ImageBytes, Ingest, IngestOptions
 from .ingest.media import ImageLimits, MediaError, prepare_image, read_file
 from .ingest.prune import list_all
@@ -446,6 +447,11 @@ class Client:
         """Embeds every stored item again with the embedder's model into a new index, then switches to it
         (resuming a reindex for the same model that was interrupted); see client/reindex.py."""
         return Reindex(self._transport, self.model_info(), on_event).run()
+
+    def copy_reindex(self, *, on_event: ProgressCallback | None = None) -> ReindexReport:
+        """Rebuilds the index from its stored vectors (no embedder, no files) in the vector type the search
+        service is configured for, then switches to it; see client/ingest/convert.py."""
+        return copy_reindex(self._transport, on_event)
 
     def abort_reindex(self) -> tuple[bool, int]:
         """Discards a reindex in progress: (whether there was one, staged items discarded)."""

@@ -13,7 +13,9 @@ from .options import EXIT_PARTIAL, add_service_options, with_client
 DESCRIPTION = (
     "Embed every stored item again, from its files, with the embedder now running (after changing the model), "
     "into a new index that replaces the current one when done. Searches keep using the current index until then. "
-    "An interrupted reindex resumes where it stopped; --abort discards it."
+    "An interrupted reindex resumes where it stopped; --abort discards it. With --copy, the stored vectors are "
+    "copied instead (no embedder, no files): this converts the index to the vector type the search service is "
+    "configured for (SEARCH_VECTOR_TYPE, float16 by default: half the memory)."
 )
 
 
@@ -26,6 +28,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abort", action="store_true", help="discard a reindex in progress instead")
+    parser.add_argument(
+        "--copy",
+        action="store_true",
+        help="copy the stored vectors instead of embedding again: converts the index to the service's vector type",
+    )
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
@@ -38,7 +45,7 @@ def run(args: argparse.Namespace, client: Client) -> int:
         return 0
     live = sys.stderr.isatty() and not args.json
     with output.IndexProgress(sys.stderr, live) as progress:
-        report = client.reindex(on_event=progress)
+        report = client.copy_reindex(on_event=progress) if args.copy else client.reindex(on_event=progress)
     if args.json:
         output.print_json(report.to_json())
     else:

@@ -38,10 +38,12 @@ class ReindexReport:
     finished: bool = False
     items: int = 0
     seconds: float = 0.0
+    copied: bool = False  # the stored vectors copied (--copy), not embedded again
 
     def to_json(self) -> dict[str, object]:
         return {
             "model": self.model,
+            "copied": self.copied,
             "resumed": self.resumed,
             "live_items": self.live_items,
             "embedded": self.progress.indexed,
@@ -56,7 +58,8 @@ class ReindexReport:
 
     def summary(self) -> str:
         lines = [
-            f"reindexed with {self.model}: {self.progress.indexed} items embedded again"
+            f"reindexed with {self.model}: {self.progress.indexed} items "
+            + ("copied with their stored vectors" if self.copied else "embedded again")
             + (f", {self.progress.known} already staged" if self.progress.known else "")
             + f", {self.items} items in the index now ({self.seconds:.1f} s)"
         ]

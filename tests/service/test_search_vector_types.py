@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import redis
 
+from client.cli import main
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.info import parse_info
@@ -84,3 +85,41 @@ def test_an_existing_float32_index_keeps_working_and_a_reindex_converts_it(
         stub = search_pb2_grpc.SearchStub(channel)
         assert stub.Query(pb.QueryRequest(vector=vectors[2], k=1)).matches[0].item.id == "i2"
         assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT16
+
+
+def test_reindex_copy_converts_a_float32_index_without_embedder_or_files(
+    search_server_factory: SearchServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = search_server_factory(vector_type="float32")
+    vectors = random_vectors(30, seed=12)
+    with grpc.insecure_channel(old.address) as channel:
+        search_pb2_grpc.SearchStub(channel).Upsert(
+            pb.UpsertRequest(
+                items=[make_item(f"i{n}", v, sources=[f"file:///gone/{n}.jpg"]) for n, v in enumerate(vectors)],
+                model=MODEL,
+            )
+        )
+    new = search_server_factory(vector_type="float16", index_name=old.config.index_name)
+    # No embedder listens at that address, and the files are gone: neither is needed.
+    code = main(["reindex", "--copy", "--search", new.address, "--embedder", "127.0.0.1:9"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "30 items copied with their stored vectors" in out and "30 items in the index now" in out
+    assert vector_type_in_redis(new.config.redis_url or "", f"{new.config.index_name}:g1") == "FLOAT16"
+    with grpc.insecure_channel(new.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        assert stub.Stats(pb.StatsRequest()).settings.vector_type == pb.VECTOR_TYPE_FLOAT16
+        assert stub.Stats(pb.StatsRequest()).settings.model == MODEL
+        hit = stub.Query(pb.QueryRequest(vector=vectors[17], k=1)).matches[0]
+        assert hit.item.id == "i17" and list(hit.item.metadata.sources) == ["file:///gone/17.jpg"]
+
+
+def test_reindex_copy_refuses_an_index_that_records_no_model(
+    search_server_factory: SearchServerFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running = search_server_factory()
+    with grpc.insecure_channel(running.address) as channel:
+        search_pb2_grpc.SearchStub(channel).Upsert(pb.UpsertRequest(items=[make_item("a", random_vectors(1)[0])]))
+    code = main(["reindex", "--copy", "--search", running.address, "--embedder", "127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert code != 0 and "records no model" in err and "without --copy" in err and "Traceback" not in err
