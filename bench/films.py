@@ -92,3 +92,24 @@ def exact_top(queries: np.ndarray, stored: np.ndarray, k: int, chunk: int = 100_
         best_scores = np.take_along_axis(best_scores, keep, axis=1)
         best_rows = np.take_along_axis(best_rows, keep, axis=1)
     return best_rows
+
+
+def float16_effect(films: int, queries_count: int = 300, seed: int = 9) -> dict[str, float]:
+    """How rounding to FLOAT16 changes exact search over `films` film-like films and as many blob batches:
+    the share of each query's exact top 10 (over FLOAT32) that exact search over FLOAT16 also returns, how
+    often the first result stays, and the largest change of a top-10 cosine."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, float] = {}
+    for kind in ("film", "blob"):
+        vectors = np.concatenate([film(n).vectors if kind == "film" else blobs(n) for n in range(films)])
+        picked = vectors[rng.integers(0, len(vectors), queries_count)]
+        q = queries(rng, picked, noise=QUERY_NOISE if kind == "film" else 0.3)
+        want, got = exact_top(q, vectors, 10), exact_top(q, vectors.astype(np.float16), 10)
+        rounded = vectors.astype(np.float16).astype(np.float32)
+        change = np.abs((q[:, None, :] * vectors[want]).sum(-1) - (q[:, None, :] * rounded[want]).sum(-1)).max()
+        out[f"{kind}_top10_kept"] = round(
+            float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(want, got, strict=True)])), 4
+        )
+        out[f"{kind}_first_kept"] = round(float(np.mean(want[:, 0] == got[:, 0])), 4)
+        out[f"{kind}_max_cosine_change"] = float(f"{change:.2g}")
+    return out

@@ -316,6 +316,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             service.stop()
         client.close()
         redis_server.stop()
+    results["float16_effect"] = F.float16_effect(min(films, 100))
     results["restart"] = restart_figures(frames, workdir / "restart")
     results["load_after"] = load_average()
     return results
@@ -409,6 +410,17 @@ def table(r: dict[str, Any]) -> str:
         lines.append(_row("after a restart: searches answered again", restart["note"], "<= 30 s", None))
     else:
         lines += [_row(f"restart: {key}", value, "-", None) for key, value in restart.items()]
+    effect = r["float16_effect"]
+    lines.append(
+        _row(
+            f"FLOAT16's effect: exact top 10 kept over FLOAT32, film-like / blobs ({min(r['frames'], 100_000):,})",
+            f"{effect['film_top10_kept']} / {effect['blob_top10_kept']} (first result kept "
+            f"{effect['film_first_kept']} / {effect['blob_first_kept']}; cosines moved <= "
+            f"{max(effect['film_max_cosine_change'], effect['blob_max_cosine_change'])})",
+            "-",
+            None,
+        )
+    )
     lines += ["", "EF_RUNTIME per query (film-like): recall@10, first film, plain p50/p99 ms"]
     lines += [
         f"  {ef}: {f['recall_at_10']}, {f['first_film_agrees']}, {f['plain_p50_ms']}/{f['plain_p99_ms']}"

@@ -56,6 +56,7 @@ def test_a_tiny_run_prints_every_figure_beside_its_goal(tmp_path: Path) -> None:
     # On 2,000 frames exact search and HNSW agree: a broken comparison would not reach this.
     assert results["film_default"]["recall_at_10"] >= 0.9 and results["blob"]["recall_at_10"] >= 0.9
     assert results["blob"]["frames"] == 1000
+    assert 0.9 <= results["float16_effect"]["film_top10_kept"] <= 1.0
     assert "note" in results["restart"] or results["restart"]
     table = done.stdout
     for row in (
@@ -66,6 +67,7 @@ def test_a_tiny_run_prints_every_figure_beside_its_goal(tmp_path: Path) -> None:
         "blobs (1,000)",
         "during full-speed ingest",
         "longest Lua script",
+        "FLOAT16's effect",
         "after a restart" if "note" in results["restart"] else "restart:",
     ):
         line = next((ln for ln in table.splitlines() if row in ln), None)
