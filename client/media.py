@@ -17,10 +17,13 @@ import av
 import numpy as np
 from PIL import Image
 
+from clipsearch import imageformats
 from clipsearch.orientation import UPRIGHT
 from clipsearch.v1 import embedder_pb2
 
 from .uris import PathLike
+
+imageformats.register()  # HEIC/HEIF photos open like any other
 
 IMAGE_EXTENSIONS = frozenset(
     {

@@ -46,7 +46,7 @@ class Page:
 
     top: int
     offset: int
-    min_score: float
+    min_score: float | None
     filter: SearchFilter
     moments: bool = True
     collapse_duplicates: bool = False
@@ -55,7 +55,9 @@ class Page:
 def page_params(
     top: Annotated[int, Query(ge=1, le=MAX_TOP, description="results per page")] = 24,
     offset: Annotated[int, Query(ge=0, lt=MAX_DEPTH, description="results to skip")] = 0,
-    min_score: Annotated[float, Query(ge=-1.0, le=1.0, description="no result scores below this cosine")] = 0.0,
+    min_score: Annotated[
+        float | None, Query(ge=-1.0, le=1.0, description="no result scores below this cosine; default: no cut")
+    ] = None,
     collection: Annotated[str | None, Query(max_length=128, description="only this collection")] = None,
     media: Annotated[Literal["image", "video"] | None, Query(description="only photos or only video frames")] = None,
     frames: Annotated[

@@ -14,6 +14,9 @@ import av
 from PIL import Image, ImageOps
 
 from client.media import REDUCING_GAP, MediaError
+from clipsearch import imageformats
+
+imageformats.register()  # HEIC/HEIF photos open like any other
 
 THUMB_QUALITY = 82
 # The largest image decoded for a thumbnail, as the embedder's default limit: larger ones were refused at indexing.

@@ -54,10 +54,18 @@ const viewer = createViewer({ onLike: moreLike });
 const services = createServices({ onStats });
 
 function emptyState() {
-  return { q: "", like: "", image: "", min: 0, collection: "", media: "", frames: false, dups: false };
+  return { q: "", like: "", image: "", min: null, collection: "", media: "", frames: false, dups: false };
 }
 
 const active = (s) => Boolean(s.q || s.like || s.image);
+
+// The slider spans the model's cosine range; its left end means no minimum (null), so nothing is cut.
+const SCORE_FLOOR = -1;
+const minimumOf = (value) => {
+  const min = Math.round(Number(value) * 100) / 100;
+  return Number.isFinite(min) && min > SCORE_FLOOR ? Math.min(1, min) : null;
+};
+const hasMin = (s) => s.min !== null;
 
 // ---- URL state ---------------------------------------------------------------------------------------
 
@@ -68,8 +76,7 @@ function stateFromLocation() {
   s.like = s.q ? "" : (params.get("like") || "").trim();
   const image = history.state?.image;
   if (!s.q && !s.like && image && images.has(image)) s.image = image;
-  const min = Number.parseFloat(params.get("min") || "0");
-  s.min = Number.isFinite(min) ? Math.min(1, Math.max(0, Math.round(min * 100) / 100)) : 0;
+  s.min = params.has("min") ? minimumOf(params.get("min")) : null;
   s.collection = params.get("collection") || "";
   const media = params.get("media") || "";
   s.media = media === "image" || media === "video" ? media : "";
@@ -84,7 +91,7 @@ function urlFor(s) {
   const params = new URLSearchParams();
   if (s.q) params.set("q", s.q);
   else if (s.like) params.set("like", s.like);
-  if (s.min > 0) params.set("min", s.min.toFixed(2));
+  if (hasMin(s)) params.set("min", s.min.toFixed(2));
   if (s.collection) params.set("collection", s.collection);
   if (s.media) params.set("media", s.media);
   if (s.frames) params.set("frames", "1");
@@ -112,7 +119,7 @@ function searchParams(offset, { min = state.min, top = PAGE } = {}) {
   else if (state.like) params.set("like", state.like);
   params.set("top", String(top));
   params.set("offset", String(offset));
-  if (min > 0) params.set("min_score", min.toFixed(2));
+  if (min !== null) params.set("min_score", min.toFixed(2));
   if (state.collection) params.set("collection", state.collection);
   if (state.media) params.set("media", state.media);
   if (state.frames) params.set("frames", "1");
@@ -255,7 +262,7 @@ function setStatus(text) {
 
 function renderStatus(ms) {
   let text = plural(hits.length, "result");
-  if (state.min > 0) text += ` scoring ${state.min.toFixed(2)} or more`;
+  if (hasMin(state)) text += ` scoring ${state.min.toFixed(2)} or more`;
   if (hasMore) text += " · more below";
   if (ms !== undefined) text += ` · ${ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`}`;
   setStatus(text);
@@ -293,7 +300,7 @@ function card(hit) {
   const score = node.querySelector(".card-score");
   score.replaceChildren(el("span", { class: "visually-hidden", text: "score " }), formatScore(hit.score));
   score.title = "Similarity score";
-  node.hidden = hit.score < state.min;
+  node.hidden = hasMin(state) && hit.score < state.min;
   open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
   node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
   node.querySelector(".card-what").addEventListener("click", () =>
@@ -342,22 +349,25 @@ function showError(error) {
 
 async function renderEmpty(mine) {
   ui.results.replaceChildren();
-  if (state.min > 0) {
+  if (hasMin(state)) {
     setStatus(`No results scoring ${state.min.toFixed(2)} or more`);
     let best = null;
     try {
-      best = (await request(0, controller.signal, { min: 0, top: 1 })).hits[0]?.score ?? null;
+      best = (await request(0, controller.signal, { min: null, top: 1 })).hits[0]?.score ?? null;
     } catch {
       best = null;
     }
     if (mine !== seq) return;
-    const floor = best === null ? 0 : Math.max(0, Math.floor(best * 100) / 100);
+    const floor = best === null ? null : minimumOf(Math.floor(best * 100) / 100);
     const text =
       best === null
         ? `No picture matches this search with a score of ${state.min.toFixed(2)} or more.`
         : `The best match scores ${formatScore(best)}, below the minimum of ${state.min.toFixed(2)}.`;
     showMessage("Nothing above this score", text, {
-      action: { label: `Lower the minimum to ${floor.toFixed(2)}`, run: () => commit({ ...state, min: floor }) },
+      action: {
+        label: floor === null ? "Show every result" : `Lower the minimum to ${floor.toFixed(2)}`,
+        run: () => commit({ ...state, min: floor }),
+      },
     });
     return;
   }
@@ -411,14 +421,20 @@ function updateMore() {
 }
 
 function syncControls() {
-  ui.min.value = String(state.min);
-  ui.minValue.textContent = state.min.toFixed(2);
+  showMinimum(state.min);
   if (state.collection && ![...ui.collection.options].some((o) => o.value === state.collection)) {
     ui.collection.append(el("option", { value: state.collection, text: state.collection }));
   }
   ui.collection.value = state.collection;
   for (const radio of ui.media) radio.checked = radio.value === state.media;
   ui.dups.checked = state.dups;
+}
+
+function showMinimum(min) {
+  ui.min.value = String(min ?? SCORE_FLOOR);
+  const text = min === null ? "None" : min.toFixed(2);
+  ui.minValue.textContent = text;
+  ui.min.setAttribute("aria-valuetext", min === null ? "No minimum" : text);
 }
 
 function onStats(stats) {
@@ -478,10 +494,10 @@ ui.imageInput.addEventListener("change", () => {
 });
 
 ui.min.addEventListener("input", () => {
-  const min = Math.round(Number(ui.min.value) * 100) / 100;
-  ui.minValue.textContent = min.toFixed(2);
+  const min = minimumOf(ui.min.value);
+  showMinimum(min);
   // Hide weaker matches at once; the search below brings in what the server finds above the new cut-off.
-  for (const node of ui.results.children) node.hidden = Number(node.dataset.score) < min;
+  for (const node of ui.results.children) node.hidden = min !== null && Number(node.dataset.score) < min;
   clearTimeout(sliderTimer);
   sliderTimer = setTimeout(() => commit({ ...state, min }, { replace: true }), SLIDER_DELAY_MS);
 });

@@ -36,8 +36,8 @@ def query_of(url: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(url).query)
 
 
-# The tiny random-weight model scores some items below 0, the default cut-off, so how many results a query
-# has depends on the query; tests compare the page with the API and pick queries with enough results.
+# The tiny random-weight model scores some items below 0; with no cut-off by default every query finds the
+# whole library, and tests that need a cut-off compare the page with the API.
 QUERIES = ("a red square", "a photo", "squares", "colours", "a video frame", "海滩", "blue sky")
 
 
@@ -216,6 +216,22 @@ def test_minimum_score_hides_weaker_matches_and_says_when_nothing_is_left(page: 
     page.get_by_role("button", name=f"Lower the minimum to {best:.2f}").click()
     wait_for_results(page)
     assert alts(page)
+
+
+def test_default_slider_shows_results_that_all_score_below_zero(page: Page, web_stack: WebStack) -> None:
+    # A query the model scores below 0 against every item (cosines of the random-weight model spread both ways).
+    candidates = [f"query {n}" for n in range(300)]
+    query = next((q for q in candidates if max(h["score"] for h in api_hits(web_stack, q=q)) < 0), None)
+    assert query is not None, "no query scores every item below 0"
+    expected = [alt_of(hit) for hit in api_hits(web_stack, q=query, top="24")]
+    assert expected
+    page.goto(web_stack.base_url + "/")
+    slider = page.get_by_role("slider", name="Minimum score")
+    expect(slider).to_have_attribute("aria-valuetext", "No minimum")
+    search(page, query)
+    wait_for_results(page, len(expected))
+    assert alts(page) == expected
+    assert "min=" not in page.url
 
 
 def api_image_alts(stack: WebStack, photo: str, **params: str) -> list[str]:
