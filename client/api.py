@@ -93,6 +93,7 @@ class Client:
                 timeout=timeout if timeout is not None else config.timeout,
                 connect_timeout=connect_timeout if connect_timeout is not None else config.connect_timeout,
                 security=config.security,
+                refused_wait=config.refused_wait,
             )
         except ConfigError:
             raise  # a TLS or token setting: its message names the setting

@@ -53,15 +53,19 @@ class RetryPolicy:
             ("grpc.max_reconnect_backoff_ms", int(self.max_delay * 1000)),
         ]
 
-    def run(self, attempt: Callable[[float], Result], deadline: float) -> Result:
-        """attempt(seconds left) until it returns, or raises other than UNAVAILABLE, or the deadline nears."""
+    def run(
+        self, attempt: Callable[[float], Result], deadline: float, *, unavailable_until: float | None = None
+    ) -> Result:
+        """attempt(seconds left) until it returns, or raises other than UNAVAILABLE, or the deadline (or
+        `unavailable_until`, for UNAVAILABLE) nears."""
         delay = self.first_delay
+        give_up = deadline if unavailable_until is None else min(deadline, unavailable_until)
         while True:
             remaining = deadline - time.monotonic()
             try:
                 return attempt(max(remaining, 0.001))
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay >= deadline:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay >= give_up:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -77,7 +78,7 @@ def _channel_options(service: str) -> list[tuple[str, Any]]:
 _FAIL_FAST_SECONDS = 2.0
 
 
-def _wait_until_ready(channel: grpc.Channel, timeout: float) -> str:
+def _wait_until_ready(channel: grpc.Channel, timeout: float, fail_fast: float | None = None) -> str:
     """Waits for the channel to connect; returns "" when ready, else why not."""
     states: list[grpc.ChannelConnectivity] = []
     changed = threading.Condition()
@@ -99,7 +100,7 @@ def _wait_until_ready(channel: grpc.Channel, timeout: float) -> str:
                     return ""
                 if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
                     failing_since = failing_since if failing_since is not None else now
-                    if now - failing_since >= min(_FAIL_FAST_SECONDS, timeout):
+                    if now - failing_since >= min(fail_fast or _FAIL_FAST_SECONDS, timeout):
                         return "connection failed"
                 if state == grpc.ChannelConnectivity.SHUTDOWN:
                     return "channel closed"
@@ -126,11 +127,16 @@ class Transport:
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         security: ChannelSecurity | None = None,
+        refused_wait: float | None = None,
     ) -> None:
         self.embedder_addresses = tuple(a.strip() for a in embedder_addresses if a.strip())
         self.search_address = search_address.strip()
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        # How long a call waits for a service that is not connected (refused, unreachable) before it is
+        # reported as down; None: the call's whole deadline, riding over a restart.
+        self.refused_wait = refused_wait
+        self._states: dict[str, grpc.ChannelConnectivity] = {}
         if not self.embedder_addresses:
             raise ValueError("no embedder address given")
         # A malformed address is reported before anything connects.
@@ -161,6 +167,8 @@ class Transport:
                     server_name=self._embedder_server_name if service == EMBEDDER else None,
                 )
                 self._channels[service] = channel
+                if self.refused_wait is not None:
+                    channel.subscribe(functools.partial(self._states.__setitem__, service), try_to_connect=False)
             return channel
 
     def _replicas_server_name(self) -> str | None:
@@ -184,7 +192,7 @@ class Transport:
         channel = self._channel(service)
         if service in self._ready:
             return channel
-        failure = _wait_until_ready(channel, self.connect_timeout)
+        failure = _wait_until_ready(channel, self.connect_timeout, self.refused_wait)
         if failure:
             raise ServiceUnavailable(service, self.address(service), failure, hint=self._diagnose(service))
         self._ready.add(service)
@@ -201,10 +209,33 @@ class Transport:
             request_serializer=method.request.SerializeToString,
             response_deserializer=method.response.FromString,
         )
-        deadline = time.monotonic() + (timeout or self.timeout)
+        start = time.monotonic()
+        deadline = start + (timeout or self.timeout)
+        refused_wait = self.refused_wait
+        if refused_wait is None:
+            try:
+                return RETRY.run(lambda seconds: rpc(request, timeout=seconds, wait_for_ready=True), deadline)
+            except grpc.RpcError as exc:
+                raise self.translate(method.service, exc) from None
+
+        def attempt(seconds: float) -> Response:
+            # Not connected now: fail at once (no wait_for_ready) and retry only within refused_wait.
+            if self._states.get(method.service) == grpc.ChannelConnectivity.READY:
+                return rpc(request, timeout=seconds, wait_for_ready=False)
+            left = start + refused_wait - time.monotonic()
+            return rpc(request, timeout=max(0.05, min(seconds, left)), wait_for_ready=False)
+
         try:
-            return RETRY.run(lambda seconds: rpc(request, timeout=seconds, wait_for_ready=True), deadline)
+            return RETRY.run(attempt, deadline, unavailable_until=start + refused_wait)
         except grpc.RpcError as exc:
+            state = self._states.get(method.service)
+            lost = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if lost and state != grpc.ChannelConnectivity.READY:
+                refused = state == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+                why = "connection refused or failed" if refused else "not connected"
+                raise ServiceUnavailable(
+                    method.service, self.address(method.service), f"{why} ({exc.code().name})"
+                ) from None
             raise self.translate(method.service, exc) from None
 
     def _diagnose(self, service: str) -> str | None:

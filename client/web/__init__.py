@@ -31,7 +31,8 @@ STATIC_DIR = PACKAGE_DIR / "static"
 
 def _clients(settings: WebSettings, client: Client | None) -> tuple[Client, Client]:
     """The client for requests and a second one with short deadlines for /api/stats' checks."""
-    config = settings.services
+    # A service that refuses connections is reported to the page at once rather than after the deadline.
+    config = dataclasses.replace(settings.services, refused_wait=settings.refused_wait)
     if client is None:
         client = Client(config=dataclasses.replace(config, timeout=settings.call_timeout))
     probe = Client(

@@ -47,7 +47,9 @@ class HitDoc(BaseModel):
     frames: int = Field(default=1, description="how many indexed frames the hit groups")
     thumbnail_url: str
     media_url: str
-    playable: bool = Field(description="whether browsers play the file (always true for images)")
+    playable: bool = Field(
+        description="whether browsers play (a video) or show (a photo: not HEIC or TIFF, for instance) the file"
+    )
     mime: str
     duplicates: list[DuplicateDoc] = Field(
         default_factory=list, description="with collapse_duplicates: the photo's other copies, best first"

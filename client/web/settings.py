@@ -17,6 +17,8 @@ DEFAULT_THUMB_SIZE = 320
 DEFAULT_CALL_TIMEOUT = 10.0
 # How long /api/stats waits for each service before it reports that one as down.
 DEFAULT_PROBE_TIMEOUT = 2.0
+# How long a call waits for a service that refuses connections (is down) before the page is told.
+DEFAULT_REFUSED_WAIT = 1.0
 
 
 def default_cache_dir() -> Path:
@@ -38,6 +40,7 @@ class WebSettings:
     thumb_size: int = DEFAULT_THUMB_SIZE
     call_timeout: float = DEFAULT_CALL_TIMEOUT
     probe_timeout: float = DEFAULT_PROBE_TIMEOUT
+    refused_wait: float = DEFAULT_REFUSED_WAIT
     # HTTP Basic password (any user name); None: no password asked.
     password: str | None = field(default=None, repr=False)
     # Listen beyond loopback without a password.

@@ -1,5 +1,6 @@
 // The clipsearch page: search by text or by image, the results grid, filters, URL state and the keyboard.
 import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural, richText } from "./api.js";
+import { getImage, isImageKey, newImageKey, putImage } from "./images.js";
 import { installImageDrop, installKeyboard } from "./inputs.js";
 import { createServices } from "./services.js";
 import { createViewer } from "./viewer.js";
@@ -31,11 +32,10 @@ const ui = {
   template: $("card-template"),
 };
 
-// Images searched for in this tab, by history entry: back/forward to an image search runs it again.
-const images = new Map();
 // Items whose "More like this" ran, for the name shown beside the query.
 const known = new Map();
-let imageCounter = 0;
+// The key of an image search in the URL whose picture this tab no longer has.
+let missingImage = "";
 let state = emptyState();
 let hits = [];
 let hasMore = false;
@@ -74,8 +74,12 @@ function stateFromLocation() {
   const s = emptyState();
   s.q = (params.get("q") || "").trim();
   s.like = s.q ? "" : (params.get("like") || "").trim();
-  const image = history.state?.image;
-  if (!s.q && !s.like && image && images.has(image)) s.image = image;
+  const image = (params.get("image") || "").trim();
+  missingImage = "";
+  if (!s.q && !s.like && isImageKey(image)) {
+    if (getImage(image)) s.image = image;
+    else missingImage = image;
+  }
   s.min = params.has("min") ? minimumOf(params.get("min")) : null;
   s.collection = params.get("collection") || "";
   const media = params.get("media") || "";
@@ -91,6 +95,7 @@ function urlFor(s) {
   const params = new URLSearchParams();
   if (s.q) params.set("q", s.q);
   else if (s.like) params.set("like", s.like);
+  else if (s.image) params.set("image", s.image);
   if (hasMin(s)) params.set("min", s.min.toFixed(2));
   if (s.collection) params.set("collection", s.collection);
   if (s.media) params.set("media", s.media);
@@ -103,6 +108,7 @@ function urlFor(s) {
 // Makes `next` the current state: a new history entry, or the same one while typing or sliding.
 function commit(next, { typing = false, replace = false } = {}) {
   state = next;
+  missingImage = "";
   const url = urlFor(state);
   const entry = { image: state.image || null, typing };
   const same = url === location.pathname + location.search && (history.state?.image || null) === entry.image;
@@ -130,7 +136,7 @@ function searchParams(offset, { min = state.min, top = PAGE } = {}) {
 function request(offset, signal, options) {
   const params = searchParams(offset, options);
   if (state.image) {
-    const image = images.get(state.image);
+    const image = getImage(state.image);
     const form = new FormData();
     form.append("image", image.blob, image.name);
     return api(`/api/search/image?${params}`, { method: "POST", body: form, signal });
@@ -151,6 +157,12 @@ function run({ force = false } = {}) {
     hasMore = false;
     loading = false;
     showWelcome();
+    if (missingImage) {
+      showMessage(
+        "This picture is no longer here",
+        "The picture of this search was not kept in this tab. Drop it on the page or choose it with “Search by image” again.",
+      );
+    }
     return;
   }
   fetchPage(0);
@@ -236,7 +248,7 @@ function searchImage(file) {
   const name = file.name || "pasted image";
   let problem = "";
   if (file.type && !file.type.startsWith("image/")) {
-    problem = `“${name}” is not an image. Choose a JPEG, PNG, WebP or GIF picture.`;
+    problem = `“${name}” is not an image. Choose a JPEG, PNG, WebP, GIF, HEIC or AVIF picture.`;
   } else if (file.size === 0) {
     problem = `“${name}” is empty.`;
   } else if (file.size > MAX_UPLOAD) {
@@ -247,8 +259,8 @@ function searchImage(file) {
     showError(new ApiError(problem, 400));
     return;
   }
-  const key = `image-${++imageCounter}`;
-  images.set(key, { blob: file, name, url: URL.createObjectURL(file) });
+  const key = newImageKey();
+  putImage(key, file, name);
   ui.q.value = "";
   commit({ ...state, q: "", like: "", image: key });
   window.scrollTo({ top: 0 });
@@ -388,11 +400,18 @@ function renderChip() {
   const text = ui.chip.querySelector(".chip-text");
   const clear = ui.chip.querySelector(".chip-clear");
   if (state.image) {
-    const image = images.get(state.image);
+    const image = getImage(state.image);
+    // A picture the browser cannot show (HEIC, for one) leaves the chip without a broken image.
+    thumb.hidden = false;
+    thumb.onerror = () => {
+      thumb.hidden = true;
+    };
     thumb.src = image.url;
     text.textContent = `Pictures like ${image.name}`;
     clear.setAttribute("aria-label", "Clear image search");
   } else if (state.like) {
+    thumb.hidden = false;
+    thumb.onerror = null;
     thumb.src = `/media/${encodeURIComponent(state.like)}/thumb`;
     const hit = known.get(state.like);
     text.textContent = hit ? `More like ${altText(hit)}` : "More like this picture";

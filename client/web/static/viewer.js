@@ -3,6 +3,9 @@ import { altText, api, el, formatScore, mediaProblem, plural } from "./api.js";
 
 const LABELS_KEY = "clipsearch.labels";
 const CANNOT_PLAY = "This browser cannot play this video file";
+// The link to the file, named by what it opens; the note below a frame names it the same way.
+const OPEN_VIDEO = "Open video";
+const OPEN_ORIGINAL = "Open original";
 // Labels may be separated by ASCII or full-width commas, the ideographic comma, or new lines.
 const LABEL_SEPARATORS = /[,，、;\n]/;
 
@@ -81,6 +84,11 @@ export function createViewer({ onLike }) {
   }
 
   function showImage(hit) {
+    if (!hit.playable) {
+      // HEIC, TIFF and the like: browsers do not show them, so the preview stands in for the file.
+      showFrame(hit, `Browsers cannot show this kind of file${hit.mime ? ` (${hit.mime})` : ""}: this is a preview; “${OPEN_ORIGINAL}” downloads the file.`);
+      return;
+    }
     const img = el("img", { class: "viewer-img", alt: altText(hit), decoding: "async" });
     img.style.backgroundImage = `url("${hit.thumbnail_url}")`;
     img.addEventListener("load", () => img.style.removeProperty("background-image"), { once: true });
@@ -96,12 +104,10 @@ export function createViewer({ onLike }) {
     stage.replaceChildren(img);
   }
 
+  // Every video is tried (browsers play more than its container suggests, H.264 in Matroska included); only a
+  // media error shows the frame instead.
   function showVideo(hit, autoplay) {
     const start = hit.timestamp_seconds || 0;
-    if (!hit.playable) {
-      showFrame(hit, `${CANNOT_PLAY} (${hit.mime || "unknown format"}). This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`);
-      return;
-    }
     const video = el("video", {
       class: "viewer-video",
       controls: true,
@@ -127,7 +133,12 @@ export function createViewer({ onLike }) {
     video.addEventListener("error", async () => {
       if (!video.getAttribute("src")) return;
       const problem = video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
-      showFrame(hit, problem || `${CANNOT_PLAY}. This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`);
+      if (list[index] !== hit) return;
+      const format = hit.mime && hit.mime !== "application/octet-stream" ? ` (${hit.mime})` : "";
+      showFrame(
+        hit,
+        problem || `${CANNOT_PLAY}${format}. This is the frame at ${hit.time}; use “${OPEN_VIDEO}” to watch it in a video player.`,
+      );
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
     video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
@@ -153,7 +164,7 @@ export function createViewer({ onLike }) {
     renderMeta(hit);
     showNote("");
     original.href = hit.media_url;
-    original.textContent = hit.media === "video" ? "Open video" : "Open original";
+    original.textContent = hit.media === "video" ? OPEN_VIDEO : OPEN_ORIGINAL;
     classifyResults.replaceChildren();
     classifyMessage.hidden = true;
     classifySeq += 1;

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
 
 from client.api import SearchFilter
+from client.web import WebSettings, create_app
+from client.web.server import WebThread
 from tests.service.web.conftest import OwnWebStack, WebStack
 from tests.service.web.support import HOLIDAY, HOLIDAY_FILES, PHOTOS, Reply, multipart, request
 
@@ -362,3 +366,28 @@ def test_a_service_that_stops_is_reported_by_stats_and_searches_fail_clearly(own
     own_web_stack.stop_embedder()
     doc = request(url, "GET", "/api/stats").json()
     assert not doc["services"]["embedder"]["up"] and "embedder service" in doc["services"]["embedder"]["message"]
+
+
+def test_a_service_refusing_connections_fails_a_search_at_once_not_at_the_deadline(
+    own_web_stack: OwnWebStack, tmp_path: Path
+) -> None:
+    # A long call deadline: a search that waited for it would answer 504 after a minute.
+    services = dataclasses.replace(
+        WebSettings().services,
+        embedder_addresses=(own_web_stack.embedder_address,),
+        search_address=own_web_stack.search_address,
+    )
+    thread = WebThread(create_app(WebSettings(services=services, cache_dir=tmp_path / "cache", call_timeout=60.0)))
+    url = thread.start().rstrip("/")
+    try:
+        assert request(url, "GET", "/api/search?q=cat").status == 200  # both connected
+        own_web_stack.stop_embedder()
+        for text in ("a dog", "a cat"):  # the first search meets the refusal; the next one too
+            started = time.monotonic()
+            reply = request(url, "GET", f"/api/search?q={quote(text)}")
+            elapsed = time.monotonic() - started
+            assert reply.status == 503, reply.body
+            assert f"embedder service at {own_web_stack.embedder_address}" in reply.error
+            assert elapsed < 10, f"the refusal took {elapsed:.1f} s to reach the page (deadline 60 s)"
+    finally:
+        thread.stop()

@@ -133,6 +133,27 @@ def test_search_by_image_upload_puts_that_photo_first(page: Page, web_stack: Web
     expect(results(page)).to_have_count(0)
 
 
+def test_image_search_stays_in_the_url_through_a_reload(page: Page, web_stack: WebStack) -> None:
+    page.goto(web_stack.base_url + "/?media=image")
+    page.get_by_label("Search by image").set_input_files(str(web_stack.library.files["blue.png"]))
+    n = wait_for_results(page)
+    page.wait_for_url(re.compile(r"[?&]image=[a-z0-9]+"))
+    first = alts(page)
+    assert query_of(page.url)["media"] == ["image"]
+    page.reload()
+    expect(page.get_by_text("Pictures like blue.png")).to_be_visible()
+    wait_for_results(page, n)
+    assert alts(page) == first
+    # Another tab has not searched by this picture: the page says so instead of showing nothing.
+    other = page.context.browser.new_page() if page.context.browser else None
+    assert other is not None
+    try:
+        other.goto(page.url)
+        expect(other.get_by_role("heading", name="This picture is no longer here")).to_be_visible()
+    finally:
+        other.close()
+
+
 def _file_transfer(page: Page, path: Path, mime: str) -> object:
     """A DataTransfer in the page holding the file at `path`, as a drag or the clipboard carries it."""
     data = base64.b64encode(path.read_bytes()).decode()
@@ -196,8 +217,9 @@ def test_minimum_score_hides_weaker_matches_and_says_when_nothing_is_left(page: 
     cutoffs = sorted({math.floor(score * 100) / 100 for score in scores})
     assert len(cutoffs) >= 2, f"scores too close together to test a cut-off: {scores}"
     cutoff = cutoffs[len(cutoffs) // 2]
-    kept = sum(score >= cutoff for score in scores)
-    assert 0 < kept < len(scores)
+    # Counted by the API: frames of a moment below the cut-off split it in two.
+    kept = len(api_hits(web_stack, q=query, min_score=f"{cutoff:.2f}"))
+    assert 0 < sum(score >= cutoff for score in scores) < len(scores)
     page.goto(web_stack.base_url + f"/?q={quote(query)}")
     wait_for_results(page, len(scores))
     slider = page.get_by_role("slider", name="Minimum score")
@@ -216,22 +238,6 @@ def test_minimum_score_hides_weaker_matches_and_says_when_nothing_is_left(page: 
     page.get_by_role("button", name=f"Lower the minimum to {best:.2f}").click()
     wait_for_results(page)
     assert alts(page)
-
-
-def test_default_slider_shows_results_that_all_score_below_zero(page: Page, web_stack: WebStack) -> None:
-    # A query the model scores below 0 against every item (cosines of the random-weight model spread both ways).
-    candidates = [f"query {n}" for n in range(300)]
-    query = next((q for q in candidates if max(h["score"] for h in api_hits(web_stack, q=q)) < 0), None)
-    assert query is not None, "no query scores every item below 0"
-    expected = [alt_of(hit) for hit in api_hits(web_stack, q=query, top="24")]
-    assert expected
-    page.goto(web_stack.base_url + "/")
-    slider = page.get_by_role("slider", name="Minimum score")
-    expect(slider).to_have_attribute("aria-valuetext", "No minimum")
-    search(page, query)
-    wait_for_results(page, len(expected))
-    assert alts(page) == expected
-    assert "min=" not in page.url
 
 
 def api_image_alts(stack: WebStack, photo: str, **params: str) -> list[str]:
