@@ -8,8 +8,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from .api import Client, SearchFilter
 from .config import ClientConfig
-from .errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+from .errors import ClientError, Conflict, InvalidInput, NotFound, ServiceError, ServiceUnavailable
 from .ingest import ImageBytes, IngestOptions
+from .libraries import Library, LibraryFailure, LibraryStatus
 from .reports import Failure, IndexReport, ProgressEvent
 from .results import DeleteResult, Hit, Item, LabelScore, Stats
 
@@ -17,6 +18,7 @@ __all__ = [
     "Client",
     "ClientConfig",
     "ClientError",
+    "Conflict",
     "DeleteResult",
     "Failure",
     "Hit",
@@ -26,6 +28,9 @@ __all__ = [
     "InvalidInput",
     "Item",
     "LabelScore",
+    "Library",
+    "LibraryFailure",
+    "LibraryStatus",
     "NotFound",
     "ProgressEvent",
     "SearchFilter",
