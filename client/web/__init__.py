@@ -18,8 +18,9 @@ from . import errors
 from .api import api_router
 from .cache import DiskCache
 from .files import ItemFiles
+from .libraries import library_router
 from .media import Media, media_router
-from .security import MULTIPART_OVERHEAD, Guard, is_loopback
+from .security import MULTIPART_OVERHEAD, UPLOAD_PATH, Guard, is_loopback
 from .settings import WebSettings
 
 __all__ = ["WebSettings", "create_app"]
@@ -76,6 +77,7 @@ def create_app(settings: WebSettings, client: Client | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(api_router())
     app.include_router(media_router())
+    app.include_router(library_router())
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -96,5 +98,7 @@ def create_app(settings: WebSettings, client: Client | None = None) -> FastAPI:
         password=settings.password,
         loopback_only=is_loopback(settings.host),
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        # A file added to a library is the request's body, up to the larger of its limits.
+        large_bodies=((UPLOAD_PATH, max(settings.max_upload_video_bytes, settings.max_upload_photo_bytes)),),
     )
     return app

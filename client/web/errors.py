@@ -10,7 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from client.errors import ClientError, InvalidInput, ModelMismatch, NotFound, ServiceError, ServiceUnavailable
+from client.errors import (
+    ClientError,
+    Conflict,
+    InvalidInput,
+    ModelMismatch,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+)
 from clipsearch.envconfig import ConfigError
 
 from .files import MediaProblem
@@ -49,6 +57,8 @@ def status_of(exc: ClientError) -> int:
         return 400
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, ServiceUnavailable):
         return 503
     if isinstance(exc, ModelMismatch):

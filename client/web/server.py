@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import socket
 import sys
@@ -22,7 +23,15 @@ from clipsearch.envconfig import ConfigError
 
 from . import create_app
 from .security import binding_password, resolve_password
-from .settings import DEFAULT_CALL_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, WebSettings, default_cache_dir
+from .settings import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    DEFAULT_UPLOAD_PHOTO_BYTES,
+    DEFAULT_UPLOAD_VIDEO_BYTES,
+    WebSettings,
+    default_cache_dir,
+)
 
 DESCRIPTION = (
     "Serve the clipsearch web page and its JSON API (/api/, described at /openapi.json) against running "
@@ -46,6 +55,47 @@ def _mib(text: str) -> int:
     return int(value * (1 << 20))
 
 
+_UNITS = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def size(text: str) -> int:
+    """Bytes from "4G", "4GiB", "500M", "512k" or a plain number of MiB."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 500M, or a number of MiB)")
+    value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def add_library_arguments(parser: argparse.ArgumentParser) -> None:
+    """The page's library options (`clipsearch web` and `clipsearch serve` pass them on)."""
+    group = parser.add_argument_group("library panel")
+    group.add_argument(
+        "--library-root",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a folder under which the page may add libraries and upload files (repeatable; default: the "
+        "home directory of the user running it); symlinks are resolved first",
+    )
+    group.add_argument(
+        "--max-upload-video",
+        type=size,
+        default=DEFAULT_UPLOAD_VIDEO_BYTES,
+        metavar="SIZE",
+        help="largest video the page uploads into a library (default: 4G; M, G or a number of MiB)",
+    )
+    group.add_argument(
+        "--max-upload-photo",
+        type=size,
+        default=DEFAULT_UPLOAD_PHOTO_BYTES,
+        metavar="SIZE",
+        help="largest photo the page uploads into a library (default: 200M)",
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     web = parser.add_argument_group("web server")
     web.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
@@ -67,6 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     web.add_argument(
         "--insecure", action="store_true", help="allow listening beyond loopback without a password (anyone can look)"
     )
+    add_library_arguments(parser)
     add_service_options(parser, json=False, default_timeout=f"{DEFAULT_CALL_TIMEOUT:g}")
 
 
@@ -96,6 +147,9 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
             call_timeout=args.timeout or (config.timeout if env_timeout else DEFAULT_CALL_TIMEOUT),
             password=password,
             insecure=args.insecure,
+            library_roots=tuple(args.library_root or [Path.home()]),
+            max_upload_photo_bytes=args.max_upload_photo,
+            max_upload_video_bytes=args.max_upload_video,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
