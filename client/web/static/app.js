@@ -2,6 +2,7 @@
 import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural, richText } from "./api.js";
 import { getImage, isImageKey, newImageKey, putImage } from "./images.js";
 import { installImageDrop, installKeyboard } from "./inputs.js";
+import { createLibrary } from "./library.js";
 import { createServices } from "./services.js";
 import { createViewer } from "./viewer.js";
 
@@ -52,6 +53,14 @@ let collectionsShown = "";
 
 const viewer = createViewer({ onLike: moreLike });
 const services = createServices({ onStats });
+// Files added, indexed or removed change the library's counts and collections.
+const library = createLibrary({ onChange: () => services.refresh() });
+// The keyboard's shortcuts wait while a dialog is open.
+const dialogs = {
+  get isOpen() {
+    return viewer.isOpen || library.isOpen;
+  },
+};
 
 function emptyState() {
   return { q: "", like: "", image: "", min: null, collection: "", media: "", frames: false, dups: false };
@@ -389,7 +398,10 @@ async function renderEmpty(mine) {
       action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
     });
   } else if (services.last && services.last.items === 0) {
-    showMessage("The library is empty", "Index photos and videos with `clipsearch index PATH`, then search again.");
+    showMessage(
+      "The library is empty",
+      "Add a folder of photos and videos with the Library button (or `clipsearch library add PATH`), then search again.",
+    );
   } else {
     showMessage("No matches", "Try other words, or search by image.");
   }
@@ -473,7 +485,7 @@ function onStats(stats) {
   }
   const searchUp = stats.services?.search?.up !== false;
   if (searchUp && stats.items === 0) {
-    ui.welcomeStats.replaceChildren(...richText("The library is empty: index photos and videos with `clipsearch index PATH`."));
+    ui.welcomeStats.replaceChildren(...richText("The library is empty: add a folder of photos and videos with the Library button, or `clipsearch library add PATH`."));
   } else if (searchUp) {
     ui.welcomeStats.textContent = `${plural(stats.items, "picture and video frame", "pictures and video frames")} in ${plural(names.length, "collection")}.`;
   } else {
@@ -547,8 +559,8 @@ window.addEventListener("popstate", () => {
 
 // ---- start -------------------------------------------------------------------------------------------
 
-installKeyboard({ searchBox: ui.q, grid: ui.results, viewer, nearEnd: maybeLoadMore });
-installImageDrop({ overlay: ui.drop, viewer, search: searchImage });
+installKeyboard({ searchBox: ui.q, grid: ui.results, viewer: dialogs, nearEnd: maybeLoadMore });
+installImageDrop({ overlay: ui.drop, viewer, search: searchImage, blocked: () => library.isOpen });
 
 state = stateFromLocation();
 ui.q.value = state.q;

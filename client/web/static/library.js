@@ -1,0 +1,304 @@
+// The library panel: folders kept indexed, their indexer's progress (polled while open), add, rescan, remove and
+// uploads into a folder (picked or dropped), each file sent as the request's body with its progress.
+import { ApiError, api, el, formatBytes, formatCount, plural, sentence } from "./api.js";
+
+const POLL_MS = 1000;
+const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" } };
+
+function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+// What the indexer is doing with a library, in words, and how far it is (0 to 1, or null).
+export function describeState(lib) {
+  switch (lib.state) {
+    case "watching":
+      return { text: "Watching for changes", progress: null, tone: "ok" };
+    case "indexing": {
+      let text = `Indexing ${formatCount(lib.files_done)} of ${plural(lib.files_total, "file")}`;
+      if (lib.eta_seconds !== null && lib.eta_seconds !== undefined) text += ` · about ${duration(lib.eta_seconds)} left`;
+      return { text, progress: lib.files_total ? lib.files_done / lib.files_total : 0, tone: "busy" };
+    }
+    case "scanning":
+      return {
+        text: lib.files_total ? `Looking for files (${plural(lib.files_total, "file")} so far)` : "Looking for files",
+        progress: null,
+        tone: "busy",
+      };
+    case "error":
+      return { text: lib.message ? `Cannot watch the folder: ${lib.message}` : "Cannot watch the folder", progress: null, tone: "bad" };
+    case "idle":
+      return { text: "Not watched: no indexer is running (start `clipsearch serve`)", progress: null, tone: "bad" };
+    default:
+      return { text: "Waiting for the indexer", progress: null, tone: "busy" };
+  }
+}
+
+// Sends one file to a library's folder; resolves to the server's answer, reports progress (0 to 1).
+function sendFile(library, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const target = `/api/libraries/${encodeURIComponent(library)}/upload?name=${encodeURIComponent(file.name)}`;
+    xhr.open("POST", target);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (event) => event.lengthComputable && onProgress(event.loaded / event.total));
+    xhr.addEventListener("load", () => {
+      if (xhr.status === 201) resolve(xhr.response);
+      else {
+        const message = xhr.response && typeof xhr.response.error === "string" ? xhr.response.error : `HTTP ${xhr.status}`;
+        reject(new ApiError(sentence(message), xhr.status));
+      }
+    });
+    xhr.addEventListener("error", () => reject(new ApiError("The upload was cut off: the server did not take the file.", 0)));
+    xhr.send(file);
+  });
+}
+
+export function createLibrary({ onChange }) {
+  const panel = document.getElementById("library-panel");
+  const opener = document.getElementById("library-open");
+  const form = document.getElementById("library-add");
+  const path = document.getElementById("library-path");
+  const collection = document.getElementById("library-collection");
+  const roots = document.getElementById("library-roots");
+  const addMessage = panel.querySelector(".library-add-message");
+  const empty = panel.querySelector(".library-empty");
+  const problem = panel.querySelector(".library-problem");
+  const status = panel.querySelector(".library-status");
+  const list = panel.querySelector(".library-list");
+  const template = document.getElementById("library-template");
+  const rows = new Map();
+  let limits = { photo: 0, video: 0 };
+  let timer = 0;
+  let lastItems = null;
+
+  opener.addEventListener("click", () => open());
+  panel.querySelector(".library-close").addEventListener("click", () => panel.close());
+  panel.addEventListener("click", (event) => {
+    if (event.target === panel) panel.close();
+  });
+  panel.addEventListener("close", () => {
+    clearTimeout(timer);
+    opener.focus();
+  });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    addMessage.hidden = true;
+    status.textContent = "";
+    button.disabled = true;
+    try {
+      const body = { path: path.value.trim(), collection: collection.value.trim() || null };
+      const lib = await api("/api/libraries", { ...JSON_POST, body: JSON.stringify(body) });
+      path.value = "";
+      collection.value = "";
+      status.textContent = `Added “${lib.name}”: its photos and videos are being indexed into ${lib.collection}.`;
+      await refresh();
+      rows.get(lib.name)?.node.scrollIntoView({ block: "nearest" });
+    } catch (error) {
+      addMessage.textContent = error.message;
+      addMessage.hidden = false;
+      path.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  function open() {
+    if (!panel.open) panel.showModal();
+    refresh();
+    path.focus();
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const body = await api("/api/libraries");
+      problem.hidden = true;
+      limits = { photo: body.max_upload_photo_bytes, video: body.max_upload_video_bytes };
+      roots.textContent =
+        `Folders under ${body.roots.join(", ")} can be added. ` +
+        `Uploads: photos up to ${formatBytes(limits.photo)}, videos up to ${formatBytes(limits.video)}.`;
+      if (!path.placeholder && body.roots.length) path.placeholder = `${body.roots[0].replace(/\/$/, "")}/Pictures`;
+      render(body.libraries);
+    } catch (error) {
+      problem.textContent = error.message;
+      problem.hidden = false;
+    } finally {
+      if (panel.open) timer = setTimeout(refresh, POLL_MS);
+    }
+  }
+
+  function render(libraries) {
+    const names = new Set(libraries.map((lib) => lib.name));
+    for (const [name, row] of rows) {
+      if (!names.has(name)) {
+        row.node.remove();
+        rows.delete(name);
+      }
+    }
+    libraries.forEach((lib, i) => {
+      let row = rows.get(lib.name);
+      if (!row) {
+        row = createRow(lib.name);
+        rows.set(lib.name, row);
+      }
+      if (list.children[i] !== row.node) list.insertBefore(row.node, list.children[i] || null);
+      updateRow(row, lib);
+    });
+    empty.hidden = libraries.length > 0;
+    const items = libraries.reduce((sum, lib) => sum + lib.items, 0);
+    if (lastItems !== null && items !== lastItems) onChange();
+    lastItems = items;
+  }
+
+  function createRow(name) {
+    const node = template.content.firstElementChild.cloneNode(true);
+    node.setAttribute("aria-label", name);
+    const row = { node, name, lib: null };
+    const input = node.querySelector(".lib-upload input");
+    input.addEventListener("change", () => {
+      upload(row, [...input.files]);
+      input.value = "";
+    });
+    node.querySelector(".lib-rescan").addEventListener("click", () => rescan(row));
+    const confirm = node.querySelector(".lib-confirm");
+    const removeButton = node.querySelector(".lib-remove");
+    removeButton.addEventListener("click", () => {
+      confirm.querySelector("p").textContent =
+        `Remove “${name}” and its ${plural(row.lib?.items ?? 0, "item")} from the search index? The files stay in the folder.`;
+      confirm.hidden = false;
+      confirm.querySelector(".lib-confirm-no").focus();
+    });
+    confirm.querySelector(".lib-confirm-no").addEventListener("click", () => {
+      confirm.hidden = true;
+      removeButton.focus();
+    });
+    confirm.querySelector(".lib-confirm-yes").addEventListener("click", () => remove(row));
+    const zone = node.querySelector(".lib-drop");
+    const carriesFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
+    zone.addEventListener("dragover", (event) => {
+      if (!carriesFiles(event) || !row.lib?.uploads) return;
+      event.preventDefault();
+      event.stopPropagation();
+      event.dataTransfer.dropEffect = "copy";
+      zone.classList.add("over");
+    });
+    zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+    zone.addEventListener("drop", (event) => {
+      if (!carriesFiles(event) || !row.lib?.uploads) return;
+      event.preventDefault();
+      event.stopPropagation();
+      zone.classList.remove("over");
+      upload(row, [...event.dataTransfer.files]);
+    });
+    return row;
+  }
+
+  function updateRow(row, lib) {
+    row.lib = lib;
+    const { node } = row;
+    const state = describeState(lib);
+    node.querySelector(".lib-name").textContent = lib.name;
+    const badge = node.querySelector(".lib-state");
+    badge.textContent = state.text;
+    badge.className = `lib-state ${state.tone}`;
+    node.querySelector(".lib-path").textContent = lib.path;
+    node.querySelector(".lib-facts").textContent = `Collection ${lib.collection} · ${plural(lib.items, "item")}`;
+    const progress = node.querySelector(".lib-progress");
+    progress.hidden = state.progress === null;
+    if (state.progress !== null) {
+      progress.value = state.progress;
+      progress.setAttribute("aria-label", `Indexing ${lib.name}`);
+    }
+    const failures = node.querySelector(".lib-failures");
+    failures.hidden = !lib.failed_files;
+    if (lib.failed_files) {
+      failures.querySelector("summary").textContent = `${plural(lib.failed_files, "file")} could not be indexed`;
+      failures.querySelector("ul").replaceChildren(
+        ...lib.failures.map((f) => el("li", {}, el("span", { class: "lib-failed-path", text: f.path }), ` — ${f.reason}`)),
+      );
+    }
+    node.querySelector(".lib-upload").hidden = !lib.uploads;
+    node.querySelector(".lib-drop-hint").hidden = !lib.uploads;
+  }
+
+  function note(row, text) {
+    const p = row.node.querySelector(".lib-note");
+    p.textContent = text;
+    p.hidden = !text;
+  }
+
+  async function rescan(row) {
+    note(row, "");
+    try {
+      updateRow(row, await api(`/api/libraries/${encodeURIComponent(row.name)}/rescan`, { ...JSON_POST, body: "{}" }));
+      note(row, "The indexer will look through the folder again.");
+    } catch (error) {
+      note(row, error.message);
+    }
+  }
+
+  async function remove(row) {
+    row.node.querySelector(".lib-confirm").hidden = true;
+    try {
+      const done = await api(`/api/libraries/${encodeURIComponent(row.name)}/remove`, { ...JSON_POST, body: "{}" });
+      row.node.remove();
+      rows.delete(row.name);
+      empty.hidden = rows.size > 0;
+      status.textContent = `Removed “${done.name}”: ${plural(done.removed_items, "item")} left the index; the files stay in the folder.`;
+      onChange();
+    } catch (error) {
+      note(row, error.message);
+    }
+  }
+
+  // Uploads the files one after another, each with a line saying how far it got or why it was refused.
+  async function upload(row, files) {
+    const listNode = row.node.querySelector(".lib-uploads");
+    listNode.hidden = false;
+    for (const file of files) {
+      const line = el("li", {}, el("span", { class: "up-name", text: file.name }), el("span", { class: "up-state", text: "waiting" }));
+      listNode.append(line);
+      const stateNode = line.querySelector(".up-state");
+      // The server checks the content; the type the browser guesses from the name only warns early here.
+      const limit = file.type.startsWith("image/") ? limits.photo : limits.video;
+      if (file.size === 0) {
+        fail(line, stateNode, "empty file, not sent");
+        continue;
+      }
+      if (limit && file.size > limit) {
+        fail(line, stateNode, `${formatBytes(file.size)}: larger than the limit of ${formatBytes(limit)}`);
+        continue;
+      }
+      try {
+        const saved = await sendFile(row.name, file, (part) => {
+          stateNode.textContent = `${Math.round(part * 100)}%`;
+        });
+        stateNode.textContent = saved.name === file.name ? "added" : `added as ${saved.name}`;
+        line.classList.add("done");
+      } catch (error) {
+        fail(line, stateNode, error.message);
+      }
+    }
+    refresh();
+  }
+
+  function fail(line, stateNode, text) {
+    stateNode.textContent = text;
+    line.classList.add("failed");
+  }
+
+  return {
+    open,
+    get isOpen() {
+      return panel.open;
+    },
+  };
+}
