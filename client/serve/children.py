@@ -116,6 +116,7 @@ def web_spec(config: ServeConfig) -> ChildSpec:
             exports["EMBEDDER_ADDR"],
             "--search",
             exports["SEARCH_ADDR"],
+            *config.web_args,
         ),
         env=_child_env(config, exports),
         address=url,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from client import weboptions
+
 DEFAULT_EMBEDDER_PORT = 50051
 DEFAULT_SEARCH_PORT = 50052
 DEFAULT_START_TIMEOUT = 600.0
@@ -94,6 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "services, and beyond loopback needs CLIPSEARCH_WEB_PASSWORD[_FILE] or the services' token",
     )
     parser.add_argument("--no-web", action="store_true", help="do not start the web page")
+    weboptions.add_library_arguments(parser)
     parser.add_argument(
         "--ready-file",
         type=Path,

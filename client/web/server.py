@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import dataclasses
 import os
-import re
 import signal
 import socket
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from client import weboptions
 from client.cli import add_service_options, client_config
 from client.config import split_addresses
 from clipsearch.envconfig import ConfigError
@@ -27,8 +27,6 @@ from .settings import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_HOST,
     DEFAULT_PORT,
-    DEFAULT_UPLOAD_PHOTO_BYTES,
-    DEFAULT_UPLOAD_VIDEO_BYTES,
     WebSettings,
     default_cache_dir,
 )
@@ -55,47 +53,6 @@ def _mib(text: str) -> int:
     return int(value * (1 << 20))
 
 
-_UNITS = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def size(text: str) -> int:
-    """Bytes from "4G", "4GiB", "500M", "512k" or a plain number of MiB."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 4G, 500M, or a number of MiB)")
-    value = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def add_library_arguments(parser: argparse.ArgumentParser) -> None:
-    """The page's library options (`clipsearch web` and `clipsearch serve` pass them on)."""
-    group = parser.add_argument_group("library panel")
-    group.add_argument(
-        "--library-root",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        help="a folder under which the page may add libraries and upload files (repeatable; default: the "
-        "home directory of the user running it); symlinks are resolved first",
-    )
-    group.add_argument(
-        "--max-upload-video",
-        type=size,
-        default=DEFAULT_UPLOAD_VIDEO_BYTES,
-        metavar="SIZE",
-        help="largest video the page uploads into a library (default: 4G; M, G or a number of MiB)",
-    )
-    group.add_argument(
-        "--max-upload-photo",
-        type=size,
-        default=DEFAULT_UPLOAD_PHOTO_BYTES,
-        metavar="SIZE",
-        help="largest photo the page uploads into a library (default: 200M)",
-    )
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     web = parser.add_argument_group("web server")
     web.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
@@ -117,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     web.add_argument(
         "--insecure", action="store_true", help="allow listening beyond loopback without a password (anyone can look)"
     )
-    add_library_arguments(parser)
+    weboptions.add_library_arguments(parser)
     add_service_options(parser, json=False, default_timeout=f"{DEFAULT_CALL_TIMEOUT:g}")
 
 

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client import weboptions
 from client.config import ClientConfig
 
 DEFAULT_HOST = "127.0.0.1"
@@ -13,8 +14,8 @@ DEFAULT_PORT = 8080
 DEFAULT_CACHE_BYTES = 256 << 20
 DEFAULT_UPLOAD_BYTES = 20 << 20
 # Files added to a library from the page.
-DEFAULT_UPLOAD_VIDEO_BYTES = 4 << 30
-DEFAULT_UPLOAD_PHOTO_BYTES = 200 << 20
+DEFAULT_UPLOAD_VIDEO_BYTES = weboptions.DEFAULT_UPLOAD_VIDEO_BYTES
+DEFAULT_UPLOAD_PHOTO_BYTES = weboptions.DEFAULT_UPLOAD_PHOTO_BYTES
 DEFAULT_THUMB_SIZE = 320
 # A page waits on each call: a service that does not answer within this is reported, not waited for.
 DEFAULT_CALL_TIMEOUT = 10.0

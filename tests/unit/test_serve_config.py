@@ -290,3 +290,29 @@ def test_the_page_beyond_loopback_needs_a_password_or_the_token(tmp_path: Path) 
     assert serve.build_config(parse(*argv), {"CLIPSEARCH_WEB_PASSWORD": "open sesame"}).web_port is not None
     assert serve.build_config(parse(*argv), {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"}).web_port is not None
     assert serve.build_config(parse("--no-web", *argv), {}).web_port is None
+
+
+def test_the_page_gets_serves_library_roots_and_upload_limits(tmp_path: Path) -> None:
+    roots = [tmp_path / "photos", tmp_path / "films"]
+    config = serve.build_config(
+        parse(
+            "--embedder-port",
+            "0",
+            "--search-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--library-root",
+            str(roots[0]),
+            "--library-root",
+            str(roots[1]),
+            "--max-upload-video",
+            "1G",
+        ),
+        {},
+    )
+    argv = list(web_spec(config).argv)
+    given = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--library-root"]
+    assert given == [str(root.resolve()) for root in roots]
+    assert argv[argv.index("--max-upload-video") + 1] == f"{1 << 30}B"
+    assert "--max-upload-photo" not in argv  # the default, left to the page
