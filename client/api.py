@@ -22,9 +22,9 @@ from .errors import ClientError, InvalidInput, NotFound, ServiceError
 from .ingest import ImageBytes, Ingest, IngestOptions
 from .media import ImageLimits, MediaError, prepare_image, read_file
 from .placement import choose_collection
-from .prune import list_all
+from .prune import list_all, prune
 from .reindex import Reindex, ReindexReport
-from .reports import IndexReport, ProgressCallback, ProgressEvent
+from .reports import IndexReport, ProgressCallback, ProgressEvent, Tally
 from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
@@ -479,6 +479,13 @@ class Client:
                 for item in list_all(self._transport, filter_):
                     uris.extend(s for s in item.metadata.sources if is_within(s, scope))
         return list(dict.fromkeys(uris))
+
+    def forget_missing(self, paths: Sequence[PathLike]) -> tuple[int, int]:
+        """Removes the sources of files gone from `paths` (files, or anything under folders) from the items of
+        every collection: (sources removed, items deleted). What still exists is left alone."""
+        report = IndexReport()
+        prune(self._transport, list(paths), recursive=True, hash_by_uri={}, tally=Tally(report, None))
+        return report.pruned_sources, report.pruned_items
 
     def stats(self) -> Stats:
         return Stats.from_proto(self._transport.stats())
