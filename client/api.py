@@ -21,9 +21,10 @@ from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
 from .ingest import ImageBytes, Ingest, IngestOptions
 from .media import ImageLimits, MediaError, prepare_image, read_file
-from .prune import list_all
+from .placement import choose_collection
+from .prune import list_all, prune
 from .reindex import Reindex, ReindexReport
-from .reports import IndexReport, ProgressCallback
+from .reports import IndexReport, ProgressCallback, ProgressEvent, Tally
 from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
@@ -205,19 +206,31 @@ class Client:
         self,
         paths: Iterable[PathLike | ImageBytes],
         *,
-        collection: str = "",
+        collection: str | None = None,
         fps: float = 1.0,
         tags: Sequence[str] = (),
         recursive: bool = True,
         prune: bool = False,
         on_event: ProgressCallback | None = None,
         options: IngestOptions | None = None,
+        one_item_per_file: bool = True,
     ) -> IndexReport:
         """Indexes files and folders (images and videos) and image bytes; see IndexReport.
 
-        What is already indexed is skipped; `prune` removes, within the given paths and collection, the
-        sources whose files are gone.
+        What is already indexed is skipped; `prune` removes, within the given paths, the sources whose files
+        are gone or changed, in whatever collection they were indexed. One file is one item: paths inside a
+        library use its collection and files already indexed keep theirs; a `collection` (None or "": not
+        given) that disagrees raises Conflict (see client/placement.py). one_item_per_file=False indexes into
+        `collection` as given, even files indexed in another collection already.
         """
+        collection = collection or ""
+        paths = list(paths)
+        files = [p for p in paths if not isinstance(p, ImageBytes)]
+        if one_item_per_file and files:
+            placement = choose_collection(self._transport, files, collection or None)
+            collection = placement.collection
+            if placement.note and on_event is not None:
+                on_event(ProgressEvent("note", 0, message=placement.note))
         if fps <= 0:
             raise InvalidInput(f"fps must be positive, got {fps:g}")
         if len(collection.encode("utf-8")) > MAX_COLLECTION_BYTES:
@@ -467,6 +480,13 @@ class Client:
                 for item in list_all(self._transport, filter_):
                     uris.extend(s for s in item.metadata.sources if is_within(s, scope))
         return list(dict.fromkeys(uris))
+
+    def forget_missing(self, paths: Sequence[PathLike]) -> tuple[int, int]:
+        """Removes the sources of files gone from `paths` (files, or anything under folders) from the items of
+        every collection: (sources removed, items deleted). What still exists is left alone."""
+        report = IndexReport()
+        prune(self._transport, list(paths), recursive=True, hash_by_uri={}, tally=Tally(report, None))
+        return report.pruned_sources, report.pruned_items
 
     def stats(self) -> Stats:
         return Stats.from_proto(self._transport.stats())

@@ -14,11 +14,13 @@ from typing import Any
 
 from clipsearch.envconfig import ConfigError
 
-from . import output, reindex
+from . import library_cli, output, reindex
 from .api import Client, SearchFilter
 from .config import ClientConfig, split_addresses
 from .errors import ClientError
+from .index_progress import IndexBar
 from .ingest import IngestOptions
+from .progress import plan
 from .security import token_from_file
 from .shard import JOB_INDEX_VARIABLE, MAX_SHARDS, Shard, ShardError, parse_shard, shard_from_job
 from .stills import DEFAULT_STILL_THRESHOLD
@@ -160,7 +162,12 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
         description="Index images and videos. Folders are walked recursively; what is already indexed is skipped.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
-    p.add_argument("--collection", default="", metavar="NAME", help="collection to add to (default: default)")
+    p.add_argument(
+        "--collection",
+        metavar="NAME",
+        help="collection to add to (default: the library's for a path inside one, else the collection the files "
+        "are indexed in already, else default)",
+    )
     p.add_argument("--fps", type=_positive_float, default=1.0, help="video frames sampled per second (default: 1)")
     still = p.add_mutually_exclusive_group()
     still.add_argument(
@@ -181,7 +188,7 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
     p.add_argument(
         "--prune",
         action="store_true",
-        help="also remove, within PATHs and the collection, files that are gone or changed "
+        help="also remove, within PATHs, files that are gone or changed, in whatever collection they are "
         "(with --shard or --shards: only those of this shard)",
     )
     shards = p.add_argument_group(
@@ -295,6 +302,8 @@ def build_parser(serve_module: Any = None, web_module: Any = None) -> argparse.A
     add_service_options(p, embedder=False)
     p.set_defaults(handler=_delete)
 
+    library_cli.add_parsers(sub, add_service_options, _with_client)
+
     help_text = "start Redis, the embedder and the search service on this machine"
     if serve_module is None:
         sub.add_parser("serve", help=help_text, add_help=False)
@@ -352,17 +361,26 @@ def _index(args: argparse.Namespace) -> int:
         still_threshold=0.0 if args.every_frame else args.still_threshold,
     )
     live = sys.stderr.isatty() and not args.json
-    with _client(args) as client, output.IndexProgress(sys.stderr, live) as progress:
-        report = client.index(
-            args.paths,
-            collection=args.collection,
-            fps=args.fps,
-            tags=args.tag,
-            recursive=args.recursive,
-            prune=args.prune,
-            on_event=progress,
-            options=options,
-        )
+    if live:
+        print("counting the files…", end="\r", file=sys.stderr, flush=True)
+    planned = plan(args.paths, recursive=args.recursive, fps=args.fps, shard=shard)
+    if live:
+        print(f"to look at: {planned.describe()}", file=sys.stderr, flush=True)
+    with _client(args) as client, IndexBar(sys.stderr, live, planned) as progress:
+        try:
+            report = client.index(
+                args.paths,
+                collection=args.collection or None,
+                fps=args.fps,
+                tags=args.tag,
+                recursive=args.recursive,
+                prune=args.prune,
+                on_event=progress,
+                options=options,
+            )
+        except KeyboardInterrupt:
+            print(f"{PROG}: {progress.interrupted()}", file=sys.stderr)
+            return 130
     if args.json:
         output.print_json(report.to_json())
     else:

@@ -192,7 +192,6 @@ class Ingest:
             prune(
                 self._transport,
                 [i for i in inputs if not isinstance(i, ImageBytes)],
-                collection=self._collection,
                 recursive=self._options.recursive,
                 hash_by_uri=self._hash_by_uri,
                 tally=self._tally,

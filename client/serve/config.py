@@ -57,6 +57,8 @@ class ServeConfig:
     web_port: int | None = None
     # The page's library options, passed on to it (--library-root, --max-upload-video, --max-upload-photo).
     web_args: tuple[str, ...] = ()
+    # Run the indexer that keeps the libraries indexed (not with --no-watch).
+    watch: bool = True
 
     @property
     def token(self) -> str | None:
@@ -183,6 +185,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         ready_file=ready_file,
         web_port=web_port,
         web_args=weboptions.library_argv(args) if hasattr(args, "library_root") else (),
+        watch=not getattr(args, "no_watch", False),
     )
 
 
