@@ -115,7 +115,7 @@ function urlFor(s) {
 }
 
 // Makes `next` the current state: a new history entry, or the same one while typing or sliding.
-function commit(next, { typing = false, replace = false } = {}) {
+function commit(next, { typing = false, replace = false, force = false } = {}) {
   state = next;
   missingImage = "";
   const url = urlFor(state);
@@ -123,7 +123,7 @@ function commit(next, { typing = false, replace = false } = {}) {
   const same = url === location.pathname + location.search && (history.state?.image || null) === entry.image;
   if (replace || same || (typing && history.state?.typing)) history.replaceState(entry, "", url);
   else history.pushState(entry, "", url);
-  run();
+  run({ force });
 }
 
 // ---- searching -----------------------------------------------------------------------------------------
@@ -505,7 +505,8 @@ ui.form.addEventListener("submit", (event) => {
     if (state.q) commit({ ...state, q: "" });
     return;
   }
-  commit({ ...state, q, like: "", image: "" }, { typing: false });
+  // Enter searches again even for the same words: the library may have changed since.
+  commit({ ...state, q, like: "", image: "" }, { typing: false, force: true });
 });
 
 ui.q.addEventListener("input", () => {
