@@ -69,6 +69,11 @@ class LibraryWork:
     def name(self) -> str:
         return self.library.name
 
+    @property
+    def busy(self) -> bool:
+        """Whether there is work to come back to soon: a pass to run, files settling, deletions, a retry."""
+        return bool(self.catch_up or len(self.settling) or self.settling.deleted or self._retry_at)
+
     def stop(self) -> None:
         if self._watch is not None:
             self._watch.stop()
@@ -97,6 +102,7 @@ class LibraryWork:
         """Does what is due: (re)start the watch, catch up, index settled files, forget deleted ones, report."""
         if time.monotonic() < self._retry_at:
             return
+        self._retry_at = 0.0
         problem = is_folder(self.library.path)
         if problem is not None:
             self.stop()
@@ -242,6 +248,7 @@ class Indexer:
     def stop(self) -> None:
         """Asks run_forever to return (from a signal handler or another thread)."""
         self._stop.set()
+        self.changes.put(("", None, ""))  # wakes an idle run_forever
 
     def close(self) -> None:
         for work in self.work.values():
@@ -255,7 +262,18 @@ class Indexer:
         )
         while not self._stop.is_set():
             self.step()
-            self._stop.wait(self.options.tick_seconds)
+            if any(work.busy for work in self.work.values()):
+                self._stop.wait(self.options.tick_seconds)
+                continue
+            # Idle: sleep until a change arrives or the next poll is due (no ticking: < 1% of a core).
+            timeout = max(0.0, self._polled_at + self.options.poll_seconds - time.monotonic())
+            try:
+                tag, change, path = self.changes.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            work = self.work.get(tag)
+            if work is not None:
+                work.on_change(change, path)
 
     def step(self) -> None:
         if time.monotonic() - self._polled_at >= self.options.poll_seconds:

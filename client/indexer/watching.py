@@ -60,7 +60,7 @@ class FolderWatch:
                 self.path,
                 watch_filter=interesting,
                 debounce=200,
-                step=50,
+                step=100,  # how often the watch wakes while idle (10 times a second)
                 stop_event=self._stop,
                 rust_timeout=1000,
                 raise_interrupt=False,
