@@ -234,3 +234,20 @@ def test_empty_oversized_and_disguised_uploads_are_refused_and_write_nothing(lib
     unknown = library_stack.upload("nope", "a.jpg", jpeg())
     assert unknown.status == 404
     assert snapshot(library_stack.root) == before
+
+
+def test_with_a_password_every_library_request_needs_it(library_stack: LibraryStack, tmp_path: Path) -> None:
+    settings = WebSettings(cache_dir=tmp_path / "cache-2", library_roots=(library_stack.root,), password="s3cret")
+    thread = WebThread(create_app(settings, library_stack.client))
+    url = thread.start().rstrip("/")
+    try:
+        body = json.dumps({"path": str(library_stack.root / "photos")}).encode()
+        assert request(url, "GET", "/api/libraries").status == 401
+        assert request(url, "POST", "/api/libraries", body=body, headers=JSON).status == 401
+        upload = request(url, "POST", "/api/libraries/photos/upload?name=a.jpg", body=jpeg(), headers=OCTETS)
+        assert upload.status == 401
+        assert library_stack.libraries() == [] and snapshot(library_stack.root) == {str(library_stack.root / "photos")}
+        added = request(url, "POST", "/api/libraries", body=body, headers=JSON, password="s3cret")
+        assert added.status == 201, added.body
+    finally:
+        thread.stop()
