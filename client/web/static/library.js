@@ -222,7 +222,12 @@ export function createLibrary({ onChange }) {
     if (lib.failed_files) {
       failures.querySelector("summary").textContent = `${plural(lib.failed_files, "file")} could not be indexed`;
       failures.querySelector("ul").replaceChildren(
-        ...lib.failures.map((f) => el("li", {}, el("span", { class: "lib-failed-path", text: f.path }), ` — ${f.reason}`)),
+        ...lib.failures.map((f) => {
+          // Inside the folder, the path from it is enough; its full form stays in the tooltip.
+          const inside = f.path.startsWith(`${lib.path.replace(/\/$/, "")}/`);
+          const shown = inside ? f.path.slice(lib.path.replace(/\/$/, "").length + 1) : f.path;
+          return el("li", {}, el("span", { class: "lib-failed-path", text: shown, title: f.path }), ` — ${f.reason}`);
+        }),
       );
     }
     node.querySelector(".lib-upload").hidden = !lib.uploads;

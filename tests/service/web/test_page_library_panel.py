@@ -136,3 +136,36 @@ def test_panel_on_a_phone(browser: Browser, library_stack: LibraryStack) -> None
             assert control_box is not None and control_box["x"] + control_box["width"] <= PHONE["width"], control
         widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
         assert widths[0] <= widths[1], widths
+
+
+def test_panel_shows_the_indexers_progress_and_failures_live(page: Page, library_stack: LibraryStack) -> None:
+    from client import LibraryFailure, LibraryStatus
+
+    folder = library_stack.root / "photos"
+    library_stack.client.add_library(folder, "home")
+    panel = open_panel(page, library_stack)
+    row = panel.get_by_role("list", name="Libraries").get_by_role("listitem", name="photos")
+    expect(row).to_contain_text("Waiting for the indexer")
+    # What an indexer reports reaches the open panel without a reload.
+    report = library_stack.client.report_library_status
+    report("photos", LibraryStatus(state="scanning", files_total=7))
+    expect(row).to_contain_text("Looking for files (7 files so far)")
+    failures = (LibraryFailure(str(folder / "broken.jpg"), "cannot identify image file"),)
+    report(
+        "photos",
+        LibraryStatus(
+            state="indexing", files_done=3, files_total=12, eta_seconds=95, failures=failures, failed_files=1
+        ),
+    )
+    expect(row).to_contain_text("Indexing 3 of 12 files · about 2 min left")
+    progress = row.get_by_role("progressbar", name="Indexing photos")
+    expect(progress).to_have_attribute("value", "0.25")
+    row.get_by_text("1 file could not be indexed").click()
+    expect(row.get_by_role("listitem").filter(has_text="broken.jpg")).to_contain_text("cannot identify image file")
+    screenshot(page, "library-panel-indexing")
+    report("photos", LibraryStatus(state="watching"))
+    expect(row).to_contain_text("Watching for changes")
+    expect(progress).to_be_hidden()
+    expect(row.get_by_text("could not be indexed")).to_be_hidden()
+    report("photos", LibraryStatus(state="error", message="the folder is gone"))
+    expect(row).to_contain_text("Cannot watch the folder: the folder is gone")
