@@ -72,6 +72,7 @@ def test_a_library_kept_from_the_page(tmp_path: Path, tiny_clip_dir: Path, brows
     folder = home / "Pictures"
     for name, colour in PHOTOS.items():
         write_photo(folder / name, colour)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this photo was cut short")
     extra = tmp_path / "elsewhere"
     stack = serve(tmp_path / "first", tiny_clip_dir, home)
     try:
@@ -92,6 +93,8 @@ def test_a_library_kept_from_the_page(tmp_path: Path, tiny_clip_dir: Path, brows
             panel.get_by_role("button", name="Add folder").click()
             expect(row).to_contain_text("Watching for changes", timeout=120_000)
             expect(row).to_contain_text(f"{len(PHOTOS)} items")
+            row.get_by_text("1 file could not be indexed").click()
+            expect(row.get_by_role("listitem").filter(has_text="broken.jpg")).to_be_visible()
             seen: list[str] = page.evaluate("() => window.seenStates")
             assert seen[-1] == "Watching for changes", seen
             assert any(s.startswith(("Waiting", "Looking", "Indexing")) for s in seen[:-1]), seen
