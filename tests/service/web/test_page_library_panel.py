@@ -19,7 +19,7 @@ from tests.service.web.test_libraries_api import LibraryStack, library_stack
 pytestmark = pytest.mark.system
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page
+    from playwright.sync_api import Browser, FilePayload, Locator, Page
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
 
@@ -67,13 +67,12 @@ def test_panel_adds_uploads_rescans_and_removes(page: Page, library_stack: Libra
     screenshot(page, "library-panel-desktop")
 
     # The file picker: a photo, a file that only claims to be one, and an empty one.
-    row.get_by_label("Upload").set_input_files(
-        [
-            {"name": "green.png", "mimeType": "image/png", "buffer": png_bytes((30, 200, 60))},
-            {"name": "page.jpg", "mimeType": "image/jpeg", "buffer": b"<html><body>not a photo</body></html>" * 30},
-            {"name": "empty.jpg", "mimeType": "image/jpeg", "buffer": b""},
-        ]
-    )
+    files: list[FilePayload] = [
+        {"name": "green.png", "mimeType": "image/png", "buffer": png_bytes((30, 200, 60))},
+        {"name": "page.jpg", "mimeType": "image/jpeg", "buffer": b"<html><body>not a photo</body></html>" * 30},
+        {"name": "empty.jpg", "mimeType": "image/jpeg", "buffer": b""},
+    ]
+    row.get_by_label("Upload").set_input_files(files)
     uploads = row.get_by_role("listitem")
     expect(uploads.filter(has_text="green.png")).to_contain_text("added")
     expect(uploads.filter(has_text="page.jpg")).to_contain_text("neither a photo nor a video")
