@@ -1,39 +1,44 @@
 // The library panel: folders kept indexed, their indexer's progress (polled while open), add, rescan, remove and
 // uploads into a folder (picked or dropped), each file sent as the request's body with its progress.
-import { ApiError, api, el, formatBytes, formatCount, plural, sentence } from "./api.js";
+import { ApiError, api, el, formatBytes, formatCount, sentence } from "./api.js";
+import { t } from "./library-messages.js";
 
 const POLL_MS = 1000;
 const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" } };
 
 function duration(seconds) {
   const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.round(s / 60)} min`;
-  return `${(s / 3600).toFixed(1)} h`;
+  if (s < 60) return t("time.s", { value: formatCount(s) });
+  if (s < 3600) return t("time.min", { value: formatCount(Math.round(s / 60)) });
+  return t("time.h", { value: (s / 3600).toFixed(1) });
 }
 
 // What the indexer is doing with a library, in words, and how far it is (0 to 1, or null).
 export function describeState(lib) {
   switch (lib.state) {
     case "watching":
-      return { text: "Watching for changes", progress: null, tone: "ok" };
+      return { text: t("library.state.watching"), progress: null, tone: "ok" };
     case "indexing": {
-      let text = `Indexing ${formatCount(lib.files_done)} of ${plural(lib.files_total, "file")}`;
-      if (lib.eta_seconds !== null && lib.eta_seconds !== undefined) text += ` · about ${duration(lib.eta_seconds)} left`;
+      const counts = { done: formatCount(lib.files_done), count: lib.files_total };
+      let text = t("library.state.indexing", counts);
+      if (lib.eta_seconds !== null && lib.eta_seconds !== undefined) {
+        text = t("library.state.eta", { state: text, time: duration(lib.eta_seconds) });
+      }
       return { text, progress: lib.files_total ? lib.files_done / lib.files_total : 0, tone: "busy" };
     }
-    case "scanning":
-      return {
-        text: lib.files_total ? `Looking for files (${plural(lib.files_total, "file")} so far)` : "Looking for files",
-        progress: null,
-        tone: "busy",
-      };
-    case "error":
-      return { text: lib.message ? `Cannot watch the folder: ${lib.message}` : "Cannot watch the folder", progress: null, tone: "bad" };
+    case "scanning": {
+      const found = lib.files_total;
+      const text = found ? t("library.state.scanningCount", { count: found }) : t("library.state.scanning");
+      return { text, progress: null, tone: "busy" };
+    }
+    case "error": {
+      const text = lib.message ? t("library.state.errorWhy", { message: lib.message }) : t("library.state.error");
+      return { text, progress: null, tone: "bad" };
+    }
     case "idle":
-      return { text: "Not watched: no indexer is running (start `clipsearch serve`)", progress: null, tone: "bad" };
+      return { text: t("library.state.idle"), progress: null, tone: "bad" };
     default:
-      return { text: "Waiting for the indexer", progress: null, tone: "busy" };
+      return { text: t("library.state.pending"), progress: null, tone: "busy" };
   }
 }
 
@@ -50,11 +55,12 @@ function sendFile(library, file, onProgress) {
     xhr.addEventListener("load", () => {
       if (xhr.status === 201) resolve(xhr.response);
       else {
-        const message = xhr.response && typeof xhr.response.error === "string" ? xhr.response.error : `HTTP ${xhr.status}`;
-        reject(new ApiError(sentence(message), xhr.status));
+        const body = xhr.response;
+        const message = body && typeof body.error === "string" ? sentence(body.error) : t("upload.refused", { status: xhr.status });
+        reject(new ApiError(message, xhr.status, body && typeof body.reason === "string" ? body.reason : ""));
       }
     });
-    xhr.addEventListener("error", () => reject(new ApiError("The upload was cut off: the server did not take the file.", 0)));
+    xhr.addEventListener("error", () => reject(new ApiError(t("upload.cutOff"), 0)));
     xhr.send(file);
   });
 }
@@ -98,7 +104,7 @@ export function createLibrary({ onChange }) {
       const lib = await api("/api/libraries", { ...JSON_POST, body: JSON.stringify(body) });
       path.value = "";
       collection.value = "";
-      status.textContent = `Added “${lib.name}”: its photos and videos are being indexed into ${lib.collection}.`;
+      status.textContent = t("library.added", { name: lib.name, collection: lib.collection });
       await refresh();
       rows.get(lib.name)?.node.scrollIntoView({ block: "nearest" });
     } catch (error) {
@@ -122,10 +128,12 @@ export function createLibrary({ onChange }) {
       const body = await api("/api/libraries");
       problem.hidden = true;
       limits = { photo: body.max_upload_photo_bytes, video: body.max_upload_video_bytes };
-      roots.textContent =
-        `Folders under ${body.roots.join(", ")} can be added. ` +
-        `Uploads: photos up to ${formatBytes(limits.photo)}, videos up to ${formatBytes(limits.video)}.`;
-      if (!path.placeholder && body.roots.length) path.placeholder = `${body.roots[0].replace(/\/$/, "")}/Pictures`;
+      roots.textContent = t("library.roots", {
+        roots: body.roots.join(", "),
+        photo: formatBytes(limits.photo),
+        video: formatBytes(limits.video),
+      });
+      if (body.roots.length) path.placeholder = t("library.pathExample", { root: body.roots[0].replace(/\/$/, "") });
       render(body.libraries);
     } catch (error) {
       problem.textContent = error.message;
@@ -171,8 +179,7 @@ export function createLibrary({ onChange }) {
     const confirm = node.querySelector(".lib-confirm");
     const removeButton = node.querySelector(".lib-remove");
     removeButton.addEventListener("click", () => {
-      confirm.querySelector("p").textContent =
-        `Remove “${name}” and its ${plural(row.lib?.items ?? 0, "item")} from the search index? The files stay in the folder.`;
+      confirm.querySelector("p").textContent = t("library.confirmRemove", { name, count: row.lib?.items ?? 0 });
       confirm.hidden = false;
       confirm.querySelector(".lib-confirm-no").focus();
     });
@@ -210,17 +217,17 @@ export function createLibrary({ onChange }) {
     badge.textContent = state.text;
     badge.className = `lib-state ${state.tone}`;
     node.querySelector(".lib-path").textContent = lib.path;
-    node.querySelector(".lib-facts").textContent = `Collection ${lib.collection} · ${plural(lib.items, "item")}`;
+    node.querySelector(".lib-facts").textContent = t("library.facts", { collection: lib.collection, count: lib.items });
     const progress = node.querySelector(".lib-progress");
     progress.hidden = state.progress === null;
     if (state.progress !== null) {
       progress.value = state.progress;
-      progress.setAttribute("aria-label", `Indexing ${lib.name}`);
+      progress.setAttribute("aria-label", t("library.progress", { name: lib.name }));
     }
     const failures = node.querySelector(".lib-failures");
     failures.hidden = !lib.failed_files;
     if (lib.failed_files) {
-      failures.querySelector("summary").textContent = `${plural(lib.failed_files, "file")} could not be indexed`;
+      failures.querySelector("summary").textContent = t("library.failures", { count: lib.failed_files });
       failures.querySelector("ul").replaceChildren(
         ...lib.failures.map((f) => {
           // Inside the folder, the path from it is enough; its full form stays in the tooltip.
@@ -244,7 +251,7 @@ export function createLibrary({ onChange }) {
     note(row, "");
     try {
       updateRow(row, await api(`/api/libraries/${encodeURIComponent(row.name)}/rescan`, { ...JSON_POST, body: "{}" }));
-      note(row, "The indexer will look through the folder again.");
+      note(row, t("library.rescanned"));
     } catch (error) {
       note(row, error.message);
     }
@@ -257,7 +264,7 @@ export function createLibrary({ onChange }) {
       row.node.remove();
       rows.delete(row.name);
       empty.hidden = rows.size > 0;
-      status.textContent = `Removed “${done.name}”: ${plural(done.removed_items, "item")} left the index; the files stay in the folder.`;
+      status.textContent = t("library.removed", { name: done.name, count: done.removed_items });
       onChange();
     } catch (error) {
       note(row, error.message);
@@ -269,24 +276,24 @@ export function createLibrary({ onChange }) {
     const listNode = row.node.querySelector(".lib-uploads");
     listNode.hidden = false;
     for (const file of files) {
-      const line = el("li", {}, el("span", { class: "up-name", text: file.name }), el("span", { class: "up-state", text: "waiting" }));
+      const line = el("li", {}, el("span", { class: "up-name", text: file.name }), el("span", { class: "up-state", text: t("upload.waiting") }));
       listNode.append(line);
       const stateNode = line.querySelector(".up-state");
       // The server checks the content; the type the browser guesses from the name only warns early here.
       const limit = file.type.startsWith("image/") ? limits.photo : limits.video;
       if (file.size === 0) {
-        fail(line, stateNode, "empty file, not sent");
+        fail(line, stateNode, t("upload.empty"));
         continue;
       }
       if (limit && file.size > limit) {
-        fail(line, stateNode, `${formatBytes(file.size)}: larger than the limit of ${formatBytes(limit)}`);
+        fail(line, stateNode, t("upload.tooLarge", { size: formatBytes(file.size), limit: formatBytes(limit) }));
         continue;
       }
       try {
         const saved = await sendFile(row.name, file, (part) => {
-          stateNode.textContent = `${Math.round(part * 100)}%`;
+          stateNode.textContent = t("upload.progress", { percent: Math.round(part * 100) });
         });
-        stateNode.textContent = saved.name === file.name ? "added" : `added as ${saved.name}`;
+        stateNode.textContent = saved.name === file.name ? t("upload.added") : t("upload.addedAs", { name: saved.name });
         line.classList.add("done");
       } catch (error) {
         fail(line, stateNode, error.message);
