@@ -169,14 +169,25 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n / (1 << 20):g} MiB"
 
 
+_EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def write_problem(exc: OSError) -> MediaProblem:
+    """What the page is told when the folder cannot take the file."""
+    if isinstance(exc, PermissionError):
+        return MediaProblem(403, "the server may not write into the library's folder (permission denied)")
+    return MediaProblem(507, f"cannot write the file into the library's folder: {exc.strerror or exc}")
+
+
 def _create_temp(folder: Path) -> tuple[Path, int]:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     for _ in range(10):
         path = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}.part"
         try:
-            return path, os.open(path, flags, 0o644)
+            return path, os.open(path, _EXCLUSIVE, 0o644)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise write_problem(exc) from None
     raise MediaProblem(500, "cannot create a temporary file in the library's folder")
 
 
@@ -210,6 +221,10 @@ async def receive(chunks: AsyncIterator[bytes], folder: Path, limits: Limits) ->
             if size > limits.of(kind):
                 raise MediaProblem(413, f"the {kind.media} is larger than the limit of {_mib(limits.of(kind))}")
         return path, kind, size
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise write_problem(exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             path.unlink()
@@ -253,5 +268,15 @@ def _link_unique(temp: Path, name: str) -> Path:
             os.link(temp, candidate, follow_symlinks=False)
         except FileExistsError:
             continue
+        except OSError:
+            # A file system without hard links: claim the name with an empty file of our own, then put the
+            # upload in its place in one step (still never over a file that was there).
+            try:
+                os.close(os.open(candidate, _EXCLUSIVE, 0o644))
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise write_problem(exc) from None
+            os.replace(temp, candidate)
         return candidate
     raise MediaProblem(409, f"too many files named like {name} in this folder")

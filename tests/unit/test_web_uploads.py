@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import errno
+import io
+import os
+from pathlib import Path
 
-from client.web.uploads import final_name, safe_name, sniff
+import pytest
+from PIL import Image
+
+from client.web.uploads import final_name, safe_name, settle, sniff
 
 HEADS = {
     b"\xff\xd8\xff\xe0" + b"\x00" * 20: ("photo", ".jpg"),
@@ -59,3 +65,21 @@ def test_the_extension_follows_the_content() -> None:
     assert final_name("photo.JPEG", jpeg) == "photo.JPEG"
     assert final_name("notes.txt", jpeg) == "notes.jpg"
     assert final_name("noext", jpeg) == "noext.jpg"
+
+
+def test_without_hard_links_an_upload_still_never_overwrites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "photo.png").write_bytes(b"already here")
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(image, "PNG")
+    temp = tmp_path / ".clipsearch-upload-x.part"
+    temp.write_bytes(image.getvalue())
+    kind = sniff(image.getvalue())
+    assert kind is not None
+    final = settle(temp, kind, "photo.png")
+    assert final.name == "photo (2).png" and final.read_bytes() == image.getvalue()
+    assert (tmp_path / "photo.png").read_bytes() == b"already here"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo (2).png", "photo.png"]
