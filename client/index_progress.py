@@ -56,8 +56,9 @@ class IndexBar:
             self._progress.stop()
 
     def _files(self) -> str:
-        m = self.meter
-        return f"{min(m.files_done, m.plan.files)}/{m.plan.files} files"
+        # Files are read well ahead of their embedding: the bar's share is the work done, not the files read.
+        files = self.meter.plan.files
+        return f"of {files} file{'s' if files != 1 else ''}"
 
     def _say(self, line: str, style: str) -> None:
         if self._progress is not None:
