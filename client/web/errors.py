@@ -88,7 +88,7 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        reason = MODEL_MISMATCH if isinstance(exc, ModelMismatch) else None
+        reason = MODEL_MISMATCH if isinstance(exc, ModelMismatch) else getattr(exc, "reason", None)
         return error_response(status, message_of(exc), reason=reason)
 
     @app.exception_handler(ConfigError)

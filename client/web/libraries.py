@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,7 +15,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from client.api import Client
-from client.errors import InvalidInput
+from client.errors import Conflict, NotFound
 from client.libraries import Library
 
 from .files import MediaProblem
@@ -21,6 +23,13 @@ from .models import ErrorDoc
 from .settings import WebSettings
 from .uploads import Limits, receive, settle
 
+# The reasons of refusals (ErrorDoc.reason), for the page to say in its own words.
+OUTSIDE_ROOTS = "outside_roots"
+NOT_A_FOLDER = "not_a_folder"
+WRONG_BODY = "wrong_body"
+FOLDER_MISSING = "folder_missing"
+LIBRARY_NOT_FOUND = "library_not_found"
+LIBRARY_CONFLICT = "library_conflict"
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorDoc} for status in (400, 403, 404, 409, 413, 415, 503, 504)
 }
@@ -85,17 +94,21 @@ def under_roots(path: Path, roots: list[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
+def _not_a_folder(message: str) -> MediaProblem:
+    return MediaProblem(400, message, NOT_A_FOLDER)
+
+
 def allowed_folder(text: str, roots: list[Path]) -> Path:
     """The folder `text` names with symlinks resolved, if it lies under a root and is a folder: 403 outside
     the roots (before anything else is said about it), 400 for a relative path or what is not a folder."""
     text = text.strip()
     if not text:
-        raise InvalidInput("give the folder's path")
+        raise _not_a_folder("give the folder's path")
     if "\x00" in text:
-        raise InvalidInput("the path holds a NUL character")
+        raise _not_a_folder("the path holds a NUL character")
     given = Path(text).expanduser()
     if not given.is_absolute():
-        raise InvalidInput(f"{text}: give the folder's full path (starting with /)")
+        raise _not_a_folder(f"{text}: give the folder's full path (starting with /)")
     resolved = Path(os.path.realpath(given))
     if not under_roots(resolved, roots):
         shown = f"{text} (which leads to {resolved})" if str(resolved) != str(given) else text
@@ -103,17 +116,18 @@ def allowed_folder(text: str, roots: list[Path]) -> Path:
             403,
             f"{shown} is outside the folders this server may add ({', '.join(map(str, roots))}); "
             "start it with --library-root to allow another",
+            OUTSIDE_ROOTS,
         )
     try:
         info = os.stat(resolved)
     except FileNotFoundError:
-        raise InvalidInput(f"{text}: no such folder") from None
+        raise _not_a_folder(f"{text}: no such folder") from None
     except OSError as exc:
-        raise InvalidInput(f"{text}: {exc.strerror or exc}") from None
+        raise _not_a_folder(f"{text}: {exc.strerror or exc}") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise InvalidInput(f"{text}: not a folder")
+        raise _not_a_folder(f"{text}: not a folder")
     if not os.access(resolved, os.R_OK | os.X_OK):
-        raise InvalidInput(f"{text}: the folder cannot be read (permission denied)")
+        raise _not_a_folder(f"{text}: the folder cannot be read (permission denied)")
     return resolved
 
 
@@ -129,7 +143,7 @@ def _content_type(request: Request, *expected: str) -> None:
     """Refuses bodies a browser form could send: the page sends JSON, or the file's bytes."""
     given = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if given not in expected:
-        raise MediaProblem(415, f"send the body as {' or '.join(expected)}, not {given or 'no type'}")
+        raise MediaProblem(415, f"send the body as {' or '.join(expected)}, not {given or 'no type'}", WRONG_BODY)
 
 
 def json_body(request: Request) -> None:
@@ -138,6 +152,15 @@ def json_body(request: Request) -> None:
 
 def octet_body(request: Request) -> None:
     _content_type(request, "application/octet-stream")
+
+
+@contextlib.contextmanager
+def named_library() -> Iterator[None]:
+    """An unknown library name as a 404 that says so."""
+    try:
+        yield
+    except NotFound as exc:
+        raise MediaProblem(404, str(exc), LIBRARY_NOT_FOUND) from None
 
 
 def library_router() -> APIRouter:
@@ -164,12 +187,16 @@ def library_router() -> APIRouter:
         client, _, roots = state(request)
         folder = allowed_folder(body.path, roots)
         collection = body.collection.strip() if body.collection and body.collection.strip() else None
-        return library_doc(client.add_library(folder, collection), roots)
+        try:
+            return library_doc(client.add_library(folder, collection), roots)
+        except Conflict as exc:
+            raise MediaProblem(409, str(exc), LIBRARY_CONFLICT) from None
 
     @router.post("/{name}/rescan", dependencies=[Depends(json_body)], summary="Walk the library's folder again")
     def rescan(request: Request, name: str) -> LibraryDoc:
         client, _, roots = state(request)
-        return library_doc(client.request_rescan(name), roots)
+        with named_library():
+            return library_doc(client.request_rescan(name), roots)
 
     @router.post(
         "/{name}/remove",
@@ -178,7 +205,8 @@ def library_router() -> APIRouter:
     )
     def remove(request: Request, name: str) -> RemovedDoc:
         client, _, _ = state(request)
-        return RemovedDoc(name=name, removed_items=client.remove_library(name))
+        with named_library():
+            return RemovedDoc(name=name, removed_items=client.remove_library(name))
 
     @router.post(
         "/{name}/upload",
@@ -192,12 +220,15 @@ def library_router() -> APIRouter:
         filename: Annotated[str, Query(alias="name", min_length=1, max_length=1024, description="the file's name")],
     ) -> JSONResponse:
         client, settings, roots = state(request)
-        library = await run_in_threadpool(client.library, name)
+        with named_library():
+            library = await run_in_threadpool(client.library, name)
         folder = Path(os.path.realpath(library.path))
         if not under_roots(folder, roots):
-            raise MediaProblem(403, f"{library.path} is outside the folders this server may add files to")
+            raise MediaProblem(
+                403, f"{library.path} is outside the folders this server may add files to", OUTSIDE_ROOTS
+            )
         if not folder.is_dir():
-            raise MediaProblem(409, f"the library's folder {library.path} is not there")
+            raise MediaProblem(409, f"the library's folder {library.path} is not there", FOLDER_MISSING)
         limits = Limits(settings.max_upload_photo_bytes, settings.max_upload_video_bytes)
         temp, kind, size = await receive(request.stream(), folder, limits)
         final = await run_in_threadpool(settle, temp, kind, filename)

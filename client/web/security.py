@@ -24,6 +24,9 @@ REALM = "clipsearch"
 OPEN_PATHS = frozenset({"/healthz"})
 # The request that adds a file to a library: its body is the file.
 UPLOAD_PATH = re.compile(r"/api/libraries/[^/]+/upload")
+# The reason of a refusal from another site (ErrorDoc.reason).
+CROSS_SITE = "cross_site"
+FILE_TOO_LARGE = "file_too_large"
 # Methods that change nothing; every other one is refused when a browser says it comes from another site.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Room for the multipart framing around an uploaded file of the largest allowed size.
@@ -198,15 +201,17 @@ class Guard:
         if scope.get("method", "GET") not in SAFE_METHODS:
             refusal = cross_site(scope)
             if refusal:
-                await _reply(send, 403, refusal)
+                await _reply(send, 403, refusal, reason=CROSS_SITE)
                 return
         limit = self.body_limit(scope["path"])
+        # A file added to a library is not "an image to search by": its refusal says so.
+        too_large = FILE_TOO_LARGE if limit != self.max_body_bytes else None
         length = _header(scope, b"content-length")
         if length is not None and not length.strip().isdigit():
             await _reply(send, 400, "the Content-Length header is not a number")
             return
         if length is not None and int(length) > limit:
-            await _reply(send, 413, f"the request is larger than the limit of {size_text(limit)}")
+            await _reply(send, 413, f"the request is larger than the limit of {size_text(limit)}", reason=too_large)
             return
         body = _BodyLimit(receive, send, limit)
         try:
@@ -215,7 +220,7 @@ class Guard:
             if not body.over:
                 raise
         if body.over and not body.started:
-            await _reply(send, 413, f"the request is larger than the limit of {size_text(limit)}")
+            await _reply(send, 413, f"the request is larger than the limit of {size_text(limit)}", reason=too_large)
 
 
 class _BodyLimit:
@@ -255,8 +260,10 @@ class _BodyLimit:
         await self._send(message)
 
 
-async def _reply(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": error}).encode("utf-8")
+async def _reply(
+    send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None, reason: str | None = None
+) -> None:
+    body = json.dumps({"error": error} if reason is None else {"error": error, "reason": reason}).encode("utf-8")
     await send(
         {
             "type": "http.response.start",

@@ -20,6 +20,11 @@ from .files import MediaProblem
 
 imageformats.register()  # HEIC/HEIF uploads are recognised like any other photo
 
+# The reasons of refused uploads (ErrorDoc.reason), for the page to say in its own words.
+FILE_TOO_LARGE = "file_too_large"
+NOT_MEDIA = "not_media"
+UPLOAD_EMPTY = "upload_empty"
+WRITE_FAILED = "write_failed"
 # Hidden, so neither the indexer nor a walk of the folder takes a file still arriving for a photo.
 TEMP_PREFIX = ".clipsearch-upload-"
 # Enough of the head of a file to tell its type (an MPEG transport stream shows its second packet at 188).
@@ -132,13 +137,13 @@ def check_photo(path: Path) -> str:
         with Image.open(path) as image:
             width, height = image.size
             if width * height > MAX_PHOTO_PIXELS:
-                raise MediaProblem(415, f"the photo is {width}x{height} pixels, more than this server takes")
+                raise MediaProblem(415, f"the photo is {width}x{height} pixels, more than this server takes", NOT_MEDIA)
             image.verify()
             return str(image.format or "")
     except MediaProblem:
         raise
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for files it cannot read
-        raise MediaProblem(415, f"not a photo this server reads ({exc})") from None
+        raise MediaProblem(415, f"not a photo this server reads ({exc})", NOT_MEDIA) from None
 
 
 def check_video(path: Path) -> None:
@@ -146,14 +151,14 @@ def check_video(path: Path) -> None:
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:
-                raise MediaProblem(415, "the file holds no video stream")
+                raise MediaProblem(415, "the file holds no video stream", NOT_MEDIA)
             for _ in container.decode(video=0):
                 return
-            raise MediaProblem(415, "the video has no frame that decodes")
+            raise MediaProblem(415, "the video has no frame that decodes", NOT_MEDIA)
     except MediaProblem:
         raise
     except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends for files it cannot read
-        raise MediaProblem(415, f"not a video this server reads ({exc})") from None
+        raise MediaProblem(415, f"not a video this server reads ({exc})", NOT_MEDIA) from None
 
 
 @dataclass(frozen=True)
@@ -175,8 +180,8 @@ _EXCLUSIVE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
 def write_problem(exc: OSError) -> MediaProblem:
     """What the page is told when the folder cannot take the file."""
     if isinstance(exc, PermissionError):
-        return MediaProblem(403, "the server may not write into the library's folder (permission denied)")
-    return MediaProblem(507, f"cannot write the file into the library's folder: {exc.strerror or exc}")
+        return MediaProblem(403, "the server may not write into the library's folder (permission denied)", WRITE_FAILED)
+    return MediaProblem(507, f"cannot write the file into the library's folder: {exc.strerror or exc}", WRITE_FAILED)
 
 
 def _create_temp(folder: Path) -> tuple[Path, int]:
@@ -188,7 +193,7 @@ def _create_temp(folder: Path) -> tuple[Path, int]:
             continue
         except OSError as exc:
             raise write_problem(exc) from None
-    raise MediaProblem(500, "cannot create a temporary file in the library's folder")
+    raise MediaProblem(500, "cannot create a temporary file in the library's folder", WRITE_FAILED)
 
 
 async def receive(chunks: AsyncIterator[bytes], folder: Path, limits: Limits) -> tuple[Path, Kind, int]:
@@ -210,16 +215,22 @@ async def receive(chunks: AsyncIterator[bytes], folder: Path, limits: Limits) ->
                         kind = _kind_of(head)
                 size += len(chunk)
                 if kind is not None and size > limits.of(kind):
-                    raise MediaProblem(413, f"the {kind.media} is larger than the limit of {_mib(limits.of(kind))}")
+                    raise MediaProblem(
+                        413, f"the {kind.media} is larger than the limit of {_mib(limits.of(kind))}", FILE_TOO_LARGE
+                    )
                 if kind is None and size > limits.video_bytes:
-                    raise MediaProblem(413, f"the file is larger than the limit of {_mib(limits.video_bytes)}")
+                    raise MediaProblem(
+                        413, f"the file is larger than the limit of {_mib(limits.video_bytes)}", FILE_TOO_LARGE
+                    )
                 out.write(chunk)
         if size == 0:
-            raise MediaProblem(400, "the file is empty (0 bytes)")
+            raise MediaProblem(400, "the file is empty (0 bytes)", UPLOAD_EMPTY)
         if kind is None:
             kind = _kind_of(head)
             if size > limits.of(kind):
-                raise MediaProblem(413, f"the {kind.media} is larger than the limit of {_mib(limits.of(kind))}")
+                raise MediaProblem(
+                    413, f"the {kind.media} is larger than the limit of {_mib(limits.of(kind))}", FILE_TOO_LARGE
+                )
         return path, kind, size
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -234,7 +245,9 @@ async def receive(chunks: AsyncIterator[bytes], folder: Path, limits: Limits) ->
 def _kind_of(head: bytes) -> Kind:
     kind = sniff(head)
     if kind is None:
-        raise MediaProblem(415, "the file is neither a photo nor a video (its content says so, whatever its name)")
+        raise MediaProblem(
+            415, "the file is neither a photo nor a video (its content says so, whatever its name)", NOT_MEDIA
+        )
     return kind
 
 
@@ -251,7 +264,7 @@ def settle(temp: Path, kind: Kind, given_name: str) -> Path:
             check_video(temp)
         name = final_name(given_name, kind)
         if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS:
-            raise MediaProblem(415, f"files like {name} are not indexed")
+            raise MediaProblem(415, f"files like {name} are not indexed", NOT_MEDIA)
         return _link_unique(temp, name)
     finally:
         with contextlib.suppress(OSError):
@@ -279,4 +292,4 @@ def _link_unique(temp: Path, name: str) -> Path:
                 raise write_problem(exc) from None
             os.replace(temp, candidate)
         return candidate
-    raise MediaProblem(409, f"too many files named like {name} in this folder")
+    raise MediaProblem(409, f"too many files named like {name} in this folder", WRITE_FAILED)

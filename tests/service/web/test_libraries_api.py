@@ -96,7 +96,7 @@ def test_add_list_rescan_and_remove_a_folder_under_a_root(library_stack: Library
     assert listed["roots"] == [str(library_stack.root)]
     assert listed["max_upload_video_bytes"] == VIDEO_LIMIT
     again = library_stack.add(folder)
-    assert again.status == 409 and "photos" in again.error
+    assert again.status == 409 and "photos" in again.error and again.json()["reason"] == "library_conflict"
     rescan = request(library_stack.base_url, "POST", "/api/libraries/photos/rescan", body=b"{}", headers=JSON)
     assert rescan.status == 200, rescan.body
     assert library_stack.client.library("photos").rescan_requests == 1
@@ -105,7 +105,7 @@ def test_add_list_rescan_and_remove_a_folder_under_a_root(library_stack: Library
     assert library_stack.libraries() == []
     assert (folder / "red.jpg").is_file()  # files are never touched
     missing = request(library_stack.base_url, "POST", "/api/libraries/photos/remove", body=b"{}", headers=JSON)
-    assert missing.status == 404
+    assert missing.status == 404 and missing.json()["reason"] == "library_not_found"
 
 
 def test_paths_outside_the_roots_symlinks_out_of_them_and_fifos_are_refused(library_stack: LibraryStack) -> None:
@@ -128,6 +128,8 @@ def test_paths_outside_the_roots_symlinks_out_of_them_and_fifos_are_refused(libr
         assert reply.status == status, (path, reply.body)
         assert reply.error
     assert "outside the folders this server may add" in library_stack.add("/").error
+    assert library_stack.add("/").json()["reason"] == "outside_roots"
+    assert library_stack.add(root / "pipe").json()["reason"] == "not_a_folder"
     assert "--library-root" in library_stack.add("/").error
     assert "not a folder" in library_stack.add(root / "pipe").error
     assert library_stack.libraries() == []
@@ -155,11 +157,11 @@ def test_cross_site_requests_that_change_anything_are_refused(library_stack: Lib
         for headers in elsewhere:
             reply = request(library_stack.base_url, "POST", target, body=body, headers={**form, **headers})
             assert reply.status == 403, (target, headers, reply.body)
-            assert "refused" in reply.error and "another" in reply.error
+            assert "refused" in reply.error and "another" in reply.error and reply.json()["reason"] == "cross_site"
         # From this page but as a form would send it: still refused (the page sends JSON or the bytes).
         same = {"Origin": library_stack.base_url, "Sec-Fetch-Site": "same-origin"}
         reply = request(library_stack.base_url, "POST", target, body=body, headers={**form, **same})
-        assert reply.status == 415, (target, reply.body)
+        assert reply.status == 415 and reply.json()["reason"] == "wrong_body", (target, reply.body)
     assert (snapshot(library_stack.root), library_stack.libraries()) == before
     assert library_stack.client.library("photos").rescan_requests == 0
 
@@ -214,17 +216,19 @@ def test_empty_oversized_and_disguised_uploads_are_refused_and_write_nothing(lib
     assert library_stack.add(folder).status == 201
     before = snapshot(library_stack.root)
     empty = library_stack.upload("photos", "empty.jpg", b"")
-    assert empty.status == 400 and "empty" in empty.error
+    assert empty.status == 400 and "empty" in empty.error and empty.json()["reason"] == "upload_empty"
     html = b"<!doctype html><html><body><script>alert(1)</script></body></html>" * 20
     disguised = library_stack.upload("photos", "cat.jpg", html)
     assert disguised.status == 415 and "neither a photo nor a video" in disguised.error
+    assert disguised.json()["reason"] == "not_media"
     broken = library_stack.upload("photos", "broken.jpg", jpeg()[:200])
     assert broken.status == 415 and "photo" in broken.error
     big_photo = jpeg()[:2] + b"\xff\xe0" + os.urandom(PHOTO_LIMIT)
     announced = library_stack.upload("photos", "big.jpg", big_photo)
     assert announced.status == 413 and "photo" in announced.error and "256 MiB" not in announced.error
     over_everything = library_stack.upload("photos", "huge.mp4", b"\x00" * (VIDEO_LIMIT + 1))
-    assert over_everything.status == 413
+    assert over_everything.status == 413 and over_everything.json()["reason"] == "file_too_large"
+    assert announced.json()["reason"] == "file_too_large"
     streamed = chunked(
         library_stack.base_url,
         "/api/libraries/photos/upload?name=big.jpg",
