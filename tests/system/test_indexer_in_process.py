@@ -1,4 +1,4 @@
-"""The indexer on in-process services with the real watcher: a library follows its folder within seconds (timed waits: system tier)."""
+"""The indexer on in-process services with the real watcher: a library follows its folder within seconds."""
 
 from __future__ import annotations
 
