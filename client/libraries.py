@@ -60,6 +60,7 @@ class LibraryStatus:
     failed_files: int = 0
     updated_at: float = 0.0  # seconds since the epoch; 0: never reported
     indexer: str = ""  # "host:pid"
+    caught_up_at: float = 0.0  # files changed before it are indexed (see search.proto); 0: never
 
     @classmethod
     def from_proto(cls, s: search_pb2.LibraryStatus) -> LibraryStatus:
@@ -73,6 +74,7 @@ class LibraryStatus:
             failed_files=s.failed_files,
             updated_at=s.updated_at,
             indexer=s.indexer,
+            caught_up_at=s.caught_up_at,
         )
 
     def to_proto(self) -> search_pb2.LibraryStatus:
@@ -86,6 +88,7 @@ class LibraryStatus:
             failures=[search_pb2.LibraryFailure(path=f.path, reason=f.reason) for f in self.failures],
             failed_files=self.failed_files,
             indexer=self.indexer,
+            caught_up_at=self.caught_up_at,
         )
         if self.eta_seconds is not None:
             message.eta_seconds = self.eta_seconds
@@ -159,6 +162,7 @@ class Library:
             "failures": [{"path": f.path, "reason": f.reason} for f in s.failures],
             "updated_at": s.updated_at or None,
             "indexer": s.indexer,
+            "caught_up_at": s.caught_up_at or None,
             "rescan_requests": self.rescan_requests,
             "created_at": self.created_at,
         }

@@ -58,6 +58,7 @@ class LibraryStatus:
     failed_files: int = 0
     updated_at: float = 0.0
     indexer: str = ""
+    caught_up_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ def _status_to_json(status: LibraryStatus) -> str:
         "failed_files": status.failed_files,
         "updated_at": status.updated_at,
         "indexer": status.indexer,
+        "caught_up_at": status.caught_up_at,
     }
     return json.dumps(data)
 
@@ -179,6 +181,7 @@ def _status_from_json(raw: bytes, now: float) -> LibraryStatus:
         failed_files=int(data.get("failed_files", 0)),
         updated_at=updated_at,
         indexer=str(data.get("indexer", "")),
+        caught_up_at=float(data.get("caught_up_at", 0.0)),
     )
 
 
@@ -347,6 +350,8 @@ class Libraries:
         for label, value in (("files_done", status.files_done), ("files_total", status.files_total)):
             if value < 0:
                 raise InvalidArgument(f"status.{label}={value} is negative")
+        if not 0 <= status.caught_up_at < 1e11:
+            raise InvalidArgument(f"status.caught_up_at={status.caught_up_at} is not a time in seconds since the epoch")
         if status.eta_seconds is not None and not 0 <= status.eta_seconds < 1e9:
             raise InvalidArgument(f"status.eta_seconds={status.eta_seconds} is not a number of seconds")
         status = replace(

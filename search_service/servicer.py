@@ -214,6 +214,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             failures=tuple((f.path, f.reason) for f in s.failures),
             failed_files=s.failed_files,
             indexer=s.indexer,
+            caught_up_at=s.caught_up_at,
         )
         return pb.ReportLibraryStatusResponse(known=self._libraries.report(request.name, status))
 
@@ -334,6 +335,7 @@ def _library_to_pb(library: Library) -> pb.Library:
         failed_files=s.failed_files,
         updated_at=s.updated_at,
         indexer=s.indexer,
+        caught_up_at=s.caught_up_at,
     )
     if s.eta_seconds is not None:
         status.eta_seconds = s.eta_seconds

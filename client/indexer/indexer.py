@@ -18,10 +18,15 @@ from ..errors import ClientError
 from ..libraries import Library
 from ..progress import Meter, Plan, plan
 from ..reports import IndexReport, ProgressCallback, ProgressEvent
+from ..uris import uri_to_path
+from .catchup import changes_since
 from .status import Reporter
 from .watching import DELETED, FolderWatch, Settling, is_folder, signature
 
 log = logging.getLogger("clipsearch.indexer")
+
+# Changes younger than this may not have reached the indexer yet (the watcher's delay, generously).
+WATCH_DELAY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,9 @@ class IndexerOptions:
     retry_seconds: float = 5.0  # after the services failed a pass, or for a folder that is missing
     fps: float = 1.0
     batch_files: int = 256  # changed files per index call
+    # While it watches with nothing to do, the indexer records (at most this often) that every change older
+    # than the watcher's delay is indexed, so that a restart looks only at the files changed since.
+    caught_up_every_seconds: float = 30.0
 
 
 class LibraryRemoved(Exception):
@@ -56,12 +64,14 @@ class LibraryWork:
             library.name,
             indexer.identity,
             heartbeat=indexer.options.heartbeat_seconds,
+            caught_up_at=library.status.caught_up_at,
         )
         self.settling = Settling(self._options.settle_seconds)
         self.failures: dict[str, str] = {f.path: f.reason for f in library.status.failures}
         self._tried: dict[str, tuple[int, int]] = {}  # a file that looked incomplete: the signature tried
         self._watch: FolderWatch | None = None
         self.catch_up = True  # on start: whatever changed while nothing watched
+        self.full_pass = False  # a rescan: every file read again
         self.rescans_seen = library.rescan_requests
         self._retry_at = 0.0
 
@@ -123,11 +133,16 @@ class LibraryWork:
             for start in range(0, len(ready), self._options.batch_files):
                 self._index(ready[start : start + self._options.batch_files])
         except ClientError as exc:
+            self.catch_up = True  # what was taken for this step is looked at again by a pass
             self._error(f"indexing paused: {exc}")
             return
         state = "indexing" if len(self.settling) else "watching"
         if self.reporter.status.state != state or self.reporter.status.message:
             self.reporter.update(state=state, message="", files_done=0, files_total=0)
+        now = time.time()
+        if state == "watching" and now - self.reporter.status.caught_up_at > self._options.caught_up_every_seconds:
+            # Nothing left to do: every change older than the watcher's delay is indexed.
+            self.reporter.update(caught_up_at=now - WATCH_DELAY_SECONDS)
         self.reporter.beat()
 
     def _progress(self, meter: Meter, message: str) -> ProgressCallback:
@@ -158,24 +173,45 @@ class LibraryWork:
         return report
 
     def _catch_up(self) -> None:
-        path = self.library.path
+        """A pass over the folder: a full one (every file read and looked up, as `clipsearch index --prune`) the
+        first time and on a rescan request; otherwise only the files changed since the last complete pass."""
+        path, since = self.library.path, self.reporter.status.caught_up_at
+        full = self.full_pass or not since
+        started, began = time.monotonic(), time.time()
         self.reporter.update(state="scanning", message="counting the files", files_done=0, files_total=0)
-        planned = plan([path], fps=self._options.fps)
-        self.reporter.update(state="indexing", message="catching up", files_done=0, files_total=planned.files)
-        started = time.monotonic()
-        report = self._run([path], planned, "catching up")
-        # A full pass: its failures replace those known.
-        self.failures = {}
-        self._take_failures(report, [path])
-        self.catch_up = False
+        if full:
+            planned = plan([path], fps=self._options.fps)
+            self.reporter.update(state="indexing", message="catching up", files_done=0, files_total=planned.files)
+            report = self._run([path], planned, "catching up")
+            self.failures = {}  # a full pass: its failures replace those known
+            self._take_failures(report, [path])
+            looked_at, gone = planned.files, report.pruned_sources
+        else:
+            changes = changes_since(self._indexer.client, self.library, since)
+            if changes.gone:
+                self._indexer.client.delete(sources=changes.gone)
+                self._forget_failures([str(uri_to_path(uri)) for uri in changes.gone])
+            report = IndexReport()
+            planned = plan(changes.changed, fps=self._options.fps)
+            if changes.changed:
+                self.reporter.update(state="indexing", message="catching up", files_total=planned.files)
+                report = self._run(changes.changed, planned, "catching up")
+                for changed in changes.changed:
+                    self.failures.pop(changed, None)
+                self._take_failures(report, changes.changed)
+            looked_at, gone = changes.looked_at, len(changes.gone)
+        self.catch_up = self.full_pass = False
+        self.reporter.update(caught_up_at=began)
         log.info(
-            "%s: caught up with %s in %.1f s: %d indexed, %d already indexed, %d removed, %d failed",
+            "%s: caught up with %s (%s, %d files) in %.1f s: %d indexed, %d already indexed, %d removed, %d failed",
             self.name,
             path,
+            "every file read" if full else f"{planned.files} changed since the last pass",
+            looked_at,
             time.monotonic() - started,
             report.indexed,
             report.known,
-            report.pruned_sources,
+            gone,
             len(report.failed),
         )
 
@@ -215,13 +251,16 @@ class LibraryWork:
 
     def _forget(self, paths: list[str]) -> None:
         sources, items = self._indexer.client.forget_missing(paths)
+        self._forget_failures(paths)
+        if sources:
+            log.info("%s: %d file%s gone: %d items deleted", self.name, sources, "s" if sources != 1 else "", items)
+
+    def _forget_failures(self, paths: list[str]) -> None:
         for path in paths:
             prefix = path.rstrip("/") + "/"
             for failed in [p for p in self.failures if p == path or p.startswith(prefix)]:
                 del self.failures[failed]
         self.reporter.update(failures=self.failures)
-        if sources:
-            log.info("%s: %d file%s gone: %d items deleted", self.name, sources, "s" if sources != 1 else "", items)
 
 
 class Indexer:
@@ -318,7 +357,7 @@ class Indexer:
             if library.rescan_requests > work.rescans_seen:
                 log.info("%s: rescan requested", name)
                 work.rescans_seen = library.rescan_requests
-                work.catch_up = True
+                work.catch_up = work.full_pass = True
 
     def _drop(self, name: str, *, removed: bool, cleanup: bool = False) -> None:
         work = self.work.pop(name, None)

@@ -28,6 +28,7 @@ class Reporter:
         *,
         interval: float = 0.5,
         heartbeat: float = 20.0,
+        caught_up_at: float = 0.0,
     ) -> None:
         self._send = send
         self.name = name
@@ -35,7 +36,7 @@ class Reporter:
         self._interval = interval
         self._heartbeat = heartbeat
         self._lock = threading.Lock()
-        self._status = LibraryStatus(indexer=indexer)
+        self._status = LibraryStatus(indexer=indexer, caught_up_at=caught_up_at)
         self._sent: LibraryStatus | None = None
         self._sent_at = -float("inf")
         self.known = True  # False once the service says the library is gone

@@ -379,7 +379,7 @@ class LibraryFailure(_message.Message):
     def __init__(self, path: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class LibraryStatus(_message.Message):
-    __slots__ = ("state", "files_done", "files_total", "eta_seconds", "message", "failures", "failed_files", "updated_at", "indexer")
+    __slots__ = ("state", "files_done", "files_total", "eta_seconds", "message", "failures", "failed_files", "updated_at", "indexer", "caught_up_at")
     STATE_FIELD_NUMBER: _ClassVar[int]
     FILES_DONE_FIELD_NUMBER: _ClassVar[int]
     FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -389,6 +389,7 @@ class LibraryStatus(_message.Message):
     FAILED_FILES_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     INDEXER_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_AT_FIELD_NUMBER: _ClassVar[int]
     state: LibraryState
     files_done: int
     files_total: int
@@ -398,7 +399,8 @@ class LibraryStatus(_message.Message):
     failed_files: int
     updated_at: float
     indexer: str
-    def __init__(self, state: _Optional[_Union[LibraryState, str]] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[LibraryFailure, _Mapping]]] = ..., failed_files: _Optional[int] = ..., updated_at: _Optional[float] = ..., indexer: _Optional[str] = ...) -> None: ...
+    caught_up_at: float
+    def __init__(self, state: _Optional[_Union[LibraryState, str]] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[LibraryFailure, _Mapping]]] = ..., failed_files: _Optional[int] = ..., updated_at: _Optional[float] = ..., indexer: _Optional[str] = ..., caught_up_at: _Optional[float] = ...) -> None: ...
 
 class Library(_message.Message):
     __slots__ = ("name", "path", "uri", "collection", "items", "status", "rescan_requests", "created_at")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -15,7 +16,9 @@ from client.indexer import Indexer, IndexerOptions
 from client.uris import path_to_uri
 from tests.support.client import write_images
 
-FAST = IndexerOptions(poll_seconds=0.5, settle_seconds=0.5, incomplete_grace_seconds=3.0, tick_seconds=0.1)
+FAST = IndexerOptions(
+    poll_seconds=0.5, settle_seconds=0.5, incomplete_grace_seconds=3.0, tick_seconds=0.1, caught_up_every_seconds=1.0
+)
 
 
 def sources(client: Client, collection: str) -> list[str]:
@@ -66,7 +69,9 @@ def running(client: Client) -> Iterator[Callable[[], Running]]:
         r.indexer.close()
 
 
-def test_follows_the_folder(client: Client, tmp_path: Path, running: Callable[[], Running]) -> None:
+def test_follows_the_folder(
+    client: Client, tmp_path: Path, running: Callable[[], Running], caplog: pytest.LogCaptureFixture
+) -> None:
     folder = tmp_path / "Pictures"
     first = write_images(folder, 2)
     spare = write_images(tmp_path / "spare", 3, seed=5)
@@ -96,13 +101,20 @@ def test_follows_the_folder(client: Client, tmp_path: Path, running: Callable[[]
     wait_for(lambda: path_to_uri(half) in sources(client, "home"), 10, "the completed file indexed")
     assert sorted(sources(client, "home")) == sorted(path_to_uri(p) for p in (first[1], copied, half))
 
+    # Idle, it records that everything up to a few seconds ago is indexed: a restart looks only at what is newer.
+    last_change = max(p.stat().st_mtime for p in folder.rglob("*.*"))
+    wait_for(lambda: client.library(library.name).status.caught_up_at > last_change + 2, 15, "caught up recorded")
     indexer.stop()
     # While nothing watches: a file added, one deleted; a restart catches up.
     shutil.copy(spare[0], folder / "while-down.png")
     copied.unlink()
+    caplog.set_level(logging.INFO, "clipsearch.indexer")
     running()
     wait_for(
         lambda: sources(client, "home") == sorted(path_to_uri(p) for p in (first[1], half, folder / "while-down.png")),
         30,
         "the catch-up after a restart",
     )
+    wait_for(lambda: "caught up with" in caplog.text, 10, "the catch-up's line")
+    assert "(1 changed since the last pass, 3 files)" in caplog.text  # only the new file was read
+    assert ": 1 indexed, 0 already indexed, 1 removed, 0 failed" in caplog.text
