@@ -37,18 +37,21 @@ test: $(STAMP) $(NODE_DEPS)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
 
-# Lint: ruff's rules and formatting (pyproject.toml [tool.ruff]), and generated proto code that matches protos/.
+# Lint: ruff's rules and formatting (pyproject.toml [tool.ruff]), generated proto code that matches protos/, and
+# Biome's rules and formatting for the page's JavaScript and the Node.js test (biome.json; Biome from PyPI).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m clipsearch.protogen --check
+	$(BIN)/biome check
 
 # Rewrites the tree in the project's format and applies ruff's safe fixes.
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+	$(BIN)/biome format --write
 
-# Static types: mypy, strict for the four packages (pyproject.toml [tool.mypy]).
+# Static types: mypy, strict for the four packages, the bodies of tests/ checked too (pyproject.toml [tool.mypy]).
 typecheck: $(STAMP)
 	$(BIN)/mypy
 

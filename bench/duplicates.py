@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench import common
-from client.phash import distance, image_hash
+from client.ingest.phash import distance, image_hash
 from search_service.duplicates import DEFAULT_MAX_DISTANCE
 
 SIZE = (1024, 768)

@@ -26,7 +26,7 @@ from bench.common import (
 )
 from bench.media import folder_bytes
 from client.api import Client
-from client.media import ImageLimits, prepare_image
+from client.ingest.media import ImageLimits, prepare_image
 from embedder_service.model import ClipEmbedder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

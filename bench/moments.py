@@ -22,9 +22,9 @@ from PIL import Image
 from bench import common
 from bench.common import median, percentile_ms, ratio
 from client.api import Client, SearchFilter
-from client.ingest import IngestOptions
-from client.media import VideoFrame, iter_video_frames
-from client.stills import DEFAULT_STILL_THRESHOLD, StillFilter, difference, signature
+from client.ingest.engine import IngestOptions
+from client.ingest.media import VideoFrame, iter_video_frames
+from client.ingest.stills import DEFAULT_STILL_THRESHOLD, StillFilter, difference, signature
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service import schema as S

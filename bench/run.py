@@ -218,8 +218,8 @@ def step(name: str, function: Callable[..., Any], *args: Any) -> Any:
 
 def decode_workers() -> int:
     """The client's decode and shrink threads, as `clipsearch index` picks them by default."""
-    from client.ingest import IngestOptions
-    from client.ingest import decode_workers as default_workers
+    from client.ingest.engine import IngestOptions
+    from client.ingest.engine import decode_workers as default_workers
 
     return IngestOptions().prepare_workers or default_workers()
 

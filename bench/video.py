@@ -11,7 +11,7 @@ from typing import Any
 import av
 
 from bench.common import CpuMeter, Services, Timed, clipsearch_index, ratio
-from client.media import FrameSampler
+from client.ingest.media import FrameSampler
 
 FPS = 1.0
 

@@ -1,18 +1,46 @@
 """The clipsearch client: index images and videos, search by text or image, classify, via the services."""
 
-import os
+from __future__ import annotations
 
-# gRPC documents ERROR as its default log level, yet with GRPC_VERBOSITY unset its core also prints INFO
-# lines (each failed TLS handshake) on stderr, around the CLI's one-line messages. Read when grpc loads.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .api import Client, SearchFilter
-from .config import ClientConfig
-from .errors import ClientError, Conflict, InvalidInput, NotFound, ServiceError, ServiceUnavailable
-from .ingest import ImageBytes, IngestOptions
-from .libraries import Library, LibraryFailure, LibraryStatus
-from .reports import Failure, IndexReport, ProgressEvent
-from .results import DeleteResult, Hit, Item, LabelScore, Stats
+if TYPE_CHECKING:
+    from .api import Client, SearchFilter, SearchOptions
+    from .config import ClientConfig
+    from .errors import ClientError, Conflict, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+    from .ingest.engine import ImageBytes, IngestOptions
+    from .ingest.reports import Failure, IndexReport, ProgressEvent
+    from .libraries import Library, LibraryFailure, LibraryStatus
+    from .results import DeleteResult, Hit, Item, LabelScore, Stats
+
+# Each public name and the module defining it. They load on first use, so that importing a part of the
+# package (the `clipsearch` command's entry) does not load gRPC before the entry has set GRPC_VERBOSITY.
+_MODULES = {
+    "Client": "api",
+    "SearchFilter": "api",
+    "SearchOptions": "api",
+    "ClientConfig": "config",
+    "ClientError": "errors",
+    "Conflict": "errors",
+    "InvalidInput": "errors",
+    "NotFound": "errors",
+    "ServiceError": "errors",
+    "ServiceUnavailable": "errors",
+    "ImageBytes": "ingest.engine",
+    "IngestOptions": "ingest.engine",
+    "Failure": "ingest.reports",
+    "IndexReport": "ingest.reports",
+    "ProgressEvent": "ingest.reports",
+    "Library": "libraries",
+    "LibraryFailure": "libraries",
+    "LibraryStatus": "libraries",
+    "DeleteResult": "results",
+    "Hit": "results",
+    "Item": "results",
+    "LabelScore": "results",
+    "Stats": "results",
+}
 
 __all__ = [
     "Client",
@@ -34,7 +62,17 @@ __all__ = [
     "NotFound",
     "ProgressEvent",
     "SearchFilter",
+    "SearchOptions",
     "ServiceError",
     "ServiceUnavailable",
     "Stats",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -7,6 +7,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 import grpc
 import numpy as np
@@ -19,12 +20,12 @@ from . import ids as idmod
 from . import libraries as libs
 from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
-from .ingest import ImageBytes, Ingest, IngestOptions
-from .media import ImageLimits, MediaError, prepare_image, read_file
+from .ingest.engine import ImageBytes, Ingest, IngestOptions
+from .ingest.media import ImageLimits, MediaError, prepare_image, read_file
+from .ingest.prune import list_all, prune
+from .ingest.reindex import Reindex, ReindexReport
+from .ingest.reports import IndexReport, ProgressCallback, ProgressEvent, Tally
 from .placement import choose_collection
-from .prune import list_all, prune
-from .reindex import Reindex, ReindexReport
-from .reports import IndexReport, ProgressCallback, ProgressEvent, Tally
 from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
@@ -63,6 +64,34 @@ class SearchFilter:
         if self.max_timestamp_seconds is not None:
             filter_.max_timestamp_seconds = self.max_timestamp_seconds
         return filter_
+
+
+class SearchArguments(TypedDict, total=False):
+    """SearchOptions' fields, as keyword arguments of the Client's search methods."""
+
+    top: int
+    offset: int
+    filter: SearchFilter | None
+    min_score: float | None
+    moments: bool
+    collapse_duplicates: bool
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Which results a search returns: how many, from where, which items, and how they are grouped."""
+
+    top: int = 10
+    offset: int = 0
+    filter: SearchFilter | None = None
+    min_score: float | None = None  # only results with a cosine of at least this
+    moments: bool = False  # frames of one video that follow each other as one hit
+    collapse_duplicates: bool = False  # near-duplicate photos as one hit
+
+    @classmethod
+    def of(cls, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]) -> SearchOptions:
+        """`options` (the defaults when None) with the fields given by name replaced."""
+        return replace(options or cls(), **overrides)
 
 
 class Client:
@@ -267,18 +296,14 @@ class Client:
     def search_vector(
         self,
         vector: Sequence[float] | np.ndarray,
+        options: SearchOptions | None = None,
         *,
-        top: int = 10,
-        offset: int = 0,
-        filter: SearchFilter | None = None,
-        min_score: float | None = None,
         with_vectors: bool = False,
-        moments: bool = False,
         gap_seconds: float = 0.0,
-        collapse_duplicates: bool = False,
         model: search_pb2.EmbeddingModel | None = None,
+        **overrides: Unpack[SearchArguments],
     ) -> list[Hit]:
-        """Nearest items to a vector, best first.
+        """Nearest items to a vector, best first: `options` (SearchOptions), with any of its fields given by name.
 
         With moments, matching frames of one video that follow each other come back as one hit (its best
         frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
@@ -287,114 +312,62 @@ class Client:
         duplicates; top and offset then count collapsed hits. `model`, the model the vector comes from,
         makes the service refuse an index of another model (search_text and search_image name it).
         """
+        options = SearchOptions.of(options, **overrides)
         request = search_pb2.QueryRequest(
             vector=[float(v) for v in np.asarray(vector).ravel()],
-            k=top,
-            offset=offset,
-            filter=(filter or SearchFilter()).to_proto(),
+            k=options.top,
+            offset=options.offset,
+            filter=(options.filter or SearchFilter()).to_proto(),
             with_vectors=with_vectors,
         )
-        if moments:
+        if options.moments:
             request.moments.gap_seconds = gap_seconds
-        if collapse_duplicates:
+        if options.collapse_duplicates:
             request.duplicates.SetInParent()
         if model is not None:
             request.model.CopyFrom(model)
-        if min_score is not None:
-            request.min_score = min_score
+        if options.min_score is not None:
+            request.min_score = options.min_score
         try:
             response = self._transport.query(request)
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"invalid search: {exc.details}") from None
             raise
-        return [Hit.from_match(m, offset + n + 1) for n, m in enumerate(response.matches)]
+        return [Hit.from_match(m, options.offset + n + 1) for n, m in enumerate(response.matches)]
 
     def search_text(
-        self,
-        text: str,
-        *,
-        top: int = 10,
-        offset: int = 0,
-        filter: SearchFilter | None = None,
-        min_score: float | None = None,
-        moments: bool = False,
-        collapse_duplicates: bool = False,
+        self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
     ) -> list[Hit]:
         """Items (or, with moments, moments) best matching a text description."""
         if not text.strip():
             raise InvalidInput("the search text is empty")
-        return self.search_vector(
-            self.embed_texts([text])[0],
-            top=top,
-            offset=offset,
-            filter=filter,
-            min_score=min_score,
-            moments=moments,
-            collapse_duplicates=collapse_duplicates,
-            model=self._transport.embedding_model,
-        )
+        options = SearchOptions.of(options, **overrides)
+        return self.search_vector(self.embed_texts([text])[0], options, model=self._transport.embedding_model)
 
     def search_image(
-        self,
-        image: ImageInput,
-        *,
-        top: int = 10,
-        offset: int = 0,
-        filter: SearchFilter | None = None,
-        min_score: float | None = None,
-        moments: bool = False,
-        collapse_duplicates: bool = False,
+        self, image: ImageInput, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
     ) -> list[Hit]:
         """Items (or moments) most similar to an image (a file path or encoded bytes)."""
+        options = SearchOptions.of(options, **overrides)
         vector = self.embed_image(image)
-        return self.search_vector(
-            vector,
-            top=top,
-            offset=offset,
-            filter=filter,
-            min_score=min_score,
-            moments=moments,
-            collapse_duplicates=collapse_duplicates,
-            model=self._transport.embedding_model,
-        )
+        return self.search_vector(vector, options, model=self._transport.embedding_model)
 
     def search_like(
-        self,
-        item_id: str,
-        *,
-        top: int = 10,
-        offset: int = 0,
-        filter: SearchFilter | None = None,
-        min_score: float | None = None,
-        moments: bool = False,
-        collapse_duplicates: bool = False,
+        self, item_id: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
     ) -> list[Hit]:
         """ "More like this": items (or moments) nearest to an indexed item, the item itself (or the moment
         it leads) excluded."""
+        options = SearchOptions.of(options, **overrides)
+        top, offset = options.top, options.offset
         vector = self._stored_vector(item_id)
         if offset + top + 1 <= MAX_K:
             # Ask for everything up to the page plus one, so the page is exact wherever the item ranks.
-            hits = self.search_vector(
-                vector,
-                top=offset + top + 1,
-                filter=filter,
-                min_score=min_score,
-                moments=moments,
-                collapse_duplicates=collapse_duplicates,
-            )
+            hits = self.search_vector(vector, replace(options, top=offset + top + 1, offset=0))
             others = [h for h in hits if h.id != item_id][offset : offset + top]
         else:
             # Deep pages: the item is its own nearest neighbour (score 1), so it ranks before the page.
-            hits = self.search_vector(
-                vector,
-                top=top + 1,
-                offset=offset,
-                filter=filter,
-                min_score=min_score,
-                moments=moments,
-                collapse_duplicates=collapse_duplicates,
-            )
+            hits = self.search_vector(vector, replace(options, top=top + 1))
             others = [h for h in hits if h.id != item_id]
             others = others[:top] if len(others) < len(hits) else others[1 : top + 1]
         return [replace(h, rank=offset + n + 1) for n, h in enumerate(others)]

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import grpc
 
+from clipsearch.rpc_status import MODEL_MISMATCH, REINDEX_MODEL_MISMATCH
+
+# The ErrorInfo reasons (clipsearch/rpc_status.py) that the client raises as ModelMismatch.
+MODEL_MISMATCHES = frozenset({MODEL_MISMATCH, REINDEX_MODEL_MISMATCH})
+
 
 class ClientError(Exception):
     """Something the user can act on; str() is a one-line explanation."""
@@ -23,22 +28,25 @@ class ServiceUnavailable(ClientError):
 
 
 class ServiceError(ClientError):
-    """A service answered a call with an error status."""
+    """A service answered a call with an error status; `reason` is its ErrorInfo reason, if it has one."""
 
-    def __init__(self, service: str, address: str, code: grpc.StatusCode, details: str) -> None:
+    def __init__(
+        self, service: str, address: str, code: grpc.StatusCode, details: str, *, reason: str | None = None
+    ) -> None:
         self.service = service
         self.address = address
         self.code = code
         self.details = details
+        self.reason = reason
         super().__init__(f"{service} service at {address}: {code.name}: {details}")
 
 
 class ModelMismatch(ServiceError):
-    """The search index holds another embedding model's vectors; str() is the service's explanation alone
-    (it names both models and `clipsearch reindex`)."""
+    """The search index (or the reindex in progress) holds another embedding model's vectors; str() is the
+    service's explanation alone (it names both models and `clipsearch reindex`)."""
 
-    def __init__(self, address: str, details: str) -> None:
-        super().__init__("search", address, grpc.StatusCode.FAILED_PRECONDITION, details)
+    def __init__(self, address: str, details: str, *, reason: str = MODEL_MISMATCH) -> None:
+        super().__init__("search", address, grpc.StatusCode.FAILED_PRECONDITION, details, reason=reason)
         self.args = (details,)
 
     def __str__(self) -> str:

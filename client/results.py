@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from .media import format_timestamp
+from .ingest.media import format_timestamp
 from .uris import display
 
 _MEDIA_NAMES = {

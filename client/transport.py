@@ -13,10 +13,11 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from clipsearch import rpc_status
 from clipsearch.envconfig import ConfigError
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from .errors import ModelMismatch, ServiceError, ServiceUnavailable
+from .errors import MODEL_MISMATCHES, ModelMismatch, ServiceError, ServiceUnavailable
 from .retry import RetryPolicy
 from .security import SERVER_NAME_VARIABLE, TOKEN_SETTING, ChannelSecurity
 from .targets import EMBEDDER, SEARCH, check_addresses, embedder_target, endpoints, search_target
@@ -256,8 +257,9 @@ class Transport:
             details = f"no answer within the deadline ({details})"
         if code == grpc.StatusCode.UNAVAILABLE:
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
-        if code == grpc.StatusCode.FAILED_PRECONDITION and service == SEARCH and "clipsearch reindex" in details:
-            return ModelMismatch(self.address(service), details)
+        reason = rpc_status.reason_of(exc)
+        if reason in MODEL_MISMATCHES and service == SEARCH:
+            return ModelMismatch(self.address(service), details, reason=reason)
         if code == grpc.StatusCode.UNAUTHENTICATED:
             remedy = (
                 f"the token in {TOKEN_SETTING} is not the services' token"
@@ -265,7 +267,7 @@ class Transport:
                 else f"set {TOKEN_SETTING} to the services' token"
             )
             details = f"authentication failed: {details}; {remedy}"
-        return ServiceError(service, self.address(service), code, details)
+        return ServiceError(service, self.address(service), code, details, reason=reason)
 
     # Typed shorthands for the calls the client makes.
     def model_info(self) -> embedder_pb2.ModelInfo:

@@ -1,4 +1,4 @@
-"""Exceptions to gRPC statuses: a table for each service, applied to its RPC methods by one decorator."""
+"""Exceptions to gRPC statuses (a table per service, one decorator) and the ErrorInfo reasons they carry."""
 
 from __future__ import annotations
 
@@ -9,8 +9,29 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 log = logging.getLogger(__name__)
+
+# A status a caller must act on in its own way carries a google.rpc.ErrorInfo in its details (the
+# grpc-status-details-bin trailer) with this domain and one of the reasons below; callers read the
+# reason, never the message, which is for people. protos/clipsearch/v1/*.proto document each.
+DOMAIN = "clipsearch.v1"
+# FAILED_PRECONDITION: the index holds vectors of another embedding model (or dimension) than the request's.
+MODEL_MISMATCH = "MODEL_MISMATCH"
+# FAILED_PRECONDITION: a reindex to another model than the request's is in progress.
+REINDEX_MODEL_MISMATCH = "REINDEX_MODEL_MISMATCH"
+# FAILED_PRECONDITION: another reindex began at the same time; begin again to resume it.
+REINDEX_IN_PROGRESS = "REINDEX_IN_PROGRESS"
+# FAILED_PRECONDITION: a call that works on a reindex found none in progress (finished or aborted).
+NO_REINDEX_IN_PROGRESS = "NO_REINDEX_IN_PROGRESS"
+# UNAVAILABLE: the index is loading; retry shortly. Reserved: not sent yet.
+INDEX_LOADING = "INDEX_LOADING"
+REASONS = frozenset(
+    {MODEL_MISMATCH, REINDEX_MODEL_MISMATCH, REINDEX_IN_PROGRESS, NO_REINDEX_IN_PROGRESS, INDEX_LOADING}
+)
 
 # The status details for an error raised by an RPC method: (method name, error) -> details.
 Details = Callable[[str, Exception], str]
@@ -37,6 +58,41 @@ class StatusRule:
     error: type[Exception]
     code: grpc.StatusCode
     details: Details = error_message
+
+
+def reason_of_error(error: Exception) -> str | None:
+    """The ErrorInfo reason an exception carries (its `reason` attribute, set by its class), if any."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) and reason else None
+
+
+def status_with_reason(code: grpc.StatusCode, message: str, reason: str) -> grpc.Status:
+    """A status whose details hold an ErrorInfo of DOMAIN with `reason`."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown ErrorInfo reason {reason!r}")
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+def reason_of(call: object) -> str | None:
+    """The reason of the ErrorInfo of DOMAIN in a failed call's status details, or None (a caller's side)."""
+    if not isinstance(call, grpc.Call):
+        return None
+    try:
+        status = rpc_status.from_call(call)
+    except ValueError:  # details that contradict the status: none to trust
+        return None
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == DOMAIN:
+                return str(info.reason)
+    return None
 
 
 @dataclass(frozen=True)
@@ -72,6 +128,9 @@ class ErrorStatuses:
                     context.abort(grpc.StatusCode.INTERNAL, self.internal(name, error))
                 details = rule.details(name, error)
                 log.debug("%s rejected: %s", name, details)
+                reason = reason_of_error(error)
+                if reason is not None:
+                    context.abort_with_status(status_with_reason(rule.code, details, reason))
                 context.abort(rule.code, details)
 
         return wrapper

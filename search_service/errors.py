@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from clipsearch import rpc_status
+
 
 class SearchError(Exception):
-    """Base of the errors the service reports to callers."""
+    """Base of the errors the service reports to callers; `reason`, where set, goes in the status's ErrorInfo."""
+
+    reason: ClassVar[str | None] = None
 
 
 class InvalidArgument(SearchError):
@@ -26,3 +32,23 @@ class QueryTimeout(SearchError):
 
 class ModelMismatch(IndexMismatch):
     """A request names an embedding model other than the one whose vectors the index holds."""
+
+    reason = rpc_status.MODEL_MISMATCH
+
+
+class ReindexModelMismatch(ModelMismatch):
+    """A request names an embedding model other than the one of the reindex in progress."""
+
+    reason = rpc_status.REINDEX_MODEL_MISMATCH
+
+
+class ReindexInProgress(IndexMismatch):
+    """Another reindex began at the same time as this one."""
+
+    reason = rpc_status.REINDEX_IN_PROGRESS
+
+
+class NoReindexInProgress(ModelMismatch):
+    """A call about a reindex found none in progress (it finished, or was aborted)."""
+
+    reason = rpc_status.NO_REINDEX_IN_PROGRESS

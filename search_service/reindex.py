@@ -12,7 +12,13 @@ import redis
 from clipsearch.limits import MAX_DIMENSION
 from search_service import catalog as C
 from search_service.catalog import Catalog, EmbeddingModel, Generation
-from search_service.errors import IndexMismatch, InvalidArgument, ModelMismatch
+from search_service.errors import (
+    IndexMismatch,
+    InvalidArgument,
+    NoReindexInProgress,
+    ReindexInProgress,
+    ReindexModelMismatch,
+)
 from search_service.info import parse_info
 from search_service.redis_calls import execute, is_missing_index
 from search_service.resolve import IndexBase
@@ -86,7 +92,7 @@ class Reindexer:
             if catalog.staging is not None:
                 staged = catalog.staging.model
                 if staged is None or not staged.same_as(model):
-                    raise ModelMismatch(
+                    raise ReindexModelMismatch(
                         f"a reindex of {self._name!r} to the model "
                         f"{staged.describe() if staged else '(unknown)'} is in progress: finish it with an "
                         "embedder serving that model, or abort it (clipsearch reindex --abort)"
@@ -124,7 +130,7 @@ class Reindexer:
         with self._transaction() as pipe:
             pipe.watch(self._key)
             if pipe.hget(self._key, C.F_STAGING_GENERATION):
-                raise IndexMismatch("another reindex began at the same time; run clipsearch reindex again")
+                raise ReindexInProgress("another reindex began at the same time; run clipsearch reindex again")
             pipe.multi()
             pipe.hset(self._key, mapping=fields)
             pipe.execute()
@@ -135,7 +141,7 @@ class Reindexer:
         with self._index.redis_errors():
             stage = self._catalog().staging
             if stage is None:
-                raise ModelMismatch(f"no reindex of {self._name!r} is in progress")
+                raise NoReindexInProgress(f"no reindex of {self._name!r} is in progress")
             pipe = self._client.pipeline(transaction=False)
             for item_id in ids:
                 pipe.exists(stage.prefix + item_id)
@@ -147,9 +153,9 @@ class Reindexer:
             catalog = self._catalog()
             stage, live = catalog.staging, catalog.live
             if stage is None or stage.model is None:
-                raise ModelMismatch(f"no reindex of {self._name!r} is in progress: nothing to finish")
+                raise NoReindexInProgress(f"no reindex of {self._name!r} is in progress: nothing to finish")
             if model is not None and not stage.model.same_as(model):
-                raise ModelMismatch(C.mismatch(self._name, stage.model, model, staging=True))
+                raise ReindexModelMismatch(C.mismatch(self._name, stage.model, model, staging=True))
             live_index = self._index.schema.name
             dropped = self._count(live_index)
             with self._transaction() as pipe:

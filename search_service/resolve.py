@@ -14,7 +14,13 @@ import redis
 from search_service import catalog as C
 from search_service import schema as S
 from search_service.catalog import Catalog, EmbeddingModel, Generation
-from search_service.errors import IndexMismatch, InvalidArgument, ModelMismatch
+from search_service.errors import (
+    IndexMismatch,
+    InvalidArgument,
+    ModelMismatch,
+    NoReindexInProgress,
+    ReindexModelMismatch,
+)
 from search_service.info import mismatch_message, parse_info
 from search_service.items import (
     HnswParams,
@@ -226,10 +232,10 @@ class IndexBase:
         if model is None:
             raise InvalidArgument("staging is set without model: name the model of the reindex")
         if stage is None or stage.model is None:
-            raise ModelMismatch(
+            raise NoReindexInProgress(
                 f"no reindex of the index {self.configured.name!r} is in progress: begin one (clipsearch reindex)"
             )
         if not stage.model.same_as(model):
-            raise ModelMismatch(C.mismatch(self.configured.name, stage.model, model, staging=True))
+            raise ReindexModelMismatch(C.mismatch(self.configured.name, stage.model, model, staging=True))
         guard = [C.F_STAGING_GENERATION, str(stage.number), C.STAGING_MODEL, *model.fields("").values(), "0"]
         return self.schema_of(stage), guard

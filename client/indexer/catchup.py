@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass
 
 from ..api import Client, SearchFilter
+from ..ingest.media import Problem, discover
 from ..libraries import Library
-from ..media import Problem, discover
 from ..uris import path_to_uri, uri_to_path
 
 # A file changed this close before the recorded time is looked at again (coarse file system timestamps).

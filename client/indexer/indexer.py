@@ -15,9 +15,9 @@ import watchfiles
 
 from ..api import Client
 from ..errors import ClientError
+from ..ingest.progress import Meter, Plan, plan
+from ..ingest.reports import IndexReport, ProgressCallback, ProgressEvent
 from ..libraries import Library
-from ..progress import Meter, Plan, plan
-from ..reports import IndexReport, ProgressCallback, ProgressEvent
 from ..uris import uri_to_path
 from .catchup import changes_since
 from .status import Reporter

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import watchfiles
 
-from ..media import media_kind
+from ..ingest.media import media_kind
 
 log = logging.getLogger("clipsearch.indexer")
 

@@ -15,7 +15,6 @@ import grpc
 from .banner import banner
 from .config import ServeConfig, build_config, missing_modules, serve_security
 from .errors import EXIT_CHILD_FAILED, EXIT_OK, EXIT_USAGE, ServeError
-from .options import add_arguments
 from .ready_file import ready_document, remove_ready_file, write_ready_file
 from .supervisor import Supervisor
 
@@ -25,7 +24,6 @@ __all__ = [
     "EXIT_USAGE",
     "ServeConfig",
     "ServeError",
-    "add_arguments",
     "build_config",
     "main",
     "run",
@@ -111,6 +109,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="clipsearch serve")
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    """`clipsearch serve` with these arguments (the command line's, when None)."""
+    from client.cli import main as cli_main  # the command's entry, as `clipsearch serve`
+
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])

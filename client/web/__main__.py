@@ -1,5 +1,7 @@
 """`python -m client.web`: the same as `clipsearch web`."""
 
-from .server import main
+import sys
 
-raise SystemExit(main())
+from client.cli import main
+
+raise SystemExit(main(["web", *sys.argv[1:]]))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Annotated, Literal, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from client.api import Client, SearchFilter
+from client.api import Client, SearchFilter, SearchOptions
 from client.errors import ClientError, InvalidInput
 from client.results import Hit, Item, Stats
 from clipsearch.v1.embedder_pb2 import ModelInfo
@@ -40,18 +40,6 @@ MAX_TOP = 200
 MAX_QUERY_CHARS = 1000
 
 
-@dataclass(frozen=True)
-class Page:
-    """Which results a search returns, and the filters it applies."""
-
-    top: int
-    offset: int
-    min_score: float | None
-    filter: SearchFilter
-    moments: bool = True
-    collapse_duplicates: bool = False
-
-
 def page_params(
     top: Annotated[int, Query(ge=1, le=MAX_TOP, description="results per page")] = 24,
     offset: Annotated[int, Query(ge=0, lt=MAX_DEPTH, description="results to skip")] = 0,
@@ -66,15 +54,22 @@ def page_params(
     collapse_duplicates: Annotated[
         bool, Query(description="near-duplicate photos (resized or re-encoded copies) as one result listing its copies")
     ] = False,
-) -> Page:
+) -> SearchOptions:
     if offset + top + 1 > MAX_DEPTH:
         raise InvalidInput(f"results go no deeper than {MAX_DEPTH}: lower offset or top")
     collections = (collection,) if collection and collection.strip() else ()
     filter_ = SearchFilter(collections=collections, media=media)
-    return Page(top, offset, min_score, filter_, moments=not frames, collapse_duplicates=collapse_duplicates)
+    return SearchOptions(
+        top=top,
+        offset=offset,
+        filter=filter_,
+        min_score=min_score,
+        moments=not frames,
+        collapse_duplicates=collapse_duplicates,
+    )
 
 
-PageParams = Annotated[Page, Depends(page_params)]
+PageParams = Annotated[SearchOptions, Depends(page_params)]
 _ERRORS: dict[int | str, dict[str, object]] = {status: {"model": ErrorDoc} for status in (400, 404, 409, 413, 503, 504)}
 
 
@@ -110,7 +105,7 @@ def duplicate_doc(copy: Hit) -> DuplicateDoc:
     )
 
 
-def search_doc(hits: list[Hit], page: Page, media: Media, query: QueryDoc) -> SearchDoc:
+def search_doc(hits: list[Hit], page: SearchOptions, media: Media, query: QueryDoc) -> SearchDoc:
     # One more result than the page was asked for says whether another page follows.
     shown = hits[: page.top]
     media.files.remember([*shown, *(d for h in shown for d in h.duplicates)])
@@ -137,27 +132,12 @@ def api_router() -> APIRouter:
         media: Media = request.app.state.media
         if (q is None) == (like is None):
             raise InvalidInput("give q (a description) or like (an item id), one of them")
-        top, offset, filter_, min_score = page.top + 1, page.offset, page.filter, page.min_score
+        # One more than the page, to tell whether another page follows.
+        options = replace(page, top=page.top + 1)
         if q is not None:
-            hits = client.search_text(
-                q,
-                top=top,
-                offset=offset,
-                filter=filter_,
-                min_score=min_score,
-                moments=page.moments,
-                collapse_duplicates=page.collapse_duplicates,
-            )
+            hits = client.search_text(q, options)
         else:
-            hits = client.search_like(
-                check_id(like or ""),
-                top=top,
-                offset=offset,
-                filter=filter_,
-                min_score=min_score,
-                moments=page.moments,
-                collapse_duplicates=page.collapse_duplicates,
-            )
+            hits = client.search_like(check_id(like or ""), options)
         return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False))
 
     @router.post("/search/image", summary="Search by an uploaded image (multipart field `image`)")
@@ -174,16 +154,7 @@ def api_router() -> APIRouter:
             raise MediaProblem(413, f"the image is larger than the limit of {limit // (1 << 20)} MiB")
         if not data:
             raise InvalidInput("the uploaded image is empty")
-        hits = await run_in_threadpool(
-            client.search_image,
-            data,
-            top=page.top + 1,
-            offset=page.offset,
-            filter=page.filter,
-            min_score=page.min_score,
-            moments=page.moments,
-            collapse_duplicates=page.collapse_duplicates,
-        )
+        hits = await run_in_threadpool(client.search_image, data, replace(page, top=page.top + 1))
         return await run_in_threadpool(search_doc, hits, page, media, QueryDoc(text=None, like=None, image=True))
 
     @router.get("/items/{item_id}", summary="One indexed item, with every path it was indexed from")

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from client.api import Client
 from client.errors import ClientError, NotFound
-from client.media import MediaError, open_regular
+from client.ingest.media import MediaError, open_regular
 from client.results import Item
 from client.uris import FILE_SCHEME, display, uri_to_path
 

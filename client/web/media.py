@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
-from client.media import MediaError, open_regular
+from client.ingest.media import MediaError, open_regular
 from client.results import Item
 
 from .cache import DiskCache, cache_key

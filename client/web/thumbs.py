@@ -13,7 +13,7 @@ from typing import BinaryIO
 import av
 from PIL import Image, ImageOps
 
-from client.media import REDUCING_GAP, MediaError
+from client.ingest.media import REDUCING_GAP, MediaError
 from clipsearch import imageformats
 
 imageformats.register()  # HEIC/HEIF photos open like any other

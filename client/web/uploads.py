@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from client.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from client.ingest.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from clipsearch import imageformats
 
 from .files import MediaProblem

@@ -34,6 +34,8 @@ class EmbedderStub:
     RESOURCE_EXHAUSTED  a request asks for more than the server's limits (batch size, label count,
     decoded pixel count, message size); ModelInfo reports the limits.
     UNAVAILABLE         the server is starting or shutting down; retry with backoff.
+    Its statuses carry no google.rpc.ErrorInfo: the reasons of domain "clipsearch.v1" are the search
+    service's (search.proto).
 
     Bulk ingest spreads over replicas with plain unary EmbedImages calls, one batch per call. Unary calls
     are used rather than a stream because each call is balanced on its own (a round-robin load-balancing
@@ -79,6 +81,8 @@ class EmbedderServicer:
     RESOURCE_EXHAUSTED  a request asks for more than the server's limits (batch size, label count,
     decoded pixel count, message size); ModelInfo reports the limits.
     UNAVAILABLE         the server is starting or shutting down; retry with backoff.
+    Its statuses carry no google.rpc.ErrorInfo: the reasons of domain "clipsearch.v1" are the search
+    service's (search.proto).
 
     Bulk ingest spreads over replicas with plain unary EmbedImages calls, one batch per call. Unary calls
     are used rather than a stream because each call is balanced on its own (a round-robin load-balancing
@@ -155,6 +159,8 @@ class Embedder:
     RESOURCE_EXHAUSTED  a request asks for more than the server's limits (batch size, label count,
     decoded pixel count, message size); ModelInfo reports the limits.
     UNAVAILABLE         the server is starting or shutting down; retry with backoff.
+    Its statuses carry no google.rpc.ErrorInfo: the reasons of domain "clipsearch.v1" are the search
+    service's (search.proto).
 
     Bulk ingest spreads over replicas with plain unary EmbedImages calls, one batch per call. Unary calls
     are used rather than a stream because each call is balanced on its own (a round-robin load-balancing

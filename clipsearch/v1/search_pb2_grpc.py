@@ -39,6 +39,18 @@ class SearchStub:
     UNAVAILABLE          Redis cannot be reached; retry with backoff. The service recovers by itself when
     Redis returns.
     RESOURCE_EXHAUSTED   a request larger than the server's limits.
+
+    A status a caller must act on in its own way carries a google.rpc.ErrorInfo in its details (the
+    grpc-status-details-bin trailer, google.rpc.Status) with domain "clipsearch.v1" and one of these
+    reasons; read the reason, not the message, which is for people and may change:
+    MODEL_MISMATCH          FAILED_PRECONDITION: the index holds another embedding model's vectors (or
+    another dimension) than the request's model; `clipsearch reindex` re-embeds.
+    REINDEX_MODEL_MISMATCH  FAILED_PRECONDITION: a reindex to another model than the request's is in
+    progress; finish it with that model, or AbortReindex.
+    REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
+    NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
+    FinishReindex) found none in progress: it finished or was aborted.
+    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
     """
 
     def __init__(self, channel):
@@ -143,6 +155,18 @@ class SearchServicer:
     UNAVAILABLE          Redis cannot be reached; retry with backoff. The service recovers by itself when
     Redis returns.
     RESOURCE_EXHAUSTED   a request larger than the server's limits.
+
+    A status a caller must act on in its own way carries a google.rpc.ErrorInfo in its details (the
+    grpc-status-details-bin trailer, google.rpc.Status) with domain "clipsearch.v1" and one of these
+    reasons; read the reason, not the message, which is for people and may change:
+    MODEL_MISMATCH          FAILED_PRECONDITION: the index holds another embedding model's vectors (or
+    another dimension) than the request's model; `clipsearch reindex` re-embeds.
+    REINDEX_MODEL_MISMATCH  FAILED_PRECONDITION: a reindex to another model than the request's is in
+    progress; finish it with that model, or AbortReindex.
+    REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
+    NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
+    FinishReindex) found none in progress: it finished or was aborted.
+    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
     """
 
     def Upsert(self, request, context):
@@ -390,6 +414,18 @@ class Search:
     UNAVAILABLE          Redis cannot be reached; retry with backoff. The service recovers by itself when
     Redis returns.
     RESOURCE_EXHAUSTED   a request larger than the server's limits.
+
+    A status a caller must act on in its own way carries a google.rpc.ErrorInfo in its details (the
+    grpc-status-details-bin trailer, google.rpc.Status) with domain "clipsearch.v1" and one of these
+    reasons; read the reason, not the message, which is for people and may change:
+    MODEL_MISMATCH          FAILED_PRECONDITION: the index holds another embedding model's vectors (or
+    another dimension) than the request's model; `clipsearch reindex` re-embeds.
+    REINDEX_MODEL_MISMATCH  FAILED_PRECONDITION: a reindex to another model than the request's is in
+    progress; finish it with that model, or AbortReindex.
+    REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
+    NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
+    FinishReindex) found none in progress: it finished or was aborted.
+    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
     """
 
     @staticmethod

@@ -1,7 +1,8 @@
 // Calls both clipsearch services from Node.js, using only the .proto files in protos/:
 // embeds texts with Embedder.EmbedTexts, stores them with Search.Upsert, finds the first one again with
-// Search.Query, checks that a malformed query gets INVALID_ARGUMENT, deletes what it wrote, and prints
-// one JSON object on stdout.
+// Search.Query, checks that a malformed query gets INVALID_ARGUMENT and that a query naming another
+// embedding model gets FAILED_PRECONDITION with the reason MODEL_MISMATCH in a google.rpc.ErrorInfo of its
+// status details, deletes what it wrote, and prints one JSON object on stdout.
 //
 // Usage: node tests/node/polyglot.mjs EMBEDDER_ADDRESS SEARCH_ADDRESS
 // Exit status 0 when every check held, 1 when one failed, 2 on a usage error.
@@ -9,17 +10,35 @@ import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
 import grpc from "@grpc/grpc-js";
 import protoLoader from "@grpc/proto-loader";
+import protobuf from "protobufjs";
 
 const PROTO_ROOT = fileURLToPath(new URL("../../protos", import.meta.url));
 const TEXTS = ["a photo of a cat", "a red rocket on the launch pad", "a cup of coffee"];
 const CALL_SECONDS = 60;
 const SCORE_TOLERANCE = 1e-3;
+const ERROR_DOMAIN = "clipsearch.v1";
+// google.rpc.Status and google.rpc.ErrorInfo (github.com/googleapis/googleapis, google/rpc/*.proto): the
+// status details gRPC sends in the grpc-status-details-bin trailer.
+const RPC = protobuf.parse(
+  `
+  syntax = "proto3";
+  package google.rpc;
+  message Any { string type_url = 1; bytes value = 2; }
+  message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+  message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+`,
+  { keepCase: true },
+).root;
 
 function loadPackage() {
-  const definition = protoLoader.loadSync(
-    ["clipsearch/v1/embedder.proto", "clipsearch/v1/search.proto"],
-    { includeDirs: [PROTO_ROOT], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
-  );
+  const definition = protoLoader.loadSync(["clipsearch/v1/embedder.proto", "clipsearch/v1/search.proto"], {
+    includeDirs: [PROTO_ROOT],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
   return grpc.loadPackageDefinition(definition).clipsearch.v1;
 }
 
@@ -28,6 +47,20 @@ function call(client, method, request) {
   return new Promise((resolve, reject) => {
     client[method](request, { deadline }, (error, response) => (error ? reject(error) : resolve(response)));
   });
+}
+
+// The reason of the clipsearch ErrorInfo in a failed call's status details, or null.
+function errorReason(error) {
+  const [bytes] = error.metadata?.get("grpc-status-details-bin") ?? [];
+  if (!bytes) return null;
+  const status = RPC.lookupType("google.rpc.Status").decode(bytes);
+  for (const detail of status.details) {
+    if (detail.type_url === "type.googleapis.com/google.rpc.ErrorInfo") {
+      const info = RPC.lookupType("google.rpc.ErrorInfo").decode(detail.value);
+      if (info.domain === ERROR_DOMAIN) return info.reason;
+    }
+  }
+  return null;
 }
 
 function check(condition, message) {
@@ -49,7 +82,10 @@ async function run(embedderAddress, searchAddress) {
     const vectors = embedded.embeddings.map((e) => e.values);
     check(vectors.length === TEXTS.length, `EmbedTexts returned ${vectors.length} vectors for ${TEXTS.length} texts`);
     for (const [i, v] of vectors.entries()) {
-      check(v.length === info.dimension, `embeddings[${i}] has ${v.length} values, ModelInfo.dimension is ${info.dimension}`);
+      check(
+        v.length === info.dimension,
+        `embeddings[${i}] has ${v.length} values, ModelInfo.dimension is ${info.dimension}`,
+      );
       check(Math.abs(norm(v) - 1) < SCORE_TOLERANCE, `embeddings[${i}] has norm ${norm(v)}, expected 1`);
     }
 
@@ -71,7 +107,9 @@ async function run(embedderAddress, searchAddress) {
     check(upserted.upserted === TEXTS.length, `Upsert wrote ${upserted.upserted} items, expected ${TEXTS.length}`);
 
     const queried = await call(search, "Query", {
-      vector: vectors[0], k: TEXTS.length, filter: { collections: [collection] },
+      vector: vectors[0],
+      k: TEXTS.length,
+      filter: { collections: [collection] },
     });
     const matches = queried.matches.map((m) => ({ id: m.item.id, score: m.score, sources: m.item.metadata.sources }));
     check(matches.length === TEXTS.length, `Query returned ${matches.length} matches, expected ${TEXTS.length}`);
@@ -85,7 +123,22 @@ async function run(embedderAddress, searchAddress) {
     } catch (error) {
       badQueryCode = grpc.status[error.code];
     }
-    check(badQueryCode === "INVALID_ARGUMENT", `a query of the wrong dimension gave ${badQueryCode}, expected INVALID_ARGUMENT`);
+    check(
+      badQueryCode === "INVALID_ARGUMENT",
+      `a query of the wrong dimension gave ${badQueryCode}, expected INVALID_ARGUMENT`,
+    );
+
+    // A query naming another model than the index's (one of another dimension, so whatever model the index
+    // records): the reason says so, whatever the message's words.
+    let mismatch = { code: null, reason: null };
+    try {
+      const other = { model_id: `${info.model_id}-other`, dimension: info.dimension + 1 };
+      await call(search, "Query", { vector: vectors[0], k: 1, model: other });
+    } catch (error) {
+      mismatch = { code: grpc.status[error.code], reason: errorReason(error) };
+    }
+    check(mismatch.code === "FAILED_PRECONDITION", `a query of another model gave ${mismatch.code}`);
+    check(mismatch.reason === "MODEL_MISMATCH", `a query of another model gave the reason ${mismatch.reason}`);
 
     const deleted = await call(search, "Delete", { collection });
     return {
@@ -100,6 +153,8 @@ async function run(embedderAddress, searchAddress) {
       created: upserted.created,
       matches,
       bad_query_code: badQueryCode,
+      mismatch_code: mismatch.code,
+      mismatch_reason: mismatch.reason,
       deleted: Number(deleted.deleted),
     };
   } finally {

@@ -19,13 +19,13 @@ from tests.support.client import write_images, write_video
 CLIPSEARCH = Path(sys.executable).parent / "clipsearch"
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> object:
+def run_json(capsys: pytest.CaptureFixture[str], *args: str | Path) -> object:
     code, out, err = run(capsys, *args, "--json")
     assert code == 0, err
     return json.loads(out)

@@ -65,8 +65,8 @@ def test_library_commands(cli_env: dict[str, str], tmp_path: Path, capsys: pytes
     for args in (["library", "add", folder], ["library", "add", folder / "more"], ["library", "add", tmp_path]):
         code, _, err = run(capsys, *args)
         assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
-    for args in (["library", "remove", "nope"], ["library", "rescan", "nope"], ["library", "add", tmp_path / "x"]):
-        code, _, err = run(capsys, *args)
+    for argv in (["library", "remove", "nope"], ["library", "rescan", "nope"], ["library", "add", tmp_path / "x"]):
+        code, _, err = run(capsys, *argv)
         assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
 
     code, out, err = run(capsys, "library", "remove", "Holidays")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from client import Client, ClientError, ImageBytes, InvalidInput, NotFound, SearchFilter
-from client.ingest import IngestOptions
+from client.ingest.engine import IngestOptions
 from client.uris import path_to_uri
 from clipsearch.v1 import embedder_pb2, embedder_pb2_grpc
 from tests.support.client import write_images, write_video

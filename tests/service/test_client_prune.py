@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from client import Client, InvalidInput, SearchFilter, ServiceError
 from client.cli import main
-from client.prune import removal_batches
+from client.ingest.prune import removal_batches
 from client.uris import path_to_uri
 from clipsearch.serving import ServerOptions, ServiceBinding, create_server
 from clipsearch.v1 import search_pb2_grpc

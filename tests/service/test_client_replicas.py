@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from client import Client
-from client.ingest import IngestOptions
+from client.ingest.engine import IngestOptions
 from tests.support.client import Replica, write_images, write_video
+
+if TYPE_CHECKING:
+    from embedder_service.model import ClipEmbedder
 
 
 def test_both_replicas_embed_during_one_run(
@@ -46,7 +50,7 @@ def test_a_dead_replica_does_not_fail_the_run(
 
 
 def test_batches_stay_under_the_embedders_message_limit(
-    tiny_clip_dir: Path, tiny_embedder: object, search_address: str, tmp_path: Path
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, search_address: str, tmp_path: Path
 ) -> None:
     from embedder_service.config import Limits
     from embedder_service.server import build_server

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.media import ImageLimits, prepare_image
+from client.ingest.media import ImageLimits, prepare_image
 from clipsearch.v1 import embedder_pb2 as pb
 from clipsearch.v1 import embedder_pb2_grpc
 from embedder_service.model import ClipEmbedder

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -21,6 +22,9 @@ from search_service.config import SearchConfig
 from tests.support.client import CallCounter
 from tests.support.dns_server import DnsServer
 from tests.support.search import SearchServerFactory
+
+if TYPE_CHECKING:
+    from embedder_service.model import ClipEmbedder
 
 CONFIGS = {"EMBEDDER": EmbedderConfig, "SEARCH": SearchConfig}
 # gRPC's DNS resolver resolves a name at most once every 30 s (grpc.dns_min_time_between_resolutions_ms),
@@ -62,7 +66,7 @@ def test_bad_connection_age_names_the_variable(prefix: str, suffix: str, value: 
 
 
 def _embedder(
-    tiny_clip_dir: Path, tiny_embedder: object, stack: ExitStack, *, host: str, port: int, age: float
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, stack: ExitStack, *, host: str, port: int, age: float
 ) -> tuple[int, CallCounter]:
     from embedder_service.server import build_server
     from tests.support.embedder import embedder_test_config
@@ -93,7 +97,7 @@ def dns() -> Iterator[DnsServer]:
 
 @pytest.mark.system  # waits out gRPC's 30 s between DNS resolutions
 def test_a_long_lived_client_reaches_a_replica_started_after_it_connected(
-    tiny_clip_dir: Path, tiny_embedder: object, dns: DnsServer
+    tiny_clip_dir: Path, tiny_embedder: ClipEmbedder, dns: DnsServer
 ) -> None:
     """As in Kubernetes: the service's name gains an address when a replica starts. A client holding one
     channel learns of it only when it resolves the name again, which a connection closed by its maximum

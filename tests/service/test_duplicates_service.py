@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client.phash import image_hash
+from client.ingest.phash import image_hash
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from tests.support.photos import copies, encode, reframed, scene

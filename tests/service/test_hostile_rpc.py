@@ -9,6 +9,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -24,6 +25,9 @@ from embedder_service.config import Limits
 from search_service.server import build_server
 from tests.support.embedder import embedder_test_config, encode_image, running_embedder, sample_photo
 from tests.support.search import SearchServerFactory, drop_search_index, search_test_config, wait_for_health
+
+if TYPE_CHECKING:
+    from embedder_service.model import ClipEmbedder
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -507,7 +511,7 @@ def test_hostile_text_gets_a_clear_status(stack: Stack, texts: list[str], code: 
 
 
 def test_every_server_refuses_a_message_over_its_limit(
-    stack: Stack, tiny_clip_dir: object, tiny_embedder: object, search_server_factory: SearchServerFactory
+    stack: Stack, tiny_clip_dir: object, tiny_embedder: ClipEmbedder, search_server_factory: SearchServerFactory
 ) -> None:
     limit = 1024 * 1024
     searcher = search_server_factory(max_message_bytes=limit)

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from client.cli import main
-from client.index_progress import IndexBar
-from client.ingest import Ingest
-from client.progress import Meter, plan
-from client.reports import ProgressEvent
+from client.cli.index_progress import IndexBar
+from client.ingest.engine import Ingest
+from client.ingest.progress import Meter, plan
+from client.ingest.reports import ProgressEvent
 from tests.support.client import write_images, write_video
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import grpc
@@ -16,6 +17,9 @@ import pytest
 from PIL import Image
 
 from client import Client
+
+if TYPE_CHECKING:
+    from embedder_service.model import ClipEmbedder
 
 
 def write_images(
@@ -96,7 +100,7 @@ class Replica:
 
 
 @pytest.fixture
-def embedder_replicas(tiny_clip_dir: Path, tiny_embedder: object) -> Iterator[list[Replica]]:
+def embedder_replicas(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder) -> Iterator[list[Replica]]:
     """Two in-process embedder servers on the tiny checkpoint, each counting the calls it receives."""
     from embedder_service.server import build_server
     from tests.support.embedder import embedder_test_config

@@ -130,7 +130,7 @@ def _environ(pid: int) -> dict[str, str]:
     except OSError:
         return {}
     pairs = (item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
-    return dict(pairs)  # type: ignore[arg-type]
+    return dict(pairs)
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -308,7 +308,7 @@ def write_test_images(directory: Path, count: int, seed: int = 0) -> list[Path]:
         width, height = (int(v) for v in rng.integers(72, 320, size=2))
         rows, columns = (int(v) for v in rng.integers(2, 6, size=2))
         field = rng.integers(0, 256, size=(rows, columns, 3), dtype=np.uint8)
-        image = Image.fromarray(field).resize((width, height), Image.BICUBIC)
+        image = Image.fromarray(field).resize((width, height), Image.Resampling.BICUBIC)
         draw = ImageDraw.Draw(image)
         for _ in range(int(rng.integers(2, 6))):
             x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
@@ -325,7 +325,7 @@ def second_pattern(second: int, width: int, height: int, seed: int = 7) -> np.nd
     """The picture a test video shows during one second: a colour field of its own (HxWx3 uint8)."""
     rng = np.random.default_rng(seed * 1_000_003 + second)
     field = rng.integers(0, 256, size=(3, 4, 3), dtype=np.uint8)
-    return np.asarray(Image.fromarray(field).resize((width, height), Image.BICUBIC))
+    return np.asarray(Image.fromarray(field).resize((width, height), Image.Resampling.BICUBIC))
 
 
 def write_test_video(path: Path, seconds: int, fps: int, width: int, height: int) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -16,15 +17,19 @@ from PIL import Image
 from clipsearch.serving import GrpcServer
 from clipsearch.v1 import embedder_pb2_grpc
 
+if TYPE_CHECKING:
+    from embedder_service.config import EmbedderConfig
+    from embedder_service.model import ClipEmbedder
+
 
 @dataclass(frozen=True)
 class ClipReference:
     """transformers' own CLIPModel and CLIPProcessor for a checkpoint: what the service must match."""
 
-    model: object
-    processor: object
+    model: Any
+    processor: Any
 
-    def outputs(self, images: list[Image.Image], texts: list[str]) -> object:
+    def outputs(self, images: list[Image.Image], texts: list[str]) -> Any:
         import torch
 
         inputs = self.processor(
@@ -65,7 +70,7 @@ def tiny_family_dirs(tiny_clip_dir: Path, tiny_chinese_clip_dir: Path, tiny_sigl
 
 
 @pytest.fixture(scope="session")
-def tiny_family_embedders(tiny_family_dirs: dict[str, Path]) -> dict[str, object]:
+def tiny_family_embedders(tiny_family_dirs: dict[str, Path]) -> dict[str, ClipEmbedder]:
     """Each family's tiny checkpoint loaded as users load it (ClipEmbedder, float32, torch on the CPU)."""
     from embedder_service.model import ClipEmbedder
 
@@ -78,7 +83,7 @@ def tiny_family_embedders(tiny_family_dirs: dict[str, Path]) -> dict[str, object
 
 
 @pytest.fixture(scope="session")
-def tiny_embedder(tiny_clip_dir: Path) -> object:
+def tiny_embedder(tiny_clip_dir: Path) -> ClipEmbedder:
     """The tiny checkpoint loaded in float32 on the CPU."""
     from embedder_service.model import ClipEmbedder
 
@@ -96,7 +101,7 @@ def tiny_reference(tiny_clip_dir: Path) -> ClipReference:
     return ClipReference(model, CLIPProcessor.from_pretrained(tiny_clip_dir))
 
 
-def family_reference_outputs(family: str, directory: Path, images: list[Image.Image], texts: list[str]) -> object:
+def family_reference_outputs(family: str, directory: Path, images: list[Image.Image], texts: list[str]) -> Any:
     """transformers' own model and processor, as their documentation runs them."""
     import torch
     import transformers
@@ -116,7 +121,7 @@ def family_reference_outputs(family: str, directory: Path, images: list[Image.Im
 
 
 @contextmanager
-def running_embedder(config: object, embedder: object) -> Iterator[GrpcServer]:
+def running_embedder(config: EmbedderConfig, embedder: ClipEmbedder | None) -> Iterator[GrpcServer]:
     """An embedder server for `config` on a free port, started and SERVING; stopped on exit."""
     from embedder_service.server import build_server
 
@@ -129,11 +134,11 @@ def running_embedder(config: object, embedder: object) -> Iterator[GrpcServer]:
         server.stop(0)
 
 
-def embedder_test_config(model_dir: Path, **overrides: object) -> object:
+def embedder_test_config(model_dir: Path, **overrides: Any) -> EmbedderConfig:
     """An EmbedderConfig for tests: loopback, free port, float32 on the CPU in torch (the reference), few workers."""
     from embedder_service.config import EmbedderConfig
 
-    values = {
+    values: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
         "model": str(model_dir),
@@ -147,7 +152,7 @@ def embedder_test_config(model_dir: Path, **overrides: object) -> object:
 
 
 @pytest.fixture(scope="session")
-def embedder_server(tiny_clip_dir: Path, tiny_embedder: object) -> Iterator[GrpcServer]:
+def embedder_server(tiny_clip_dir: Path, tiny_embedder: ClipEmbedder) -> Iterator[GrpcServer]:
     with running_embedder(embedder_test_config(tiny_clip_dir), tiny_embedder) as server:
         yield server
 

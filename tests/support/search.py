@@ -124,7 +124,7 @@ def drop_search_index(redis_url: str, index_name: str) -> None:
                 with contextlib.suppress(redis.ResponseError):  # dropped meanwhile
                     run("FT.DROPINDEX", name, "DD")
         # Keys an index no longer covers: generations dropped without their keys, the garbage not yet collected.
-        prefixes = {p.decode() for p in client.smembers(garbage_key(index_name))}  # type: ignore[union-attr]
+        prefixes = {p.decode() for p in client.smembers(garbage_key(index_name))}
         for key in client.scan_iter(match=f"{_glob_escape(index_name)}:g*"):
             found = re.match(re.escape(index_name) + r":g\d+:item:", key.decode(errors="replace"))
             if found:

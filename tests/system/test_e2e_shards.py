@@ -12,7 +12,7 @@ import pytest
 
 from client import Client
 from client.api import SearchFilter
-from client.shard import JOB_INDEX_VARIABLE
+from client.ingest.shard import JOB_INDEX_VARIABLE
 from tests.support.e2e import ServeProcess, fully_indexed_stats, run_cli, write_test_images, write_test_video
 
 SHARDS = 3

@@ -122,10 +122,11 @@ def test_the_runtime_and_cache_come_from_the_environment(tmp_path: Path) -> None
 
 def test_serve_passes_the_runtime_to_the_embedders(tmp_path: Path) -> None:
     from client import serve
+    from client.cli.serve import add_arguments
     from client.serve.children import embedder_specs
 
     parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args(
         [
             "--runtime",

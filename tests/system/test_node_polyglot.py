@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (the
 
 
 def run_polyglot(embedder_address: str, search_address: str) -> dict:
+    assert NODE is not None
     for package in ("@grpc/grpc-js", "@grpc/proto-loader"):
         assert (NODE_DIR / "node_modules" / package / "package.json").is_file(), (
             f"{package} is not installed in tests/node: run `make test`, or `npm ci --prefix tests/node`"
@@ -50,6 +51,9 @@ def test_node_embeds_upserts_and_queries(embedder_address: str, search_address: 
     assert scores == sorted(scores, reverse=True)
     assert matches[0]["sources"] == ["file:///polyglot/text-0.txt"]
     assert report["bad_query_code"] == "INVALID_ARGUMENT"
+    # A query naming another model: Node reads the reason from the status details, not the message.
+    assert report["mismatch_code"] == "FAILED_PRECONDITION"
+    assert report["mismatch_reason"] == "MODEL_MISMATCH"
     assert report["deleted"] == len(ids)
 
     # What Node received is what a Python client gets for the same texts.

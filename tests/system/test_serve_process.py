@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from client import serve
+from client.cli.serve import add_arguments
 from client.serve.children import search_spec
 from client.serve.probes import GrpcProbe
 from client.serve.process import SERVICE_GRACE_SECONDS, Child, OutputRelay
@@ -190,7 +191,7 @@ def test_an_index_built_for_another_dimension_is_a_start_up_error_not_a_hang(tmp
         client.close()
 
         parser = argparse.ArgumentParser()
-        serve.add_arguments(parser)
+        add_arguments(parser)
         args = parser.parse_args(["--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)])
         config = serve.build_config(args, {**os.environ, "REDIS_URL": redis_server.url})
         child = Child(search_spec(config, 32), OutputRelay(io.StringIO()), start_timeout=SERVE_START_TIMEOUT)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from client.media import (
+from client.ingest.media import (
     Found,
     FrameSampler,
     ImageLimits,

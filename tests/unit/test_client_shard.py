@@ -14,9 +14,10 @@ import pytest
 
 from client import Client, cli
 from client.api import SearchFilter
-from client.ingest import IndexReport, IngestOptions
-from client.media import Problem, discover
-from client.shard import JOB_INDEX_VARIABLE, Shard, ShardError, parse_shard, select, shard_from_job, shard_of
+from client.ingest.engine import IngestOptions
+from client.ingest.media import Problem, discover
+from client.ingest.reports import IndexReport
+from client.ingest.shard import JOB_INDEX_VARIABLE, Shard, ShardError, parse_shard, select, shard_from_job, shard_of
 from client.uris import path_to_uri
 from tests.support.client import write_images, write_video
 
@@ -68,7 +69,7 @@ def test_shard_of_a_path_is_fixed_by_sha256_of_the_path() -> None:
     for path, expected in cases.items():
         assert [shard_of(path, count) for count in (2, 3, 7, 1000)] == expected, path
     # Python's own hash() of a string changes with every process; this must not.
-    program = "from client.shard import shard_of; print(shard_of('/no-such-root/photos/cat.jpg', 1000))"
+    program = "from client.ingest.shard import shard_of; print(shard_of('/no-such-root/photos/cat.jpg', 1000))"
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
         result = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True)

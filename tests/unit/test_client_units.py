@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from client import ids
 from client.errors import ServiceError
-from client.ingest import decode_workers, marker_tag
-from client.media import format_timestamp
-from client.pipeline import Batcher, send_in_halves
+from client.ingest.engine import decode_workers, marker_tag
+from client.ingest.media import format_timestamp
+from client.ingest.pipeline import Batcher, send_in_halves
 from client.targets import embedder_target, split_host_port
 from client.uris import display, is_within, path_to_uri, uri_to_path
 
@@ -197,7 +197,7 @@ def test_decode_threads_are_at_least_two_and_leave_a_core_where_there_are_more(
 
 def test_the_client_needs_no_model_or_database_libraries() -> None:
     code = (
-        "import sys, client, client.cli, client.api, client.ingest, client.media, client.output\n"
+        "import sys, client, client.cli, client.api, client.ingest.engine, client.ingest.media, client.cli.output\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'redis'})\n"
         "print(','.join(heavy))"
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client.ingest import marker_tag
-from client.media import VideoFrame
-from client.stills import DEFAULT_STILL_THRESHOLD, StillFilter, difference, signature
+from client.ingest.engine import marker_tag
+from client.ingest.media import VideoFrame
+from client.ingest.stills import DEFAULT_STILL_THRESHOLD, StillFilter, difference, signature
 
 
 def frame(pixels: np.ndarray, t: float = 0.0) -> VideoFrame:

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from client.phash import FLAT_LEVELS, HASH_SIDE, distance, hash_of_gray, image_hash
+from client.ingest.phash import FLAT_LEVELS, HASH_SIDE, distance, hash_of_gray, image_hash
 from search_service.duplicates import DEFAULT_MAX_DISTANCE, MAX_DISTANCE, check_max_distance, collapse_photos
 from search_service.errors import InvalidArgument
 from search_service.grouping import Candidate
@@ -107,7 +107,7 @@ def test_the_distance_asked_for_is_checked() -> None:
 
 
 def test_the_hash_of_a_photo_shrunk_for_the_embedder_matches_its_files() -> None:
-    from client.phash import prepared_hash
+    from client.ingest.phash import prepared_hash
     from clipsearch.v1 import embedder_pb2
 
     image = scene(7, size=(640, 480))

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client import serve
+from client.cli.serve import add_arguments
 from client.serve.banner import banner
 from client.serve.children import embedder_specs, indexer_spec, redis_spec, search_spec, web_spec
 from client.serve.ports import plan_ports, reserve_free_ports
@@ -26,7 +27,7 @@ from tests.support.certificates import make_pki, openssl_available
 def parse(*argv: str) -> argparse.Namespace:
     """serve's options; the web page on a free port unless argv says otherwise (8080 may be taken here)."""
     parser = argparse.ArgumentParser()
-    serve.add_arguments(parser)
+    add_arguments(parser)
     return parser.parse_args(["--web-port", "0", *argv])
 
 
@@ -65,6 +66,7 @@ def test_planned_ports_are_distinct_and_respect_fixed_choices(
 
 def test_free_ports_are_picked_for_port_zero() -> None:
     embedders, search, redis = plan_ports(0, 3, 0, 0, lambda n: reserve_free_ports("127.0.0.1", n))
+    assert redis is not None
     ports = [*embedders, search, redis]
     assert len(set(ports)) == 5 and all(1024 <= p <= 65535 for p in ports)
 

@@ -78,7 +78,9 @@ export function richText(text) {
   return String(text)
     .split(/(`[^`]+`)/)
     .filter(Boolean)
-    .map((part) => (part.length > 2 && part.startsWith("`") && part.endsWith("`") ? el("code", { text: part.slice(1, -1) }) : part));
+    .map((part) =>
+      part.length > 2 && part.startsWith("`") && part.endsWith("`") ? el("code", { text: part.slice(1, -1) }) : part,
+    );
 }
 
 export const formatScore = (score) => Number(score).toFixed(2);

@@ -324,9 +324,9 @@ function card(hit) {
   node.hidden = hasMin(state) && hit.score < state.min;
   open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
   node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
-  node.querySelector(".card-what").addEventListener("click", () =>
-    viewer.open(hits, hits.indexOf(hit), { from: open, focusLabels: true }),
-  );
+  node
+    .querySelector(".card-what")
+    .addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open, focusLabels: true }));
   return node;
 }
 
@@ -394,9 +394,13 @@ async function renderEmpty(mine) {
   }
   setStatus("0 results");
   if (state.collection || state.media) {
-    showMessage("No matches with these filters", "Nothing in the library matches this collection and kind of picture.", {
-      action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
-    });
+    showMessage(
+      "No matches with these filters",
+      "Nothing in the library matches this collection and kind of picture.",
+      {
+        action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
+      },
+    );
   } else if (services.last && services.last.items === 0) {
     showMessage(
       "The library is empty",

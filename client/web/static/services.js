@@ -43,7 +43,9 @@ export function createServices({ onStats }) {
         ),
       );
       if (!service.up) {
-        const message = service.message || `It does not answer${service.address ? ` at ${service.address}` : ""}; start it, then press “Check again”.`;
+        const message =
+          service.message ||
+          `It does not answer${service.address ? ` at ${service.address}` : ""}; start it, then press “Check again”.`;
         const where = service.address && !message.includes(service.address) ? ` (${service.address})` : "";
         down.push(`${name}${where} is down: ${sentence(message)} ${WHAT_FOR[key]}.`);
       }

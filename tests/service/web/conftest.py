@@ -37,7 +37,7 @@ from client import Client
 from client.results import Item
 from client.uris import display
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from search_service.config import SearchConfig
 from search_service.server import SearchServer, build_server
 from tests.service.web.browser import launched_chromium, opened_page

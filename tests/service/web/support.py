@@ -118,7 +118,7 @@ def write_video(path: Path, *, codec: str = "libx264", seconds: int = VIDEO_SECO
         for index in range(seconds * fps):
             colour = second_colour(index // fps)
             image = Image.new("RGB", (width, height), colour)
-            frame = av.VideoFrame.from_image(image)  # type: ignore[no-untyped-call]
+            frame = av.VideoFrame.from_image(image)
             frame.pts = index
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -13,7 +13,7 @@ import pytest
 
 from client.api import SearchFilter
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from tests.service.web.conftest import OwnWebStack, WebStack
 from tests.service.web.support import HOLIDAY, HOLIDAY_FILES, PHOTOS, Reply, multipart, request
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from client import Client
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from tests.service.web.support import mean_colour, multipart, request
 from tests.support.search import SearchServerFactory
 

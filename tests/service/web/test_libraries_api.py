@@ -18,7 +18,7 @@ from PIL import Image
 
 from client import Client
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from tests.service.web.support import Reply, request, write_photo, write_video
 from tests.support.search import SearchServerFactory
 

@@ -13,7 +13,7 @@ import pytest
 
 from client import Client
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from tests.service.web.browser import launched_chromium, opened_page, results, wait_for_results
 from tests.service.web.support import multipart, request
 from tests.support.photos import copies, encode, scene

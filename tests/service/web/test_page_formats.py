@@ -12,7 +12,7 @@ import pytest
 from client import Client
 from client.results import Item
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from tests.service.web.browser import card, wait_for_results
 from tests.service.web.support import write_video
 from tests.service.web.test_image_formats import write_photo

@@ -12,7 +12,7 @@ import pytest
 
 from client import Client
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from clipsearch.v1 import search_pb2, search_pb2_grpc
 from tests.service.web.browser import alts, search, wait_for_results
 from tests.service.web.support import request, write_photo

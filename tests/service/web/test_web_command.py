@@ -270,6 +270,7 @@ def test_the_web_process_loads_neither_torch_nor_redis(tmp_path: Path) -> None:
         "from pathlib import Path\n"
         "from client.web import WebSettings, create_app\n"
         "import client.web.server\n"
+        "import client.cli.web\n"
         f"create_app(WebSettings(cache_dir=Path({str(tmp_path)!r})))\n"
         "heavy = [m for m in ('torch', 'transformers', 'redis', 'search_service', 'embedder_service') if m in sys.modules]\n"
         "print(heavy)\n"

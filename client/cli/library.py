@@ -12,9 +12,10 @@ from typing import Any
 
 from rich.table import Table
 
+from client.api import Client
+from client.libraries import Library, format_duration
+
 from . import output
-from .api import Client
-from .libraries import Library, format_duration
 
 LIBRARY_DESCRIPTION = (
     "A library is a folder kept indexed into one collection: the indexer that `clipsearch serve` runs "
@@ -159,7 +160,7 @@ def _rescan(args: argparse.Namespace, client: Client) -> int:
 
 
 def _watch(args: argparse.Namespace, client: Client) -> int:
-    from .indexer import Indexer, IndexerOptions  # the indexer needs watchfiles, only here
+    from client.indexer import Indexer, IndexerOptions  # the indexer needs watchfiles, only here
 
     log = logging.getLogger("clipsearch.indexer")
     if not log.handlers:

@@ -1,32 +1,25 @@
-"""`clipsearch reindex`: every stored item embedded again from its sources with the embedder now running."""
+"""The reindex engine: every stored item embedded again from its sources with the embedder now running."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from clipsearch.limits import MAX_IDS
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from . import ids as idmod
-from . import output
-from .ingest import IngestOptions
+from .. import ids as idmod
+from ..transport import Transport
+from ..uris import display, uri_to_path
+from .engine import IngestOptions
 from .media import ImageLimits, MediaError, frames_at, prepare_image, read_file
 from .phash import prepared_hash
 from .pipeline import Pending, Pipeline
 from .prune import list_all
 from .reports import IndexReport, ProgressCallback, Tally
-from .transport import Transport
-
-if TYPE_CHECKING:
-    from .api import Client
-from .uris import display, uri_to_path
 
 _MAX_FILE_BYTES = 512 << 20
 
@@ -258,33 +251,3 @@ def _with_sources(metadata: search_pb2.Metadata, sources: list[str]) -> search_p
     del copy.sources[:]
     copy.sources.extend(sources)
     return copy
-
-
-# The command.
-DESCRIPTION = (
-    "Embed every stored item again, from its files, with the embedder now running (after changing the model), "
-    "into a new index that replaces the current one when done. Searches keep using the current index until then. "
-    "An interrupted reindex resumes where it stopped; --abort discards it."
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--abort", action="store_true", help="discard a reindex in progress instead")
-
-
-def run(args: argparse.Namespace, client: Client) -> int:
-    if args.abort:
-        aborted, discarded = client.abort_reindex()
-        if args.json:
-            output.print_json({"aborted": aborted, "discarded_items": discarded})
-        else:
-            print(f"aborted: {discarded} staged items discarded" if aborted else "no reindex in progress")
-        return 0
-    live = sys.stderr.isatty() and not args.json
-    with output.IndexProgress(sys.stderr, live) as progress:
-        report = client.reindex(on_event=progress)
-    if args.json:
-        output.print_json(report.to_json())
-    else:
-        print(report.summary())
-    return 3 if report.progress.failed else 0

@@ -22,8 +22,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .reports import IndexReport, ProgressEvent
-from .results import DeleteResult, Hit, LabelScore, Stats
+from client.ingest.reports import IndexReport, ProgressEvent
+from client.results import DeleteResult, Hit, LabelScore, Stats
 
 
 def console(stream: TextIO | None = None) -> Console:

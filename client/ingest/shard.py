@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
+from ..uris import PathLike, absolute, uri_to_path
 from .media import Found, Problem
-from .uris import PathLike, absolute, uri_to_path
 
 JOB_INDEX_VARIABLE = "JOB_COMPLETION_INDEX"
 MAX_SHARDS = 1_000_000

@@ -1,8 +1,9 @@
-"""`clipsearch serve`'s command-line options and their defaults."""
+"""`clipsearch serve`'s command-line options and their defaults; the command runs client.serve."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 from client import weboptions
@@ -11,6 +12,25 @@ DEFAULT_EMBEDDER_PORT = 50051
 DEFAULT_SEARCH_PORT = 50052
 DEFAULT_START_TIMEOUT = 600.0
 DEFAULT_WEB_PORT = 8080
+
+
+HELP = "start Redis, the embedder and the search service on this machine"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], *, full: bool = True) -> None:
+    """Adds `serve`; with full=False a placeholder without its options (help lists it, nothing parses)."""
+    if not full:
+        sub.add_parser("serve", help=HELP, add_help=False)
+        return
+    p = sub.add_parser("serve", help=HELP)
+    add_arguments(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Loaded when the command runs: the supervisor needs the embedder's and search service's packages.
+    serve = importlib.import_module("client.serve")
+    return int(serve.run(args) or 0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,9 +14,9 @@ import grpc
 from clipsearch.limits import MAX_IDS
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from .errors import ClientError, ServiceError
+from ..errors import ClientError, ServiceError
+from ..transport import Transport
 from .reports import Tally
-from .transport import Transport
 
 # A batch refused with these codes is split in halves until the item at fault is found.
 _SPLITTABLE = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)

@@ -16,8 +16,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .progress import Meter, Plan
-from .reports import ProgressEvent
+from client.ingest.progress import Meter, Plan
+from client.ingest.reports import ProgressEvent
 
 
 class IndexBar:

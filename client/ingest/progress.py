@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import av
 
+from ..uris import PathLike, display, path_to_uri
 from .media import Found, MediaKind, Problem, discover
 from .reports import ProgressEvent
 from .shard import Shard, select
-from .uris import PathLike, display, path_to_uri
 
 # Per-file work units: an image is one; a video is one per sampled frame (its duration times fps).
 

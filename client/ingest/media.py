@@ -21,7 +21,7 @@ from clipsearch import imageformats
 from clipsearch.orientation import UPRIGHT
 from clipsearch.v1 import embedder_pb2
 
-from .uris import PathLike
+from ..uris import PathLike
 
 imageformats.register()  # HEIC/HEIF photos open like any other
 

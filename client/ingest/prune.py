@@ -8,10 +8,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from clipsearch.limits import MAX_IDS
 from clipsearch.v1 import search_pb2
 
+from ..transport import Transport
+from ..uris import PathLike, absolute, dir_uri, is_within, path_to_uri, uri_to_path
 from .reports import Tally
 from .shard import Shard
-from .transport import Transport
-from .uris import PathLike, absolute, dir_uri, is_within, path_to_uri, uri_to_path
 
 
 def list_all(
