@@ -181,13 +181,13 @@ def test_a_token_is_required_when_configured(service: Service) -> None:
                 assert health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10).status == SERVING
             assert service.name in set(ProtoReflectionDescriptorDatabase(channel).get_services())
             # A method that does not exist looks the same as one that does to a caller without the token.
-            unknown = channel.unary_unary(f"/{service.name}/NoSuchMethod")
+            unknown = channel.unary_unary(f"/{service.name}/NoSuchMethod")  # type: ignore[call-arg]
             with pytest.raises(grpc.RpcError) as error:
                 unknown(b"", timeout=10)
             assert error.value.code() == UNAUTHENTICATED
         with Client(token=TOKEN).channel(address) as channel:
             with pytest.raises(grpc.RpcError) as error:
-                channel.unary_unary(f"/{service.name}/NoSuchMethod")(b"", timeout=10)
+                channel.unary_unary(f"/{service.name}/NoSuchMethod")(b"", timeout=10)  # type: ignore[call-arg]
             assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -253,12 +253,12 @@ def test_every_kind_of_method_is_guarded_and_never_runs_unauthenticated() -> Non
         def invoke(channel: grpc.Channel, kind: str) -> Any:
             method = f"/test.Echo/{kind}"
             if kind == "UnaryUnary":
-                return channel.unary_unary(method)(b"hi", timeout=10)
+                return channel.unary_unary(method)(b"hi", timeout=10)  # type: ignore[call-arg]
             if kind == "UnaryStream":
-                return b"".join(channel.unary_stream(method)(b"hi", timeout=10))
+                return b"".join(channel.unary_stream(method)(b"hi", timeout=10))  # type: ignore[call-arg]
             if kind == "StreamUnary":
-                return channel.stream_unary(method)(iter([b"h", b"i"]), timeout=10)
-            return b"".join(channel.stream_stream(method)(iter([b"h", b"i"]), timeout=10))
+                return channel.stream_unary(method)(iter([b"h", b"i"]), timeout=10)  # type: ignore[call-arg]
+            return b"".join(channel.stream_stream(method)(iter([b"h", b"i"]), timeout=10))  # type: ignore[call-arg]
 
         kinds = ["UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream"]
         with Client().channel(address) as channel:

@@ -294,7 +294,7 @@ def test_the_cli_with_options_or_variables(
 def test_the_cli_without_a_ca_on_a_tls_stack(
     mtls_stack: Stack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name, value in mtls_stack.env(auth_token=TOKEN, connect_timeout=5).items():
+    for name, value in mtls_stack.env(auth_token=TOKEN, connect_timeout="5").items():
         monkeypatch.setenv(name, value)
     code, _, err = cli(["stats"], capsys)
     assert_one_line_error(

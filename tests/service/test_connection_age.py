@@ -26,7 +26,7 @@ from tests.support.search import SearchServerFactory
 if TYPE_CHECKING:
     from embedder_service.model import ClipEmbedder
 
-CONFIGS = {"EMBEDDER": EmbedderConfig, "SEARCH": SearchConfig}
+CONFIGS: dict[str, type[EmbedderConfig] | type[SearchConfig]] = {"EMBEDDER": EmbedderConfig, "SEARCH": SearchConfig}
 # gRPC's DNS resolver resolves a name at most once every 30 s (grpc.dns_min_time_between_resolutions_ms),
 # so a client sees the new replica about 30 s after it first resolved the name.
 REACH_TIMEOUT = 120.0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -74,7 +76,7 @@ def values(embedding: pb.Embedding) -> np.ndarray:
     return np.asarray(embedding.values, dtype=np.float32)
 
 
-def run_together(calls: list[Callable[[], object]]) -> list[object]:
+def run_together(calls: Sequence[Callable[..., object]]) -> list[Any]:
     """Runs the calls in threads released at once by a barrier; returns results (or exceptions) in order."""
     barrier = threading.Barrier(len(calls))
     results: list[object] = [None] * len(calls)
@@ -125,7 +127,7 @@ def test_concurrent_callers_get_the_vectors_of_direct_calls(
 
     def caller(seed: int) -> Callable[[], list[tuple[str, int, object]]]:
         def run() -> list[tuple[str, int, object]]:
-            out = []
+            out: list[tuple[str, int, object]] = []
             for round_ in range(3):
                 n = seed + round_
                 if n % 3 == 2:
@@ -256,7 +258,7 @@ def test_a_stopped_batcher_answers_unavailable_and_its_thread_ends(
         with pytest.raises(grpc.RpcError) as error:
             waiting.result(timeout=60)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "shutting down" in error.value.details()
+        assert "shutting down" in error.value.details()  # type: ignore[operator]
         assert not server.batcher.running
     assert not server.batcher.running
 
@@ -375,7 +377,7 @@ def _capture(call: Callable[[], object]) -> object:
         return error
 
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=60).filter(
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=60).filter(
     str.strip
 )
 
@@ -389,7 +391,7 @@ def test_any_texts_merged_in_any_grouping_equal_their_lone_vectors(
     with started(
         BatchingEmbedder(tiny_embedder, BatchingOptions(max_texts=rows, max_wait_seconds=LONG_WAIT_MS / 1000))
     ) as batcher:
-        results = run_together([lambda texts=texts: batcher.embed_texts(texts) for texts in requests])
+        results = run_together([functools.partial(batcher.embed_texts, texts) for texts in requests])
     for texts, got in zip(requests, results, strict=True):
         assert isinstance(got, np.ndarray), got
         for text, vector in zip(texts, got, strict=True):
@@ -446,7 +448,7 @@ def test_after_an_idle_spell_a_burst_still_shares_one_forward_pass(tiny_embedder
     options = BatchingOptions(max_texts=8, max_wait_seconds=IDLE_WINDOW_S)
     with started(BatchingEmbedder(tiny_embedder, options, observer=EmbedderMetrics(registry))) as batcher:
         time.sleep(IDLE_WINDOW_S * 1.05)
-        results = run_together([lambda text=text: batcher.embed_texts([text]) for text in SAME_LENGTH])
+        results = run_together([functools.partial(batcher.embed_texts, [text]) for text in SAME_LENGTH])
     assert batch_sizes(registry, "text") == (1.0, 8.0)
     for got, text in zip(results, SAME_LENGTH, strict=True):
         assert isinstance(got, np.ndarray), got

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -378,7 +378,7 @@ def test_hostile_input_gets_a_clear_status(embedder_stub: embedder_pb2_grpc.Embe
     with pytest.raises(grpc.RpcError) as error:
         getattr(embedder_stub, rpc)(request)
     assert error.value.code() == code, error.value.details()
-    assert fragment in error.value.details()
+    assert fragment in error.value.details()  # type: ignore[operator]
     assert_still_serving(embedder_stub)
 
 
@@ -388,7 +388,7 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding(limited_stub: 
         with pytest.raises(grpc.RpcError) as error:
             limited_stub.EmbedImages(pb.EmbedImagesRequest(images=[image]))
         assert error.value.code() == EXHAUSTED
-        assert "200x200 = 40000 pixels exceeds the limit of 10000 pixels" in error.value.details()
+        assert "200x200 = 40000 pixels exceeds the limit of 10000 pixels" in error.value.details()  # type: ignore[operator]
     assert_still_serving(limited_stub)
 
 
@@ -396,14 +396,14 @@ def test_a_message_over_the_size_limit_is_refused(limited_stub: embedder_pb2_grp
     with pytest.raises(grpc.RpcError) as error:
         limited_stub.EmbedImages(pb.EmbedImagesRequest(images=[encoded(b"\0" * (2 * 1024 * 1024))]))
     assert error.value.code() == EXHAUSTED
-    assert "1048576" in error.value.details()
+    assert "1048576" in error.value.details()  # type: ignore[operator]
     assert_still_serving(limited_stub)
 
 
 class _FailingEmbedder(ClipEmbedder):
     """The tiny model, except that embedding the text "fail" raises, as a bug would."""
 
-    def tokenize(self, texts: list[str]) -> list[list[int]]:
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         if "fail" in texts:
             raise RuntimeError("simulated bug")
         return super().tokenize(texts)
@@ -424,7 +424,7 @@ def test_an_unexpected_error_is_internal_and_the_server_lives_on(
         with pytest.raises(grpc.RpcError) as error:
             stub.EmbedTexts(pb.EmbedTextsRequest(texts=["fail"]))
         assert error.value.code() == grpc.StatusCode.INTERNAL
-        assert "RuntimeError: simulated bug" in error.value.details()
+        assert "RuntimeError: simulated bug" in error.value.details()  # type: ignore[operator]
         assert any("EmbedTexts failed" in record.message for record in caplog.records)
         assert_still_serving(stub)
 

@@ -3,16 +3,17 @@ status, never INTERNAL or UNKNOWN; what succeeds is consistent; what is refused 
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
 import pytest
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, event, given, settings
@@ -103,7 +104,10 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     if kind == FieldDescriptor.TYPE_DOUBLE:
         return st.floats()
     if kind == FieldDescriptor.TYPE_ENUM:  # proto3 enums are open: any int32 can arrive
-        return st.one_of(st.sampled_from([v.number for v in field.enum_type.values]), st.integers(-(2**31), 2**31 - 1))
+        return st.one_of(
+            st.sampled_from([v.number for v in cast(EnumDescriptor, field.enum_type).values]),
+            st.integers(-(2**31), 2**31 - 1),
+        )
     if kind in _INT_RANGES:
         return _ints(*_INT_RANGES[kind])
     raise AssertionError(f"no strategy for {field.full_name} (type {kind})")
@@ -124,6 +128,10 @@ def _repeated(element: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
     return st.one_of(st.lists(element, max_size=6), st.builds(_repeat, element, st.integers(0, 1100)))
 
 
+def _named(name: str, value: Any) -> dict[str, Any]:
+    return {name: value}
+
+
 def field_strategy(field: FieldDescriptor, overrides: Overrides, depth: int) -> st.SearchStrategy[Any]:
     if field.full_name in overrides:
         return overrides[field.full_name]
@@ -134,9 +142,7 @@ def field_strategy(field: FieldDescriptor, overrides: Overrides, depth: int) -> 
     return _repeated(element) if field.is_repeated else element
 
 
-def message_strategy(
-    descriptor: Descriptor, overrides: Overrides | None = None, depth: int = 0
-) -> st.SearchStrategy[Message]:
+def message_strategy(descriptor: Any, overrides: Overrides | None = None, depth: int = 0) -> st.SearchStrategy[Message]:
     """Messages of `descriptor` with any subset of fields set (one field at most of each oneof) to any value;
     `overrides` replace the strategy of a field, or of a message type, by full name."""
     overrides = overrides or {}
@@ -149,7 +155,9 @@ def message_strategy(
     in_oneof = {f.name for o in real_oneofs for f in o.fields}
     plain = {f.name: field_strategy(f, overrides, depth) for f in descriptor.fields if f.name not in in_oneof}
     choices = [
-        st.one_of(st.just({}), *[field_strategy(f, overrides, depth).map(lambda v, n=f.name: {n: v}) for f in o.fields])
+        st.one_of(
+            st.just({}), *[field_strategy(f, overrides, depth).map(functools.partial(_named, f.name)) for f in o.fields]
+        )
         for o in real_oneofs
     ]
 
@@ -287,7 +295,7 @@ def valid_items(draw: st.DrawFn, vectors: st.SearchStrategy[list[float]] = GOOD_
         vector=draw(vectors),
         metadata=spb.Metadata(
             sources=draw(st.lists(VALID_SOURCES, max_size=3)),
-            media_type=draw(st.sampled_from([v.number for v in spb.MediaType.DESCRIPTOR.values])),
+            media_type=draw(st.sampled_from([v.number for v in spb.MediaType.DESCRIPTOR.values])),  # type: ignore[arg-type]
             collection=draw(st.one_of(st.just(""), st.text(max_size=30))),  # control characters allowed here
             timestamp_seconds=draw(st.floats(allow_nan=False, allow_infinity=False)),
             frame_index=draw(_ints(-(2**63), 2**63 - 1)),
@@ -299,7 +307,10 @@ def valid_items(draw: st.DrawFn, vectors: st.SearchStrategy[list[float]] = GOOD_
     )
 
 
-ITEMS = st.one_of(valid_items(MOSTLY_GOOD_VECTORS), message_strategy(spb.Item.DESCRIPTOR, SEARCH_FIELDS))
+ITEMS = st.one_of(
+    valid_items(MOSTLY_GOOD_VECTORS),
+    cast("st.SearchStrategy[spb.Item]", message_strategy(spb.Item.DESCRIPTOR, SEARCH_FIELDS)),
+)
 SEARCH_OVERRIDES: Overrides = {
     **SEARCH_FIELDS,
     "clipsearch.v1.UpsertRequest.items": st.one_of(

@@ -9,7 +9,8 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import grpc
 import numpy as np
@@ -226,7 +227,7 @@ def test_a_hostile_file_gets_a_clear_status_everywhere(stack: Stack, case: str) 
         epb.EmbedImagesRequest(images=[good, epb.Image(encoded=data), good], allow_partial=True),
     )
     assert status == OK
-    results = response.results
+    results = cast(epb.EmbedImagesResponse, response).results
     assert [r.WhichOneof("result") for r in results] == ["embedding", "error", "embedding"]
     assert results[1].error.code == code.value[0] and fragment in results[1].error.message
     assert (results[1].width, results[1].height) == (0, 0)
@@ -244,7 +245,7 @@ def test_an_animated_gif_of_10000_frames_is_embedded_from_its_first_frame(stack:
     first_frame_only = gif_frames(1)
     assert len(animation) > 1000 * len(first_frame_only)
     with Image.open(io.BytesIO(animation)) as image:
-        assert image.n_frames == 10_000
+        assert image.n_frames == 10_000  # type: ignore[attr-defined]
     vector = embed_one(stack, animation)
     np.testing.assert_array_equal(vector, embed_one(stack, first_frame_only))
     blue = encode_image(Image.new("RGB", (64, 64), (0, 0, 255)), "GIF")
@@ -271,7 +272,7 @@ def test_requests_carry_bytes_never_paths() -> None:
         seen.add(descriptor.full_name)
         for field in descriptor.fields:
             if field.type == FieldDescriptor.TYPE_MESSAGE:
-                found |= text_fields(field.message_type, seen)
+                found |= text_fields(cast(Descriptor, field.message_type), seen)
             elif field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
                 found.add(field.full_name.removeprefix("clipsearch.v1."))
         return found
@@ -436,7 +437,7 @@ def test_a_hostile_delete_deletes_nothing(
     status, response = call(stack.search.Delete, request_)
     assert status == code, response
     if code == OK:
-        assert (response.deleted, response.updated) == (0, 0)
+        assert (cast(spb.DeleteResponse, response).deleted, cast(spb.DeleteResponse, response).updated) == (0, 0)
     else:
         assert fragment in str(response)
     assert_index_unchanged(stack)
@@ -495,7 +496,7 @@ def test_hostile_text_gets_a_clear_status(stack: Stack, texts: list[str], code: 
     status, response = call(stack.embedder.EmbedTexts, epb.EmbedTextsRequest(texts=texts))
     assert status == code, response
     if code == OK:
-        vector = np.asarray(response.embeddings[0].values, dtype=np.float64)
+        vector = np.asarray(cast(epb.EmbedTextsResponse, response).embeddings[0].values, dtype=np.float64)
         assert np.all(np.isfinite(vector)) and math.isclose(float(np.linalg.norm(vector)), 1.0, abs_tol=1e-4)
     else:
         assert fragment in str(response)
@@ -515,7 +516,7 @@ def test_every_server_refuses_a_message_over_its_limit(
 ) -> None:
     limit = 1024 * 1024
     searcher = search_server_factory(max_message_bytes=limit)
-    config = embedder_test_config(tiny_clip_dir, limits=Limits(max_message_bytes=limit))
+    config = embedder_test_config(cast(Path, tiny_clip_dir), limits=Limits(max_message_bytes=limit))
     with (
         running_embedder(config, tiny_embedder) as embedder_server,
         grpc.insecure_channel(f"127.0.0.1:{embedder_server.port}") as embedder_channel,

@@ -6,6 +6,7 @@ import socket
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -13,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from clipsearch.envconfig import ConfigError
-from clipsearch.metrics import MetricsPortError, metrics_endpoint_beside, start_metrics_endpoint
+from clipsearch.metrics import MetricsEndpoint, MetricsPortError, metrics_endpoint_beside, start_metrics_endpoint
 from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import embedder_pb2 as epb
 from clipsearch.v1 import embedder_pb2_grpc, search_pb2_grpc
@@ -107,7 +108,7 @@ def test_each_server_counts_only_its_own_calls(tiny_clip_dir: Path, tiny_embedde
 
 def test_search_metrics_move_with_calls(search_server_factory: SearchServerFactory) -> None:
     running = search_server_factory(metrics_port=0)
-    url = running.server.metrics.url
+    url = cast(MetricsEndpoint, running.server.metrics).url
     with grpc.insecure_channel(running.address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
         vectors = random_vectors(3, seed=3)
@@ -131,7 +132,7 @@ def test_search_redis_up_falls_to_zero_when_redis_stops(
 ) -> None:
     with LocalRedis(redis_data_dir) as local:
         running = search_server_factory(redis_url=local.url, metrics_port=0)
-        url = running.server.metrics.url
+        url = cast(MetricsEndpoint, running.server.metrics).url
         assert value(scrape(url), "search_redis_up") == 1
         local.stop()
         wait_for(
@@ -188,7 +189,7 @@ def test_the_endpoint_closes_and_frees_its_port() -> None:
     ("read", "variable"),
     [(EmbedderConfig.from_env, "EMBEDDER_METRICS_PORT"), (SearchConfig.from_env, "SEARCH_METRICS_PORT")],
 )
-def test_metrics_port_comes_from_the_environment(read: Callable[..., object], variable: str) -> None:
+def test_metrics_port_comes_from_the_environment(read: Callable[..., Any], variable: str) -> None:
     assert read({}).metrics_port is None
     assert read({variable: "0"}).metrics_port is None
     assert read({variable: "9464"}).metrics_port == 9464

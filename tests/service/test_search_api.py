@@ -90,7 +90,7 @@ def test_query_returns_nearest_first_with_cosine_scores(flat_stub: search_pb2_gr
     assert ids(reply.matches) == [f"i{n}" for n in expected]
     for match, n in zip(reply.matches, expected, strict=False):
         assert match.score == pytest.approx(cosine(query, vectors[n]), abs=1e-5)
-        assert list(match.item.vector) == list(np.float32(vectors[n]))
+        assert list(match.item.vector) == list(np.asarray(vectors[n], dtype=np.float32))
     # The item itself is its own nearest neighbour with score 1, whatever its length.
     scaled = (np.asarray(vectors[7]) * 3.5).tolist()
     best = flat_stub.Query(pb.QueryRequest(vector=scaled, k=1)).matches[0]
@@ -343,7 +343,7 @@ def test_delete_refuses_nothing_set_and_ids_with_a_collection(search_stub: searc
         with pytest.raises(grpc.RpcError) as error:
             search_stub.Delete(request)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert message in error.value.details()
+        assert message in error.value.details()  # type: ignore[operator]
 
 
 def test_stats_and_list_collections(search_server_factory: SearchServerFactory) -> None:

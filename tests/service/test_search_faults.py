@@ -97,7 +97,7 @@ def test_redis_down_means_unavailable_and_not_serving_until_it_returns(
                 with pytest.raises(grpc.RpcError) as error:
                     call(request)
                 assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert f"Redis at redis://127.0.0.1:{local.port}/0 is unreachable" in error.value.details()
+                assert f"Redis at redis://127.0.0.1:{local.port}/0 is unreachable" in error.value.details()  # type: ignore[operator]
             wait_for_health(running.address, NOT_SERVING)
 
             local.start()  # same port, same data directory; the service is not restarted
@@ -133,9 +133,9 @@ def test_an_index_with_another_dimension_fails_every_call_with_a_way_out(
                 call(request)
             assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             details = error.value.details()
-            assert "dimension 32 instead of 64" in details
-            assert "SEARCH_DIM=32" in details and "SEARCH_INDEX" in details
-            assert f"FT.DROPINDEX {first.config.index_name} DD" in details
+            assert "dimension 32 instead of 64" in details  # type: ignore[operator]
+            assert "SEARCH_DIM=32" in details and "SEARCH_INDEX" in details  # type: ignore[operator]
+            assert f"FT.DROPINDEX {first.config.index_name} DD" in details  # type: ignore[operator]
     wait_for_health(second.address, NOT_SERVING)
     with grpc.insecure_channel(first.address) as channel:  # the existing index is untouched
         assert search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest()).items == 1
@@ -147,8 +147,8 @@ def test_an_index_with_another_algorithm_is_a_failed_precondition(search_server_
     with grpc.insecure_channel(second.address) as channel, pytest.raises(grpc.RpcError) as error:
         search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "algorithm FLAT instead of HNSW" in error.value.details()
-    assert "SEARCH_ALGORITHM=flat" in error.value.details()
+    assert "algorithm FLAT instead of HNSW" in error.value.details()  # type: ignore[operator]
+    assert "SEARCH_ALGORITHM=flat" in error.value.details()  # type: ignore[operator]
 
 
 def test_a_dropped_index_is_recreated_and_its_items_reindexed(
@@ -173,6 +173,6 @@ def test_a_wrong_password_is_unavailable_with_the_reason(
             search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest())
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         details = error.value.details()
-        assert f"Redis at redis://:***@127.0.0.1:{local.port}/0 is unreachable" in details
-        assert "password" in details and ":wrong@" not in details
+        assert f"Redis at redis://:***@127.0.0.1:{local.port}/0 is unreachable" in details  # type: ignore[operator]
+        assert "password" in details and ":wrong@" not in details  # type: ignore[operator]
         wait_for_health(running.address, NOT_SERVING)

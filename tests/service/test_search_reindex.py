@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import pytest
 import redis
@@ -22,14 +24,14 @@ def items(count: int, dimension: int, seed: int = 0, prefix: str = "item") -> li
 
 
 @pytest.fixture
-def stub_and_url(search_server_factory: SearchServerFactory) -> tuple[search_pb2_grpc.SearchStub, str, str]:
+def stub_and_url(search_server_factory: SearchServerFactory) -> Iterator[tuple[search_pb2_grpc.SearchStub, str, str]]:
     running = search_server_factory()
     channel = grpc.insecure_channel(running.address)
-    yield search_pb2_grpc.SearchStub(channel), running.config.redis_url or "", running.config.index_name  # type: ignore[misc]
+    yield search_pb2_grpc.SearchStub(channel), running.config.redis_url or "", running.config.index_name
     channel.close()
 
 
-def test_the_first_write_naming_a_model_records_it_and_another_model_is_refused(stub_and_url) -> None:  # type: ignore[no-untyped-def]
+def test_the_first_write_naming_a_model_records_it_and_another_model_is_refused(stub_and_url) -> None:
     stub = stub_and_url[0]
     stub.Upsert(pb.UpsertRequest(items=items(3, 32)))  # no model: today's behaviour, nothing recorded
     assert not stub.Stats(pb.StatsRequest()).settings.HasField("model")
@@ -49,7 +51,7 @@ def test_the_first_write_naming_a_model_records_it_and_another_model_is_refused(
             call()
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         details = caught.value.details()
-        assert "models/a" in details and "models/c" in details and "clipsearch reindex" in details
+        assert "models/a" in details and "models/c" in details and "clipsearch reindex" in details  # type: ignore[operator]
     assert len(stub.Query(pb.QueryRequest(vector=random_vectors(1, 32)[0], model=MODEL_A, k=10)).matches) == 6
     assert len(stub.Query(pb.QueryRequest(vector=random_vectors(1, 32)[0], k=10)).matches) == 6
     # Same model id but other weights (fingerprints differ), same dimension: refused too.
@@ -64,7 +66,7 @@ def test_the_first_write_naming_a_model_records_it_and_another_model_is_refused(
 
 
 def test_reindex_is_resumable_serves_the_old_index_until_the_switch_and_migrates_a_plain_index(
-    stub_and_url,  # type: ignore[no-untyped-def]
+    stub_and_url,
 ) -> None:
     stub, url, name = stub_and_url
     old = items(10, 32)
@@ -162,7 +164,7 @@ def test_another_instance_notices_a_switch_at_once_though_it_reads_the_catalog_a
                 assert list(hits[0].item.metadata.sources) == ["file:///p/item4.jpg"]
 
 
-def test_begin_reindex_refuses_a_model_without_id_or_with_an_impossible_dimension(stub_and_url) -> None:  # type: ignore[no-untyped-def]
+def test_begin_reindex_refuses_a_model_without_id_or_with_an_impossible_dimension(stub_and_url) -> None:
     stub = stub_and_url[0]
     for model in (
         None,

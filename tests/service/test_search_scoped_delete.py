@@ -137,7 +137,7 @@ def test_bad_scoped_deletes_are_invalid_argument_and_change_nothing(
     with pytest.raises(grpc.RpcError) as error:
         library.Delete(request_)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert fragment in error.value.details()
+    assert fragment in error.value.details()  # type: ignore[operator]
     assert sources_by_id(library) == before
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import av
 import grpc
@@ -45,7 +45,7 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream = cast(av.VideoStream, container.add_stream(codec, rate=fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, fps)
         for index in range(seconds * fps):
@@ -84,9 +84,9 @@ class CallCounter(grpc.ServerInterceptor):
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         with self.lock:
             self.calls[handler_call_details.method.rsplit("/", 1)[-1]] += 1
         return continuation(handler_call_details)

@@ -20,6 +20,7 @@ from clipsearch.v1 import embedder_pb2_grpc
 if TYPE_CHECKING:
     from embedder_service.config import EmbedderConfig
     from embedder_service.model import ClipEmbedder
+    from embedder_service.server import EmbedderServer
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def family_reference_outputs(family: str, directory: Path, images: list[Image.Im
 
 
 @contextmanager
-def running_embedder(config: EmbedderConfig, embedder: ClipEmbedder | None) -> Iterator[GrpcServer]:
+def running_embedder(config: EmbedderConfig, embedder: ClipEmbedder | None) -> Iterator[EmbedderServer]:
     """An embedder server for `config` on a free port, started and SERVING; stopped on exit."""
     from embedder_service.server import build_server
 

@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from tests.support.e2e import REPO
 BENCH_TIMEOUT = 1200.0  # generous for busy machines; reaching it fails the test
 # The sizes of `--smoke` (bench.common.SMOKE) that the checks below rely on: PNG frames over the client's 1 MB
 # encoded limit (decoded and shrunk by the client), one round, a 3-second video.
-SMOKE = {"ingest_rounds": 1, "frame_size": (1280, 720), "video_seconds": 3, "video_size": (320, 240)}
+SMOKE: dict[str, Any] = {"ingest_rounds": 1, "frame_size": (1280, 720), "video_seconds": 3, "video_size": (320, 240)}
 
 INGEST_FIGURES = ("seed_img_s", "seed_cpu_ms", "client_prepare_cpu_ms", "client_decode_cpu_ms", "seed_prepare_cpu_ms")
 # Of each embedder setting under test (auto and int8), its index run and its model alone.

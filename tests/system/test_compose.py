@@ -15,6 +15,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -133,7 +134,7 @@ def source_files(packages: tuple[str, ...]) -> Iterator[Path]:
         yield from (ROOT / package).rglob("*.py")
 
 
-def config_class(package: str) -> type:
+def config_class(package: str) -> Any:
     """The service's configuration: the dataclass in PACKAGE.config with a from_env classmethod."""
     module = importlib.import_module(f"{package}.config")
     found = [
@@ -338,7 +339,9 @@ def test_dockerfile_pins_its_base_and_installs(service: str) -> None:
 def test_embedder_image_gets_the_pinned_torch_cpu_build() -> None:
     dockerfile = dockerfile_of("embedder")
     torch_version = dockerfile.arg_defaults()["TORCH_VERSION"]
-    pinned = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.MULTILINE).group(1)
+    found = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+    assert found is not None
+    pinned = found.group(1)
     assert torch_version == f"{pinned}+cpu", f"constraints.txt pins torch {pinned}, the image {torch_version}"
     assert "download.pytorch.org/whl/cpu" in dockerfile.arg_defaults()["TORCH_INDEX_URL"]
 

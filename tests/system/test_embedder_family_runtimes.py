@@ -46,7 +46,7 @@ def test_family_towers_convert_and_match_torch(
     )
     info = embedder.load()
     assert (info.runtime, info.family) == (runtime, family)
-    assert (info.fingerprint, info.logit_scale, info.logit_bias, info.dimension) == (
+    assert (info.fingerprint, info.logit_scale, info.logit_bias, info.dimension) == (  # type: ignore[comparison-overlap]
         reference.info.fingerprint,
         pytest.approx(reference.info.logit_scale),
         pytest.approx(reference.info.logit_bias),

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, cast
 
 import grpc
 import pytest
@@ -55,7 +56,7 @@ class ServerProcess:
         self.reader.start()
 
     def read_log(self) -> None:
-        for line in self.process.stderr:
+        for line in cast(IO[str], self.process.stderr):
             self.log.append(line)
             match = re.search(r"serving clipsearch\.v1\.Embedder on 127\.0\.0\.1:(\d+)", line)
             if match:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -54,7 +55,7 @@ def pixels(tiny_embedder: ClipEmbedder) -> np.ndarray:
     return np.stack([preprocess(photo) for photo in [*photos, noise]])
 
 
-def load(model_dir: Path, runtime: str, dtype: str, cache: Path, **options: object) -> ClipEmbedder:
+def load(model_dir: Path, runtime: str, dtype: str, cache: Path, **options: Any) -> ClipEmbedder:
     embedder = ClipEmbedder(str(model_dir), dtype=dtype, device="cpu", runtime=runtime, cache_dir=cache, **options)
     embedder.load()
     return embedder

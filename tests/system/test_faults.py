@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 import pytest
@@ -439,7 +439,7 @@ def crash_and_restart(stack: Stack, victim: str, run: IndexRun, relays: dict[str
     """
     if victim == "redis":
         # One pending connection may be the search service's health check; a second is a client's call.
-        freeze_until_pending(stack.redis.pid, stack.redis.port, 2, run)
+        freeze_until_pending(cast(int, stack.redis.pid), stack.redis.port, 2, run)
         stack.redis.kill()
         wait_for_health(stack.search.address, "NOT_SERVING")
         stack.redis.start()

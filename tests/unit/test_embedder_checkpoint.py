@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import cast
 
 import pytest
-from transformers import CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers import CLIPModel, CLIPProcessor, CLIPTextConfig, CLIPTokenizer, CLIPVisionConfig
 
 from embedder_service.checkpoint import write_checkpoint
 
@@ -18,7 +19,7 @@ def test_tiny_checkpoint_loads_with_clip_model_and_processor(tiny_clip_dir: Path
     model = CLIPModel.from_pretrained(tiny_clip_dir)
     processor = CLIPProcessor.from_pretrained(tiny_clip_dir)
     config = model.config
-    image_size = config.vision_config.image_size
+    image_size = cast(CLIPVisionConfig, config.vision_config).image_size
     image_processor = processor.image_processor
     assert image_processor.size.shortest_edge == image_size
     assert (image_processor.crop_size.height, image_processor.crop_size.width) == (image_size, image_size)
@@ -26,10 +27,10 @@ def test_tiny_checkpoint_loads_with_clip_model_and_processor(tiny_clip_dir: Path
     assert list(image_processor.image_mean) == pytest.approx([0.48145466, 0.4578275, 0.40821073])
     assert list(image_processor.image_std) == pytest.approx([0.26862954, 0.26130258, 0.27577711])
     tokenizer = processor.tokenizer
-    assert tokenizer.model_max_length == config.text_config.max_position_embeddings == 77
-    assert tokenizer.convert_tokens_to_ids("<|startoftext|>") == config.text_config.bos_token_id
-    assert tokenizer.convert_tokens_to_ids("<|endoftext|>") == config.text_config.eos_token_id
-    assert len(tokenizer) <= config.text_config.vocab_size
+    assert tokenizer.model_max_length == cast(CLIPTextConfig, config.text_config).max_position_embeddings == 77
+    assert tokenizer.convert_tokens_to_ids("<|startoftext|>") == cast(CLIPTextConfig, config.text_config).bos_token_id
+    assert tokenizer.convert_tokens_to_ids("<|endoftext|>") == cast(CLIPTextConfig, config.text_config).eos_token_id
+    assert len(tokenizer) <= cast(CLIPTextConfig, config.text_config).vocab_size
     assert (tiny_clip_dir / "model.safetensors").is_file()
     assert float(model.logit_scale.detach()) == pytest.approx(2.6592, abs=1e-6)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -183,4 +184,4 @@ def test_the_checkpoint_cli_writes_each_family(family: str, tmp_path: Path) -> N
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     ids = tokenizer("微笑的男人")["input_ids"]
     assert tokenizer.unk_token_id not in ids
-    assert tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "微笑的男人"
+    assert cast(str, tokenizer.decode(ids, skip_special_tokens=True)).replace(" ", "") == "微笑的男人"

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,10 @@ def names_read_by(package: str) -> frozenset[str]:
     """The variables the package's configuration asks for, and every other upper-case name quoted in its
     or clipsearch's source (variables read elsewhere, such as the web page's)."""
     env = RecordingEnv()
-    loaders = {"client": [ClientConfig.from_env], "embedder_service": [EmbedderConfig.from_env]}
+    loaders: dict[str, list[Callable[..., object]]] = {
+        "client": [ClientConfig.from_env],
+        "embedder_service": [EmbedderConfig.from_env],
+    }
     for load in loaders.get(package, [SearchConfig.from_env]):
         load(env)
     names = set(env.asked)

@@ -178,3 +178,33 @@ def test_python_m_client_web_goes_through_the_commands_entry() -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: clipsearch web "), result.stdout[:200]
     assert "--password-file" in result.stdout and "--tls-ca" in result.stdout
+
+
+# Run as `python -m client.web` does (runpy imports the package, then its __main__), with GRPC_VERBOSITY
+# unset; a finder records the variable at the moment gRPC is first imported.
+GRPC_WATCH = """
+import os, runpy, sys
+os.environ.pop("GRPC_VERBOSITY", None)
+seen = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "grpc" and not seen:
+            seen.append(os.environ.get("GRPC_VERBOSITY"))
+        return None
+sys.meta_path.insert(0, Watch())
+sys.argv = ["client.web", "--help"]
+try:
+    runpy.run_module("client.web", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+sys.stderr.write(f"GRPC_AT_IMPORT={seen!r}\\n")
+"""
+
+
+def test_python_m_client_web_sets_grpc_verbosity_before_grpc_loads() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", GRPC_WATCH], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.stdout.startswith("usage: clipsearch web "), result.stderr[-2000:]
+    # gRPC is loaded on this path (so the check below is not vacuous), and only after the entry set the variable.
+    assert "GRPC_AT_IMPORT=['ERROR']" in result.stderr, result.stderr[-2000:]
