@@ -489,7 +489,11 @@ function onStats(stats) {
   }
   const searchUp = stats.services?.search?.up !== false;
   if (searchUp && stats.items === 0) {
-    ui.welcomeStats.replaceChildren(...richText("The library is empty: add a folder of photos and videos with the Library button, or `clipsearch library add PATH`."));
+    ui.welcomeStats.replaceChildren(
+      ...richText(
+        "The library is empty: add a folder of photos and videos with the Library button, or `clipsearch library add PATH`.",
+      ),
+    );
   } else if (searchUp) {
     ui.welcomeStats.textContent = `${plural(stats.items, "picture and video frame", "pictures and video frames")} in ${plural(names.length, "collection")}.`;
   } else {

@@ -51,12 +51,16 @@ function sendFile(library, file, onProgress) {
     xhr.setRequestHeader("Content-Type", "application/octet-stream");
     xhr.setRequestHeader("Accept", "application/json");
     xhr.responseType = "json";
-    xhr.upload.addEventListener("progress", (event) => event.lengthComputable && onProgress(event.loaded / event.total));
+    xhr.upload.addEventListener(
+      "progress",
+      (event) => event.lengthComputable && onProgress(event.loaded / event.total),
+    );
     xhr.addEventListener("load", () => {
       if (xhr.status === 201) resolve(xhr.response);
       else {
         const body = xhr.response;
-        const message = body && typeof body.error === "string" ? sentence(body.error) : t("upload.refused", { status: xhr.status });
+        const message =
+          body && typeof body.error === "string" ? sentence(body.error) : t("upload.refused", { status: xhr.status });
         reject(new ApiError(message, xhr.status, body && typeof body.reason === "string" ? body.reason : ""));
       }
     });
@@ -276,7 +280,12 @@ export function createLibrary({ onChange }) {
     const listNode = row.node.querySelector(".lib-uploads");
     listNode.hidden = false;
     for (const file of files) {
-      const line = el("li", {}, el("span", { class: "up-name", text: file.name }), el("span", { class: "up-state", text: t("upload.waiting") }));
+      const line = el(
+        "li",
+        {},
+        el("span", { class: "up-name", text: file.name }),
+        el("span", { class: "up-state", text: t("upload.waiting") }),
+      );
       listNode.append(line);
       const stateNode = line.querySelector(".up-state");
       // The server checks the content; the type the browser guesses from the name only warns early here.
@@ -293,7 +302,8 @@ export function createLibrary({ onChange }) {
         const saved = await sendFile(row.name, file, (part) => {
           stateNode.textContent = t("upload.progress", { percent: Math.round(part * 100) });
         });
-        stateNode.textContent = saved.name === file.name ? t("upload.added") : t("upload.addedAs", { name: saved.name });
+        stateNode.textContent =
+          saved.name === file.name ? t("upload.added") : t("upload.addedAs", { name: saved.name });
         line.classList.add("done");
       } catch (error) {
         fail(line, stateNode, error.message);

@@ -86,7 +86,10 @@ export function createViewer({ onLike }) {
   function showImage(hit) {
     if (!hit.playable) {
       // HEIC, TIFF and the like: browsers do not show them, so the preview stands in for the file.
-      showFrame(hit, `Browsers cannot show this kind of file${hit.mime ? ` (${hit.mime})` : ""}: this is a preview; “${OPEN_ORIGINAL}” downloads the file.`);
+      showFrame(
+        hit,
+        `Browsers cannot show this kind of file${hit.mime ? ` (${hit.mime})` : ""}: this is a preview; “${OPEN_ORIGINAL}” downloads the file.`,
+      );
       return;
     }
     const img = el("img", { class: "viewer-img", alt: altText(hit), decoding: "async" });
@@ -132,12 +135,14 @@ export function createViewer({ onLike }) {
     );
     video.addEventListener("error", async () => {
       if (!video.getAttribute("src")) return;
-      const problem = video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
+      const problem =
+        video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
       if (list[index] !== hit) return;
       const format = hit.mime && hit.mime !== "application/octet-stream" ? ` (${hit.mime})` : "";
       showFrame(
         hit,
-        problem || `${CANNOT_PLAY}${format}. This is the frame at ${hit.time}; use “${OPEN_VIDEO}” to watch it in a video player.`,
+        problem ||
+          `${CANNOT_PLAY}${format}. This is the frame at ${hit.time}; use “${OPEN_VIDEO}” to watch it in a video player.`,
       );
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
