@@ -58,6 +58,7 @@ _ABORT_REINDEX = _Method(SEARCH, "AbortReindex", search_pb2.AbortReindexRequest,
 _LIST_COLLECTIONS = _Method(
     SEARCH, "ListCollections", search_pb2.ListCollectionsRequest, search_pb2.ListCollectionsResponse
 )
+Method = _Method  # for modules that define calls of their own (client/libraries.py)
 
 RETRY = RetryPolicy()
 

@@ -53,7 +53,8 @@ class IndexReport:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """kind: "file" (started a file), "indexed", "known", "source_added", "failed" or "pruned"."""
+    """kind: "file" (started a file), "indexed", "known", "source_added", "still" (a video frame skipped as
+    like the one before), "failed", "pruned", or "note" (a line to show, e.g. the collection chosen)."""
 
     kind: str
     count: int = 1
@@ -115,6 +116,7 @@ class Tally:
     def still(self) -> None:
         with self._lock:
             self.report.still_frames += 1
+        self._emit(ProgressEvent("still"))
 
     def video(self) -> None:
         with self._lock:
