@@ -16,7 +16,7 @@ import redis
 
 from clipsearch.limits import MAX_IDS, MAX_PAGE_SIZE
 from search_service import catalog as C
-from search_service.errors import InvalidArgument, SearchError
+from search_service.errors import InvalidArgument, LibraryConflict, LibraryNotFound
 from search_service.items import Filter
 from search_service.validation import check_collection
 
@@ -26,14 +26,6 @@ MAX_FAILURES = 100  # failures kept per report; failed_files counts them all
 MAX_MESSAGE_CHARS = 1000
 # A report older than this means no indexer watches the library now (indexers report at least twice as often).
 STALE_AFTER_SECONDS = 60.0
-
-
-class LibraryNotFound(SearchError):
-    """No library has the name given."""
-
-
-class LibraryConflict(SearchError):
-    """The folder or name is taken by another library."""
 
 
 class LibraryState(enum.IntEnum):

@@ -9,10 +9,17 @@ from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import EmbeddingModel
-from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
+from search_service.errors import (
+    IndexMismatch,
+    InvalidArgument,
+    LibraryConflict,
+    LibraryNotFound,
+    QueryTimeout,
+    Unavailable,
+)
 from search_service.index import SearchIndex
 from search_service.items import DuplicateOptions, Filter, Item, Match, MediaType, Metadata, MomentOptions
-from search_service.libraries import Libraries, Library, LibraryConflict, LibraryNotFound, LibraryState, LibraryStatus
+from search_service.libraries import Libraries, Library, LibraryState, LibraryStatus
 from search_service.reindex import Reindexer
 
 _MEDIA_TYPES = {

@@ -7,8 +7,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from rich.table import Table
 
@@ -16,6 +14,7 @@ from client.api import Client
 from client.libraries import Library, format_duration
 
 from . import output
+from .options import add_service_options, with_client
 
 LIBRARY_DESCRIPTION = (
     "A library is a folder kept indexed into one collection: the indexer that `clipsearch serve` runs "
@@ -30,7 +29,7 @@ WATCH_DESCRIPTION = (
 )
 
 
-def add_parsers(sub: Any, add_service_options: Callable[..., None], with_client: Callable[..., int]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `library` (with its subcommands) and `watch` to the `clipsearch` parser."""
     p = sub.add_parser(
         "library", help="folders kept indexed: add, list, remove, rescan", description=LIBRARY_DESCRIPTION
