@@ -19,7 +19,22 @@ NAMED_ATTRIBUTES = ("aria-label", "placeholder", "title", "alt")
 PLACEHOLDER = re.compile(r"\{(\w+)\}")
 LETTERS = re.compile(r"[^\W\d_]")
 # Words a translation may keep as they are: names of programs, units and protocols.
-UNTRANSLATED = {"clipsearch", "index", "reindex", "prune", "serve", "web", "http", "mb", "kb", "ms", "jpeg", "png", "gif", "webp"}
+UNTRANSLATED = {
+    "clipsearch",
+    "index",
+    "reindex",
+    "prune",
+    "serve",
+    "web",
+    "http",
+    "mb",
+    "kb",
+    "ms",
+    "jpeg",
+    "png",
+    "gif",
+    "webp",
+}
 
 
 class _Literal:
@@ -146,7 +161,9 @@ def test_chinese_is_translated(catalogues: dict[str, Any]) -> None:
             text = PLACEHOLDER.sub("", re.sub(r"`[^`]*`|<kbd>[^<]*</kbd>", "", form))
             words = {word.lower() for word in re.findall(r"[A-Za-z]{2,}", text)}
             assert words <= UNTRANSLATED, f"zh-CN {key} keeps English words: {sorted(words - UNTRANSLATED)}"
-            assert "..." not in form and not re.search(r"[\u4e00-\u9fff][,;:?!]", form), f"zh-CN {key}: use 、，；：？！"
+            assert "..." not in form and not re.search(r"[\u4e00-\u9fff][,;:?!]", form), (
+                f"zh-CN {key}: use 、，；：？！"
+            )
 
 
 # ---- the template -------------------------------------------------------------------------------------------
@@ -155,8 +172,8 @@ def test_chinese_is_translated(catalogues: dict[str, Any]) -> None:
 class _TemplateCheck(HTMLParser):
     """Text and named attributes of the template that are not marked for translation."""
 
-    SKIPPED = {"script", "style", "svg", "kbd", "code"}
-    VOID = {"meta", "link", "input", "img", "br", "hr", "use", "circle", "rect", "path", "source"}
+    SKIPPED = frozenset({"script", "style", "svg", "kbd", "code"})
+    VOID = frozenset({"meta", "link", "input", "img", "br", "hr", "use", "circle", "rect", "path", "source"})
 
     def __init__(self, messages: dict[str, Any]) -> None:
         super().__init__(convert_charrefs=True)
