@@ -15,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import ConfigError
 
+from .errors import UPLOAD_TOO_LARGE
+
 PASSWORD_VARIABLE = "CLIPSEARCH_WEB_PASSWORD"
 PASSWORD_FILE_VARIABLE = "CLIPSEARCH_WEB_PASSWORD_FILE"
 REALM = "clipsearch"
@@ -205,7 +207,8 @@ class _BodyLimit:
 
 
 async def _reply(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": error}).encode("utf-8")
+    doc = {"error": error, "reason": UPLOAD_TOO_LARGE} if status == 413 else {"error": error}
+    body = json.dumps(doc).encode("utf-8")
     await send(
         {
             "type": "http.response.start",
