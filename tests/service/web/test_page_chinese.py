@@ -189,14 +189,14 @@ def test_banner_and_failed_search_in_chinese(zh_page: Page, own_web_stack: OwnWe
     expect(page.get_by_text("搜索服务：运行中")).to_be_visible()
     own_web_stack.stop_search()
     search(page, "红色的方块")
-    banner = page.get_by_role("alert").filter(has_text=re.compile(r"搜索服务（.*）未运行"))
+    banner = page.get_by_role("alert").filter(has_text=re.compile(r"搜索服务（.*）不可用"))
     expect(banner).to_be_visible()
     expect(banner).to_contain_text(own_web_stack.search_address)
     expect(banner).to_contain_text("所有搜索和图库统计都需要它。")
     failed = page.locator("#message")
     expect(failed.get_by_role("heading", name="搜索失败")).to_be_visible()
     expect(failed).to_contain_text("无法连接搜索服务")
-    expect(page.get_by_text("图库：搜索服务未运行，暂时无法统计")).to_be_visible()
+    expect(page.get_by_text("图库：搜索服务不可用，暂时无法统计")).to_be_visible()
     # The API gives the reason the page translates, beside the English sentence.
     reply = request(own_web_stack.base_url, "GET", "/api/search?q=x")
     assert reply.status == 503
@@ -204,7 +204,7 @@ def test_banner_and_failed_search_in_chinese(zh_page: Page, own_web_stack: OwnWe
     assert body["reason"] == "service_unavailable" and body["params"]["service"] == "search" and body["error"]
     own_web_stack.stop_embedder()
     page.get_by_role("button", name="重新检查").click()
-    expect(page.get_by_role("alert").filter(has_text=re.compile(r"嵌入服务（.*）未运行"))).to_be_visible()
+    expect(page.get_by_role("alert").filter(has_text=re.compile(r"嵌入服务（.*）不可用"))).to_be_visible()
 
 
 def test_model_mismatch_in_chinese(
@@ -236,7 +236,7 @@ def test_model_mismatch_in_chinese(
         expect(alert.locator(".message-detail")).to_contain_text(other.model_id)
         expect(alert.locator(".message-detail")).to_contain_text(ours)
         expect(zh_page.get_by_text("搜索服务：运行中")).to_be_visible()
-        expect(zh_page.get_by_text(re.compile(r"服务.*未运行"))).to_have_count(0)
+        expect(zh_page.get_by_text(re.compile(r"服务.*不可用"))).to_have_count(0)
     finally:
         thread.stop()
 
