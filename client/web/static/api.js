@@ -73,9 +73,14 @@ const offline = () => new ApiError(t("api.offline"), 0, { key: "api.offline" });
 
 function errorOf(body, response) {
   const reason = body && typeof body.reason === "string" ? body.reason : "";
-  const params = body && body.params && typeof body.params === "object" ? body.params : {};
+  const params = body?.params && typeof body.params === "object" ? body.params : {};
   const status = response.status;
-  const sent = body && typeof body.error === "string" && body.error ? body.error : body && typeof body.detail === "string" ? body.detail : "";
+  const sent =
+    body && typeof body.error === "string" && body.error
+      ? body.error
+      : body && typeof body.detail === "string"
+        ? body.detail
+        : "";
   if (sent) return new ApiError(sentence(sent), status, { reason, params });
   const [key, keyParams] =
     status === 413
@@ -110,7 +115,8 @@ export function sentence(text) {
 // Text with `commands` in backticks, as text nodes and <code> elements (never parsed as HTML).
 export const richText = (text) => rich(text, { tags: false });
 
-export const formatScore = (score) => formatNumber(Number(score), { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+export const formatScore = (score) =>
+  formatNumber(Number(score), { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
 export const formatCount = (n) => formatNumber(Number(n));
 
@@ -118,7 +124,9 @@ export function formatBytes(bytes) {
   const mb = 1024 * 1024;
   if (bytes >= mb) {
     const digits = bytes >= 10 * mb ? 0 : 1;
-    return t("bytes.mb", { value: formatNumber(bytes / mb, { minimumFractionDigits: digits, maximumFractionDigits: digits }) });
+    return t("bytes.mb", {
+      value: formatNumber(bytes / mb, { minimumFractionDigits: digits, maximumFractionDigits: digits }),
+    });
   }
   if (bytes >= 1024) return t("bytes.kb", { value: Math.round(bytes / 1024) });
   return t("bytes.bytes", { count: bytes });

@@ -569,7 +569,8 @@ onLanguageChange(() => {
     renderStatus(lastMs);
   } else if (!ui.message.hidden && redrawMessage) {
     redrawMessage();
-    if (ui.status.textContent) setStatus(state.min > 0 ? t("status.noneScoring", { min: formatScore(state.min) }) : resultCount());
+    if (ui.status.textContent)
+      setStatus(state.min > 0 ? t("status.noneScoring", { min: formatScore(state.min) }) : resultCount());
   }
 });
 

@@ -75,7 +75,8 @@ export function rich(text, { tags = true } = {}) {
     if (!part) continue;
     const tag = tags ? /^<(kbd|code)>([^<]*)<\/\1>$/.exec(part) : null;
     if (tag) nodes.push(element(tag[1], tag[2]));
-    else if (part.length > 2 && part.startsWith("`") && part.endsWith("`")) nodes.push(element("code", part.slice(1, -1)));
+    else if (part.length > 2 && part.startsWith("`") && part.endsWith("`"))
+      nodes.push(element("code", part.slice(1, -1)));
     else nodes.push(part);
   }
   return nodes;

@@ -64,7 +64,8 @@ export function createServices({ onStats }) {
     const address = service.address || "";
     let message = t("service.notAnswering");
     if (service.missing) message = t("service.noStatus");
-    else if (service.message) message = reasonText(service.reason, sentence(service.message), { service: key, address });
+    else if (service.message)
+      message = reasonText(service.reason, sentence(service.message), { service: key, address });
     else if (address) message = t("service.notAnsweringAt", { address });
     message = sentence(message);
     const needs = t(`service.needs.${key}`);

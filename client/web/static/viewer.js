@@ -140,7 +140,8 @@ export function createViewer({ onLike }) {
     );
     video.addEventListener("error", async () => {
       if (!video.getAttribute("src")) return;
-      const problem = video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
+      const problem =
+        video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
       showFrame(hit, () => (problem ? errorMessage(problem) : t("viewer.cannotPlay", { time: hit.time })));
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
@@ -226,8 +227,18 @@ export function createViewer({ onLike }) {
         const percent = Math.round(probability * 1000) / 10;
         const bar = el("span", { class: "bar", "aria-hidden": "true" });
         bar.style.setProperty("--p", `${Math.max(percent, 0.5)}%`);
-        const shown = formatNumber(percent / 100, { style: "percent", minimumFractionDigits: 1, maximumFractionDigits: 1 });
-        return el("li", {}, el("span", { class: "label-name", text: label }), el("span", { class: "label-p", text: shown }), bar);
+        const shown = formatNumber(percent / 100, {
+          style: "percent",
+          minimumFractionDigits: 1,
+          maximumFractionDigits: 1,
+        });
+        return el(
+          "li",
+          {},
+          el("span", { class: "label-name", text: label }),
+          el("span", { class: "label-p", text: shown }),
+          bar,
+        );
       }),
     );
   }
