@@ -16,7 +16,7 @@ import pytest
 
 from client import Client
 from client.web import WebSettings, create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from tests.service.web.browser import alts, best_matches, opened_page, wait_for_thumbnails
