@@ -64,8 +64,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 # docs/web.png and docs/web.zh-CN.png: the web page in Chromium, in English and in Chinese, over the demo's
-# photos and video (CLIP_MODEL, else a tiny
-# random-weight checkpoint in checkpoints/tiny, made when missing).
+# photos and video (CLIP_MODEL, else a tiny random-weight checkpoint in checkpoints/tiny, made when missing).
 screenshot: $(STAMP)
 	@sh scripts/ensure-chromium.sh
 	$(BIN)/python scripts/screenshot.py
