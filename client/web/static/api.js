@@ -49,6 +49,12 @@ export function originalDetail(error) {
 
 export const errorMessage = (error) => (error instanceof ApiError ? error.text() : String(error.message));
 
+// The message and, where it is translated, the server's sentence after it in brackets: for one-line notes.
+export function errorLine(error) {
+  const detail = originalDetail(error);
+  return detail ? t("error.withDetail", { message: errorMessage(error), detail }) : errorMessage(error);
+}
+
 // fetch() for the JSON API: resolves to the parsed body, rejects with an ApiError whose message is one
 // clear sentence (the server's own {"error": ...} where it sent one).
 export async function api(path, init = {}) {

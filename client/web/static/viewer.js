@@ -1,5 +1,5 @@
 // The viewer dialog: the full image, or the video playing from the frame's moment, and "What is this?".
-import { altText, api, el, errorMessage, formatScore, mediaProblem } from "./api.js";
+import { altText, api, el, errorLine, formatScore, mediaProblem } from "./api.js";
 import { formatNumber, onLanguageChange, t } from "./i18n.js";
 
 const LABELS_KEY = "clipsearch.labels";
@@ -100,7 +100,7 @@ export function createViewer({ onLike }) {
       "error",
       async () => {
         const problem = await mediaProblem(hit.media_url);
-        showFrame(hit, () => (problem ? errorMessage(problem) : t("viewer.cannotShow")));
+        showFrame(hit, () => (problem ? errorLine(problem) : t("viewer.cannotShow")));
       },
       { once: true },
     );
@@ -142,7 +142,7 @@ export function createViewer({ onLike }) {
       if (!video.getAttribute("src")) return;
       const problem =
         video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
-      showFrame(hit, () => (problem ? errorMessage(problem) : t("viewer.cannotPlay", { time: hit.time })));
+      showFrame(hit, () => (problem ? errorLine(problem) : t("viewer.cannotPlay", { time: hit.time })));
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
     video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
@@ -217,7 +217,7 @@ export function createViewer({ onLike }) {
       renderLabels();
     } catch (error) {
       if (seq !== classifySeq) return;
-      setClassifyMessage(() => errorMessage(error));
+      setClassifyMessage(() => errorLine(error));
     }
   }
 

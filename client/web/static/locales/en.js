@@ -66,6 +66,7 @@ export default {
   "empty.noMatchesTitle": "No matches",
   "empty.noMatchesText": "Try other words, or search by image.",
   "error.searchFailed": "The search did not work",
+  "error.withDetail": "{message} ({detail})",
   "error.mismatchTitle": "The library was indexed with another model",
   "image.pasted": "pasted image",
   "image.notImage": "“{name}” is not an image. Choose a JPEG, PNG, WebP or GIF picture.",

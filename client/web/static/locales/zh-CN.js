@@ -63,6 +63,7 @@ export default {
   "empty.noMatchesTitle": "找不到匹配项",
   "empty.noMatchesText": "换个说法试试，或者以图搜图。",
   "error.searchFailed": "搜索失败",
+  "error.withDetail": "{message}（{detail}）",
   "error.mismatchTitle": "图库是用另一个模型建立索引的",
   "image.pasted": "粘贴的图片",
   "image.notImage": "“{name}”不是图片。请选择 JPEG、PNG、WebP 或 GIF 格式的图片。",
