@@ -125,4 +125,9 @@ export function onLanguageChange(listener) {
   listeners.add(listener);
 }
 
+// Another tab of the page switched: this one follows (with its viewer open, too).
+window.addEventListener("storage", (event) => {
+  if (event.key === STORAGE_KEY && LANGUAGES.includes(event.newValue)) setLanguage(event.newValue);
+});
+
 setLanguage(stored() || detectLanguage());

@@ -260,9 +260,20 @@ def test_switch_changes_the_language_without_reload_and_keeps_it(page: Page, web
     wait_for_results(page, n)
     expect(page.get_by_role("combobox", name="语言")).to_have_value("zh-CN")
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
+    # Another tab, its viewer open, follows the switch made in this one.
+    other = page.context.new_page()
+    other.goto(web_stack.base_url + "/?q=red")
+    wait_for_results(other, n)
+    other.locator("#results .card-open").first.click()
+    dialog = other.get_by_role("dialog")
+    expect(dialog.get_by_role("button", name="关闭")).to_be_visible()
     page.get_by_role("combobox", name="语言").select_option("en")
     expect(page.get_by_role("status")).to_have_text(wait_for_results_en)
     expect(page.get_by_role("button", name="More like this")).to_have_count(n)
+    expect(dialog.get_by_role("button", name="Close")).to_be_visible()
+    expect(dialog.locator("dt").first).to_have_text("Score")
+    expect(dialog.get_by_role("link", name=re.compile(r"^Open (original|video)$"))).to_be_visible()
+    assert other.evaluate("document.documentElement.lang") == "en"
     page.reload()
     expect(page.get_by_role("combobox", name="Language")).to_have_value("en")
 
