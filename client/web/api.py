@@ -15,7 +15,7 @@ from client.errors import ClientError, InvalidInput
 from client.results import Hit, Item, Stats
 from clipsearch.v1.embedder_pb2 import ModelInfo
 
-from .errors import message_of
+from .errors import message_of, reason_of, status_of
 from .files import MediaProblem, check_id, file_name
 from .media import Media, is_video
 from .models import (
@@ -202,14 +202,22 @@ def _attempt(call: Callable[[], T]) -> T | ClientError:
         return exc
 
 
+def down_reason(exc: ClientError) -> str | None:
+    return reason_of(exc, status_of(exc))[0]
+
+
 def stats_doc(probe: Client, model: ModelInfo | ClientError, stats: Stats | ClientError) -> StatsDoc:
     embedder_address = ", ".join(probe.embedder_addresses)
     if isinstance(model, ClientError):
-        embedder = ServiceDoc(up=False, address=embedder_address, message=message_of(model), model=None)
+        embedder = ServiceDoc(
+            up=False, address=embedder_address, message=message_of(model), reason=down_reason(model), model=None
+        )
     else:
         embedder = ServiceDoc(up=True, address=embedder_address, message="", model=model.model_id or None)
     if isinstance(stats, ClientError):
-        search = ServiceDoc(up=False, address=probe.search_address, message=message_of(stats))
+        search = ServiceDoc(
+            up=False, address=probe.search_address, message=message_of(stats), reason=down_reason(stats)
+        )
         items, collections = 0, {}
     else:
         search = ServiceDoc(up=True, address=probe.search_address, message="")

@@ -13,8 +13,14 @@ class ErrorDoc(BaseModel):
     error: str
     reason: str | None = Field(
         default=None,
-        description="model_mismatch (HTTP 409): the index holds another embedding model's vectors; "
-        "`clipsearch reindex` embeds the library again with the embedder's model",
+        description="a stable code for the error, for clients that explain it in their own words (the page "
+        "does, in its language): model_mismatch (HTTP 409: the index holds another embedding model's vectors; "
+        "`clipsearch reindex` embeds the library again with the embedder's model), service_unavailable, "
+        "service_timeout, service_refused, invalid_request, not_found, file_unavailable, upload_too_large, "
+        "undecodable",
+    )
+    params: dict[str, str] | None = Field(
+        default=None, description="what the message names, for service errors: service (embedder or search), address"
     )
 
 
@@ -99,6 +105,7 @@ class ServiceDoc(BaseModel):
     up: bool
     address: str
     message: str = Field(description="when down: what is wrong and what to do")
+    reason: str | None = Field(default=None, description="when down: the error's stable code (see ErrorDoc)")
     model: str | None = None
 
 

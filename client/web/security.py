@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import ConfigError
 
+from .errors import UPLOAD_TOO_LARGE
+
 PASSWORD_VARIABLE = "CLIPSEARCH_WEB_PASSWORD"
 PASSWORD_FILE_VARIABLE = "CLIPSEARCH_WEB_PASSWORD_FILE"
 REALM = "clipsearch"
@@ -263,7 +265,10 @@ class _BodyLimit:
 async def _reply(
     send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None, reason: str | None = None
 ) -> None:
-    body = json.dumps({"error": error} if reason is None else {"error": error, "reason": reason}).encode("utf-8")
+    if reason is None and status == 413:
+        reason = UPLOAD_TOO_LARGE
+    doc = {"error": error} if reason is None else {"error": error, "reason": reason}
+    body = json.dumps(doc).encode("utf-8")
     await send(
         {
             "type": "http.response.start",

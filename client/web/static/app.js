@@ -1,5 +1,17 @@
 // The clipsearch page: search by text or by image, the results grid, filters, URL state and the keyboard.
-import { ApiError, altText, api, el, formatBytes, formatCount, formatScore, plural, richText } from "./api.js";
+import {
+  ApiError,
+  altText,
+  api,
+  el,
+  errorMessage,
+  formatBytes,
+  formatCount,
+  formatScore,
+  originalDetail,
+  richText,
+} from "./api.js";
+import { LANGUAGES, language, onLanguageChange, rich, setLanguage, t, translate } from "./i18n.js";
 import { getImage, isImageKey, newImageKey, putImage } from "./images.js";
 import { installImageDrop, installKeyboard } from "./inputs.js";
 import { createLibrary } from "./library.js";
@@ -31,6 +43,7 @@ const ui = {
   sentinel: $("sentinel"),
   drop: $("drop"),
   template: $("card-template"),
+  language: $("language"),
 };
 
 // Items whose "More like this" ran, for the name shown beside the query.
@@ -50,6 +63,9 @@ let failedOnService = false;
 // Off after a page failed to load, so that scrolling does not retry it in a loop; the button still does.
 let autoLoad = true;
 let collectionsShown = "";
+// Draws the message box again (in another language): set by showMessage's callers.
+let redrawMessage = null;
+let lastMs;
 
 const viewer = createViewer({ onLike: moreLike });
 const services = createServices({ onStats });
@@ -167,10 +183,8 @@ function run({ force = false } = {}) {
     loading = false;
     showWelcome();
     if (missingImage) {
-      showMessage(
-        "This picture is no longer here",
-        "The picture of this search was not kept in this tab. Drop it on the page or choose it with “Search by image” again.",
-      );
+      redrawMessage = () => showMessage(t("image.missingTitle"), t("image.missingText"));
+      redrawMessage();
     }
     return;
   }
@@ -185,7 +199,7 @@ async function fetchPage(offset) {
   updateMore();
   if (offset === 0) {
     ui.welcome.hidden = true;
-    setStatus("Searching…");
+    setStatus(t("status.searching"));
     ui.results.classList.add("stale");
   }
   ui.results.setAttribute("aria-busy", "true");
@@ -214,7 +228,7 @@ async function fetchPage(offset) {
     if (offset > 0) {
       // The results so far stay; "Show more results" tries the next page again.
       autoLoad = false;
-      setStatus(`${plural(hits.length, "result")} · ${error.message}`);
+      setStatus(t("status.failedPage", { results: resultCount(), error: errorMessage(error) }));
     } else {
       lastKey = "";
       hasMore = false;
@@ -254,18 +268,19 @@ function moreLike(hit) {
 
 function searchImage(file) {
   if (!file) return;
-  const name = file.name || "pasted image";
-  let problem = "";
+  const name = file.name || t("image.pasted");
+  let problem = null;
   if (file.type && !file.type.startsWith("image/")) {
-    problem = `“${name}” is not an image. Choose a JPEG, PNG, WebP, GIF, HEIC or AVIF picture.`;
+    problem = ["image.notImage", { name }];
   } else if (file.size === 0) {
-    problem = `“${name}” is empty.`;
+    problem = ["image.empty", { name }];
   } else if (file.size > MAX_UPLOAD) {
-    problem = `“${name}” is ${formatBytes(file.size)}; pictures up to ${formatBytes(MAX_UPLOAD)} can be searched.`;
+    problem = ["image.tooLarge", { name, size: formatBytes(file.size), limit: formatBytes(MAX_UPLOAD) }];
   }
   if (problem) {
     lastKey = "";
-    showError(new ApiError(problem, 400));
+    const [key, keyParams] = problem;
+    showError(new ApiError(t(key, keyParams), 400, { key, keyParams }));
     return;
   }
   const key = newImageKey();
@@ -281,20 +296,27 @@ function setStatus(text) {
   ui.status.textContent = text;
 }
 
+const resultCount = () => t("status.results", { count: hits.length });
+
 function renderStatus(ms) {
-  let text = plural(hits.length, "result");
-  if (hasMin(state)) text += ` scoring ${state.min.toFixed(2)} or more`;
-  if (hasMore) text += " · more below";
-  if (ms !== undefined) text += ` · ${ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`}`;
+  lastMs = ms;
+  let text = resultCount();
+  if (hasMin(state)) text = t("status.scoring", { results: text, min: formatScore(state.min) });
+  if (hasMore) text = t("status.moreBelow", { status: text });
+  if (ms !== undefined) {
+    const took = ms < 1000 ? t("time.ms", { value: Math.round(ms) }) : t("time.s", { value: (ms / 1000).toFixed(1) });
+    text = t("status.took", { status: text, time: took });
+  }
   setStatus(text);
 }
 
 function card(hit) {
   const node = ui.template.content.firstElementChild.cloneNode(true);
+  translate(node);
   node.dataset.id = hit.id;
   node.dataset.score = String(hit.score);
   const open = node.querySelector(".card-open");
-  open.setAttribute("aria-label", `Open ${hit.name}`);
+  open.setAttribute("aria-label", t("card.open", { name: hit.name }));
   const img = node.querySelector(".thumb");
   img.alt = altText(hit);
   img.addEventListener("error", () => node.classList.add("broken"), { once: true });
@@ -307,20 +329,20 @@ function card(hit) {
       // A moment: the frames of one shot that match, shown as one result at its best frame.
       const span = node.querySelector(".card-span");
       span.hidden = false;
-      span.textContent = `${hit.span} · ${plural(hit.frames, "frame")}`;
+      span.textContent = t("card.frames", { span: hit.span, count: hit.frames });
     }
   } else if (hit.duplicates?.length) {
     const copies = node.querySelector(".card-span");
     copies.hidden = false;
-    copies.textContent = `+ ${plural(hit.duplicates.length, "near-duplicate")}`;
+    copies.textContent = t("card.duplicates", { count: hit.duplicates.length });
     copies.title = hit.duplicates.map((d) => d.source || d.name).join("\n");
   }
   const name = node.querySelector(".card-name");
   name.textContent = hit.name;
   name.title = hit.source || hit.name;
   const score = node.querySelector(".card-score");
-  score.replaceChildren(el("span", { class: "visually-hidden", text: "score " }), formatScore(hit.score));
-  score.title = "Similarity score";
+  score.replaceChildren(el("span", { class: "visually-hidden", text: t("card.scoreLabel") }), formatScore(hit.score));
+  score.title = t("card.scoreTitle");
   node.hidden = hasMin(state) && hit.score < state.min;
   open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
   node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
@@ -339,15 +361,18 @@ function renderAll() {
 function showWelcome() {
   ui.results.replaceChildren();
   ui.message.hidden = true;
+  redrawMessage = null;
   ui.welcome.hidden = false;
   setStatus("");
   updateMore();
 }
 
-function showMessage(title, text, { alert = false, action = null } = {}) {
+function showMessage(title, text, { alert = false, action = null, detail = "" } = {}) {
   const box = el("div", { class: alert ? "message-box error" : "message-box", role: alert ? "alert" : null });
   box.append(el("h2", { text: title }));
-  if (text) box.append(el("p", {}, ...richText(text)));
+  if (text) box.append(el("p", {}, ...rich(text)));
+  // The server's own sentence, in English, under its translation: it names models, addresses and paths.
+  if (detail) box.append(el("p", { class: "message-detail", lang: "en" }, ...richText(detail)));
   if (action) box.append(el("button", { type: "button", class: "btn", text: action.label, onclick: action.run }));
   ui.message.replaceChildren(box);
   ui.message.hidden = false;
@@ -358,20 +383,25 @@ function showError(error) {
   ui.results.replaceChildren();
   hits = [];
   setStatus("");
-  if (error.modelMismatch) {
-    // Both services answer, so no banner: the library must be embedded again with the embedder's model.
-    showMessage("The library was indexed with another model", error.message, { alert: true });
-  } else {
-    // A service that is down gets the banner (the alert); here the search only says what went wrong.
-    showMessage("The search did not work", error.message, { alert: !error.serviceProblem });
-  }
+  redrawMessage = () => {
+    const detail = originalDetail(error);
+    if (error.modelMismatch) {
+      // Both services answer, so no banner: the library must be embedded again with the embedder's model.
+      showMessage(t("error.mismatchTitle"), errorMessage(error), { alert: true, detail });
+    } else {
+      // A service that is down gets the banner (the alert); here the search only says what went wrong.
+      showMessage(t("error.searchFailed"), errorMessage(error), { alert: !error.serviceProblem, detail });
+    }
+  };
+  redrawMessage();
   updateMore();
 }
 
 async function renderEmpty(mine) {
   ui.results.replaceChildren();
   if (hasMin(state)) {
-    setStatus(`No results scoring ${state.min.toFixed(2)} or more`);
+    const min = formatScore(state.min);
+    setStatus(t("status.noneScoring", { min }));
     let best = null;
     try {
       best = (await request(0, controller.signal, { min: null, top: 1 })).hits[0]?.score ?? null;
@@ -380,35 +410,33 @@ async function renderEmpty(mine) {
     }
     if (mine !== seq) return;
     const floor = best === null ? null : minimumOf(Math.floor(best * 100) / 100);
-    const text =
-      best === null
-        ? `No picture matches this search with a score of ${state.min.toFixed(2)} or more.`
-        : `The best match scores ${formatScore(best)}, below the minimum of ${state.min.toFixed(2)}.`;
-    showMessage("Nothing above this score", text, {
-      action: {
-        label: floor === null ? "Show every result" : `Lower the minimum to ${floor.toFixed(2)}`,
-        run: () => commit({ ...state, min: floor }),
-      },
-    });
+    redrawMessage = () => {
+      const text =
+        best === null
+          ? t("empty.noneAbove", { min: formatScore(state.min) })
+          : t("empty.bestBelow", { best: formatScore(best), min: formatScore(state.min) });
+      showMessage(t("empty.belowTitle"), text, {
+        action: {
+          label: floor === null ? t("empty.showAll") : t("empty.lower", { min: formatScore(floor) }),
+          run: () => commit({ ...state, min: floor }),
+        },
+      });
+    };
+    redrawMessage();
     return;
   }
-  setStatus("0 results");
+  setStatus(resultCount());
   if (state.collection || state.media) {
-    showMessage(
-      "No matches with these filters",
-      "Nothing in the library matches this collection and kind of picture.",
-      {
-        action: { label: "Clear filters", run: () => commit({ ...state, collection: "", media: "" }) },
-      },
-    );
+    redrawMessage = () =>
+      showMessage(t("empty.filtersTitle"), t("empty.filtersText"), {
+        action: { label: t("empty.clearFilters"), run: () => commit({ ...state, collection: "", media: "" }) },
+      });
   } else if (services.last && services.last.items === 0) {
-    showMessage(
-      "The library is empty",
-      "Add a folder of photos and videos with the Library button (or `clipsearch library add PATH`), then search again.",
-    );
+    redrawMessage = () => showMessage(t("empty.libraryTitle"), t("empty.libraryText"));
   } else {
-    showMessage("No matches", "Try other words, or search by image.");
+    redrawMessage = () => showMessage(t("empty.noMatchesTitle"), t("empty.noMatchesText"));
   }
+  redrawMessage();
 }
 
 function renderChip() {
@@ -423,30 +451,30 @@ function renderChip() {
       thumb.hidden = true;
     };
     thumb.src = image.url;
-    text.textContent = `Pictures like ${image.name}`;
-    clear.setAttribute("aria-label", "Clear image search");
+    text.textContent = t("chip.picturesLike", { name: image.name });
+    clear.setAttribute("aria-label", t("chip.clearImage"));
   } else if (state.like) {
     thumb.hidden = false;
     thumb.onerror = null;
     thumb.src = `/media/${encodeURIComponent(state.like)}/thumb`;
     const hit = known.get(state.like);
-    text.textContent = hit ? `More like ${altText(hit)}` : "More like this picture";
+    text.textContent = hit ? t("chip.moreLike", { name: altText(hit) }) : t("chip.moreLikeThis");
     if (!hit) {
       const id = state.like;
       api(`/api/items/${encodeURIComponent(id)}`)
         .then((item) => {
           known.set(id, item);
-          if (state.like === id) text.textContent = `More like ${altText(item)}`;
+          if (state.like === id) text.textContent = t("chip.moreLike", { name: altText(item) });
         })
         .catch(() => {});
     }
-    clear.setAttribute("aria-label", "Clear “More like this”");
+    clear.setAttribute("aria-label", t("chip.clearLike"));
   }
   ui.chip.hidden = !(state.image || state.like);
   document.title = state.q
-    ? `${state.q} · clipsearch`
+    ? t("title.query", { query: state.q })
     : state.image || state.like
-      ? "Similar pictures · clipsearch"
+      ? t("title.similar")
       : "clipsearch";
 }
 
@@ -467,35 +495,34 @@ function syncControls() {
 
 function showMinimum(min) {
   ui.min.value = String(min ?? SCORE_FLOOR);
-  const text = min === null ? "None" : min.toFixed(2);
-  ui.minValue.textContent = text;
-  ui.min.setAttribute("aria-valuetext", min === null ? "No minimum" : text);
+  ui.minValue.textContent = min === null ? t("filter.none") : formatScore(min);
+  ui.min.setAttribute("aria-valuetext", min === null ? t("filter.noMinimum") : formatScore(min));
 }
 
 function onStats(stats) {
   const collections = stats.collections || {};
   const names = Object.keys(collections).sort((a, b) => a.localeCompare(b));
-  const signature = JSON.stringify([names.map((n) => [n, collections[n]]), state.collection]);
+  const signature = JSON.stringify([names.map((n) => [n, collections[n]]), state.collection, language()]);
   if (signature !== collectionsShown) {
     collectionsShown = signature;
     if (state.collection && !names.includes(state.collection)) names.push(state.collection);
     ui.collection.replaceChildren(
-      el("option", { value: "", text: "All collections" }),
+      el("option", { value: "", text: t("filter.allCollections") }),
       ...names.map((n) =>
-        el("option", { value: n, text: n in collections ? `${n} (${formatCount(collections[n])})` : n }),
+        el("option", {
+          value: n,
+          text: n in collections ? t("filter.collectionOption", { name: n, count: formatCount(collections[n]) }) : n,
+        }),
       ),
     );
     ui.collection.value = state.collection;
   }
   const searchUp = stats.services?.search?.up !== false;
   if (searchUp && stats.items === 0) {
-    ui.welcomeStats.replaceChildren(
-      ...richText(
-        "The library is empty: add a folder of photos and videos with the Library button, or `clipsearch library add PATH`.",
-      ),
-    );
+    ui.welcomeStats.replaceChildren(...rich(t("welcome.empty")));
   } else if (searchUp) {
-    ui.welcomeStats.textContent = `${plural(stats.items, "picture and video frame", "pictures and video frames")} in ${plural(names.length, "collection")}.`;
+    const counted = t("count.collections", { count: names.length });
+    ui.welcomeStats.textContent = t("welcome.stats", { count: stats.items, items: stats.items, collections: counted });
   } else {
     ui.welcomeStats.textContent = "";
   }
@@ -564,6 +591,29 @@ window.addEventListener("popstate", () => {
   state = stateFromLocation();
   ui.q.value = state.q;
   run();
+});
+
+// ---- language ----------------------------------------------------------------------------------------
+
+// The switch overrides the browser's language and is remembered; the page is drawn again in place.
+ui.language.value = language();
+ui.language.addEventListener("change", () => {
+  if (LANGUAGES.includes(ui.language.value)) setLanguage(ui.language.value, { remember: true });
+});
+
+onLanguageChange(() => {
+  ui.language.value = language();
+  syncControls();
+  renderChip();
+  if (services.last) onStats(services.last);
+  if (hits.length) {
+    ui.results.replaceChildren(...hits.map(card));
+    renderStatus(lastMs);
+  } else if (!ui.message.hidden && redrawMessage) {
+    redrawMessage();
+    if (ui.status.textContent)
+      setStatus(hasMin(state) ? t("status.noneScoring", { min: formatScore(state.min) }) : resultCount());
+  }
 });
 
 // ---- start -------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // The library panel: folders kept indexed, their indexer's progress (polled while open), add, rescan, remove and
 // uploads into a folder (picked or dropped), each file sent as the request's body with its progress.
-import { ApiError, api, el, formatBytes, formatCount, sentence } from "./api.js";
-import { t } from "./library-messages.js";
+import { ApiError, api, el, errorLine, formatBytes, formatCount, sentence } from "./api.js";
+import { onLanguageChange, t, translate } from "./i18n.js";
 
 const POLL_MS = 1000;
 const JSON_POST = { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" } };
@@ -59,12 +59,16 @@ function sendFile(library, file, onProgress) {
       if (xhr.status === 201) resolve(xhr.response);
       else {
         const body = xhr.response;
-        const message =
-          body && typeof body.error === "string" ? sentence(body.error) : t("upload.refused", { status: xhr.status });
-        reject(new ApiError(message, xhr.status, body && typeof body.reason === "string" ? body.reason : ""));
+        if (body && typeof body.error === "string") {
+          const reason = typeof body.reason === "string" ? body.reason : "";
+          reject(new ApiError(sentence(body.error), xhr.status, { reason, params: body.params || {} }));
+        } else {
+          const keyParams = { status: xhr.status };
+          reject(new ApiError("", xhr.status, { key: "upload.refused", keyParams }));
+        }
       }
     });
-    xhr.addEventListener("error", () => reject(new ApiError(t("upload.cutOff"), 0)));
+    xhr.addEventListener("error", () => reject(new ApiError("", 0, { key: "upload.cutOff" })));
     xhr.send(file);
   });
 }
@@ -112,12 +116,21 @@ export function createLibrary({ onChange }) {
       await refresh();
       rows.get(lib.name)?.node.scrollIntoView({ block: "nearest" });
     } catch (error) {
-      addMessage.textContent = error.message;
+      addMessage.textContent = errorLine(error);
       addMessage.hidden = false;
       path.focus();
     } finally {
       button.disabled = false;
     }
+  });
+
+  // Another language: the rows' own words again; the roots' line with the next refresh.
+  onLanguageChange(() => {
+    for (const row of rows.values()) {
+      translate(row.node);
+      if (row.lib) updateRow(row, row.lib);
+    }
+    if (panel.open) refresh();
   });
 
   function open() {
@@ -140,7 +153,7 @@ export function createLibrary({ onChange }) {
       if (body.roots.length) path.placeholder = t("library.pathExample", { root: body.roots[0].replace(/\/$/, "") });
       render(body.libraries);
     } catch (error) {
-      problem.textContent = error.message;
+      problem.textContent = errorLine(error);
       problem.hidden = false;
     } finally {
       if (panel.open) timer = setTimeout(refresh, POLL_MS);
@@ -172,9 +185,10 @@ export function createLibrary({ onChange }) {
 
   function createRow(name) {
     const node = template.content.firstElementChild.cloneNode(true);
+    translate(node);
     node.setAttribute("aria-label", name);
     const row = { node, name, lib: null };
-    const input = node.querySelector(".lib-upload input");
+    const input = node.querySelector(".lib-upload>input");
     input.addEventListener("change", () => {
       upload(row, [...input.files]);
       input.value = "";
@@ -257,7 +271,7 @@ export function createLibrary({ onChange }) {
       updateRow(row, await api(`/api/libraries/${encodeURIComponent(row.name)}/rescan`, { ...JSON_POST, body: "{}" }));
       note(row, t("library.rescanned"));
     } catch (error) {
-      note(row, error.message);
+      note(row, errorLine(error));
     }
   }
 
@@ -271,7 +285,7 @@ export function createLibrary({ onChange }) {
       status.textContent = t("library.removed", { name: done.name, count: done.removed_items });
       onChange();
     } catch (error) {
-      note(row, error.message);
+      note(row, errorLine(error));
     }
   }
 
@@ -306,7 +320,7 @@ export function createLibrary({ onChange }) {
           saved.name === file.name ? t("upload.added") : t("upload.addedAs", { name: saved.name });
         line.classList.add("done");
       } catch (error) {
-        fail(line, stateNode, error.message);
+        fail(line, stateNode, errorLine(error));
       }
     }
     refresh();

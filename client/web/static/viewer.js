@@ -1,11 +1,8 @@
 // The viewer dialog: the full image, or the video playing from the frame's moment, and "What is this?".
-import { altText, api, el, formatScore, mediaProblem, plural } from "./api.js";
+import { altText, api, el, errorLine, formatScore, mediaProblem } from "./api.js";
+import { formatNumber, onLanguageChange, t } from "./i18n.js";
 
 const LABELS_KEY = "clipsearch.labels";
-const CANNOT_PLAY = "This browser cannot play this video file";
-// The link to the file, named by what it opens; the note below a frame names it the same way.
-const OPEN_VIDEO = "Open video";
-const OPEN_ORIGINAL = "Open original";
 // Labels may be separated by ASCII or full-width commas, the ideographic comma, or new lines.
 const LABEL_SEPARATORS = /[,，、;\n]/;
 
@@ -26,6 +23,10 @@ export function createViewer({ onLike }) {
   let index = -1;
   let returnFocus = null;
   let classifySeq = 0;
+  // What the note and the classification message say, to say it again in another language.
+  let noteText = () => "";
+  let classifyText = () => "";
+  let lastLabels = null;
 
   labels.value = localStorage.getItem(LABELS_KEY) || "";
 
@@ -73,9 +74,17 @@ export function createViewer({ onLike }) {
     }
   }
 
+  // The note under the picture; `text` is a function, called again when the language changes.
   function showNote(text) {
-    note.textContent = text;
-    note.hidden = !text;
+    noteText = text;
+    note.textContent = text();
+    note.hidden = !note.textContent;
+  }
+
+  function setClassifyMessage(text) {
+    classifyText = text;
+    classifyMessage.textContent = text();
+    classifyMessage.hidden = !classifyMessage.textContent;
   }
 
   function showFrame(hit, message) {
@@ -86,10 +95,7 @@ export function createViewer({ onLike }) {
   function showImage(hit) {
     if (!hit.playable) {
       // HEIC, TIFF and the like: browsers do not show them, so the preview stands in for the file.
-      showFrame(
-        hit,
-        `Browsers cannot show this kind of file${hit.mime ? ` (${hit.mime})` : ""}: this is a preview; “${OPEN_ORIGINAL}” downloads the file.`,
-      );
+      showFrame(hit, () => t("viewer.preview", { format: hit.mime || t("viewer.unknownFormat") }));
       return;
     }
     const img = el("img", { class: "viewer-img", alt: altText(hit), decoding: "async" });
@@ -99,7 +105,7 @@ export function createViewer({ onLike }) {
       "error",
       async () => {
         const problem = await mediaProblem(hit.media_url);
-        showFrame(hit, problem || "The full image could not be shown.");
+        showFrame(hit, () => (problem ? errorLine(problem) : t("viewer.cannotShow")));
       },
       { once: true },
     );
@@ -117,7 +123,7 @@ export function createViewer({ onLike }) {
       playsInline: true,
       preload: "auto",
       poster: hit.thumbnail_url,
-      "aria-label": `${altText(hit)} (video)`,
+      "aria-label": t("viewer.videoLabel", { name: altText(hit) }),
     });
     video.addEventListener(
       "loadedmetadata",
@@ -138,12 +144,12 @@ export function createViewer({ onLike }) {
       const problem =
         video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
       if (list[index] !== hit) return;
-      const format = hit.mime && hit.mime !== "application/octet-stream" ? ` (${hit.mime})` : "";
-      showFrame(
-        hit,
-        problem ||
-          `${CANNOT_PLAY}${format}. This is the frame at ${hit.time}; use “${OPEN_VIDEO}” to watch it in a video player.`,
-      );
+      const known = hit.mime && hit.mime !== "application/octet-stream";
+      showFrame(hit, () => {
+        if (problem) return errorLine(problem);
+        if (known) return t("viewer.cannotPlayFormat", { format: hit.mime, time: hit.time });
+        return t("viewer.cannotPlay", { time: hit.time });
+      });
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
     video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
@@ -152,12 +158,12 @@ export function createViewer({ onLike }) {
 
   function renderMeta(hit) {
     const rows = [];
-    if (typeof hit.score === "number" && hit.score > 0) rows.push(["Score", formatScore(hit.score)]);
-    if (hit.media === "video") rows.push(["Moment", hit.time || "00:00:00"]);
-    if (hit.span) rows.push(["Span", `${hit.span} · ${plural(hit.frames, "frame")}`]);
-    rows.push(["Collection", hit.collection || "default"]);
-    rows.push(["File", hit.source || hit.name]);
-    meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })]));
+    if (typeof hit.score === "number" && hit.score > 0) rows.push(["viewer.score", formatScore(hit.score)]);
+    if (hit.media === "video") rows.push(["viewer.moment", hit.time || "00:00:00"]);
+    if (hit.span) rows.push(["viewer.span", t("card.frames", { span: hit.span, count: hit.frames })]);
+    rows.push(["viewer.collection", hit.collection || t("viewer.defaultCollection")]);
+    rows.push(["viewer.file", hit.source || hit.name]);
+    meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: t(key) }), el("dd", { text: value })]));
   }
 
   function show(i, { autoplay = true, focusLabels = false } = {}) {
@@ -167,11 +173,12 @@ export function createViewer({ onLike }) {
     title.textContent = hit.name;
     title.title = hit.source || hit.name;
     renderMeta(hit);
-    showNote("");
+    showNote(() => "");
     original.href = hit.media_url;
-    original.textContent = hit.media === "video" ? OPEN_VIDEO : OPEN_ORIGINAL;
+    original.textContent = t(hit.media === "video" ? "viewer.openVideo" : "viewer.openOriginal");
     classifyResults.replaceChildren();
-    classifyMessage.hidden = true;
+    lastLabels = null;
+    setClassifyMessage(() => "");
     classifySeq += 1;
     prev.disabled = i <= 0;
     next.disabled = i >= list.length - 1;
@@ -197,14 +204,13 @@ export function createViewer({ onLike }) {
       .filter(Boolean);
     const unique = [...new Set(typed)];
     classifyResults.replaceChildren();
+    lastLabels = null;
     if (unique.length < 2) {
-      classifyMessage.textContent = "Type at least two labels, separated by commas, for example: a cat, a dog.";
-      classifyMessage.hidden = false;
+      setClassifyMessage(() => t("classify.needTwo"));
       return;
     }
     localStorage.setItem(LABELS_KEY, labels.value);
-    classifyMessage.textContent = "Classifying…";
-    classifyMessage.hidden = false;
+    setClassifyMessage(() => t("classify.working"));
     const seq = ++classifySeq;
     try {
       const body = await api("/api/classify", {
@@ -213,27 +219,50 @@ export function createViewer({ onLike }) {
         body: JSON.stringify({ id: hit.id, labels: unique, template: "" }),
       });
       if (seq !== classifySeq) return;
-      classifyMessage.hidden = true;
-      classifyResults.replaceChildren(
-        ...body.labels.map(({ label, probability }) => {
-          const percent = Math.round(probability * 1000) / 10;
-          const bar = el("span", { class: "bar", "aria-hidden": "true" });
-          bar.style.setProperty("--p", `${Math.max(percent, 0.5)}%`);
-          return el(
-            "li",
-            {},
-            el("span", { class: "label-name", text: label }),
-            el("span", { class: "label-p", text: `${percent.toFixed(1)}%` }),
-            bar,
-          );
-        }),
-      );
+      setClassifyMessage(() => "");
+      lastLabels = body.labels;
+      renderLabels();
     } catch (error) {
       if (seq !== classifySeq) return;
-      classifyMessage.textContent = error.message;
-      classifyMessage.hidden = false;
+      setClassifyMessage(() => errorLine(error));
     }
   }
+
+  function renderLabels() {
+    classifyResults.replaceChildren(
+      ...(lastLabels || []).map(({ label, probability }) => {
+        const percent = Math.round(probability * 1000) / 10;
+        const bar = el("span", { class: "bar", "aria-hidden": "true" });
+        bar.style.setProperty("--p", `${Math.max(percent, 0.5)}%`);
+        const shown = formatNumber(percent / 100, {
+          style: "percent",
+          minimumFractionDigits: 1,
+          maximumFractionDigits: 1,
+        });
+        return el(
+          "li",
+          {},
+          el("span", { class: "label-name", text: label }),
+          el("span", { class: "label-p", text: shown }),
+          bar,
+        );
+      }),
+    );
+  }
+
+  // Another language: the parts drawn here are drawn again (the template's are translated by i18n.js).
+  onLanguageChange(() => {
+    if (!dialog.open || !list[index]) return;
+    const hit = list[index];
+    renderMeta(hit);
+    original.textContent = t(hit.media === "video" ? "viewer.openVideo" : "viewer.openOriginal");
+    note.textContent = noteText();
+    classifyMessage.textContent = classifyText();
+    renderLabels();
+    const media = stage.querySelector("video, img");
+    if (media?.tagName === "VIDEO") media.setAttribute("aria-label", t("viewer.videoLabel", { name: altText(hit) }));
+    else if (media) media.alt = altText(hit);
+  });
 
   return {
     open,

@@ -170,6 +170,8 @@ def test_uploads_over_the_limit_are_413_whether_announced_or_streamed(
     body, content_type = multipart("image", "big.png", big)
     chunked = _chunked_post(url, "/api/search/image", body, content_type)
     assert chunked.status == 413 and "limit" in chunked.error
+    # A stable reason beside the English sentence, which the page says in its own language.
+    assert announced.json()["reason"] == chunked.json()["reason"] == "upload_too_large"
     small = upload(url, web_stack.library.files["red.png"].read_bytes())
     assert small.status == 200
 
