@@ -151,7 +151,7 @@ def test_search_by_image_filters_and_empty_state_in_chinese(zh_page: Page, web_s
         {"name": "说明.txt", "mimeType": "text/plain", "buffer": b"not a picture"}
     )
     alert = page.get_by_role("alert").filter(has_text="搜索失败")
-    expect(alert).to_contain_text("“说明.txt”不是图片。请选择 JPEG、PNG、WebP 或 GIF 格式的图片。")
+    expect(alert).to_contain_text("“说明.txt”不是图片。请选择 JPEG、PNG、WebP、GIF、HEIC 或 AVIF 格式的图片。")
 
 
 def test_viewer_and_what_is_this_in_chinese(zh_page: Page, web_stack: WebStack) -> None:
