@@ -168,3 +168,26 @@ def test_panel_shows_the_indexers_progress_and_failures_live(page: Page, library
     expect(row.get_by_text("could not be indexed")).to_be_hidden()
     report("photos", LibraryStatus(state="error", message="the folder is gone"))
     expect(row).to_contain_text("Cannot watch the folder: the folder is gone")
+
+
+def test_panel_in_chinese(browser: Browser, library_stack: LibraryStack) -> None:
+    from client import LibraryStatus
+
+    folder = library_stack.root / "photos"
+    library_stack.client.add_library(folder, "家")
+    library_stack.client.report_library_status(
+        "photos", LibraryStatus(state="indexing", files_done=2, files_total=5, eta_seconds=30)
+    )
+    with opened_page(browser, "library-panel-chinese", locale="zh-CN") as page:
+        page.goto(library_stack.base_url + "/")
+        page.get_by_role("button", name="图库").click()
+        panel = page.get_by_role("dialog", name="图库")
+        row = panel.get_by_role("list", name="图库中的文件夹").get_by_role("listitem", name="photos")
+        expect(row).to_contain_text("正在索引：已完成 2 个，共 5 个文件 · 约剩 30 秒")
+        expect(row).to_contain_text("相册“家” · 0 项")
+        expect(row.get_by_role("button", name="重新扫描")).to_be_visible()
+        # A refusal from the server, in Chinese, with the server's own sentence beside it.
+        panel.get_by_role("textbox", name="服务器上的文件夹").fill(str(library_stack.outside))
+        panel.get_by_role("button", name="添加文件夹").click()
+        expect(panel.get_by_role("alert")).to_contain_text("这个文件夹不在服务器允许添加的文件夹之下")
+        screenshot(page, "library-panel-chinese")
