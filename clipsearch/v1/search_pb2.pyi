@@ -244,12 +244,14 @@ class Match(_message.Message):
     def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_lines: _Optional[_Iterable[_Union[SaidLine, _Mapping]]] = ..., seen_rank: _Optional[int] = ..., said_rank: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("matches", "said_query")
+    __slots__ = ("matches", "said_query", "said_words")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     SAID_QUERY_FIELD_NUMBER: _ClassVar[int]
+    SAID_WORDS_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     said_query: str
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_query: _Optional[str] = ...) -> None: ...
+    said_words: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_query: _Optional[str] = ..., said_words: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("ids", "with_vectors")
