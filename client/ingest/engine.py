@@ -39,6 +39,7 @@ from .prune import list_all, prune
 from .reports import IndexReport, ProgressCallback, Tally
 from .shard import Shard, select
 from .stills import DEFAULT_STILL_THRESHOLD, StillFilter
+from ..subtitles.sync import CueSync
 
 # A tag on one frame of each fully indexed video: how many frames a complete run at that fps (and, when
 # frames like the one before were skipped, that still threshold) wrote.
@@ -82,6 +83,8 @@ class IngestOptions:
     lookup_bytes: int = 64 << 20
     upsert_batch: int = 256
     embed_timeout: float = 300.0
+    # Read each video's subtitles (embedded text tracks, subtitle files beside it) into its cues.
+    subtitles: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class Ingest:
         self._hash_by_uri: dict[str, str] = {}
         self._pipeline: Pipeline | None = None
         self._prepare_pool: ThreadPoolExecutor
+        self._cues = CueSync(transport, self._collection) if options.subtitles else None
 
     def _new_pipeline(self) -> Pipeline:
         """A pipeline within the embedder's limits and this run's options."""
@@ -373,9 +377,20 @@ class Ingest:
                 video.to_patch.extend(frame_id for frame_id, has in video.stored.items() if not has)
                 self._tally.known(len(video.stored) - len(video.to_patch))
                 self._patch_sources(video, flush=True)
+                self._read_subtitles(found.path, video, known=True)
                 return
             self._tally.video()
+            self._read_subtitles(found.path, video, known=bool(video.stored))
             self._decode_video(stream, video)
+
+    def _read_subtitles(self, path: Path, video: _VideoRun, *, known: bool) -> None:
+        if self._cues is None:
+            return
+        started = time.monotonic()
+        read = self._cues.video(path, video.content_hash, video.label, known=known)
+        lines, tracks = (read.lines, len(read.tracks)) if read else (0, 0)
+        problems = read.problems + read.notes if read else []
+        self._tally.subtitles(lines, tracks, problems, time.monotonic() - started)
 
     def _decode_video(self, stream: BinaryIO, video: _VideoRun) -> None:
         # The last kept frame is held back until the next one (or the end of the stream), so that it can
