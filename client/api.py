@@ -24,7 +24,7 @@ from .ingest.media import ImageLimits, MediaError, prepare_image, read_file
 from .ingest.prune import list_all
 from .ingest.reindex import Reindex, ReindexReport
 from .ingest.reports import IndexReport, ProgressCallback
-from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
+from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats, SubtitleTrack
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
 
@@ -456,6 +456,13 @@ class Client:
         """Collection name -> item count, sorted by name."""
         response = self._transport.list_collections()
         return {c.name: c.items for c in response.collections}
+
+    def subtitles(self, item: Item) -> list[SubtitleTrack]:
+        """The stored subtitle tracks of an item's video (none for a photo, or a video without subtitles)."""
+        if not item.content_hash or item.media != "video_frame":
+            return []
+        request = search_pb2.CueListRequest(collection=item.collection, content_hash=item.content_hash)
+        return [SubtitleTrack.from_proto(t) for t in self._transport.cue_list(request).tracks]
 
 
 def _ranked(response: embedder_pb2.ClassifyResponse) -> list[LabelScore]:

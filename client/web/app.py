@@ -21,6 +21,7 @@ from .files import ItemFiles
 from .media import Media, media_router
 from .security import MULTIPART_OVERHEAD, Guard, is_loopback
 from .settings import WebSettings
+from .subtitles import subtitles_router
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -73,6 +74,7 @@ def create_app(settings: WebSettings, client: Client | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(api_router())
     app.include_router(media_router())
+    app.include_router(subtitles_router())
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
