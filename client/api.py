@@ -73,6 +73,9 @@ class SearchArguments(TypedDict, total=False):
     min_score: float | None
     moments: bool
     collapse_duplicates: bool
+    said: str
+    said_window_seconds: float
+    said_languages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,10 @@ class SearchOptions:
     min_score: float | None = None  # only results with a cosine of at least this
     moments: bool = False  # frames of one video that follow each other as one hit
     collapse_duplicates: bool = False  # near-duplicate photos as one hit
+    # What is said, in the videos' subtitles: alone (search_said) or fused with what is seen.
+    said: str = ""
+    said_window_seconds: float = 0.0  # a seen and a said moment this close are one (0: the sampling interval)
+    said_languages: tuple[str, ...] = ()  # only subtitle tracks in these languages (empty: all)
 
     @classmethod
     def of(cls, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]) -> SearchOptions:
@@ -291,7 +298,9 @@ class Client:
         """Nearest items to a vector, best first: `options` (SearchOptions), with any of its fields given by name.
 
         With moments, matching frames of one video that follow each other come back as one hit (its best
-        frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
+        frame, with the span it covers); top and offset then count moments. With said, the moments where it is
+        said (in the videos' subtitles) are fused with them (reciprocal rank fusion): a moment where both
+        match, within said_window_seconds (0: the video's sampling interval), ranks first. gap_seconds is the largest gap
         within a moment (0: two sampling intervals of the video). With collapse_duplicates, near-duplicate
         photos (the same picture resized or re-encoded) come back as one hit listing the others in its
         duplicates; top and offset then count collapsed hits. `model`, the model the vector comes from,
@@ -313,13 +322,19 @@ class Client:
             request.model.CopyFrom(model)
         if options.min_score is not None:
             request.min_score = options.min_score
+        if options.said:
+            _add_said(request, options)
+        return self._query(request, options.offset)
+
+    def _query(self, request: search_pb2.QueryRequest, offset: int) -> list[Hit]:
         try:
             response = self._transport.query(request)
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"invalid search: {exc.details}") from None
             raise
-        return [Hit.from_match(m, options.offset + n + 1) for n, m in enumerate(response.matches)]
+        words = tuple(response.said_words)
+        return [Hit.from_match(m, offset + n + 1, words) for n, m in enumerate(response.matches)]
 
     def search_text(
         self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
@@ -329,6 +344,21 @@ class Client:
             raise InvalidInput("the search text is empty")
         options = SearchOptions.of(options, **overrides)
         return self.search_vector(self.embed_texts([text])[0], options, model=self._transport.embedding_model)
+
+    def search_said(
+        self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
+    ) -> list[Hit]:
+        """Moments where `text` is said in the videos' subtitles (words, "a phrase", prefix*, Chinese): each hit's
+        said_lines are the lines that matched, start_seconds to end_seconds their span, best first. To fuse it
+        with what is seen, give it as options.said to search_text, search_image or search_vector instead."""
+        options = SearchOptions.of(options, **overrides)
+        if not text.strip():
+            raise InvalidInput("the said text is empty")
+        request = search_pb2.QueryRequest(
+            k=options.top, offset=options.offset, filter=(options.filter or SearchFilter()).to_proto()
+        )
+        _add_said(request, replace(options, said=text))
+        return self._query(request, options.offset)
 
     def search_image(
         self, image: ImageInput, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
@@ -463,6 +493,15 @@ class Client:
             return []
         request = search_pb2.CueListRequest(collection=item.collection, content_hash=item.content_hash)
         return [SubtitleTrack.from_proto(t) for t in self._transport.cue_list(request).tracks]
+
+
+def _add_said(request: search_pb2.QueryRequest, options: SearchOptions) -> None:
+    """The said search of `options` on a query; its moments are always grouped."""
+    request.said = options.said
+    request.said_options.window_seconds = options.said_window_seconds
+    request.said_options.languages.extend(options.said_languages)
+    if not request.HasField("moments"):
+        request.moments.SetInParent()
 
 
 def _ranked(response: embedder_pb2.ClassifyResponse) -> list[LabelScore]:

@@ -198,7 +198,7 @@ class SaidSearch:
 
 
 def _said_match(m: SaidMoment, item: Item, score: float, rank: int) -> Match:
-    return Match(item, score, m.start, m.end, len(m.lines), said_lines=tuple(m.lines), said_rank=rank)
+    return Match(item, score, m.start, m.end, 1, said_lines=tuple(m.lines), said_rank=rank)
 
 
 def fuse(seen: Sequence[Match], heard: Sequence[tuple[SaidMoment, Item]], window_seconds: float) -> list[Match]:

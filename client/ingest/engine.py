@@ -16,6 +16,7 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 
 from .. import ids as idmod
 from ..errors import ClientError
+from ..subtitles.sync import CueSync
 from ..transport import Transport
 from ..uris import PathLike, display, display_path, path_to_uri
 from .media import (
@@ -39,7 +40,6 @@ from .prune import list_all, prune
 from .reports import IndexReport, ProgressCallback, Tally
 from .shard import Shard, select
 from .stills import DEFAULT_STILL_THRESHOLD, StillFilter
-from ..subtitles.sync import CueSync
 
 # A tag on one frame of each fully indexed video: how many frames a complete run at that fps (and, when
 # frames like the one before were skipped, that still threshold) wrote.

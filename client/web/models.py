@@ -94,6 +94,7 @@ class QueryDoc(BaseModel):
     text: str | None
     like: str | None
     image: bool
+    said: str | None = None
 
 
 class SearchDoc(BaseModel):

@@ -46,13 +46,18 @@ def write_video(
     size: tuple[int, int] = (64, 48),
     subtitles: Sequence[tuple[str, str, Sequence[Line]]] = (),
     colors: Sequence[tuple[int, int, int]] = ((200, 40, 40), (40, 200, 40), (40, 40, 200)),
+    codec: str = "mpeg4",
 ) -> Path:
     """A video of coloured frames (the colour changes every 2 s) with subtitle tracks given as
-    (codec, language, lines): "subrip", "ass" or "webvtt" in .mkv, "mov_text" in .mp4."""
+    (codec, language, lines): "subrip", "ass" or "webvtt" in .mkv, "mov_text" in .mp4. With codec="libx264"
+    and an .mp4, a browser plays it."""
     width, height = size
-    with av.open(str(path), "w") as out:
-        video = out.add_stream("mpeg4", rate=fps)
+    options = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
+    with av.open(str(path), "w", options=options) as out:
+        video = out.add_stream(codec, rate=fps)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            video.options = {"preset": "veryfast", "g": str(fps)}
         tracks = []
         for codec, language, lines in subtitles:
             stream = out.add_stream(codec)

@@ -13,6 +13,7 @@ import {
 } from "./api.js";
 import { LANGUAGES, language, onLanguageChange, rich, setLanguage, t, translate } from "./i18n.js";
 import { installImageDrop, installKeyboard } from "./inputs.js";
+import { saidBlock } from "./said.js";
 import { createServices } from "./services.js";
 import { createViewer } from "./viewer.js";
 
@@ -25,6 +26,8 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   q: $("q"),
   form: $("search-form"),
+  said: $("said"),
+  saidForm: $("said-form"),
   imageInput: $("image-input"),
   min: $("min-score"),
   minValue: $("min-score-value"),
@@ -70,10 +73,10 @@ const viewer = createViewer({ onLike: moreLike });
 const services = createServices({ onStats });
 
 function emptyState() {
-  return { q: "", like: "", image: "", min: 0, collection: "", media: "", frames: false, dups: false };
+  return { q: "", said: "", like: "", image: "", min: 0, collection: "", media: "", frames: false, dups: false };
 }
 
-const active = (s) => Boolean(s.q || s.like || s.image);
+const active = (s) => Boolean(s.q || s.said || s.like || s.image);
 
 // ---- URL state ---------------------------------------------------------------------------------------
 
@@ -81,9 +84,11 @@ function stateFromLocation() {
   const params = new URLSearchParams(location.search);
   const s = emptyState();
   s.q = (params.get("q") || "").trim();
-  s.like = s.q ? "" : (params.get("like") || "").trim();
+  // said: words of the subtitles, alone or with q (what is seen).
+  s.said = (params.get("said") || "").trim();
+  s.like = s.q || s.said ? "" : (params.get("like") || "").trim();
   const image = history.state?.image;
-  if (!s.q && !s.like && image && images.has(image)) s.image = image;
+  if (!s.q && !s.said && !s.like && image && images.has(image)) s.image = image;
   const min = Number.parseFloat(params.get("min") || "0");
   s.min = Number.isFinite(min) ? Math.min(1, Math.max(0, Math.round(min * 100) / 100)) : 0;
   s.collection = params.get("collection") || "";
@@ -100,6 +105,7 @@ function urlFor(s) {
   const params = new URLSearchParams();
   if (s.q) params.set("q", s.q);
   else if (s.like) params.set("like", s.like);
+  if (s.said) params.set("said", s.said);
   if (s.min > 0) params.set("min", s.min.toFixed(2));
   if (s.collection) params.set("collection", s.collection);
   if (s.media) params.set("media", s.media);
@@ -126,6 +132,7 @@ function searchParams(offset, { min = state.min, top = PAGE } = {}) {
   const params = new URLSearchParams();
   if (state.q) params.set("q", state.q);
   else if (state.like) params.set("like", state.like);
+  if (state.said) params.set("said", state.said);
   params.set("top", String(top));
   params.set("offset", String(offset));
   if (min > 0) params.set("min_score", min.toFixed(2));
@@ -303,8 +310,11 @@ function card(hit) {
       // A moment: the frames of one shot that match, shown as one result at its best frame.
       const span = node.querySelector(".card-span");
       span.hidden = false;
-      span.textContent = t("card.frames", { span: hit.span, count: hit.frames });
+      span.textContent =
+        hit.said_lines?.length && hit.frames <= 1 ? hit.span : t("card.frames", { span: hit.span, count: hit.frames });
     }
+    const said = saidBlock(hit);
+    if (said) node.querySelector(".card-said").replaceWith(said);
   } else if (hit.duplicates?.length) {
     const copies = node.querySelector(".card-span");
     copies.hidden = false;
@@ -317,7 +327,8 @@ function card(hit) {
   const score = node.querySelector(".card-score");
   score.replaceChildren(el("span", { class: "visually-hidden", text: t("card.scoreLabel") }), formatScore(hit.score));
   score.title = t("card.scoreTitle");
-  node.hidden = hit.score < state.min;
+  // A said search's scores are fused ranks, not similarities: the minimum score does not apply to them.
+  node.hidden = !state.said && hit.score < state.min;
   open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
   node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
   node
@@ -435,11 +446,12 @@ function renderChip() {
     clear.setAttribute("aria-label", t("chip.clearLike"));
   }
   ui.chip.hidden = !(state.image || state.like);
-  document.title = state.q
-    ? t("title.query", { query: state.q })
-    : state.image || state.like
-      ? t("title.similar")
-      : "clipsearch";
+  document.title =
+    state.q || state.said
+      ? t("title.query", { query: [state.q, state.said].filter(Boolean).join(" · ") })
+      : state.image || state.like
+        ? t("title.similar")
+        : "clipsearch";
 }
 
 function updateMore() {
@@ -512,6 +524,22 @@ ui.q.addEventListener("input", () => {
   }, TYPING_DELAY_MS);
 });
 
+ui.saidForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearTimeout(typingTimer);
+  const said = ui.said.value.trim();
+  if (said !== state.said) commit({ ...state, said, like: "", image: "" });
+});
+
+ui.said.addEventListener("input", () => {
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(() => {
+    const said = ui.said.value.trim();
+    if (said === state.said) return;
+    commit({ ...state, said, like: said ? "" : state.like, image: said ? "" : state.image }, { typing: true });
+  }, TYPING_DELAY_MS);
+});
+
 ui.imageInput.addEventListener("change", () => {
   const file = ui.imageInput.files?.[0];
   searchImage(file);
@@ -522,7 +550,7 @@ ui.min.addEventListener("input", () => {
   const min = Math.round(Number(ui.min.value) * 100) / 100;
   ui.minValue.textContent = formatScore(min);
   // Hide weaker matches at once; the search below brings in what the server finds above the new cut-off.
-  for (const node of ui.results.children) node.hidden = Number(node.dataset.score) < min;
+  for (const node of ui.results.children) node.hidden = !state.said && Number(node.dataset.score) < min;
   clearTimeout(sliderTimer);
   sliderTimer = setTimeout(() => commit({ ...state, min }, { replace: true }), SLIDER_DELAY_MS);
 });
@@ -548,6 +576,7 @@ window.addEventListener("popstate", () => {
   clearTimeout(typingTimer);
   state = stateFromLocation();
   ui.q.value = state.q;
+  ui.said.value = state.said;
   run();
 });
 
@@ -581,6 +610,7 @@ installImageDrop({ overlay: ui.drop, viewer, search: searchImage });
 
 state = stateFromLocation();
 ui.q.value = state.q;
+ui.said.value = state.said;
 services.refresh();
 run();
 if (!active(state) && window.matchMedia("(pointer: fine)").matches) ui.q.focus();
