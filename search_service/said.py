@@ -151,10 +151,13 @@ class SaidSearch:
             grouped = group_hits(hits, gap or DEFAULT_CUE_GAP_SECONDS)
             found = []
             pending = [m for m in grouped if (m.collection, m.content_hash, m.start) not in shown]
-            for start in range(0, len(pending), 50):
-                if sum(1 for m in grouped if shown.get((m.collection, m.content_hash, m.start))) >= wanted:
+            # Frames are looked up best first, no more than the moments still missing (and two to spare for
+            # moments whose video has no frame matching the filter).
+            while pending:
+                need = wanted - sum(1 for m in grouped if shown.get((m.collection, m.content_hash, m.start)))
+                if need <= 0:
                     break
-                batch = pending[start : start + 50]
+                batch, pending = pending[: need + 2], pending[need + 2 :]
                 for m, item in zip(batch, self._frames(batch, filter, with_vectors), strict=True):
                     shown[(m.collection, m.content_hash, m.start)] = item
             for m in grouped:
@@ -166,7 +169,22 @@ class SaidSearch:
         return found[:wanted]
 
     def _frames(self, moments: Sequence[SaidMoment], filter: Filter, with_vectors: bool) -> list[Item | None]:
-        """For each moment, the frame of its video that shows it, among those matching the filter."""
+        """For each moment, the frame of its video that shows it, among those matching the filter: the last at
+        or before its start, else the first after it (one search per moment, a second only where needed)."""
+        items: list[Item | None] = [None] * len(moments)
+        todo = list(range(len(moments)))
+        for before in (True, False):
+            found = self._frame_searches([moments[i] for i in todo], filter, with_vectors, before=before)
+            for i, item in zip(todo, found, strict=True):
+                items[i] = item
+            todo = [i for i in todo if items[i] is None]
+            if not todo:
+                break
+        return items
+
+    def _frame_searches(
+        self, moments: Sequence[SaidMoment], filter: Filter, with_vectors: bool, *, before: bool
+    ) -> list[Item | None]:
         index = self._index
         index.require_ready(CATALOG_MAX_AGE_SECONDS)
         fields = [S.F_ID, *ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
@@ -174,20 +192,21 @@ class SaidSearch:
         with index.redis_errors():
             pipe = index.client.pipeline(transaction=False)
             for m in moments:
-                for low, high, order in ((None, m.start, "DESC"), (m.start, None, "ASC")):
-                    builder = filter_query(filter)
-                    builder.tags(S.F_COLLECTION, [m.collection]).tags(S.F_CONTENT_HASH, [m.content_hash])
-                    builder.tags(S.F_MEDIA_TYPE, [MediaType.VIDEO_FRAME.value]).numeric(S.F_TIMESTAMP, low, high)
-                    query, params = builder.build()
-                    execute(
-                        pipe,
-                        *("FT.SEARCH", index.schema.name, query, "SORTBY", S.F_TIMESTAMP, order, "LIMIT", "0", "1"),
-                        *("RETURN", str(len(fields)), *fields, *params_args(params), "DIALECT", "2"),
-                    )
+                builder = filter_query(filter)
+                builder.tags(S.F_COLLECTION, [m.collection]).tags(S.F_CONTENT_HASH, [m.content_hash])
+                builder.tags(S.F_MEDIA_TYPE, [MediaType.VIDEO_FRAME.value])
+                low, high = (None, m.start) if before else (m.start, None)
+                builder.numeric(S.F_TIMESTAMP, low, high)
+                query, params = builder.build()
+                execute(
+                    pipe,
+                    *("FT.SEARCH", index.schema.name, query, "SORTBY", S.F_TIMESTAMP, "DESC" if before else "ASC"),
+                    *("LIMIT", "0", "1", "RETURN", str(len(fields)), *fields, *params_args(params), "DIALECT", "2"),
+                )
             replies = pipe.execute()
         items: list[Item | None] = []
-        for i in range(len(moments)):
-            results = replies[2 * i][b"results"] or replies[2 * i + 1][b"results"]
+        for reply in replies:
+            results = reply[b"results"]
             if not results:
                 items.append(None)
                 continue
