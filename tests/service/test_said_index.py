@@ -114,3 +114,15 @@ def test_bad_subtitles_index_the_frames_and_report_one_line(client: Client, tmp_
     assert len(report.subtitle_problems) == 1, report.subtitle_problems
     problem = report.subtitle_problems[0]
     assert "\n" not in problem and expected in problem and "film." in problem
+
+
+def test_a_reindex_keeps_what_is_said(client: Client, stub, tmp_path: Path) -> None:
+    write_video(tmp_path / "night.mkv", subtitles=[("subrip", "eng", ENGLISH)])
+    client.index([tmp_path])
+    before = said(stub, "goodbye")
+    report = client.reindex()
+    assert report.finished and report.dropped == []
+    after = said(stub, "goodbye")
+    assert len(before) == len(after) == 1
+    assert (after[0].start_seconds, after[0].end_seconds) == (5.0, 5.8)
+    assert after[0].item.metadata.sources == before[0].item.metadata.sources
