@@ -33,9 +33,14 @@ class CueSync:
         sidecars = find_sidecars(path)
         signature = sidecar_signature(sidecars)
         if known:
-            stored = self._calls.cue_list(
-                search_pb2.CueListRequest(collection=self._collection, content_hash=content_hash, signature_only=True)
-            )
+            try:
+                stored = self._calls.cue_list(
+                    search_pb2.CueListRequest(
+                        collection=self._collection, content_hash=content_hash, signature_only=True
+                    )
+                )
+            except ServiceError as e:
+                return SubtitleRead(problems=[f"{label}: its stored subtitles could not be looked up: {e}"])
             if stored.found and stored.signature == signature:
                 return None
         read = read_subtitles(path, label, sidecars)
