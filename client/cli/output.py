@@ -64,7 +64,7 @@ def hits_table(hits: Sequence[Hit]) -> Table:
             time += f" ({hit.frames} frame{'s' if hit.frames != 1 else ''}, best {hit.time})"
         if hit.said_lines and hit.frames <= 1:
             time = hit.span  # a said moment: the span of its lines
-        row = [str(hit.rank), f"{hit.score:.4f}", Text(source), time, hit.id]
+        row: list[str | Text] = [str(hit.rank), f"{hit.score:.4f}", Text(source), time, hit.id]
         table.add_row(*row, *([Text(hit.text)] if said else []))
     return table
 
