@@ -4,6 +4,7 @@ library's worth of generated cue lines against a plain vector query over the sam
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -128,11 +129,15 @@ def index_figures(services: common.Services, path: Path) -> dict[str, Any]:
 # --- the library of cue lines -------------------------------------------------------------------------------
 
 
-def word(rng: np.random.Generator) -> str:
-    # Zipf-like: short common words most of the time, a long tail of rarer ones.
-    rank = min(int(rng.zipf(1.3)), 20_000)
+@functools.cache
+def vocabulary_word(rank: int) -> str:
     local = np.random.default_rng(rank)
     return "".join(SYLLABLES[int(i)] for i in local.integers(0, len(SYLLABLES), 1 + rank % 3))
+
+
+def word(rng: np.random.Generator) -> str:
+    # Zipf-like: short common words most of the time, a long tail of rarer ones.
+    return vocabulary_word(min(int(rng.zipf(1.3)), 20_000))
 
 
 def sentence(rng: np.random.Generator) -> str:
