@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.subtitles.stream
 import numpy as np
 
 # FFmpeg's subtitle encoders want an ASS header even to pass packets through.
@@ -55,14 +56,17 @@ def write_video(
     options = {"movflags": "+faststart"} if path.suffix == ".mp4" else {}
     with av.open(str(path), "w", options=options) as out:
         video = out.add_stream(codec, rate=fps)
+        assert isinstance(video, av.VideoStream)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
             video.options = {"preset": "veryfast", "g": str(fps)}
-        tracks = []
+        tracks: list[tuple[av.subtitles.stream.SubtitleStream, str, Sequence[Line]]] = []
+        time_base = Fraction(1, 1000)
         for codec, language, lines in subtitles:
             stream = out.add_stream(codec)
+            assert isinstance(stream, av.subtitles.stream.SubtitleStream)
             stream.codec_context.subtitle_header = ASS_HEADER
-            stream.time_base = Fraction(1, 1000)
+            stream.time_base = time_base
             if language:
                 stream.metadata["language"] = language
             tracks.append((stream, codec, lines))
@@ -79,7 +83,7 @@ def write_video(
             for start, end, text in lines:
                 packet = av.Packet(_payload(codec, text))
                 packet.stream = stream
-                packet.time_base = stream.time_base
+                packet.time_base = time_base
                 packet.pts = packet.dts = round(start * 1000)
                 packet.duration = round((end - start) * 1000)
                 out.mux(packet)

@@ -14,7 +14,7 @@ import pytest
 
 from client import Client
 from client.web import create_app
-from client.web.server import WebThread
+from clipsearch.testing.web import WebThread
 from tests.service.web.browser import results, screenshot, wait_for_results
 from tests.service.web.conftest import WebStack, _search_config, _start_search
 from tests.service.web.support import request
