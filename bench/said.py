@@ -135,8 +135,9 @@ def index_figures(services: common.Services, path: Path) -> dict[str, Any]:
 def zipf_cdf(size: int) -> np.ndarray:
     """Zipf's law with exponent 1, as word frequencies in English and character frequencies in Chinese roughly
     follow: the word of rank r is used in proportion to 1/r (the commonest about 10% of the time)."""
-    weights = 1.0 / np.arange(1, size + 1)
-    return np.cumsum(weights) / weights.sum()
+    weights = 1.0 / np.arange(1, size + 1, dtype=np.float64)
+    cdf: np.ndarray = np.cumsum(weights) / float(weights.sum())
+    return cdf
 
 
 WORD_CDF = zipf_cdf(VOCABULARY)
