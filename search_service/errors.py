@@ -52,3 +52,11 @@ class NoReindexInProgress(ModelMismatch):
     """A call about a reindex found none in progress (it finished, or was aborted)."""
 
     reason = rpc_status.NO_REINDEX_IN_PROGRESS
+
+
+class LibraryNotFound(SearchError):
+    """No library has the name given."""
+
+
+class LibraryConflict(SearchError):
+    """The folder or name is taken by another library."""
