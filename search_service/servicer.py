@@ -9,9 +9,15 @@ from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import EmbeddingModel
-<<<<<<< HEAD
 from search_service.cues import Cue, CueStore, CueTrack
-from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
+from search_service.errors import (
+    IndexMismatch,
+    InvalidArgument,
+    LibraryConflict,
+    LibraryNotFound,
+    QueryTimeout,
+    Unavailable,
+)
 from search_service.index import SearchIndex
 from search_service.items import (
     DuplicateOptions,
@@ -23,19 +29,7 @@ from search_service.items import (
     MomentOptions,
     SaidOptions,
 )
-=======
-from search_service.errors import (
-    IndexMismatch,
-    InvalidArgument,
-    LibraryConflict,
-    LibraryNotFound,
-    QueryTimeout,
-    Unavailable,
-)
-from search_service.index import SearchIndex
-from search_service.items import DuplicateOptions, Filter, Item, Match, MediaType, Metadata, MomentOptions
 from search_service.libraries import Libraries, Library, LibraryState, LibraryStatus
->>>>>>> ef575ae (Libraries: folders kept indexed into a collection (proto, search service, Client, CLI, indexer, serve, Kubernetes, bench, docs))
 from search_service.reindex import Reindexer
 from search_service.said import SaidSearch
 
@@ -65,12 +59,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def __init__(self, index: SearchIndex) -> None:
         self._index = index
         self._reindex = Reindexer(index)
-<<<<<<< HEAD
         self._cues = CueStore(index)
         self._said = SaidSearch(index, self._cues)
-=======
         self._libraries = Libraries(index)
->>>>>>> ef575ae (Libraries: folders kept indexed into a collection (proto, search service, Client, CLI, indexer, serve, Kubernetes, bench, docs))
 
     @_STATUSES.rpc
     def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
