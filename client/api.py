@@ -26,7 +26,7 @@ from .ingest.prune import list_all, prune
 from .ingest.reindex import Reindex, ReindexReport
 from .ingest.reports import IndexReport, ProgressCallback, ProgressEvent, Tally
 from .placement import choose_collection
-from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
+from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats, SubtitleTrack
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
 
@@ -75,6 +75,9 @@ class SearchArguments(TypedDict, total=False):
     min_score: float | None
     moments: bool
     collapse_duplicates: bool
+    said: str
+    said_window_seconds: float
+    said_languages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class SearchOptions:
     min_score: float | None = None  # only results with a cosine of at least this
     moments: bool = False  # frames of one video that follow each other as one hit
     collapse_duplicates: bool = False  # near-duplicate photos as one hit
+    # What is said, in the videos' subtitles: alone (search_said) or fused with what is seen.
+    said: str = ""
+    said_window_seconds: float = 0.0  # a seen and a said moment this close are one (0: the sampling interval)
+    said_languages: tuple[str, ...] = ()  # only subtitle tracks in these languages (empty: all)
 
     @classmethod
     def of(cls, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]) -> SearchOptions:
@@ -94,7 +101,7 @@ class SearchOptions:
         return replace(options or cls(), **overrides)
 
 
-class Client:
+class Client(libs.LibraryCalls):
     """Talks to one or more embedder replicas (round-robin) and one search service.
 
     Addresses, deadlines, TLS and the token come from `config` (default: ClientConfig.from_env()).
@@ -306,7 +313,9 @@ class Client:
         """Nearest items to a vector, best first: `options` (SearchOptions), with any of its fields given by name.
 
         With moments, matching frames of one video that follow each other come back as one hit (its best
-        frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
+        frame, with the span it covers); top and offset then count moments. With said, the moments where it is
+        said (in the videos' subtitles) are fused with them (reciprocal rank fusion): a moment where both
+        match, within said_window_seconds (0: the video's sampling interval), ranks first. gap_seconds is the largest gap
         within a moment (0: two sampling intervals of the video). With collapse_duplicates, near-duplicate
         photos (the same picture resized or re-encoded) come back as one hit listing the others in its
         duplicates; top and offset then count collapsed hits. `model`, the model the vector comes from,
@@ -328,13 +337,19 @@ class Client:
             request.model.CopyFrom(model)
         if options.min_score is not None:
             request.min_score = options.min_score
+        if options.said:
+            _add_said(request, options)
+        return self._query(request, options.offset)
+
+    def _query(self, request: search_pb2.QueryRequest, offset: int) -> list[Hit]:
         try:
             response = self._transport.query(request)
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"invalid search: {exc.details}") from None
             raise
-        return [Hit.from_match(m, options.offset + n + 1) for n, m in enumerate(response.matches)]
+        words = tuple(response.said_words)
+        return [Hit.from_match(m, offset + n + 1, words) for n, m in enumerate(response.matches)]
 
     def search_text(
         self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
@@ -344,6 +359,21 @@ class Client:
             raise InvalidInput("the search text is empty")
         options = SearchOptions.of(options, **overrides)
         return self.search_vector(self.embed_texts([text])[0], options, model=self._transport.embedding_model)
+
+    def search_said(
+        self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
+    ) -> list[Hit]:
+        """Moments where `text` is said in the videos' subtitles (words, "a phrase", prefix*, Chinese): each hit's
+        said_lines are the lines that matched, start_seconds to end_seconds their span, best first. To fuse it
+        with what is seen, give it as options.said to search_text, search_image or search_vector instead."""
+        options = SearchOptions.of(options, **overrides)
+        if not text.strip():
+            raise InvalidInput("the said text is empty")
+        request = search_pb2.QueryRequest(
+            k=options.top, offset=options.offset, filter=(options.filter or SearchFilter()).to_proto()
+        )
+        _add_said(request, replace(options, said=text))
+        return self._query(request, options.offset)
 
     def search_image(
         self, image: ImageInput, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
@@ -479,41 +509,21 @@ class Client:
         response = self._transport.list_collections()
         return {c.name: c.items for c in response.collections}
 
-    # Libraries: folders kept indexed into a collection by the indexer (see docs/library.md).
-    def list_libraries(self) -> list[libs.Library]:
-        """Every library with its item count and its indexer's state, sorted by name."""
-        return libs.list_libraries(self._transport)
+    def subtitles(self, item: Item) -> list[SubtitleTrack]:
+        """The stored subtitle tracks of an item's video (none for a photo, or a video without subtitles)."""
+        if not item.content_hash or item.media != "video_frame":
+            return []
+        request = search_pb2.CueListRequest(collection=item.collection, content_hash=item.content_hash)
+        return [SubtitleTrack.from_proto(t) for t in self._transport.cue_list(request).tracks]
 
-    def library(self, name: str) -> libs.Library:
-        """The library of that name, or NotFound."""
-        for library in self.list_libraries():
-            if library.name == name:
-                return library
-        raise NotFound(f"no library named {name!r}")
 
-    def add_library(
-        self, path: PathLike, collection: str | None = None, *, name: str | None = None, must_exist: bool = True
-    ) -> libs.Library:
-        """Adds a folder (resolved; with must_exist, an existing folder on this machine) as a library.
-
-        Without `collection`, a folder whose items are all in one collection keeps it, else "default".
-        Raises Conflict for a folder that is, is inside or contains a library's folder, or a name taken.
-        """
-        return libs.add_library(self._transport, os.fsdecode(path), collection, name, must_exist=must_exist)
-
-    def remove_library(self, name: str) -> int:
-        """Removes the library and its items from the index (never a file): the count of items that lost
-        their source under the folder (deleted, or kept for a source elsewhere)."""
-        _, deleted, updated = libs.remove_library(self._transport, name)
-        return deleted + updated
-
-    def request_rescan(self, name: str) -> libs.Library:
-        """Asks the indexer to walk the library's folder again (index what is new or changed, drop what is gone)."""
-        return libs.request_rescan(self._transport, name)
-
-    def report_library_status(self, name: str, status: libs.LibraryStatus) -> bool:
-        """The indexer's report on a library; False when the library no longer exists."""
-        return libs.report_status(self._transport, name, status)
+def _add_said(request: search_pb2.QueryRequest, options: SearchOptions) -> None:
+    """The said search of `options` on a query; its moments are always grouped."""
+    request.said = options.said
+    request.said_options.window_seconds = options.said_window_seconds
+    request.said_options.languages.extend(options.said_languages)
+    if not request.HasField("moments"):
+        request.moments.SetInParent()
 
 
 def _ranked(response: embedder_pb2.ClassifyResponse) -> list[LabelScore]:

@@ -81,6 +81,34 @@ class Item:
 
 
 @dataclass(frozen=True)
+class SaidLine:
+    """A subtitle line that matched a said search: its span in the video, text, language and track."""
+
+    start_seconds: float
+    end_seconds: float
+    text: str
+    language: str = ""
+    track: str = ""
+
+    @classmethod
+    def from_proto(cls, line: search_pb2.SaidLine) -> SaidLine:
+        return cls(line.start_seconds, line.end_seconds, line.text, line.language, line.track)
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    """A video's stored subtitle track: its name, language, and cues (start, end, text) in time order."""
+
+    name: str
+    language: str
+    cues: tuple[tuple[float, float, str], ...]
+
+    @classmethod
+    def from_proto(cls, track: search_pb2.CueTrack) -> SubtitleTrack:
+        return cls(track.name, track.language, tuple((c.start_seconds, c.end_seconds, c.text) for c in track.cues))
+
+
+@dataclass(frozen=True)
 class Hit(Item):
     """A search result: the item, its cosine similarity to the query and its rank (1 = best).
 
@@ -95,6 +123,17 @@ class Hit(Item):
     end_seconds: float | None = None
     frames: int = 1
     duplicates: tuple[Hit, ...] = ()
+    # With a said search: the subtitle lines that matched, the query's words as they match (to highlight),
+    # and the hit's rank among what is seen and what is said (0: not among them).
+    said_lines: tuple[SaidLine, ...] = ()
+    said_words: tuple[str, ...] = ()
+    seen_rank: int = 0
+    said_rank: int = 0
+
+    @property
+    def text(self) -> str:
+        """The matched subtitle lines, one per line ("" when none matched)."""
+        return "\n".join(line.text for line in self.said_lines)
 
     @property
     def span(self) -> str:
@@ -104,10 +143,10 @@ class Hit(Item):
         return f"{format_timestamp(self.start_seconds)}–{format_timestamp(self.end_seconds)}"
 
     @classmethod
-    def from_match(cls, match: search_pb2.Match, rank: int) -> Hit:
+    def from_match(cls, match: search_pb2.Match, rank: int, said_words: tuple[str, ...] = ()) -> Hit:
         base = Item.from_proto(match.item)
         start = end = base.timestamp_seconds
-        if start is not None and match.start_seconds <= start <= match.end_seconds:
+        if start is not None and (match.start_seconds <= start <= match.end_seconds or match.said_lines):
             # Otherwise a server that does not report spans: the frame covers its own instant.
             start, end = match.start_seconds, match.end_seconds
         return cls(
@@ -116,6 +155,10 @@ class Hit(Item):
             end_seconds=end,
             frames=max(1, match.frames),
             duplicates=tuple(cls.from_match(d, rank) for d in match.duplicates),
+            said_lines=tuple(SaidLine.from_proto(line) for line in match.said_lines),
+            said_words=said_words if match.said_lines else (),
+            seen_rank=match.seen_rank,
+            said_rank=match.said_rank,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -124,6 +167,9 @@ class Hit(Item):
         data["duplicates"] = [
             {k: v for k, v in d.to_json().items() if k not in ("rank", "duplicates")} for d in self.duplicates
         ]
+        data["text"] = self.text
+        data["said_lines"] = [asdict(line) for line in self.said_lines]
+        data["said_words"] = list(self.said_words)
         return data
 
 

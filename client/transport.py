@@ -59,6 +59,8 @@ _ABORT_REINDEX = _Method(SEARCH, "AbortReindex", search_pb2.AbortReindexRequest,
 _LIST_COLLECTIONS = _Method(
     SEARCH, "ListCollections", search_pb2.ListCollectionsRequest, search_pb2.ListCollectionsResponse
 )
+_CUE_WRITE = _Method(SEARCH, "CueWrite", search_pb2.CueWriteRequest, search_pb2.CueWriteResponse)
+_CUE_LIST = _Method(SEARCH, "CueList", search_pb2.CueListRequest, search_pb2.CueListResponse)
 Method = _Method  # for modules that define calls of their own (client/libraries.py)
 
 RETRY = RetryPolicy()
@@ -322,6 +324,12 @@ class Transport:
 
     def list_collections(self) -> search_pb2.ListCollectionsResponse:
         return self.call(_LIST_COLLECTIONS, search_pb2.ListCollectionsRequest())
+
+    def cue_write(self, request: search_pb2.CueWriteRequest) -> search_pb2.CueWriteResponse:
+        return self.call(_CUE_WRITE, request)
+
+    def cue_list(self, request: search_pb2.CueListRequest) -> search_pb2.CueListResponse:
+        return self.call(_CUE_LIST, request)
 
     def close(self) -> None:
         with self._lock:

@@ -66,6 +66,10 @@ class IndexBase:
     def client(self) -> redis.Redis:
         return self._client
 
+    @property
+    def query_timeout_ms(self) -> str:
+        return self._timeout
+
     def schema_of(self, generation: Generation) -> IndexSchema:
         """The physical index of a generation: the configured one, or one a reindex built."""
         if generation.number == 0:

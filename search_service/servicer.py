@@ -9,6 +9,7 @@ from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import EmbeddingModel
+from search_service.cues import Cue, CueStore, CueTrack
 from search_service.errors import (
     IndexMismatch,
     InvalidArgument,
@@ -18,9 +19,19 @@ from search_service.errors import (
     Unavailable,
 )
 from search_service.index import SearchIndex
-from search_service.items import DuplicateOptions, Filter, Item, Match, MediaType, Metadata, MomentOptions
+from search_service.items import (
+    DuplicateOptions,
+    Filter,
+    Item,
+    Match,
+    MediaType,
+    Metadata,
+    MomentOptions,
+    SaidOptions,
+)
 from search_service.libraries import Libraries, Library, LibraryState, LibraryStatus
 from search_service.reindex import Reindexer
+from search_service.said import SaidSearch
 
 _MEDIA_TYPES = {
     pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
@@ -48,6 +59,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def __init__(self, index: SearchIndex) -> None:
         self._index = index
         self._reindex = Reindexer(index)
+        self._cues = CueStore(index)
+        self._said = SaidSearch(index, self._cues)
         self._libraries = Libraries(index)
 
     @_STATUSES.rpc
@@ -58,6 +71,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     @_STATUSES.rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+        if request.said:
+            return self._said_query(request)
         matches = self._index.query(
             np.asarray(request.vector, dtype=np.float32),
             k=request.k,
@@ -71,6 +86,55 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             model=_model(request, "model"),
         )
         return pb.QueryResponse(matches=[_match_to_pb(m) for m in matches])
+
+    def _said_query(self, request: pb.QueryRequest) -> pb.QueryResponse:
+        options = request.said_options
+        matches, parsed = self._said.query(
+            request.said,
+            np.asarray(request.vector, dtype=np.float32) if request.vector else None,
+            k=request.k,
+            offset=request.offset,
+            filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            ef_runtime=request.ef_runtime,
+            with_vectors=request.with_vectors,
+            moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
+            duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
+            model=_model(request, "model"),
+            options=SaidOptions(options.window_seconds, tuple(options.languages)),
+        )
+        return pb.QueryResponse(
+            matches=[_match_to_pb(m) for m in matches], said_query=parsed.expression, said_words=parsed.words
+        )
+
+    @_STATUSES.rpc
+    def CueWrite(self, request: pb.CueWriteRequest, context: grpc.ServicerContext) -> pb.CueWriteResponse:
+        tracks = [
+            CueTrack(t.name, t.language, tuple(Cue(c.start_seconds, c.end_seconds, c.text) for c in t.cues))
+            for t in request.tracks
+        ]
+        stored = self._cues.write(request.collection, request.content_hash, request.signature, tracks)
+        return pb.CueWriteResponse(cues=stored)
+
+    @_STATUSES.rpc
+    def CueList(self, request: pb.CueListRequest, context: grpc.ServicerContext) -> pb.CueListResponse:
+        found, signature, tracks = self._cues.list(
+            request.collection, request.content_hash, signature_only=request.signature_only
+        )
+        return pb.CueListResponse(
+            found=found,
+            signature=signature,
+            tracks=[
+                pb.CueTrack(
+                    name=t.name,
+                    language=t.language,
+                    cues=[
+                        pb.Cue(start_seconds=c.start_seconds, end_seconds=c.end_seconds, text=c.text) for c in t.cues
+                    ],
+                )
+                for t in tracks
+            ],
+        )
 
     @_STATUSES.rpc
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
@@ -92,8 +156,11 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     @_STATUSES.rpc
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
         ids, sources, collection = list(request.ids), list(request.sources), request.collection
+        # The cues of a video go with its last frame: which videos may lose it is read before the delete.
         if sources:
+            videos = self._cues.videos_of_ids(ids) if ids else self._cues.videos_of_sources(sources, collection)
             result = self._index.delete_sources(sources, collection=collection or None, ids=ids)
+            self._cues.drop_orphans(videos)
         elif ids and collection:
             raise InvalidArgument(
                 "ids and collection are set without sources: set ids alone to delete those items, "
@@ -101,9 +168,12 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 "items of that collection"
             )
         elif ids:
+            videos = self._cues.videos_of_ids(ids)
             result = self._index.delete_ids(ids)
+            self._cues.drop_orphans(videos)
         elif collection:
             result = self._index.delete_collection(collection)
+            self._cues.delete_collection(collection)
         else:
             raise InvalidArgument(
                 "nothing to delete: set ids, sources (optionally with collection and/or ids) or collection"
@@ -304,6 +374,18 @@ def _match_to_pb(m: Match) -> pb.Match:
         end_seconds=m.end_seconds,
         frames=m.frames,
         duplicates=[_match_to_pb(d) for d in m.duplicates],
+        said_lines=[
+            pb.SaidLine(
+                start_seconds=x.start_seconds,
+                end_seconds=x.end_seconds,
+                text=x.text,
+                language=x.language,
+                track=x.track,
+            )
+            for x in m.said_lines
+        ],
+        seen_rank=m.seen_rank,
+        said_rank=m.said_rank,
     )
 
 

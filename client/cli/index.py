@@ -96,6 +96,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--inflight", type=count(0), default=0, help="embedding calls in flight (default: two per embedder address)"
     )
+    p.add_argument(
+        "--subtitles",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read each video's subtitles (text tracks inside it, subtitle files beside it) for `search --said` "
+        "(default: on)",
+    )
     add_service_options(p)
     p.set_defaults(handler=run)
 
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         inflight=args.inflight,
         shard=shard,
         still_threshold=0.0 if args.every_frame else args.still_threshold,
+        subtitles=args.subtitles,
     )
     live = sys.stderr.isatty() and not args.json
     if live:

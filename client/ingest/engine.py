@@ -16,6 +16,7 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 
 from .. import ids as idmod
 from ..errors import ClientError
+from ..subtitles.sync import CueSync
 from ..transport import Transport
 from ..uris import PathLike, display, display_path, path_to_uri
 from .media import (
@@ -82,6 +83,8 @@ class IngestOptions:
     lookup_bytes: int = 64 << 20
     upsert_batch: int = 256
     embed_timeout: float = 300.0
+    # Read each video's subtitles (embedded text tracks, subtitle files beside it) into its cues.
+    subtitles: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class Ingest:
         self._hash_by_uri: dict[str, str] = {}
         self._pipeline: Pipeline | None = None
         self._prepare_pool: ThreadPoolExecutor
+        self._cues = CueSync(transport, self._collection) if options.subtitles else None
 
     def _new_pipeline(self) -> Pipeline:
         """A pipeline within the embedder's limits and this run's options."""
@@ -378,9 +382,20 @@ class Ingest:
                 video.to_patch.extend(frame_id for frame_id, has in video.stored.items() if not has)
                 self._tally.known(len(video.stored) - len(video.to_patch))
                 self._patch_sources(video, flush=True)
+                self._read_subtitles(found.path, video, known=True)
                 return
             self._tally.video()
+            self._read_subtitles(found.path, video, known=bool(video.stored))
             self._decode_video(stream, video)
+
+    def _read_subtitles(self, path: Path, video: _VideoRun, *, known: bool) -> None:
+        if self._cues is None:
+            return
+        started = time.monotonic()
+        read = self._cues.video(path, video.content_hash, video.label, known=known)
+        lines, tracks = (read.lines, len(read.tracks)) if read else (0, 0)
+        problems = read.problems + read.notes if read else []
+        self._tally.subtitles(lines, tracks, problems, time.monotonic() - started)
 
     def _decode_video(self, stream: BinaryIO, video: _VideoRun) -> None:
         # The last kept frame is held back until the next one (or the end of the stream), so that it can

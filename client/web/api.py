@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Annotated, Literal, TypeVar
 
 import anyio
@@ -27,6 +27,7 @@ from .models import (
     ItemDoc,
     LabelDoc,
     QueryDoc,
+    SaidLineDoc,
     SearchDoc,
     ServiceDoc,
     ServicesDoc,
@@ -54,6 +55,14 @@ def page_params(
     collapse_duplicates: Annotated[
         bool, Query(description="near-duplicate photos (resized or re-encoded copies) as one result listing its copies")
     ] = False,
+    said: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_QUERY_CHARS,
+            description='what is said, in the videos\' subtitles: words, a "phrase", a prefix*, Chinese; alone, or '
+            "with q or an image (moments matching both rank first)",
+        ),
+    ] = None,
 ) -> SearchOptions:
     if offset + top + 1 > MAX_DEPTH:
         raise InvalidInput(f"results go no deeper than {MAX_DEPTH}: lower offset or top")
@@ -66,6 +75,7 @@ def page_params(
         min_score=min_score,
         moments=not frames,
         collapse_duplicates=collapse_duplicates,
+        said=(said or "").strip(),
     )
 
 
@@ -95,6 +105,8 @@ def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:
         playable=playable,
         mime=mime,
         duplicates=[duplicate_doc(d) for d in item.duplicates] if isinstance(item, Hit) else [],
+        said_lines=[SaidLineDoc(**asdict(line)) for line in item.said_lines] if isinstance(item, Hit) else [],
+        said_words=list(item.said_words) if isinstance(item, Hit) else [],
     )
 
 
@@ -130,15 +142,18 @@ def api_router() -> APIRouter:
     ) -> SearchDoc:
         client: Client = request.app.state.client
         media: Media = request.app.state.media
-        if (q is None) == (like is None):
-            raise InvalidInput("give q (a description) or like (an item id), one of them")
         # One more than the page, to tell whether another page follows.
         options = replace(page, top=page.top + 1)
+        if options.said and q is None and like is None:
+            hits = client.search_said(options.said, options)
+            return search_doc(hits, page, media, QueryDoc(text=None, like=None, image=False, said=options.said))
+        if (q is None) == (like is None):
+            raise InvalidInput("give q (a description) or like (an item id), one of them, or said (what is said)")
         if q is not None:
             hits = client.search_text(q, options)
         else:
             hits = client.search_like(check_id(like or ""), options)
-        return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False))
+        return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False, said=options.said or None))
 
     @router.post("/search/image", summary="Search by an uploaded image (multipart field `image`)")
     async def search_image(
@@ -155,7 +170,8 @@ def api_router() -> APIRouter:
         if not data:
             raise InvalidInput("the uploaded image is empty")
         hits = await run_in_threadpool(client.search_image, data, replace(page, top=page.top + 1))
-        return await run_in_threadpool(search_doc, hits, page, media, QueryDoc(text=None, like=None, image=True))
+        query = QueryDoc(text=None, like=None, image=True, said=page.said or None)
+        return await run_in_threadpool(search_doc, hits, page, media, query)
 
     @router.get("/items/{item_id}", summary="One indexed item, with every path it was indexed from")
     def item(request: Request, item_id: str) -> ItemDoc:

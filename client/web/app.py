@@ -22,6 +22,7 @@ from .libraries import library_router
 from .media import Media, media_router
 from .security import MULTIPART_OVERHEAD, UPLOAD_PATH, Guard, is_loopback
 from .settings import WebSettings
+from .subtitles import subtitles_router
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -76,6 +77,7 @@ def create_app(settings: WebSettings, client: Client | None = None) -> FastAPI:
     app.include_router(api_router())
     app.include_router(media_router())
     app.include_router(library_router())
+    app.include_router(subtitles_router())
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

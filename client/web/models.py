@@ -34,6 +34,26 @@ class DuplicateDoc(BaseModel):
     thumbnail_url: str
 
 
+class SaidLineDoc(BaseModel):
+    """A subtitle line that matched a said search."""
+
+    start_seconds: float
+    end_seconds: float
+    text: str
+    language: str = ""
+    track: str = Field(default="", description="the track it is from, e.g. film.zh.srt or embedded #2 (subrip)")
+
+
+class SubtitleTrackDoc(BaseModel):
+    """A subtitle track stored for a video."""
+
+    index: int
+    name: str
+    language: str
+    cues: int
+    url: str = Field(description="the track as WebVTT")
+
+
 class HitDoc(BaseModel):
     """One result: an indexed image or video frame, with its score and where to fetch its media."""
 
@@ -60,6 +80,10 @@ class HitDoc(BaseModel):
     duplicates: list[DuplicateDoc] = Field(
         default_factory=list, description="with collapse_duplicates: the photo's other copies, best first"
     )
+    said_lines: list[SaidLineDoc] = Field(
+        default_factory=list, description="with said: the subtitle lines that matched, in time order"
+    )
+    said_words: list[str] = Field(default_factory=list, description="with said: the words to highlight in them")
 
 
 class ItemDoc(HitDoc):
@@ -72,6 +96,7 @@ class QueryDoc(BaseModel):
     text: str | None
     like: str | None
     image: bool
+    said: str | None = None
 
 
 class SearchDoc(BaseModel):

@@ -117,7 +117,7 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ..., created: _Optional[int] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments", "duplicates", "model")
+    __slots__ = ("vector", "k", "offset", "filter", "min_score", "ef_runtime", "with_vectors", "moments", "duplicates", "model", "said", "said_options")
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,8 @@ class QueryRequest(_message.Message):
     MOMENTS_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    SAID_FIELD_NUMBER: _ClassVar[int]
+    SAID_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     vector: _containers.RepeatedScalarFieldContainer[float]
     k: int
     offset: int
@@ -138,7 +140,89 @@ class QueryRequest(_message.Message):
     moments: MomentOptions
     duplicates: DuplicateOptions
     model: EmbeddingModel
-    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ..., duplicates: _Optional[_Union[DuplicateOptions, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ...) -> None: ...
+    said: str
+    said_options: SaidOptions
+    def __init__(self, vector: _Optional[_Iterable[float]] = ..., k: _Optional[int] = ..., offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_score: _Optional[float] = ..., ef_runtime: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., moments: _Optional[_Union[MomentOptions, _Mapping]] = ..., duplicates: _Optional[_Union[DuplicateOptions, _Mapping]] = ..., model: _Optional[_Union[EmbeddingModel, _Mapping]] = ..., said: _Optional[str] = ..., said_options: _Optional[_Union[SaidOptions, _Mapping]] = ...) -> None: ...
+
+class SaidOptions(_message.Message):
+    __slots__ = ("window_seconds", "languages")
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGES_FIELD_NUMBER: _ClassVar[int]
+    window_seconds: float
+    languages: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, window_seconds: _Optional[float] = ..., languages: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Cue(_message.Message):
+    __slots__ = ("start_seconds", "end_seconds", "text")
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    start_seconds: float
+    end_seconds: float
+    text: str
+    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class CueTrack(_message.Message):
+    __slots__ = ("name", "language", "cues")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    CUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    language: str
+    cues: _containers.RepeatedCompositeFieldContainer[Cue]
+    def __init__(self, name: _Optional[str] = ..., language: _Optional[str] = ..., cues: _Optional[_Iterable[_Union[Cue, _Mapping]]] = ...) -> None: ...
+
+class CueWriteRequest(_message.Message):
+    __slots__ = ("collection", "content_hash", "signature", "tracks")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    content_hash: str
+    signature: str
+    tracks: _containers.RepeatedCompositeFieldContainer[CueTrack]
+    def __init__(self, collection: _Optional[str] = ..., content_hash: _Optional[str] = ..., signature: _Optional[str] = ..., tracks: _Optional[_Iterable[_Union[CueTrack, _Mapping]]] = ...) -> None: ...
+
+class CueWriteResponse(_message.Message):
+    __slots__ = ("cues",)
+    CUES_FIELD_NUMBER: _ClassVar[int]
+    cues: int
+    def __init__(self, cues: _Optional[int] = ...) -> None: ...
+
+class CueListRequest(_message.Message):
+    __slots__ = ("collection", "content_hash", "signature_only")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    content_hash: str
+    signature_only: bool
+    def __init__(self, collection: _Optional[str] = ..., content_hash: _Optional[str] = ..., signature_only: _Optional[bool] = ...) -> None: ...
+
+class CueListResponse(_message.Message):
+    __slots__ = ("found", "signature", "tracks")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    signature: str
+    tracks: _containers.RepeatedCompositeFieldContainer[CueTrack]
+    def __init__(self, found: _Optional[bool] = ..., signature: _Optional[str] = ..., tracks: _Optional[_Iterable[_Union[CueTrack, _Mapping]]] = ...) -> None: ...
+
+class SaidLine(_message.Message):
+    __slots__ = ("start_seconds", "end_seconds", "text", "language", "track")
+    START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    END_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    start_seconds: float
+    end_seconds: float
+    text: str
+    language: str
+    track: str
+    def __init__(self, start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., text: _Optional[str] = ..., language: _Optional[str] = ..., track: _Optional[str] = ...) -> None: ...
 
 class MomentOptions(_message.Message):
     __slots__ = ("gap_seconds",)
@@ -153,26 +237,36 @@ class DuplicateOptions(_message.Message):
     def __init__(self, max_distance: _Optional[int] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("item", "score", "start_seconds", "end_seconds", "frames", "duplicates")
+    __slots__ = ("item", "score", "start_seconds", "end_seconds", "frames", "duplicates", "said_lines", "seen_rank", "said_rank")
     ITEM_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     START_SECONDS_FIELD_NUMBER: _ClassVar[int]
     END_SECONDS_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    SAID_LINES_FIELD_NUMBER: _ClassVar[int]
+    SEEN_RANK_FIELD_NUMBER: _ClassVar[int]
+    SAID_RANK_FIELD_NUMBER: _ClassVar[int]
     item: Item
     score: float
     start_seconds: float
     end_seconds: float
     frames: int
     duplicates: _containers.RepeatedCompositeFieldContainer[Match]
-    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
+    said_lines: _containers.RepeatedCompositeFieldContainer[SaidLine]
+    seen_rank: int
+    said_rank: int
+    def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_lines: _Optional[_Iterable[_Union[SaidLine, _Mapping]]] = ..., seen_rank: _Optional[int] = ..., said_rank: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("matches",)
+    __slots__ = ("matches", "said_query", "said_words")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
+    SAID_QUERY_FIELD_NUMBER: _ClassVar[int]
+    SAID_WORDS_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
+    said_query: str
+    said_words: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_query: _Optional[str] = ..., said_words: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("ids", "with_vectors")

@@ -114,6 +114,16 @@ class SearchStub:
                 request_serializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.FromString,
                 _registered_method=True)
+        self.CueWrite = channel.unary_unary(
+                '/clipsearch.v1.Search/CueWrite',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.CueWriteRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.CueWriteResponse.FromString,
+                _registered_method=True)
+        self.CueList = channel.unary_unary(
+                '/clipsearch.v1.Search/CueList',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.CueListRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.CueListResponse.FromString,
+                _registered_method=True)
         self.ListLibraries = channel.unary_unary(
                 '/clipsearch.v1.Search/ListLibraries',
                 request_serializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.SerializeToString,
@@ -263,6 +273,24 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CueWrite(self, request, context):
+        """What is said in a video: its subtitle cues, stored beside its frames and searched by QueryRequest.said.
+        A video is identified as its frames are, by collection and content_hash. CueWrite replaces all of a
+        video's cues at once; Delete removes them with the video's last frame (and with its collection);
+        a reindex keeps them (they hold no vectors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CueList(self, request, context):
+        """The stored cues of a video, in time order (for a subtitle track to show beside the video), and the
+        signature they were written with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListLibraries(self, request, context):
         """Libraries: folders on the machine where indexing runs, each bound to one collection, that an indexer
         (`clipsearch serve`, or `clipsearch watch` alone) keeps indexed: new and changed files are indexed,
@@ -366,6 +394,16 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.AbortReindex,
                     request_deserializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.SerializeToString,
+            ),
+            'CueWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CueWrite,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.CueWriteRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.CueWriteResponse.SerializeToString,
+            ),
+            'CueList': grpc.unary_unary_rpc_method_handler(
+                    servicer.CueList,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.CueListRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.CueListResponse.SerializeToString,
             ),
             'ListLibraries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLibraries,
@@ -715,6 +753,60 @@ class Search:
             '/clipsearch.v1.Search/AbortReindex',
             clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.SerializeToString,
             clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CueWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/CueWrite',
+            clipsearch_dot_v1_dot_search__pb2.CueWriteRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.CueWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CueList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/CueList',
+            clipsearch_dot_v1_dot_search__pb2.CueListRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.CueListResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -15,6 +15,7 @@ import { LANGUAGES, language, onLanguageChange, rich, setLanguage, t, translate 
 import { getImage, isImageKey, newImageKey, putImage } from "./images.js";
 import { installImageDrop, installKeyboard } from "./inputs.js";
 import { createLibrary } from "./library.js";
+import { saidBlock } from "./said.js";
 import { createServices } from "./services.js";
 import { createViewer } from "./viewer.js";
 
@@ -27,6 +28,8 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   q: $("q"),
   form: $("search-form"),
+  said: $("said"),
+  saidForm: $("said-form"),
   imageInput: $("image-input"),
   min: $("min-score"),
   minValue: $("min-score-value"),
@@ -79,10 +82,10 @@ const dialogs = {
 };
 
 function emptyState() {
-  return { q: "", like: "", image: "", min: null, collection: "", media: "", frames: false, dups: false };
+  return { q: "", said: "", like: "", image: "", min: null, collection: "", media: "", frames: false, dups: false };
 }
 
-const active = (s) => Boolean(s.q || s.like || s.image);
+const active = (s) => Boolean(s.q || s.said || s.like || s.image);
 
 // The slider spans the model's cosine range; its left end means no minimum (null), so nothing is cut.
 const SCORE_FLOOR = -1;
@@ -98,10 +101,12 @@ function stateFromLocation() {
   const params = new URLSearchParams(location.search);
   const s = emptyState();
   s.q = (params.get("q") || "").trim();
-  s.like = s.q ? "" : (params.get("like") || "").trim();
+  // said: words of the subtitles, alone or with q (what is seen).
+  s.said = (params.get("said") || "").trim();
+  s.like = s.q || s.said ? "" : (params.get("like") || "").trim();
   const image = (params.get("image") || "").trim();
   missingImage = "";
-  if (!s.q && !s.like && isImageKey(image)) {
+  if (!s.q && !s.said && !s.like && isImageKey(image)) {
     if (getImage(image)) s.image = image;
     else missingImage = image;
   }
@@ -121,6 +126,7 @@ function urlFor(s) {
   if (s.q) params.set("q", s.q);
   else if (s.like) params.set("like", s.like);
   else if (s.image) params.set("image", s.image);
+  if (s.said) params.set("said", s.said);
   if (hasMin(s)) params.set("min", s.min.toFixed(2));
   if (s.collection) params.set("collection", s.collection);
   if (s.media) params.set("media", s.media);
@@ -148,6 +154,7 @@ function searchParams(offset, { min = state.min, top = PAGE } = {}) {
   const params = new URLSearchParams();
   if (state.q) params.set("q", state.q);
   else if (state.like) params.set("like", state.like);
+  if (state.said) params.set("said", state.said);
   params.set("top", String(top));
   params.set("offset", String(offset));
   if (min !== null) params.set("min_score", min.toFixed(2));
@@ -329,8 +336,11 @@ function card(hit) {
       // A moment: the frames of one shot that match, shown as one result at its best frame.
       const span = node.querySelector(".card-span");
       span.hidden = false;
-      span.textContent = t("card.frames", { span: hit.span, count: hit.frames });
+      span.textContent =
+        hit.said_lines?.length && hit.frames <= 1 ? hit.span : t("card.frames", { span: hit.span, count: hit.frames });
     }
+    const said = saidBlock(hit);
+    if (said) node.querySelector(".card-said").replaceWith(said);
   } else if (hit.duplicates?.length) {
     const copies = node.querySelector(".card-span");
     copies.hidden = false;
@@ -343,7 +353,8 @@ function card(hit) {
   const score = node.querySelector(".card-score");
   score.replaceChildren(el("span", { class: "visually-hidden", text: t("card.scoreLabel") }), formatScore(hit.score));
   score.title = t("card.scoreTitle");
-  node.hidden = hasMin(state) && hit.score < state.min;
+  // A said search's scores are fused ranks, not similarities: the minimum score does not apply to them.
+  node.hidden = !state.said && hasMin(state) && hit.score < state.min;
   open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
   node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
   node
@@ -471,11 +482,12 @@ function renderChip() {
     clear.setAttribute("aria-label", t("chip.clearLike"));
   }
   ui.chip.hidden = !(state.image || state.like);
-  document.title = state.q
-    ? t("title.query", { query: state.q })
-    : state.image || state.like
-      ? t("title.similar")
-      : "clipsearch";
+  document.title =
+    state.q || state.said
+      ? t("title.query", { query: [state.q, state.said].filter(Boolean).join(" · ") })
+      : state.image || state.like
+        ? t("title.similar")
+        : "clipsearch";
 }
 
 function updateMore() {
@@ -554,6 +566,22 @@ ui.q.addEventListener("input", () => {
   }, TYPING_DELAY_MS);
 });
 
+ui.saidForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  clearTimeout(typingTimer);
+  const said = ui.said.value.trim();
+  if (said !== state.said) commit({ ...state, said, like: "", image: "" });
+});
+
+ui.said.addEventListener("input", () => {
+  clearTimeout(typingTimer);
+  typingTimer = setTimeout(() => {
+    const said = ui.said.value.trim();
+    if (said === state.said) return;
+    commit({ ...state, said, like: said ? "" : state.like, image: said ? "" : state.image }, { typing: true });
+  }, TYPING_DELAY_MS);
+});
+
 ui.imageInput.addEventListener("change", () => {
   const file = ui.imageInput.files?.[0];
   searchImage(file);
@@ -564,7 +592,9 @@ ui.min.addEventListener("input", () => {
   const min = minimumOf(ui.min.value);
   showMinimum(min);
   // Hide weaker matches at once; the search below brings in what the server finds above the new cut-off.
-  for (const node of ui.results.children) node.hidden = min !== null && Number(node.dataset.score) < min;
+  for (const node of ui.results.children) {
+    node.hidden = !state.said && min !== null && Number(node.dataset.score) < min;
+  }
   clearTimeout(sliderTimer);
   sliderTimer = setTimeout(() => commit({ ...state, min }, { replace: true }), SLIDER_DELAY_MS);
 });
@@ -590,6 +620,7 @@ window.addEventListener("popstate", () => {
   clearTimeout(typingTimer);
   state = stateFromLocation();
   ui.q.value = state.q;
+  ui.said.value = state.said;
   run();
 });
 
@@ -623,6 +654,7 @@ installImageDrop({ overlay: ui.drop, viewer, search: searchImage, blocked: () =>
 
 state = stateFromLocation();
 ui.q.value = state.q;
+ui.said.value = state.said;
 services.refresh();
 run();
 if (!active(state) && window.matchMedia("(pointer: fine)").matches) ui.q.focus();

@@ -1,6 +1,7 @@
 // The viewer dialog: the full image, or the video playing from the frame's moment, and "What is this?".
 import { altText, api, el, errorLine, formatScore, mediaProblem } from "./api.js";
 import { formatNumber, onLanguageChange, t } from "./i18n.js";
+import { attachSubtitles, saidBlock, startOf } from "./said.js";
 
 const LABELS_KEY = "clipsearch.labels";
 // Labels may be separated by ASCII or full-width commas, the ideographic comma, or new lines.
@@ -12,6 +13,7 @@ export function createViewer({ onLike }) {
   const note = dialog.querySelector(".viewer-note");
   const title = dialog.querySelector("#viewer-title");
   const meta = dialog.querySelector(".viewer-meta");
+  let said = dialog.querySelector(".viewer-said");
   const original = dialog.querySelector(".viewer-original");
   const labels = dialog.querySelector("#labels");
   const classifyForm = dialog.querySelector(".classify-form");
@@ -116,7 +118,7 @@ export function createViewer({ onLike }) {
   // Every video is tried (browsers play more than its container suggests, H.264 in Matroska included); only a
   // media error shows the frame instead.
   function showVideo(hit, autoplay) {
-    const start = hit.timestamp_seconds || 0;
+    const start = startOf(hit);
     const video = el("video", {
       class: "viewer-video",
       controls: true,
@@ -154,13 +156,18 @@ export function createViewer({ onLike }) {
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
     video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
     stage.replaceChildren(video);
+    attachSubtitles(video, hit);
   }
 
   function renderMeta(hit) {
     const rows = [];
     if (typeof hit.score === "number" && hit.score > 0) rows.push(["viewer.score", formatScore(hit.score)]);
     if (hit.media === "video") rows.push(["viewer.moment", hit.time || "00:00:00"]);
-    if (hit.span) rows.push(["viewer.span", t("card.frames", { span: hit.span, count: hit.frames })]);
+    if (hit.span) {
+      // A said moment groups lines, not frames: its span alone.
+      const alone = hit.said_lines?.length && hit.frames <= 1;
+      rows.push(["viewer.span", alone ? hit.span : t("card.frames", { span: hit.span, count: hit.frames })]);
+    }
     rows.push(["viewer.collection", hit.collection || t("viewer.defaultCollection")]);
     rows.push(["viewer.file", hit.source || hit.name]);
     meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: t(key) }), el("dd", { text: value })]));
@@ -173,6 +180,9 @@ export function createViewer({ onLike }) {
     title.textContent = hit.name;
     title.title = hit.source || hit.name;
     renderMeta(hit);
+    const block = saidBlock(hit, "viewer-said") || el("p", { class: "viewer-said", hidden: true });
+    said.replaceWith(block);
+    said = block;
     showNote(() => "");
     original.href = hit.media_url;
     original.textContent = t(hit.media === "video" ? "viewer.openVideo" : "viewer.openOriginal");

@@ -36,6 +36,8 @@ HIT_FIELDS = {
     "playable",
     "mime",
     "duplicates",
+    "said_lines",
+    "said_words",
 }
 
 
@@ -54,7 +56,7 @@ def test_text_search_returns_hits_best_first_with_everything_the_page_needs(web_
     reply = get(web_stack.base_url, "/api/search", q="a red square", top=50, min_score=-1, frames=1)
     assert reply.status == 200, reply.body
     doc = reply.json()
-    assert doc["query"] == {"text": "a red square", "like": None, "image": False}
+    assert doc["query"] == {"text": "a red square", "like": None, "image": False, "said": None}
     assert (doc["offset"], doc["top"], doc["has_more"]) == (0, 50, False)
     hits = doc["hits"]
     # With no lower bound, every item of the library, each once, by score (the tiny random model ranks
@@ -141,7 +143,7 @@ def test_search_by_uploaded_image_finds_that_image_first(web_stack: WebStack) ->
     reply = upload(web_stack.base_url, data, name="花.png", top=3)
     assert reply.status == 200, reply.body
     doc = reply.json()
-    assert doc["query"] == {"text": None, "like": None, "image": True}
+    assert doc["query"] == {"text": None, "like": None, "image": True, "said": None}
     assert doc["hits"][0]["id"] == web_stack.id_of("黄色的花.png")
     assert doc["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert doc["has_more"]
@@ -194,7 +196,7 @@ def _chunked_post(base_url: str, path: str, body: bytes, content_type: str) -> R
 def test_more_like_this_excludes_the_item_itself(web_stack: WebStack) -> None:
     red = web_stack.id_of("red.png")
     doc = get(web_stack.base_url, "/api/search", like=red, top=50, min_score=-1, frames=1).json()
-    assert doc["query"] == {"text": None, "like": red, "image": False}
+    assert doc["query"] == {"text": None, "like": red, "image": False, "said": None}
     ids = [h["id"] for h in doc["hits"]]
     assert red not in ids
     assert len(ids) == sum(len(items) for items in web_stack.items.values()) - 1
