@@ -52,3 +52,14 @@ class NoReindexInProgress(ModelMismatch):
     """A call about a reindex found none in progress (it finished, or was aborted)."""
 
     reason = rpc_status.NO_REINDEX_IN_PROGRESS
+
+
+class Loading(Unavailable):
+    """Redis is loading the library after a restart; says how far it is ("Loading the library: 43%, ...")."""
+
+    reason = rpc_status.INDEX_LOADING
+
+    def __init__(self, message: str, percent: float, eta_seconds: float | None) -> None:
+        super().__init__(message)
+        self.percent = percent
+        self.eta_seconds = eta_seconds
