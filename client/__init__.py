@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from .errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
     from .ingest.engine import ImageBytes, IngestOptions
     from .ingest.reports import Failure, IndexReport, ProgressEvent
-    from .results import DeleteResult, Hit, Item, LabelScore, Stats
+    from .results import DeleteResult, Hit, Hits, Item, LabelScore, Stats
 
 # Each public name and the module defining it. They load on first use, so that importing a part of the
 # package (the `clipsearch` command's entry) does not load gRPC before the entry has set GRPC_VERBOSITY.
@@ -32,6 +32,7 @@ _MODULES = {
     "ProgressEvent": "ingest.reports",
     "DeleteResult": "results",
     "Hit": "results",
+    "Hits": "results",
     "Item": "results",
     "LabelScore": "results",
     "Stats": "results",
@@ -44,6 +45,7 @@ __all__ = [
     "DeleteResult",
     "Failure",
     "Hit",
+    "Hits",
     "ImageBytes",
     "IndexReport",
     "IngestOptions",

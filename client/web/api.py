@@ -125,6 +125,8 @@ def search_doc(hits: list[Hit], page: SearchOptions, media: Media, query: QueryD
         top=page.top,
         hits=[hit_doc(h, media, h.score) for h in shown],
         has_more=len(hits) > page.top,
+        partial=getattr(hits, "partial", False),
+        percent_indexed=getattr(hits, "percent_indexed", 100.0),
     )
 
 
@@ -236,4 +238,10 @@ def stats_doc(probe: Client, model: ModelInfo | ClientError, stats: Stats | Clie
     else:
         search = ServiceDoc(up=True, address=probe.search_address, message="")
         items, collections = stats.items, dict(stats.collections)
-    return StatsDoc(items=items, collections=collections, services=ServicesDoc(embedder=embedder, search=search))
+    loading = stats.loading_message if isinstance(stats, Stats) and (stats.loading or stats.indexing) else ""
+    return StatsDoc(
+        items=items,
+        collections=collections,
+        services=ServicesDoc(embedder=embedder, search=search),
+        loading=loading,
+    )

@@ -105,6 +105,10 @@ class SearchDoc(BaseModel):
     top: int
     hits: list[HitDoc]
     has_more: bool = Field(description="whether another page may follow")
+    partial: bool = Field(
+        default=False, description="the library is still loading after a restart: better matches may be missing"
+    )
+    percent_indexed: float = Field(default=100.0, description="how much of the library the search saw, 0 to 100")
 
 
 class ClassifyRequestDoc(BaseModel):
@@ -143,3 +147,7 @@ class StatsDoc(BaseModel):
     items: int
     collections: dict[str, int]
     services: ServicesDoc
+    loading: str = Field(
+        default="",
+        description='while the library comes back after a restart: "Loading the library: 43%, about 2 min left"',
+    )

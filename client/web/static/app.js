@@ -55,6 +55,7 @@ let imageCounter = 0;
 let state = emptyState();
 let hits = [];
 let hasMore = false;
+let partial = null; // while the library is still loading after a restart: the percentage indexed
 let loading = false;
 let seq = 0;
 let controller = null;
@@ -201,6 +202,7 @@ async function fetchPage(offset) {
       ui.results.append(...fresh.map(card));
     }
     hasMore = Boolean(body.has_more) && body.hits.length > 0;
+    partial = body.partial ? body.percent_indexed : null;
     viewer.update(hits);
     if (hits.length === 0) await renderEmpty(mine);
     else renderStatus(ms);
@@ -288,6 +290,7 @@ function renderStatus(ms) {
     const took = ms < 1000 ? t("time.ms", { value: Math.round(ms) }) : t("time.s", { value: (ms / 1000).toFixed(1) });
     text = t("status.took", { status: text, time: took });
   }
+  if (partial !== null) text = t("status.partial", { status: text, percent: Math.min(99, Math.floor(partial)) });
   setStatus(text);
 }
 
