@@ -114,6 +114,7 @@ class LocalRedis:
         search_args: Sequence[str] = (),
         on_loading: Callable[[RedisLoading], None] | None = None,
         cancel: threading.Event | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         if appendfsync not in APPENDFSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}, not {appendfsync!r}")
@@ -124,6 +125,7 @@ class LocalRedis:
         self.stall_timeout = stall_timeout
         self.search_args = tuple(search_args)
         self.on_loading = on_loading
+        self.extra_config = tuple(extra_config)  # more redis.conf lines, e.g. "key-load-delay 100" in tests
         self.cancel = cancel or threading.Event()  # set: a start in progress gives up (LocalRedisError)
         self._fixed_port = port != 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -174,14 +176,14 @@ class LocalRedis:
             try:
                 self._wait_until_ready()
                 return self
-            except LocalRedisError:
+            except LocalRedisError as e:
                 log_tail = self._log_since(offset)
                 self.kill()
                 if "Address already in use" in log_tail and not self._fixed_port:
                     self.port = 0  # another process took the port between the probe and the bind
                     continue
                 raise LocalRedisError(
-                    f"redis-server on port {self.port} failed to start (log {self.log_file}):\n{log_tail}"
+                    f"redis-server on port {self.port} failed to start: {e} (log {self.log_file}):\n{log_tail}"
                 ) from None
         raise LocalRedisError(f"redis-server found no free port after {_PORT_ATTEMPTS} attempts")
 
@@ -240,6 +242,7 @@ class LocalRedis:
         ]
         if self.password:
             lines.append(f"requirepass {_conf_value(self.password)}")
+        lines += self.extra_config
         conf = self.data_dir / "redis.conf"
         # The file may hold the password: readable by its owner only.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
