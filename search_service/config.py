@@ -44,6 +44,8 @@ class SearchConfig:
     | SEARCH_REDIS_STALL_SECONDS     | 60                 | Its start is given up when it loads nothing more for this |
     |                                |                    | long (a large library may load for minutes: waited for as |
     |                                |                    | long as it progresses).                                   |
+    | SEARCH_REDIS_CONFIG            | (unset)            | More redis.conf directives for that own redis-server,     |
+    |                                |                    | separated by ';' (e.g. "maxmemory 8gb").                  |
     | SEARCH_INDEX                   | clipsearch         | RediSearch index name.                                    |
     | SEARCH_KEY_PREFIX              | <index>:item:      | Prefix of the items' HASH keys.                           |
     | SEARCH_DIM                     | 512                | Vector dimension of a new index (the embedder's           |
@@ -92,6 +94,7 @@ class SearchConfig:
     data_dir: Path = Path("data/redis")
     appendfsync: str = "everysec"
     redis_stall_seconds: float = DEFAULT_STALL_TIMEOUT_SECONDS
+    redis_config: tuple[str, ...] = ()
     index_name: str = "clipsearch"
     key_prefix: str = "clipsearch:item:"
     dimension: int = 512
@@ -133,6 +136,9 @@ class SearchConfig:
             redis_url=redis_url,
             data_dir=Path(env_str(env, "SEARCH_DATA_DIR", "data/redis")),
             appendfsync=env_choice(env, "SEARCH_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
+            redis_config=tuple(
+                line.strip() for line in env_str(env, "SEARCH_REDIS_CONFIG", "").split(";") if line.strip()
+            ),
             redis_stall_seconds=env_float(
                 env, "SEARCH_REDIS_STALL_SECONDS", DEFAULT_STALL_TIMEOUT_SECONDS, minimum=1.0
             ),

@@ -316,6 +316,7 @@ class LocalRedis:
 
 
 LOADING_PRINT_SECONDS = 5.0
+EXTRA_CONFIG_VARIABLE = "SEARCH_REDIS_CONFIG"
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -362,6 +363,14 @@ def main(argv: list[str] | None = None) -> None:
         help="while the library loads, give up when nothing more is loaded for this many seconds "
         f"(default: $SEARCH_REDIS_STALL_SECONDS, else {DEFAULT_STALL_TIMEOUT_SECONDS:.0f})",
     )
+    parser.add_argument(
+        "--config-line",
+        action="append",
+        default=[line.strip() for line in os.environ.get(EXTRA_CONFIG_VARIABLE, "").split(";") if line.strip()],
+        metavar="LINE",
+        help=f"one more redis.conf directive, e.g. 'maxmemory 8gb' (repeatable; default: ${EXTRA_CONFIG_VARIABLE}, "
+        "directives separated by ';')",
+    )
     args = parser.parse_args(argv)
     if args.stall_timeout <= 0:
         parser.error("--stall-timeout must be positive")
@@ -374,6 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         stall_timeout=args.stall_timeout,
         on_loading=_print_every(LOADING_PRINT_SECONDS),
         cancel=stop,
+        extra_config=args.config_line,
     )
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

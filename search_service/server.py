@@ -241,6 +241,7 @@ def main() -> None:
             appendfsync=config.appendfsync,
             stall_timeout=config.redis_stall_seconds,
             on_loading=LoadingReport(log.info),
+            extra_config=config.redis_config,
         )
         try:
             local.start()
