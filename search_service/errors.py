@@ -63,3 +63,11 @@ class Loading(Unavailable):
         super().__init__(message)
         self.percent = percent
         self.eta_seconds = eta_seconds
+
+    @property
+    def error_metadata(self) -> dict[str, str]:
+        """What INDEX_LOADING's ErrorInfo carries besides the message: how far, and how long to go."""
+        metadata = {"percent": f"{self.percent:.1f}"}
+        if self.eta_seconds is not None:
+            metadata["eta_seconds"] = f"{self.eta_seconds:.0f}"
+        return metadata

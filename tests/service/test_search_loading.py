@@ -12,7 +12,10 @@ import grpc
 import numpy as np
 import pytest
 import redis
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status as grpc_rpc_status
 
+from clipsearch import rpc_status
 from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
@@ -102,13 +105,23 @@ def test_the_service_on_a_loading_redis_says_how_far_then_serves(
                 with pytest.raises(grpc.RpcError) as error:
                     stub.Query(pb.QueryRequest(vector=vectors[0], k=1))
                 assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert error.value.details().startswith("Loading the library: ")
+                assert (error.value.details() or "").startswith("Loading the library: ")
+                assert rpc_status.reason_of(error.value) == rpc_status.INDEX_LOADING
+                assert 0 <= float(_error_info(error.value).metadata["percent"]) < 100
             finally:
                 starting.join()
             wait_for_health(running.address, SERVING)
             response = stub.Query(pb.QueryRequest(vector=vectors[4], k=1))
             assert response.matches[0].item.id == "i4"
             assert not stub.Stats(pb.StatsRequest()).loading
+
+
+def _error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    status = grpc_rpc_status.from_call(error)  # type: ignore[arg-type]  # a failed call is a grpc.Call
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
 
 
 def _loading_stats(stub: search_pb2_grpc.SearchStub) -> pb.StatsResponse | None:
