@@ -238,7 +238,11 @@ def stats_doc(probe: Client, model: ModelInfo | ClientError, stats: Stats | Clie
     else:
         search = ServiceDoc(up=True, address=probe.search_address, message="")
         items, collections = stats.items, dict(stats.collections)
-    loading = stats.loading_message if isinstance(stats, Stats) and (stats.loading or stats.indexing) else ""
+    loading = ""
+    if isinstance(stats, Stats) and stats.loading:
+        loading = f"{stats.loading_message}. Searches start once it is loaded."
+    elif isinstance(stats, Stats) and stats.indexing and stats.loading_message:
+        loading = f"{stats.loading_message}. Searches show what is loaded so far."
     return StatsDoc(
         items=items,
         collections=collections,

@@ -149,5 +149,6 @@ class StatsDoc(BaseModel):
     services: ServicesDoc
     loading: str = Field(
         default="",
-        description='while the library comes back after a restart: "Loading the library: 43%, about 2 min left"',
+        description='while the library comes back after a restart, what to show: "Loading the library: 43%, '
+        'about 2 min left. Searches start once it is loaded."',
     )

@@ -416,7 +416,7 @@ async function renderEmpty(mine) {
       showMessage(t("empty.filtersTitle"), t("empty.filtersText"), {
         action: { label: t("empty.clearFilters"), run: () => commit({ ...state, collection: "", media: "" }) },
       });
-  } else if (services.last && services.last.items === 0) {
+  } else if (services.last && services.last.items === 0 && !services.last.loading) {
     redrawMessage = () => showMessage(t("empty.libraryTitle"), t("empty.libraryText"));
   } else {
     redrawMessage = () => showMessage(t("empty.noMatchesTitle"), t("empty.noMatchesText"));
@@ -492,7 +492,9 @@ function onStats(stats) {
     ui.collection.value = state.collection;
   }
   const searchUp = stats.services?.search?.up !== false;
-  if (searchUp && stats.items === 0) {
+  if (searchUp && stats.loading && stats.items === 0) {
+    ui.welcomeStats.textContent = ""; // the banner says how far the library is
+  } else if (searchUp && stats.items === 0) {
     ui.welcomeStats.replaceChildren(...rich(t("welcome.empty")));
   } else if (searchUp) {
     const counted = t("count.collections", { count: names.length });
