@@ -58,6 +58,8 @@ def measure_restart(
     a frame twice over (Redis and its copy while rewriting the AOF)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="clipsearch-restart-", dir=workdir) as tmp:
         local = LocalRedis(Path(tmp) / "redis", stall_timeout=stall_seconds)
         local.start()
