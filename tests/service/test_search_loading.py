@@ -15,6 +15,8 @@ import redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status as grpc_rpc_status
 
+from client import Client
+from client.errors import LibraryLoading
 from clipsearch import rpc_status
 from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
@@ -92,7 +94,7 @@ def test_the_service_on_a_loading_redis_says_how_far_then_serves(
         with grpc.insecure_channel(running.address) as channel:
             stub = search_pb2_grpc.SearchStub(channel)
             stub.Upsert(pb.UpsertRequest(items=[make_item(f"i{n}", v) for n, v in enumerate(vectors)]))
-            fill(local, 3000)
+            fill(local, 6000)
             local.stop()
             local.extra_config = SLOW_LOAD
             starting = threading.Thread(target=local.start)
@@ -108,6 +110,13 @@ def test_the_service_on_a_loading_redis_says_how_far_then_serves(
                 assert (error.value.details() or "").startswith("Loading the library: ")
                 assert rpc_status.reason_of(error.value) == rpc_status.INDEX_LOADING
                 assert 0 <= float(_error_info(error.value).metadata["percent"]) < 100
+                # The Python client says how far at once instead of retrying until its deadline.
+                with Client("127.0.0.1:1", running.address, timeout=60) as client:
+                    assert client.stats().loading_message.startswith("Loading the library: ")
+                    asked = time.monotonic()
+                    with pytest.raises(LibraryLoading, match=r"^Loading the library: \d+%.*try again once it is"):
+                        client.search_vector(vectors[0])
+                    assert time.monotonic() - asked < 30
             finally:
                 starting.join()
             wait_for_health(running.address, SERVING)
