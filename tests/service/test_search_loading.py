@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status as grpc_rpc_status
 
 from client import Client
+from client.cli import main
 from client.errors import LibraryLoading
 from clipsearch import rpc_status
 from clipsearch.testing.probes import wait_for
@@ -86,7 +87,7 @@ def test_a_load_that_stalls_is_given_up(redis_data_dir: Path) -> None:
 
 
 def test_the_service_on_a_loading_redis_says_how_far_then_serves(
-    search_server_factory: SearchServerFactory, redis_data_dir: Path
+    search_server_factory: SearchServerFactory, redis_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with LocalRedis(redis_data_dir) as local:
         running = search_server_factory(redis_url=local.url)
@@ -111,6 +112,8 @@ def test_the_service_on_a_loading_redis_says_how_far_then_serves(
                 assert rpc_status.reason_of(error.value) == rpc_status.INDEX_LOADING
                 assert 0 <= float(_error_info(error.value).metadata["percent"]) < 100
                 # The Python client says how far at once instead of retrying until its deadline.
+                assert main(["stats", "--search", running.address]) == 0
+                assert capsys.readouterr().out.startswith("Loading the library: ")
                 with Client("127.0.0.1:1", running.address, timeout=60) as client:
                     assert client.stats().loading_message.startswith("Loading the library: ")
                     asked = time.monotonic()
@@ -160,6 +163,9 @@ def test_searches_are_partial_while_the_index_fills(search_server_factory: Searc
         stub = search_pb2_grpc.SearchStub(channel)
         first = stub.Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))
         assert first.partial and 0 <= first.percent_indexed < 100
+        with Client("127.0.0.1:1", running.address) as client:
+            hits = client.search_vector(vectors[1], top=3)
+        assert hits.partial and hits.note.startswith("Partial results: the library is still loading (")
         stats = stub.Stats(pb.StatsRequest())
         if stats.indexing:  # it may have finished meanwhile on a fast machine
             assert stats.loading_message.startswith("Loading the library: ")
