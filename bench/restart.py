@@ -246,8 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dimension", type=int, default=512)
     parser.add_argument("--mode", choices=MODES, default="index-at-load")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--give-up", type=float, default=3600.0, metavar="SECONDS", help="stop querying after this long (3600)"
+    )
     args = parser.parse_args(argv)
-    result = measure_restart(args.frames, dimension=args.dimension, mode=args.mode)
+    result = measure_restart(args.frames, dimension=args.dimension, mode=args.mode, give_up_seconds=args.give_up)
     print(format_result(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
