@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import os
 import signal
 import time
@@ -11,9 +13,15 @@ import grpc
 import numpy as np
 import redis
 
+from client import serve
+from client.cli.serve import add_arguments
+from client.serve.children import redis_spec
+from client.serve.process import SERVICE_GRACE_SECONDS, Child, OutputRelay
+from client.serve.supervisor import TICK_SECONDS
 from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
+from search_service.redis_server import LocalRedis
 from tests.support.e2e import start_serve
 
 # A real Redis setting from its own test suite (a delay per key loaded, in microseconds), and progress
@@ -73,3 +81,34 @@ def test_serve_restarted_on_a_slowly_loading_library_waits_reports_and_searches(
             assert not stub.Stats(pb.StatsRequest(), timeout=30).loading
     finally:
         assert second.stop(signal.SIGTERM) == 0, second.log[-3000:]
+
+
+def test_a_start_timeout_far_below_the_load_does_not_cut_it(tmp_path: Path) -> None:
+    with LocalRedis(tmp_path / "redis") as local, local.client() as client:
+        rng = np.random.default_rng(13)
+        pipe = client.pipeline(transaction=False)
+        for n in range(4000):
+            pipe.hset(f"filler:{n}", "v", rng.bytes(1024))
+        pipe.execute()
+        client.bgrewriteaof()
+        wait_for(lambda: not client.info("persistence")["aof_rewrite_in_progress"] or None, 60, "AOF rewrite")
+        time.sleep(0.5)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)])
+    env = {**os.environ, "SEARCH_REDIS_CONFIG": SLOW_LOAD, "SEARCH_REDIS_STALL_SECONDS": STALL_SECONDS}
+    env.pop("REDIS_URL", None)
+    config = serve.build_config(args, env)
+    output = io.StringIO()
+    start_timeout = 2.0
+    child = Child(redis_spec(config), OutputRelay(output), start_timeout=start_timeout)
+    child.spawn()
+    started = time.monotonic()
+    try:
+        while child.tick() != "serving":
+            assert time.monotonic() - started < 600, output.getvalue()[-2000:]
+            time.sleep(TICK_SECONDS)
+    finally:
+        child.stop(SERVICE_GRACE_SECONDS)
+    assert time.monotonic() - started > 2 * start_timeout, "the library loaded too quickly to test the limit"
+    assert "redis      | Loading the library: " in output.getvalue()
