@@ -94,7 +94,7 @@ def seed_known_files(search: str, dimension: int, folder: Path, files: int, per_
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    model = common.checkpoint(Path(args.cache), "tiny")
+    model = common.checkpoint(common.cache_dir(Path(args.cache)), "tiny")
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as scratch:
         work = Path(scratch)
         stack = start_stack(work / "services", str(model))

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from .ingest.engine import ImageBytes, IngestOptions
     from .ingest.reports import Failure, IndexReport, ProgressEvent
     from .libraries import Library, LibraryFailure, LibraryStatus
-    from .results import DeleteResult, Hit, Item, LabelScore, Stats
+    from .results import DeleteResult, Hit, Hits, Item, LabelScore, Stats
 
 # Each public name and the module defining it. They load on first use, so that importing a part of the
 # package (the `clipsearch` command's entry) does not load gRPC before the entry has set GRPC_VERBOSITY.
@@ -37,6 +37,7 @@ _MODULES = {
     "LibraryStatus": "libraries",
     "DeleteResult": "results",
     "Hit": "results",
+    "Hits": "results",
     "Item": "results",
     "LabelScore": "results",
     "Stats": "results",
@@ -50,6 +51,7 @@ __all__ = [
     "DeleteResult",
     "Failure",
     "Hit",
+    "Hits",
     "ImageBytes",
     "IndexReport",
     "IngestOptions",

@@ -26,7 +26,7 @@ from .ingest.prune import list_all, prune
 from .ingest.reindex import Reindex, ReindexReport
 from .ingest.reports import IndexReport, ProgressCallback, ProgressEvent, Tally
 from .placement import choose_collection
-from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats, SubtitleTrack
+from .results import MEDIA_TYPES, DeleteResult, Hit, Hits, Item, LabelScore, Stats, SubtitleTrack
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
 
@@ -309,7 +309,7 @@ class Client(libs.LibraryCalls):
         gap_seconds: float = 0.0,
         model: search_pb2.EmbeddingModel | None = None,
         **overrides: Unpack[SearchArguments],
-    ) -> list[Hit]:
+    ) -> Hits:
         """Nearest items to a vector, best first: `options` (SearchOptions), with any of its fields given by name.
 
         With moments, matching frames of one video that follow each other come back as one hit (its best
@@ -341,7 +341,7 @@ class Client(libs.LibraryCalls):
             _add_said(request, options)
         return self._query(request, options.offset)
 
-    def _query(self, request: search_pb2.QueryRequest, offset: int) -> list[Hit]:
+    def _query(self, request: search_pb2.QueryRequest, offset: int) -> Hits:
         try:
             response = self._transport.query(request)
         except ServiceError as exc:
@@ -349,11 +349,15 @@ class Client(libs.LibraryCalls):
                 raise InvalidInput(f"invalid search: {exc.details}") from None
             raise
         words = tuple(response.said_words)
-        return [Hit.from_match(m, offset + n + 1, words) for n, m in enumerate(response.matches)]
+        return Hits(
+            [Hit.from_match(m, offset + n + 1, words) for n, m in enumerate(response.matches)],
+            partial=response.partial,
+            percent_indexed=float(response.percent_indexed) if response.partial else 100.0,
+        )
 
     def search_text(
         self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """Items (or, with moments, moments) best matching a text description."""
         if not text.strip():
             raise InvalidInput("the search text is empty")
@@ -362,7 +366,7 @@ class Client(libs.LibraryCalls):
 
     def search_said(
         self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """Moments where `text` is said in the videos' subtitles (words, "a phrase", prefix*, Chinese): each hit's
         said_lines are the lines that matched, start_seconds to end_seconds their span, best first. To fuse it
         with what is seen, give it as options.said to search_text, search_image or search_vector instead."""
@@ -377,7 +381,7 @@ class Client(libs.LibraryCalls):
 
     def search_image(
         self, image: ImageInput, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """Items (or moments) most similar to an image (a file path or encoded bytes)."""
         options = SearchOptions.of(options, **overrides)
         vector = self.embed_image(image)
@@ -385,7 +389,7 @@ class Client(libs.LibraryCalls):
 
     def search_like(
         self, item_id: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """ "More like this": items (or moments) nearest to an indexed item, the item itself (or the moment
         it leads) excluded."""
         options = SearchOptions.of(options, **overrides)
@@ -400,7 +404,11 @@ class Client(libs.LibraryCalls):
             hits = self.search_vector(vector, replace(options, top=top + 1))
             others = [h for h in hits if h.id != item_id]
             others = others[:top] if len(others) < len(hits) else others[1 : top + 1]
-        return [replace(h, rank=offset + n + 1) for n, h in enumerate(others)]
+        return Hits(
+            [replace(h, rank=offset + n + 1) for n, h in enumerate(others)],
+            partial=hits.partial,
+            percent_indexed=hits.percent_indexed,
+        )
 
     def _stored_vector(self, item_id: str) -> list[float]:
         try:

@@ -63,3 +63,12 @@ class Conflict(ClientError):
 
 class InvalidInput(ClientError):
     """An argument the client rejects before calling a service (bad file, bad label list…)."""
+
+
+class LibraryLoading(ServiceUnavailable):
+    """The search service answers, but its Redis is still loading the library after a restart."""
+
+    def __init__(self, address: str, detail: str) -> None:
+        self.service = "search"
+        self.address = address
+        ClientError.__init__(self, f"{detail} (the search service at {address}); try again once it is loaded")

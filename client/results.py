@@ -173,6 +173,23 @@ class Hit(Item):
         return data
 
 
+class Hits(list[Hit]):
+    """Search results, best first; partial while the service is still indexing the library after a restart
+    (the hits come from the percent_indexed of it indexed so far, and better ones may be missing)."""
+
+    def __init__(self, hits: list[Hit], *, partial: bool = False, percent_indexed: float = 100.0) -> None:
+        super().__init__(hits)
+        self.partial = partial
+        self.percent_indexed = percent_indexed
+
+    @property
+    def note(self) -> str:
+        """ "Partial results: the library is still loading (43%)" while partial, else ""."""
+        if not self.partial:
+            return ""
+        return f"Partial results: the library is still loading ({min(99, int(self.percent_indexed))}%)"
+
+
 @dataclass(frozen=True)
 class LabelScore:
     """One label's zero-shot score."""
@@ -216,6 +233,11 @@ class Stats:
     dimension: int = 0
     distance_metric: str = ""
     redis_version: str = ""
+    # While the library comes back after a restart: Redis loading it (nothing else is known yet), then the
+    # index filling (indexing); loading_message says how far ("Loading the library: 43%, about 2 min left").
+    loading: bool = False
+    loading_percent: float = 0.0
+    loading_message: str = ""
 
     @classmethod
     def from_proto(cls, stats: search_pb2.StatsResponse) -> Stats:
@@ -232,6 +254,9 @@ class Stats:
             dimension=settings.dimension,
             distance_metric=settings.distance_metric,
             redis_version=stats.redis_version,
+            loading=stats.loading,
+            loading_percent=float(stats.loading_percent),
+            loading_message=stats.loading_message,
         )
 
     def to_json(self) -> dict[str, object]:

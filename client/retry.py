@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from clipsearch import rpc_status
+
 Result = TypeVar("Result")
 
 
@@ -67,5 +69,7 @@ class RetryPolicy:
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay >= give_up:
                     raise
+                if rpc_status.reason_of(exc) == rpc_status.INDEX_LOADING:
+                    raise  # a library loading takes minutes: say how far now rather than wait out the deadline
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_delay)

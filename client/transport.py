@@ -17,7 +17,7 @@ from clipsearch import rpc_status
 from clipsearch.envconfig import ConfigError
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from .errors import MODEL_MISMATCHES, ModelMismatch, ServiceError, ServiceUnavailable
+from .errors import MODEL_MISMATCHES, LibraryLoading, ModelMismatch, ServiceError, ServiceUnavailable
 from .retry import RetryPolicy
 from .security import SERVER_NAME_VARIABLE, TOKEN_SETTING, ChannelSecurity
 from .targets import EMBEDDER, SEARCH, check_addresses, embedder_target, endpoints, search_target
@@ -258,6 +258,8 @@ class Transport:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             details = f"no answer within the deadline ({details})"
         if code == grpc.StatusCode.UNAVAILABLE:
+            if service == SEARCH and rpc_status.reason_of(exc) == rpc_status.INDEX_LOADING:
+                return LibraryLoading(self.address(service), details)
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
         reason = rpc_status.reason_of(exc)
         if reason in MODEL_MISMATCHES and service == SEARCH:

@@ -412,6 +412,7 @@ class SearchIndex(IndexBase):
             hnsw=self._hnsw,
             redis_version=str(server.get("redis_version", "")),
             model=self.catalog.live.model,
+            indexing_eta_seconds=self.fill.eta_seconds if self.fill is not None else None,
         )
 
     def _collections(self) -> builtins.list[tuple[str, int]]:

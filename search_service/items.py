@@ -146,3 +146,4 @@ class Stats:
     hnsw: HnswParams
     redis_version: str
     model: EmbeddingModel | None = None
+    indexing_eta_seconds: float | None = None  # while the index fills after a restart, if it can tell

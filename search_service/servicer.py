@@ -15,6 +15,7 @@ from search_service.errors import (
     InvalidArgument,
     LibraryConflict,
     LibraryNotFound,
+    Loading,
     QueryTimeout,
     Unavailable,
 )
@@ -30,6 +31,7 @@ from search_service.items import (
     SaidOptions,
 )
 from search_service.libraries import Libraries, Library, LibraryState, LibraryStatus
+from search_service.loading import describe
 from search_service.reindex import Reindexer
 from search_service.said import SaidSearch
 
@@ -85,7 +87,12 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
             model=_model(request, "model"),
         )
-        return pb.QueryResponse(matches=[_match_to_pb(m) for m in matches])
+        fill = self._index.fill  # as of the last check, at most a health interval old
+        return pb.QueryResponse(
+            matches=[_match_to_pb(m) for m in matches],
+            partial=fill is not None,
+            percent_indexed=100.0 if fill is None else fill.percent,
+        )
 
     def _said_query(self, request: pb.QueryRequest) -> pb.QueryResponse:
         options = request.said_options
@@ -103,8 +110,13 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             model=_model(request, "model"),
             options=SaidOptions(options.window_seconds, tuple(options.languages)),
         )
+        fill = self._index.fill
         return pb.QueryResponse(
-            matches=[_match_to_pb(m) for m in matches], said_query=parsed.expression, said_words=parsed.words
+            matches=[_match_to_pb(m) for m in matches],
+            said_query=parsed.expression,
+            said_words=parsed.words,
+            partial=fill is not None,
+            percent_indexed=100.0 if fill is None else fill.percent,
         )
 
     @_STATUSES.rpc
@@ -182,7 +194,15 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     @_STATUSES.rpc
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
-        stats = self._index.stats()
+        try:
+            stats = self._index.stats()
+        except Loading as loading:  # not an error for Stats: it says how far the library is
+            return pb.StatsResponse(
+                loading=True,
+                loading_percent=loading.percent,
+                loading_eta_seconds=loading.eta_seconds or 0.0,
+                loading_message=str(loading),
+            )
         schema = self._index.schema
         settings = pb.IndexSettings(
             index_name=self._index.configured.name,
@@ -206,6 +226,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             percent_indexed=stats.percent_indexed,
             settings=settings,
             redis_version=stats.redis_version,
+            loading_message=describe(stats.percent_indexed, stats.indexing_eta_seconds) if stats.indexing else "",
+            indexing_eta_seconds=stats.indexing_eta_seconds or 0.0,
         )
 
     @_STATUSES.rpc

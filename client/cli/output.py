@@ -90,7 +90,7 @@ def stats_table(stats: Stats) -> Table:
         "index", f"{stats.index_name} ({stats.algorithm}, {stats.dimension} dimensions, {stats.distance_metric})"
     )
     if stats.indexing:
-        table.add_row("indexing", f"{stats.percent_indexed:.0f}% done")
+        table.add_row("indexing", stats.loading_message or f"{stats.percent_indexed:.0f}% done")
     table.add_row("redis memory", _bytes(stats.redis_memory_bytes))
     table.add_row("vector index memory", _bytes(stats.vector_index_memory_bytes))
     table.add_row("redis version", stats.redis_version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from client.api import SearchFilter, SearchOptions
 from client.errors import ClientError
@@ -114,11 +115,14 @@ def search(args: argparse.Namespace) -> int:
     if args.said:
         query["said"] = args.said
     if args.json:
-        output.print_json({"query": query, "results": [h.to_json() for h in hits]})
+        partial = {"partial": True, "percent_indexed": hits.percent_indexed} if hits.partial else {}
+        output.print_json({"query": query, "results": [h.to_json() for h in hits], **partial})
     elif hits:
         output.console().print(output.hits_table(hits))
     else:
         print("no matches")
+    if hits.note:
+        print(hits.note, file=sys.stderr)
     return 0
 
 

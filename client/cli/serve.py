@@ -105,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_START_TIMEOUT,
         metavar="SECONDS",
         help="how long a service may take to become ready, model download included "
-        f"(default {DEFAULT_START_TIMEOUT:.0f})",
+        f"(default {DEFAULT_START_TIMEOUT:.0f}); a library still loading after a restart is waited for as long "
+        "as it progresses",
     )
     parser.add_argument(
         "--web-port",

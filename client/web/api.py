@@ -127,6 +127,8 @@ def search_doc(hits: list[Hit], page: SearchOptions, media: Media, query: QueryD
         top=page.top,
         hits=[hit_doc(h, media, h.score) for h in shown],
         has_more=len(hits) > page.top,
+        partial=getattr(hits, "partial", False),
+        percent_indexed=getattr(hits, "percent_indexed", 100.0),
     )
 
 
@@ -238,4 +240,14 @@ def stats_doc(probe: Client, model: ModelInfo | ClientError, stats: Stats | Clie
     else:
         search = ServiceDoc(up=True, address=probe.search_address, message="")
         items, collections = stats.items, dict(stats.collections)
-    return StatsDoc(items=items, collections=collections, services=ServicesDoc(embedder=embedder, search=search))
+    loading = ""
+    if isinstance(stats, Stats) and stats.loading:
+        loading = f"{stats.loading_message}. Searches start once it is loaded."
+    elif isinstance(stats, Stats) and stats.indexing and stats.loading_message:
+        loading = f"{stats.loading_message}. Searches show what is loaded so far."
+    return StatsDoc(
+        items=items,
+        collections=collections,
+        services=ServicesDoc(embedder=embedder, search=search),
+        loading=loading,
+    )

@@ -107,6 +107,10 @@ class SearchDoc(BaseModel):
     top: int
     hits: list[HitDoc]
     has_more: bool = Field(description="whether another page may follow")
+    partial: bool = Field(
+        default=False, description="the library is still loading after a restart: better matches may be missing"
+    )
+    percent_indexed: float = Field(default=100.0, description="how much of the library the search saw, 0 to 100")
 
 
 class ClassifyRequestDoc(BaseModel):
@@ -145,3 +149,8 @@ class StatsDoc(BaseModel):
     items: int
     collections: dict[str, int]
     services: ServicesDoc
+    loading: str = Field(
+        default="",
+        description='while the library comes back after a restart, what to show: "Loading the library: 43%, '
+        'about 2 min left. Searches start once it is loaded."',
+    )

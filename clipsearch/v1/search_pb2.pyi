@@ -259,14 +259,18 @@ class Match(_message.Message):
     def __init__(self, item: _Optional[_Union[Item, _Mapping]] = ..., score: _Optional[float] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., duplicates: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_lines: _Optional[_Iterable[_Union[SaidLine, _Mapping]]] = ..., seen_rank: _Optional[int] = ..., said_rank: _Optional[int] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("matches", "said_query", "said_words")
+    __slots__ = ("matches", "partial", "percent_indexed", "said_query", "said_words")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_INDEXED_FIELD_NUMBER: _ClassVar[int]
     SAID_QUERY_FIELD_NUMBER: _ClassVar[int]
     SAID_WORDS_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
+    partial: bool
+    percent_indexed: float
     said_query: str
     said_words: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., said_query: _Optional[str] = ..., said_words: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., partial: _Optional[bool] = ..., percent_indexed: _Optional[float] = ..., said_query: _Optional[str] = ..., said_words: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetRequest(_message.Message):
     __slots__ = ("ids", "with_vectors")
@@ -371,7 +375,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("items", "collections", "redis_memory_bytes", "vector_index_memory_bytes", "indexing", "percent_indexed", "settings", "redis_version")
+    __slots__ = ("items", "collections", "redis_memory_bytes", "vector_index_memory_bytes", "indexing", "percent_indexed", "settings", "redis_version", "loading", "loading_percent", "loading_eta_seconds", "loading_message", "indexing_eta_seconds")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     REDIS_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -380,6 +384,11 @@ class StatsResponse(_message.Message):
     PERCENT_INDEXED_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
     REDIS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOADING_FIELD_NUMBER: _ClassVar[int]
+    LOADING_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    LOADING_ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LOADING_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    INDEXING_ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     items: int
     collections: _containers.RepeatedCompositeFieldContainer[CollectionStats]
     redis_memory_bytes: int
@@ -388,7 +397,12 @@ class StatsResponse(_message.Message):
     percent_indexed: float
     settings: IndexSettings
     redis_version: str
-    def __init__(self, items: _Optional[int] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., redis_memory_bytes: _Optional[int] = ..., vector_index_memory_bytes: _Optional[int] = ..., indexing: _Optional[bool] = ..., percent_indexed: _Optional[float] = ..., settings: _Optional[_Union[IndexSettings, _Mapping]] = ..., redis_version: _Optional[str] = ...) -> None: ...
+    loading: bool
+    loading_percent: float
+    loading_eta_seconds: float
+    loading_message: str
+    indexing_eta_seconds: float
+    def __init__(self, items: _Optional[int] = ..., collections: _Optional[_Iterable[_Union[CollectionStats, _Mapping]]] = ..., redis_memory_bytes: _Optional[int] = ..., vector_index_memory_bytes: _Optional[int] = ..., indexing: _Optional[bool] = ..., percent_indexed: _Optional[float] = ..., settings: _Optional[_Union[IndexSettings, _Mapping]] = ..., redis_version: _Optional[str] = ..., loading: _Optional[bool] = ..., loading_percent: _Optional[float] = ..., loading_eta_seconds: _Optional[float] = ..., loading_message: _Optional[str] = ..., indexing_eta_seconds: _Optional[float] = ...) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
     __slots__ = ()

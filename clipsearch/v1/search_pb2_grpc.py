@@ -50,7 +50,8 @@ class SearchStub:
     REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
     NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
     FinishReindex) found none in progress: it finished or was aborted.
-    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
+    INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
+    Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
     """
 
     def __init__(self, channel):
@@ -176,7 +177,8 @@ class SearchServicer:
     REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
     NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
     FinishReindex) found none in progress: it finished or was aborted.
-    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
+    INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
+    Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
     """
 
     def Upsert(self, request, context):
@@ -463,7 +465,8 @@ class Search:
     REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
     NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
     FinishReindex) found none in progress: it finished or was aborted.
-    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
+    INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
+    Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
     """
 
     @staticmethod

@@ -56,6 +56,7 @@ let missingImage = "";
 let state = emptyState();
 let hits = [];
 let hasMore = false;
+let partial = null; // while the library is still loading after a restart: the percentage indexed
 let loading = false;
 let seq = 0;
 let controller = null;
@@ -227,6 +228,7 @@ async function fetchPage(offset) {
       ui.results.append(...fresh.map(card));
     }
     hasMore = Boolean(body.has_more) && body.hits.length > 0;
+    partial = body.partial ? body.percent_indexed : null;
     viewer.update(hits);
     if (hits.length === 0) await renderEmpty(mine);
     else renderStatus(ms);
@@ -314,6 +316,7 @@ function renderStatus(ms) {
     const took = ms < 1000 ? t("time.ms", { value: Math.round(ms) }) : t("time.s", { value: (ms / 1000).toFixed(1) });
     text = t("status.took", { status: text, time: took });
   }
+  if (partial !== null) text = t("status.partial", { status: text, percent: Math.min(99, Math.floor(partial)) });
   setStatus(text);
 }
 
@@ -442,7 +445,7 @@ async function renderEmpty(mine) {
       showMessage(t("empty.filtersTitle"), t("empty.filtersText"), {
         action: { label: t("empty.clearFilters"), run: () => commit({ ...state, collection: "", media: "" }) },
       });
-  } else if (services.last && services.last.items === 0) {
+  } else if (services.last && services.last.items === 0 && !services.last.loading) {
     redrawMessage = () => showMessage(t("empty.libraryTitle"), t("empty.libraryText"));
   } else {
     redrawMessage = () => showMessage(t("empty.noMatchesTitle"), t("empty.noMatchesText"));
@@ -530,7 +533,9 @@ function onStats(stats) {
     ui.collection.value = state.collection;
   }
   const searchUp = stats.services?.search?.up !== false;
-  if (searchUp && stats.items === 0) {
+  if (searchUp && stats.loading && stats.items === 0) {
+    ui.welcomeStats.textContent = ""; // the banner says how far the library is
+  } else if (searchUp && stats.items === 0) {
     ui.welcomeStats.replaceChildren(...rich(t("welcome.empty")));
   } else if (searchUp) {
     const counted = t("count.collections", { count: names.length });

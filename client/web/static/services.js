@@ -3,6 +3,7 @@ import { api, el, errorMessage, reasonText, richText, sentence } from "./api.js"
 import { onLanguageChange, t } from "./i18n.js";
 
 const POLL_MS = 15000;
+const LOADING_POLL_MS = 3000; // while the library loads after a restart, its progress is shown as it goes
 
 export function createServices({ onStats }) {
   const banner = document.getElementById("banner");
@@ -23,9 +24,13 @@ export function createServices({ onStats }) {
     else if (last) render(last);
   });
 
-  function showBanner(lines) {
+  function showBanner(lines, { info = false } = {}) {
     bannerText.replaceChildren(...lines.map((line) => el("p", {}, ...richText(line))));
     banner.hidden = lines.length === 0;
+    // A library loading is news, not an error: no alert, and no "Check again" (it updates by itself).
+    banner.classList.toggle("banner-info", info);
+    banner.setAttribute("role", info ? "status" : "alert");
+    banner.querySelector(".banner-retry").hidden = info;
   }
 
   function render(stats) {
@@ -49,10 +54,13 @@ export function createServices({ onStats }) {
       );
       if (!service.up) down.push(downLine(key, name, service));
     }
-    showBanner(down);
+    if (down.length === 0 && stats.loading) showBanner([stats.loading], { info: true });
+    else showBanner(down);
     const collections = Object.keys(stats.collections || {});
     if (stats.services?.search?.up === false) {
       library.textContent = t("library.unknownDown");
+    } else if (stats.loading && !stats.items) {
+      library.textContent = t("library.loading");
     } else {
       const counted = t("count.collections", { count: collections.length });
       library.textContent = t("library.counts", { count: stats.items ?? 0, collections: counted });
@@ -99,7 +107,7 @@ export function createServices({ onStats }) {
       })
       .finally(() => {
         inFlight = null;
-        timer = setTimeout(refresh, POLL_MS);
+        timer = setTimeout(refresh, last?.loading ? LOADING_POLL_MS : POLL_MS);
       });
     return inFlight;
   }
