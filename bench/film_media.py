@@ -15,8 +15,7 @@ from bench.media import scene
 FILM_FPS = 24
 FILM_SIZE = (1920, 1080)
 # Frames are drawn at half size and scaled up by swscale, then grain is added at full size: a 1080p
-# film of two minutes is generated in a few minutes on 2 cores, most of it x264's own work.
-_DRAWN = (960, 540)
+# film of two minutes costs about 8 CPU minutes to make, most of it x264's own work.
 _GRAIN_FRAMES = 16
 _GRAIN_SIGMA = 3.0
 
@@ -45,9 +44,9 @@ def shots_for(seconds: int, seed: int = 11) -> list[Shot]:
     return shots
 
 
-def _drawn_frame(picture: np.ndarray, shot: Shot, t: float) -> np.ndarray:
+def _drawn_frame(picture: np.ndarray, shot: Shot, t: float, drawn: tuple[int, int]) -> np.ndarray:
     """The half-size picture of `shot` at `t` seconds into it: a window of its larger scene."""
-    width, height = _DRAWN
+    width, height = drawn
     big_h, big_w = picture.shape[:2]
     if shot.kind == "still":
         return picture[:height, :width]
@@ -60,17 +59,18 @@ def _drawn_frame(picture: np.ndarray, shot: Shot, t: float) -> np.ndarray:
     w, h = round(big_w / zoom), round(big_h / zoom)
     x, y = (big_w - w) // 2, (big_h - h) // 2
     window = Image.fromarray(picture[y : y + h, x : x + w])
-    return np.asarray(window.resize(_DRAWN, Image.Resampling.BILINEAR))
+    return np.asarray(window.resize(drawn, Image.Resampling.BILINEAR))
 
 
-def film(cache: Path, seconds: int = 120) -> Path:
+def film(cache: Path, seconds: int = 120, size: tuple[int, int] = FILM_SIZE) -> Path:
     """The film (made once into the cache) with its shot list beside it as JSON (`<film>.shots.json`)."""
-    path = cache / "media" / f"film-{FILM_SIZE[0]}x{FILM_SIZE[1]}-{seconds}s-{FILM_FPS}fps-x264medium.mp4"
+    path = cache / "media" / f"film-{size[0]}x{size[1]}-{seconds}s-{FILM_FPS}fps-x264medium.mp4"
     if path.is_file():
         return path
     shots = shots_for(seconds)
     rng = np.random.default_rng(23)
-    width, height = FILM_SIZE
+    width, height = size
+    drawn = (width // 2, height // 2)
     grain = [rng.normal(0, _GRAIN_SIGMA, (height, width)).astype(np.int16) for _ in range(_GRAIN_FRAMES)]
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -81,10 +81,10 @@ def film(cache: Path, seconds: int = 120) -> Path:
         stream.options = {"preset": "medium", "crf": "23"}
         index = 0
         for shot in shots:
-            picture = np.asarray(scene(np.random.default_rng(100 + shot.scene), _DRAWN[0] * 3 // 2, _DRAWN[1] * 3 // 2))
+            picture = np.asarray(scene(np.random.default_rng(100 + shot.scene), drawn[0] * 3 // 2, drawn[1] * 3 // 2))
             while index < round(shot.end * FILM_FPS):
-                drawn = _drawn_frame(picture, shot, index / FILM_FPS - shot.start)
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn), format="rgb24")
+                pixels = _drawn_frame(picture, shot, index / FILM_FPS - shot.start, drawn)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
                 planes = frame.reformat(width, height, format="yuv420p").to_ndarray()
                 luma = planes[:height].astype(np.int16) + grain[int(rng.integers(_GRAIN_FRAMES))]
                 planes[:height] = np.clip(luma, 0, 255).astype(np.uint8)

@@ -369,7 +369,7 @@ def frames_at(source: PathLike, timestamps: Iterable[float], short_side: int, ma
 def skips_nonref(frame_rate: Fraction | None, sampling_fps: Fraction) -> bool:
     """Whether sampling at sampling_fps a stream of frame_rate (None: unknown) leaves its non-reference
     frames undecoded."""
-    return bool(frame_rate) and frame_rate >= NONREF_MIN_FRAMES_PER_SAMPLE * sampling_fps
+    return frame_rate is not None and frame_rate >= NONREF_MIN_FRAMES_PER_SAMPLE * sampling_fps
 
 
 def _decoded_frames(
