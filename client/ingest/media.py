@@ -21,6 +21,7 @@ from clipsearch.orientation import UPRIGHT
 from clipsearch.v1 import embedder_pb2
 
 from ..uris import PathLike
+from .gops import trimmed_packets
 
 IMAGE_EXTENSIONS = frozenset(
     {
@@ -315,6 +316,11 @@ class FrameSampler:
         self._next = math.floor(position) + 1
         return True
 
+    def last_before(self, end: Fraction) -> Fraction | None:
+        """The last multiple of 1/fps before `end` that take() has not passed yet (None: none)."""
+        last = math.ceil(end * self.fps) - 1
+        return Fraction(last) / self.fps if last >= self._next else None
+
 
 @dataclass(frozen=True)
 class VideoFrame:
@@ -343,12 +349,11 @@ def iter_video_frames(
     Frames are converted with swscale straight to RGB at a size whose shorter side is short_side (never
     enlarged), and turned upright when the stream carries a rotation. With skip_nonref, and samples at
     least NONREF_MIN_FRAMES_PER_SAMPLE frames apart, non-reference frames are not decoded: the first
-    decoded frame at or after each multiple of 1/fps is taken, and its timestamp is its own.
+    decoded frame at or after each multiple of 1/fps is taken, and its timestamp is its own; in H.264,
+    the end of a group of pictures after the last frame a sample takes is not decoded either.
     """
     sampler = FrameSampler(fps)
-    yield from _decoded_frames(
-        source, short_side, max_pixels, sampler.take, skip_below=sampler.fps if skip_nonref else None
-    )
+    yield from _decoded_frames(source, short_side, max_pixels, sampler.take, sampler=sampler if skip_nonref else None)
 
 
 def frames_at(source: PathLike, timestamps: Iterable[float], short_side: int, max_pixels: int) -> Iterator[VideoFrame]:
@@ -378,11 +383,12 @@ def _decoded_frames(
     max_pixels: int,
     take: Callable[[Fraction], bool],
     done: Callable[[], bool] = lambda: False,
-    skip_below: Fraction | None = None,
+    sampler: FrameSampler | None = None,
 ) -> Iterator[VideoFrame]:
     """The frames of the first video stream whose timestamp (seconds from its start) `take` accepts, converted
-    as iter_video_frames describes, until `done`; PyAV's errors become MediaError. With skip_below (a
-    sampling rate), non-reference frames are skipped where skips_nonref allows."""
+    as iter_video_frames describes, until `done`; PyAV's errors become MediaError. With the sampler behind
+    `take`, non-reference frames are skipped where skips_nonref allows, and in H.264 the ends of groups of
+    pictures that no sample needs are not decoded (client.gops)."""
     target = source if hasattr(source, "read") else os.fsdecode(source)
     try:
         container = av.open(target, mode="r")
@@ -399,11 +405,21 @@ def _decoded_frames(
         start = stream.start_time or 0
         rate = stream.average_rate or stream.guessed_rate
         # Without every frame decoded, a frame's position comes from its timestamp and the frame rate.
-        by_time = skip_below is not None and rate is not None and skips_nonref(rate, skip_below)
-        if by_time:
+        by_time = sampler is not None and rate is not None and skips_nonref(rate, sampler.fps)
+        frames: Iterator[av.VideoFrame] = container.decode(stream)
+        if by_time and sampler is not None:
             stream.codec_context.skip_frame = "NONREF"
+            if stream.codec_context.name == "h264":
+                try:
+                    packets = trimmed_packets(
+                        container, stream, lambda pts: (pts - start) * time_base, sampler.last_before
+                    )
+                except ValueError:
+                    pass  # not length-prefixed H.264: decoded whole
+                else:
+                    frames = (frame for packet in packets for frame in packet.decode())  # type: ignore[misc]
         try:
-            for index, frame in enumerate(container.decode(stream)):
+            for index, frame in enumerate(frames):
                 if frame.pts is None:
                     continue
                 timestamp = (frame.pts - start) * time_base

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from client import Client
-from client.media import iter_video_frames
+from client.ingest.gops import trimmed_packets
+from client.ingest.media import FrameSampler, iter_video_frames
 from tests.support.e2e import second_pattern
 
 FPS, SIZE = 12, (128, 96)
@@ -75,6 +76,28 @@ def test_each_sampled_frame_is_a_decoded_frame_with_its_own_timestamp(film: Path
         assert 0 <= frame.timestamp_seconds - exact[n] <= 2 / FPS + 1e-9
         moved += frame.timestamp_seconds != exact[n]
     assert moved > 0  # some multiples fell on a skipped B-frame
+
+
+@pytest.mark.parametrize("fps", [0.5, 0.25])
+def test_samples_far_apart_leave_group_ends_undecoded_and_take_the_same_frames(film: Path, fps: float) -> None:
+    every = {f.timestamp_seconds: f for f in iter_video_frames(film, FPS, 64, 10**6, skip_nonref=False)}
+    sampled = list(iter_video_frames(film, fps, 64, 10**6))
+    assert [f.timestamp_seconds for f in sampled] == [n / fps for n in range(len(sampled))]
+    assert all(frame.rgb == every[frame.timestamp_seconds].rgb for frame in sampled)
+    with av.open(str(film)) as container:
+        stream = container.streams.video[0]
+        total = sum(1 for packet in container.demux(stream) if packet.size)
+    with av.open(str(film)) as container:
+        stream = container.streams.video[0]
+        base = stream.time_base
+        assert base is not None
+        sampler = FrameSampler(fps)
+        kept = 0
+        for packet in trimmed_packets(container, stream, lambda pts: pts * base, sampler.last_before):
+            kept += packet.size > 0
+            for frame in packet.decode():
+                sampler.take(frame.pts * base)
+    assert kept < total  # the cuts start IDR pictures, and the pictures before them after the last sample go
 
 
 def test_a_shots_middle_frame_finds_the_moment_covering_it(film: Path, client: Client) -> None:
