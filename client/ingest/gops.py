@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import av
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    VideoPacket: TypeAlias = av.Packet[av.VideoStream]
 
 # A group of pictures larger than this is decoded whole rather than held back in memory.
 MAX_GOP_BYTES = 64 << 20
@@ -44,7 +50,7 @@ def trimmed_packets(
     stream: av.VideoStream,
     seconds: Callable[[int], Fraction],
     last_target: Callable[[Fraction], Fraction | None],
-) -> Iterator[av.Packet]:
+) -> Iterator[VideoPacket]:
     """The stream's packets in decoding order, without those at the end of each closed group of pictures
     that come after every frame a sample can still need, when the decoder skips non-reference frames.
 
@@ -64,8 +70,8 @@ def _trimmed(
     avc: AvcPackets,
     seconds: Callable[[int], Fraction],
     last_target: Callable[[Fraction], Fraction | None],
-) -> Iterator[av.Packet]:
-    group: list[av.Packet] = []
+) -> Iterator[VideoPacket]:
+    group: list[VideoPacket] = []
     size = 0
     for packet in container.demux(stream):
         data = bytes(packet) if packet.size else b""
@@ -84,12 +90,12 @@ def _trimmed(
 
 
 def _needed(
-    group: list[av.Packet],
+    group: list[VideoPacket],
     end: Fraction | None,
     avc: AvcPackets,
     seconds: Callable[[int], Fraction],
     last_target: Callable[[Fraction], Fraction | None],
-) -> list[av.Packet]:
+) -> list[VideoPacket]:
     if end is None or any(packet.pts is None for packet in group):
         return group
     target = last_target(end)

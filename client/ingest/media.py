@@ -417,7 +417,7 @@ def _decoded_frames(
                 except ValueError:
                     pass  # not length-prefixed H.264: decoded whole
                 else:
-                    frames = (frame for packet in packets for frame in packet.decode())  # type: ignore[misc]
+                    frames = (frame for packet in packets for frame in packet.decode())
         try:
             for index, frame in enumerate(frames):
                 if frame.pts is None:
