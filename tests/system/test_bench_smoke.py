@@ -134,7 +134,7 @@ def test_query_memory_and_video_figures_are_measured(results: tuple[dict, str]) 
 def test_film_figures_are_measured(results: tuple[dict, str]) -> None:
     data, printed = results
     film = data["film"]
-    assert film["video"]["codec"] == "h264" and film["video"]["seconds"] >= 4
+    assert film["video"]["codec"] == "h264" and film["video"]["seconds"] >= 3.9
     ways = ("decode_full", "decode_nonref", "index_default", "index_every_frame")
     assert all(positive(film["realtime"][way]) and positive(film["cpu_ms_per_film_second"][way]) for way in ways)
     assert film["counts"]["decoded_nonref"] < film["counts"]["decoded_full"]  # B-frames were skipped
