@@ -23,7 +23,7 @@ from bench import common
 from bench.common import CpuMeter, Services, Target, Timed, clipsearch_index, median, ratio
 from bench.film_media import film
 from bench.video import extract_pngs
-from client.media import FrameSampler, shrunk_size
+from client.ingest.media import FrameSampler, shrunk_size
 
 FPS = 1.0
 GOAL = 0.85  # clipsearch index at default settings / the decoder alone with non-reference frames skipped
