@@ -20,7 +20,7 @@ from typing import Any
 import av
 
 from bench import common
-from bench.common import CpuMeter, Services, Target, Timed, clipsearch_index, median, ratio
+from bench.common import CpuMeter, Services, Target, Timed, clipsearch_index, median, process_cpu_seconds, ratio
 from bench.film_media import film
 from bench.video import extract_pngs
 from client.ingest.media import FrameSampler, shrunk_size
@@ -82,12 +82,16 @@ def run(services: Services, video: Path, run_id: str, image_size: int, rounds: i
     speeds: dict[str, list[float]] = {way: [] for way in ways}
     cpu_ms: dict[str, list[float]] = {way: [] for way in ways}
     goal_ratios: list[float | None] = []
+    model_cpu_ms: list[float] = []
     counts: dict[str, Any] = {}
+    embedder_pid = services.stack.embedders[0].pid
     for number in range(rounds):
         timed: dict[str, Timed] = {}
         timed["decode_full"], counts["decoded_full"] = decode_alone(video, image_size, skip_nonref=False)
         timed["decode_nonref"], counts["decoded_nonref"] = decode_alone(video, image_size, skip_nonref=True)
+        model_cpu = process_cpu_seconds(embedder_pid)
         report, timed["index_default"] = clipsearch_index(services, [video], f"film-{run_id}-{number}", fps=FPS)
+        model_cpu_ms.append(round(1000 * (process_cpu_seconds(embedder_pid) - model_cpu) / length, 1))
         counts["index_default"] = {key: report[key] for key in ("frames", "skipped_still_frames")}
         report, timed["index_every_frame"] = clipsearch_index(
             services, [video], f"film-every-{run_id}-{number}", fps=FPS, options=["--every-frame"]
@@ -123,7 +127,14 @@ def run(services: Services, video: Path, run_id: str, image_size: int, rounds: i
             median(speeds["index_every_frame"]), median(speeds["decode_nonref"])
         ),
         "goal": GOAL,
+        # The embedder's own CPU time in the default index run: on cores the decoder keeps busy, index /
+        # decoder can reach at most decoder CPU / (decoder CPU + the model's), whatever the client does.
+        "model_cpu_ms_per_film_second": median(model_cpu_ms),
     }
+    decoder_cpu = figures["cpu_ms_per_film_second"]["decode_nonref"]
+    model = figures["model_cpu_ms_per_film_second"]
+    figures["ceiling_cpu_bound"] = ratio(decoder_cpu, (decoder_cpu or 0) + (model or 0))
+    figures["cpu_index_vs_decode_nonref"] = ratio(decoder_cpu, figures["cpu_ms_per_film_second"]["index_default"])
     speed = figures["realtime"]["index_default"]
     figures["two_hour_film_minutes"] = round(TWO_HOURS / speed / 60, 1) if speed else None
     ceiling = figures["realtime"]["decode_nonref"]
@@ -136,7 +147,8 @@ def target(film_figures: dict[str, Any]) -> Target:
         "film: clipsearch index / decoder alone (non-reference frames skipped), real-time speed",
         film_figures["index_vs_decode_nonref"],
         GOAL,
-        note=f"ceiling 1.0 (the decoder alone: {film_figures['realtime']['decode_nonref']}x real time)",
+        note=f"ceiling {film_figures['ceiling_cpu_bound']} on cores the decoder fills (decoder CPU / decoder + model "
+        f"CPU); CPU-time view {film_figures['cpu_index_vs_decode_nonref']}",
     )
 
 
@@ -164,6 +176,10 @@ def rows(f: dict[str, Any], add: Any) -> None:
         "film: index / decoder alone (non-ref skipped), median of rounds (each round); --every-frame",
         f"{f['index_vs_decode_nonref']} ({', '.join(str(x) for x in f['index_vs_decode_nonref_each_round'])}); "
         f"{f['index_every_frame_vs_decode_nonref']}",
+    )
+    add(
+        "film: the model's CPU ms per film second in index; ceiling (decoder CPU / decoder + model); CPU view",
+        f"{f['model_cpu_ms_per_film_second']}; {f['ceiling_cpu_bound']}; {f['cpu_index_vs_decode_nonref']}",
     )
     add(
         "film: a two-hour film here, clipsearch index / decoder alone",
