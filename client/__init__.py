@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api import Client, SearchFilter, SearchOptions
     from .config import ClientConfig
-    from .errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+    from .errors import ClientError, Conflict, InvalidInput, NotFound, ServiceError, ServiceUnavailable
     from .ingest.engine import ImageBytes, IngestOptions
     from .ingest.reports import Failure, IndexReport, ProgressEvent
+    from .libraries import Library, LibraryFailure, LibraryStatus
     from .results import DeleteResult, Hit, Hits, Item, LabelScore, Stats
 
 # Each public name and the module defining it. They load on first use, so that importing a part of the
@@ -21,6 +22,7 @@ _MODULES = {
     "SearchOptions": "api",
     "ClientConfig": "config",
     "ClientError": "errors",
+    "Conflict": "errors",
     "InvalidInput": "errors",
     "NotFound": "errors",
     "ServiceError": "errors",
@@ -30,6 +32,9 @@ _MODULES = {
     "Failure": "ingest.reports",
     "IndexReport": "ingest.reports",
     "ProgressEvent": "ingest.reports",
+    "Library": "libraries",
+    "LibraryFailure": "libraries",
+    "LibraryStatus": "libraries",
     "DeleteResult": "results",
     "Hit": "results",
     "Hits": "results",
@@ -42,6 +47,7 @@ __all__ = [
     "Client",
     "ClientConfig",
     "ClientError",
+    "Conflict",
     "DeleteResult",
     "Failure",
     "Hit",
@@ -52,6 +58,9 @@ __all__ = [
     "InvalidInput",
     "Item",
     "LabelScore",
+    "Library",
+    "LibraryFailure",
+    "LibraryStatus",
     "NotFound",
     "ProgressEvent",
     "SearchFilter",

@@ -17,13 +17,15 @@ from clipsearch.limits import MAX_COLLECTION_BYTES, MAX_IDS, MAX_K, MAX_PAGE_SIZ
 from clipsearch.v1 import embedder_pb2, search_pb2
 
 from . import ids as idmod
+from . import libraries as libs
 from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
 from .ingest.engine import ImageBytes, Ingest, IngestOptions
 from .ingest.media import ImageLimits, MediaError, prepare_image, read_file
-from .ingest.prune import list_all
+from .ingest.prune import list_all, prune
 from .ingest.reindex import Reindex, ReindexReport
-from .ingest.reports import IndexReport, ProgressCallback
+from .ingest.reports import IndexReport, ProgressCallback, ProgressEvent, Tally
+from .placement import choose_collection
 from .results import MEDIA_TYPES, DeleteResult, Hit, Hits, Item, LabelScore, Stats, SubtitleTrack
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
@@ -239,19 +241,31 @@ class Client:
         self,
         paths: Iterable[PathLike | ImageBytes],
         *,
-        collection: str = "",
+        collection: str | None = None,
         fps: float = 1.0,
         tags: Sequence[str] = (),
         recursive: bool = True,
         prune: bool = False,
         on_event: ProgressCallback | None = None,
         options: IngestOptions | None = None,
+        one_item_per_file: bool = True,
     ) -> IndexReport:
         """Indexes files and folders (images and videos) and image bytes; see IndexReport.
 
-        What is already indexed is skipped; `prune` removes, within the given paths and collection, the
-        sources whose files are gone.
+        What is already indexed is skipped; `prune` removes, within the given paths, the sources whose files
+        are gone or changed, in whatever collection they were indexed. One file is one item: paths inside a
+        library use its collection and files already indexed keep theirs; a `collection` (None or "": not
+        given) that disagrees raises Conflict (see client/placement.py). one_item_per_file=False indexes into
+        `collection` as given, even files indexed in another collection already.
         """
+        collection = collection or ""
+        paths = list(paths)
+        files = [p for p in paths if not isinstance(p, ImageBytes)]
+        if one_item_per_file and files:
+            placement = choose_collection(self._transport, files, collection or None)
+            collection = placement.collection
+            if placement.note and on_event is not None:
+                on_event(ProgressEvent("note", 0, message=placement.note))
         if fps <= 0:
             raise InvalidInput(f"fps must be positive, got {fps:g}")
         if len(collection.encode("utf-8")) > MAX_COLLECTION_BYTES:
@@ -477,6 +491,13 @@ class Client:
                     uris.extend(s for s in item.metadata.sources if is_within(s, scope))
         return list(dict.fromkeys(uris))
 
+    def forget_missing(self, paths: Sequence[PathLike]) -> tuple[int, int]:
+        """Removes the sources of files gone from `paths` (files, or anything under folders) from the items of
+        every collection: (sources removed, items deleted). What still exists is left alone."""
+        report = IndexReport()
+        prune(self._transport, list(paths), recursive=True, hash_by_uri={}, tally=Tally(report, None))
+        return report.pruned_sources, report.pruned_items
+
     def stats(self) -> Stats:
         return Stats.from_proto(self._transport.stats())
 
@@ -501,6 +522,42 @@ class Client:
             return []
         request = search_pb2.CueListRequest(collection=item.collection, content_hash=item.content_hash)
         return [SubtitleTrack.from_proto(t) for t in self._transport.cue_list(request).tracks]
+
+    # Libraries: folders kept indexed into a collection by the indexer (see docs/library.md).
+    def list_libraries(self) -> list[libs.Library]:
+        """Every library with its item count and its indexer's state, sorted by name."""
+        return libs.list_libraries(self._transport)
+
+    def library(self, name: str) -> libs.Library:
+        """The library of that name, or NotFound."""
+        for library in self.list_libraries():
+            if library.name == name:
+                return library
+        raise NotFound(f"no library named {name!r}")
+
+    def add_library(
+        self, path: PathLike, collection: str | None = None, *, name: str | None = None, must_exist: bool = True
+    ) -> libs.Library:
+        """Adds a folder (resolved; with must_exist, an existing folder on this machine) as a library.
+
+        Without `collection`, a folder whose items are all in one collection keeps it, else "default".
+        Raises Conflict for a folder that is, is inside or contains a library's folder, or a name taken.
+        """
+        return libs.add_library(self._transport, os.fsdecode(path), collection, name, must_exist=must_exist)
+
+    def remove_library(self, name: str) -> int:
+        """Removes the library and its items from the index (never a file): the count of items that lost
+        their source under the folder (deleted, or kept for a source elsewhere)."""
+        _, deleted, updated = libs.remove_library(self._transport, name)
+        return deleted + updated
+
+    def request_rescan(self, name: str) -> libs.Library:
+        """Asks the indexer to walk the library's folder again (index what is new or changed, drop what is gone)."""
+        return libs.request_rescan(self._transport, name)
+
+    def report_library_status(self, name: str, status: libs.LibraryStatus) -> bool:
+        """The indexer's report on a library; False when the library no longer exists."""
+        return libs.report_status(self._transport, name, status)
 
 
 def _add_said(request: search_pb2.QueryRequest, options: SearchOptions) -> None:

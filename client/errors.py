@@ -57,6 +57,10 @@ class NotFound(ClientError):
     """An item id that the search service does not hold."""
 
 
+class Conflict(ClientError):
+    """The request clashes with what exists: a library's folder or name already taken."""
+
+
 class InvalidInput(ClientError):
     """An argument the client rejects before calling a service (bad file, bad label list…)."""
 

@@ -60,6 +60,7 @@ _LIST_COLLECTIONS = _Method(
 )
 _CUE_WRITE = _Method(SEARCH, "CueWrite", search_pb2.CueWriteRequest, search_pb2.CueWriteResponse)
 _CUE_LIST = _Method(SEARCH, "CueList", search_pb2.CueListRequest, search_pb2.CueListResponse)
+Method = _Method  # for modules that define calls of their own (client/libraries.py)
 
 RETRY = RetryPolicy()
 

@@ -71,3 +71,11 @@ class Loading(Unavailable):
         if self.eta_seconds is not None:
             metadata["eta_seconds"] = f"{self.eta_seconds:.0f}"
         return metadata
+
+
+class LibraryNotFound(SearchError):
+    """No library has the name given."""
+
+
+class LibraryConflict(SearchError):
+    """The folder or name is taken by another library."""

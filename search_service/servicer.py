@@ -10,7 +10,15 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import EmbeddingModel
 from search_service.cues import Cue, CueStore, CueTrack
-from search_service.errors import IndexMismatch, InvalidArgument, Loading, QueryTimeout, Unavailable
+from search_service.errors import (
+    IndexMismatch,
+    InvalidArgument,
+    LibraryConflict,
+    LibraryNotFound,
+    Loading,
+    QueryTimeout,
+    Unavailable,
+)
 from search_service.index import SearchIndex
 from search_service.items import (
     DuplicateOptions,
@@ -22,6 +30,7 @@ from search_service.items import (
     MomentOptions,
     SaidOptions,
 )
+from search_service.libraries import Libraries, Library, LibraryState, LibraryStatus
 from search_service.loading import describe
 from search_service.reindex import Reindexer
 from search_service.said import SaidSearch
@@ -39,6 +48,8 @@ _STATUSES = ErrorStatuses(
         StatusRule(IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
         StatusRule(Unavailable, grpc.StatusCode.UNAVAILABLE),
         StatusRule(QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+        StatusRule(LibraryNotFound, grpc.StatusCode.NOT_FOUND),
+        StatusRule(LibraryConflict, grpc.StatusCode.ALREADY_EXISTS),
     ],
     internal=lambda method, error: f"internal error: {type(error).__name__}: {error}",
 )
@@ -52,6 +63,7 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         self._reindex = Reindexer(index)
         self._cues = CueStore(index)
         self._said = SaidSearch(index, self._cues)
+        self._libraries = Libraries(index)
 
     @_STATUSES.rpc
     def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
@@ -260,6 +272,51 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
         discarded = self._reindex.abort()
         return pb.AbortReindexResponse(aborted=discarded is not None, discarded_items=discarded or 0)
 
+    @_STATUSES.rpc
+    def ListLibraries(
+        self, request: pb.ListLibrariesRequest, context: grpc.ServicerContext
+    ) -> pb.ListLibrariesResponse:
+        return pb.ListLibrariesResponse(libraries=[_library_to_pb(lib) for lib in self._libraries.list()])
+
+    @_STATUSES.rpc
+    def AddLibrary(self, request: pb.AddLibraryRequest, context: grpc.ServicerContext) -> pb.Library:
+        return _library_to_pb(self._libraries.add(request.path, request.collection, request.name))
+
+    @_STATUSES.rpc
+    def RemoveLibrary(
+        self, request: pb.RemoveLibraryRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveLibraryResponse:
+        result = self._libraries.remove(request.name)
+        return pb.RemoveLibraryResponse(
+            library=_library_to_pb(result.library),
+            deleted_items=result.deleted_items,
+            updated_items=result.updated_items,
+        )
+
+    @_STATUSES.rpc
+    def RequestLibraryRescan(
+        self, request: pb.RequestLibraryRescanRequest, context: grpc.ServicerContext
+    ) -> pb.Library:
+        return _library_to_pb(self._libraries.request_rescan(request.name))
+
+    @_STATUSES.rpc
+    def ReportLibraryStatus(
+        self, request: pb.ReportLibraryStatusRequest, context: grpc.ServicerContext
+    ) -> pb.ReportLibraryStatusResponse:
+        s = request.status
+        status = LibraryStatus(
+            state=_library_state(s.state),
+            files_done=s.files_done,
+            files_total=s.files_total,
+            eta_seconds=s.eta_seconds if s.HasField("eta_seconds") else None,
+            message=s.message,
+            failures=tuple((f.path, f.reason) for f in s.failures),
+            failed_files=s.failed_files,
+            indexer=s.indexer,
+            caught_up_at=s.caught_up_at,
+        )
+        return pb.ReportLibraryStatusResponse(known=self._libraries.report(request.name, status))
+
 
 def _model(
     request: pb.UpsertRequest | pb.QueryRequest | pb.BeginReindexRequest | pb.FinishReindexRequest, field: str
@@ -368,4 +425,38 @@ def _filter_from_pb(f: pb.Filter) -> Filter:
         min_timestamp_seconds=f.min_timestamp_seconds if f.HasField("min_timestamp_seconds") else None,
         max_timestamp_seconds=f.max_timestamp_seconds if f.HasField("max_timestamp_seconds") else None,
         content_hashes=tuple(f.content_hashes),
+    )
+
+
+def _library_state(value: int) -> LibraryState:
+    try:
+        return LibraryState(value)
+    except ValueError:
+        raise InvalidArgument(f"status.state={value} is not a known LibraryState") from None
+
+
+def _library_to_pb(library: Library) -> pb.Library:
+    s = library.status
+    status = pb.LibraryStatus(
+        state=int(s.state),  # type: ignore[arg-type]
+        files_done=s.files_done,
+        files_total=s.files_total,
+        message=s.message,
+        failures=[pb.LibraryFailure(path=p, reason=r) for p, r in s.failures],
+        failed_files=s.failed_files,
+        updated_at=s.updated_at,
+        indexer=s.indexer,
+        caught_up_at=s.caught_up_at,
+    )
+    if s.eta_seconds is not None:
+        status.eta_seconds = s.eta_seconds
+    return pb.Library(
+        name=library.name,
+        path=library.path,
+        uri=library.uri,
+        collection=library.collection,
+        items=library.items,
+        status=status,
+        rescan_requests=library.rescan_requests,
+        created_at=library.created_at,
     )

@@ -116,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-web", action="store_true", help="do not start the web page")
     parser.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not run the indexer that keeps the libraries indexed (clipsearch library add PATH); "
+        "`clipsearch watch` runs it alone",
+    )
+    parser.add_argument(
         "--ready-file",
         type=Path,
         metavar="PATH",

@@ -202,7 +202,6 @@ class Ingest:
             prune(
                 self._transport,
                 [i for i in inputs if not isinstance(i, ImageBytes)],
-                collection=self._collection,
                 recursive=self._options.recursive,
                 hash_by_uri=self._hash_by_uri,
                 tally=self._tally,
@@ -220,6 +219,12 @@ class Ingest:
                 f"vectors but the search index {stats.settings.index_name!r} holds {stored}-dimensional "
                 f"ones; use the same model for both services"
             )
+        model = self._transport.embedding_model
+        if stored and model is not None and stats.settings.HasField("model"):
+            # Refused now (ModelMismatch, naming both models and `clipsearch reindex`) rather than at the first
+            # upsert: a run that finds every file indexed would not say that new ones cannot be.
+            probe = [1.0] + [0.0] * (stored - 1)
+            self._transport.query(search_pb2.QueryRequest(vector=probe, k=1, model=model))
 
     def _produce(self, inputs: list[PathLike | ImageBytes]) -> None:
         assert self._pipeline is not None

@@ -64,8 +64,9 @@ class IndexReport:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """kind: "file" (started a file), "indexed", "known", "source_added", "failed", "pruned" or "subtitles"
-    (message: a subtitle problem, or empty when lines were read)."""
+    """kind: "file" (started a file), "indexed", "known", "source_added", "still" (a video frame skipped as
+    like the one before), "failed", "pruned", "subtitles" (message: a subtitle problem, or empty when lines
+    were read), or "note" (a line to show, e.g. the collection chosen)."""
 
     kind: str
     count: int = 1
@@ -127,6 +128,7 @@ class Tally:
     def still(self) -> None:
         with self._lock:
             self.report.still_frames += 1
+        self._emit(ProgressEvent("still"))
 
     def subtitles(self, lines: int, tracks: int, problems: list[str], seconds: float) -> None:
         with self._lock:

@@ -54,6 +54,8 @@ class ServeConfig:
     ready_file: Path | None = None
     # The web page's port; None: no page (--no-web, or the web extra is not installed).
     web_port: int | None = None
+    # Run the indexer that keeps the libraries indexed (not with --no-watch).
+    watch: bool = True
 
     @property
     def token(self) -> str | None:
@@ -179,6 +181,7 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         security=security,
         ready_file=ready_file,
         web_port=web_port,
+        watch=not getattr(args, "no_watch", False),
     )
 
 

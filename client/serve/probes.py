@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -184,7 +185,27 @@ class WebProbe:
         pass
 
 
-Probe = GrpcProbe | RedisProbe | WebProbe
+class AliveProbe:
+    """Ready once the process has lived `seconds` (a child that serves nothing, such as the indexer): one
+    that exits sooner, on a configuration error, stops serve with its last words."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self._ready_at = time.monotonic() + seconds
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self._ready_at
+
+    def refusal(self) -> str | None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+Probe = GrpcProbe | RedisProbe | WebProbe | AliveProbe
 
 
 def model_info(address: str, security: ChannelSecurity | None = None) -> ModelInfo:

@@ -18,12 +18,27 @@ class Algorithm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALGORITHM_UNSPECIFIED: _ClassVar[Algorithm]
     ALGORITHM_FLAT: _ClassVar[Algorithm]
     ALGORITHM_HNSW: _ClassVar[Algorithm]
+
+class LibraryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIBRARY_STATE_UNSPECIFIED: _ClassVar[LibraryState]
+    LIBRARY_STATE_IDLE: _ClassVar[LibraryState]
+    LIBRARY_STATE_SCANNING: _ClassVar[LibraryState]
+    LIBRARY_STATE_INDEXING: _ClassVar[LibraryState]
+    LIBRARY_STATE_WATCHING: _ClassVar[LibraryState]
+    LIBRARY_STATE_ERROR: _ClassVar[LibraryState]
 MEDIA_TYPE_UNSPECIFIED: MediaType
 MEDIA_TYPE_IMAGE: MediaType
 MEDIA_TYPE_VIDEO_FRAME: MediaType
 ALGORITHM_UNSPECIFIED: Algorithm
 ALGORITHM_FLAT: Algorithm
 ALGORITHM_HNSW: Algorithm
+LIBRARY_STATE_UNSPECIFIED: LibraryState
+LIBRARY_STATE_IDLE: LibraryState
+LIBRARY_STATE_SCANNING: LibraryState
+LIBRARY_STATE_INDEXING: LibraryState
+LIBRARY_STATE_WATCHING: LibraryState
+LIBRARY_STATE_ERROR: LibraryState
 
 class Metadata(_message.Message):
     __slots__ = ("sources", "media_type", "collection", "timestamp_seconds", "frame_index", "content_hash", "width", "height", "tags", "frame_interval_seconds", "span_end_seconds", "perceptual_hash")
@@ -462,3 +477,111 @@ class AbortReindexResponse(_message.Message):
     aborted: bool
     discarded_items: int
     def __init__(self, aborted: _Optional[bool] = ..., discarded_items: _Optional[int] = ...) -> None: ...
+
+class LibraryFailure(_message.Message):
+    __slots__ = ("path", "reason")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    reason: str
+    def __init__(self, path: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LibraryStatus(_message.Message):
+    __slots__ = ("state", "files_done", "files_total", "eta_seconds", "message", "failures", "failed_files", "updated_at", "indexer", "caught_up_at")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FILES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FILES_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    INDEXER_FIELD_NUMBER: _ClassVar[int]
+    CAUGHT_UP_AT_FIELD_NUMBER: _ClassVar[int]
+    state: LibraryState
+    files_done: int
+    files_total: int
+    eta_seconds: float
+    message: str
+    failures: _containers.RepeatedCompositeFieldContainer[LibraryFailure]
+    failed_files: int
+    updated_at: float
+    indexer: str
+    caught_up_at: float
+    def __init__(self, state: _Optional[_Union[LibraryState, str]] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., eta_seconds: _Optional[float] = ..., message: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[LibraryFailure, _Mapping]]] = ..., failed_files: _Optional[int] = ..., updated_at: _Optional[float] = ..., indexer: _Optional[str] = ..., caught_up_at: _Optional[float] = ...) -> None: ...
+
+class Library(_message.Message):
+    __slots__ = ("name", "path", "uri", "collection", "items", "status", "rescan_requests", "created_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESCAN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    path: str
+    uri: str
+    collection: str
+    items: int
+    status: LibraryStatus
+    rescan_requests: int
+    created_at: float
+    def __init__(self, name: _Optional[str] = ..., path: _Optional[str] = ..., uri: _Optional[str] = ..., collection: _Optional[str] = ..., items: _Optional[int] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ..., rescan_requests: _Optional[int] = ..., created_at: _Optional[float] = ...) -> None: ...
+
+class ListLibrariesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListLibrariesResponse(_message.Message):
+    __slots__ = ("libraries",)
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    libraries: _containers.RepeatedCompositeFieldContainer[Library]
+    def __init__(self, libraries: _Optional[_Iterable[_Union[Library, _Mapping]]] = ...) -> None: ...
+
+class AddLibraryRequest(_message.Message):
+    __slots__ = ("path", "collection", "name")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    collection: str
+    name: str
+    def __init__(self, path: _Optional[str] = ..., collection: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class RemoveLibraryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveLibraryResponse(_message.Message):
+    __slots__ = ("library", "deleted_items", "updated_items")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    DELETED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    library: Library
+    deleted_items: int
+    updated_items: int
+    def __init__(self, library: _Optional[_Union[Library, _Mapping]] = ..., deleted_items: _Optional[int] = ..., updated_items: _Optional[int] = ...) -> None: ...
+
+class RequestLibraryRescanRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ReportLibraryStatusRequest(_message.Message):
+    __slots__ = ("name", "status")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: LibraryStatus
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ...) -> None: ...
+
+class ReportLibraryStatusResponse(_message.Message):
+    __slots__ = ("known",)
+    KNOWN_FIELD_NUMBER: _ClassVar[int]
+    known: bool
+    def __init__(self, known: _Optional[bool] = ...) -> None: ...

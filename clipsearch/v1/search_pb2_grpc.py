@@ -125,6 +125,31 @@ class SearchStub:
                 request_serializer=clipsearch_dot_v1_dot_search__pb2.CueListRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_search__pb2.CueListResponse.FromString,
                 _registered_method=True)
+        self.ListLibraries = channel.unary_unary(
+                '/clipsearch.v1.Search/ListLibraries',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesResponse.FromString,
+                _registered_method=True)
+        self.AddLibrary = channel.unary_unary(
+                '/clipsearch.v1.Search/AddLibrary',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.AddLibraryRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+                _registered_method=True)
+        self.RemoveLibrary = channel.unary_unary(
+                '/clipsearch.v1.Search/RemoveLibrary',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryResponse.FromString,
+                _registered_method=True)
+        self.RequestLibraryRescan = channel.unary_unary(
+                '/clipsearch.v1.Search/RequestLibraryRescan',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.RequestLibraryRescanRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+                _registered_method=True)
+        self.ReportLibraryStatus = channel.unary_unary(
+                '/clipsearch.v1.Search/ReportLibraryStatus',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -268,6 +293,52 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListLibraries(self, request, context):
+        """Libraries: folders on the machine where indexing runs, each bound to one collection, that an indexer
+        (`clipsearch serve`, or `clipsearch watch` alone) keeps indexed: new and changed files are indexed,
+        deleted ones removed. They are stored in Redis beside the index (keys "clipsearch-meta:<name>:libraries"
+        and ":library-status"), so they persist with it and every client of the service sees the same ones.
+        Errors: INVALID_ARGUMENT for a bad path, name or collection; ALREADY_EXISTS for a folder that is, is
+        inside, or contains a library's folder, or a name taken; NOT_FOUND for an unknown library name.
+
+        Every library with its state and item count, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddLibrary(self, request, context):
+        """Adds a library. The service does not read the folder (it may run on another machine); callers check
+        that it exists where the indexer runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLibrary(self, request, context):
+        """Removes a library and its items from the index: the sources under its folder are removed from the
+        items of its collection (an item left with no source is deleted). Files are never touched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestLibraryRescan(self, request, context):
+        """Asks the indexer to walk the library's folder again (a full catch-up: index what is new or changed,
+        remove what is gone). Library.rescan_requests counts the requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportLibraryStatus(self, request, context):
+        """The indexer reports a library's state and progress (at least every LibraryStatus.STALE_AFTER / 2,
+        i.e. 30 s, while it watches), which ListLibraries returns to every client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -335,6 +406,31 @@ def add_SearchServicer_to_server(servicer, server):
                     servicer.CueList,
                     request_deserializer=clipsearch_dot_v1_dot_search__pb2.CueListRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_search__pb2.CueListResponse.SerializeToString,
+            ),
+            'ListLibraries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLibraries,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesResponse.SerializeToString,
+            ),
+            'AddLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddLibrary,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.AddLibraryRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.Library.SerializeToString,
+            ),
+            'RemoveLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLibrary,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryResponse.SerializeToString,
+            ),
+            'RequestLibraryRescan': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestLibraryRescan,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.RequestLibraryRescanRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.Library.SerializeToString,
+            ),
+            'ReportLibraryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLibraryStatus,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -714,6 +810,141 @@ class Search:
             '/clipsearch.v1.Search/CueList',
             clipsearch_dot_v1_dot_search__pb2.CueListRequest.SerializeToString,
             clipsearch_dot_v1_dot_search__pb2.CueListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLibraries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/ListLibraries',
+            clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.ListLibrariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/AddLibrary',
+            clipsearch_dot_v1_dot_search__pb2.AddLibraryRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/RemoveLibrary',
+            clipsearch_dot_v1_dot_search__pb2.RemoveLibraryRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.RemoveLibraryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestLibraryRescan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/RequestLibraryRescan',
+            clipsearch_dot_v1_dot_search__pb2.RequestLibraryRescanRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLibraryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/ReportLibraryStatus',
+            clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
