@@ -185,7 +185,7 @@ class LibraryWork:
             report = self._run([path], planned, "catching up")
             self.failures = {}  # a full pass: its failures replace those known
             self._take_failures(report, [path])
-            looked_at, gone = planned.files, report.pruned_sources
+            looked_at, gone, listed = planned.files, report.pruned_sources, 0
         else:
             changes = changes_since(self._indexer.client, self.library, since)
             if changes.gone:
@@ -199,14 +199,16 @@ class LibraryWork:
                 for changed in changes.changed:
                     self.failures.pop(changed, None)
                 self._take_failures(report, changes.changed)
-            looked_at, gone = changes.looked_at, len(changes.gone)
+            looked_at, gone, listed = changes.looked_at, len(changes.gone), changes.folders_listed
         self.catch_up = self.full_pass = False
         self.reporter.update(caught_up_at=began)
         log.info(
             "%s: caught up with %s (%s, %d files) in %.1f s: %d indexed, %d already indexed, %d removed, %d failed",
             self.name,
             path,
-            "every file read" if full else f"{planned.files} changed since the last pass",
+            "every file read"
+            if full
+            else f"{planned.files} changed since the last pass, {listed} folder{'s' if listed != 1 else ''} listed",
             looked_at,
             time.monotonic() - started,
             report.indexed,
