@@ -14,7 +14,7 @@ from client.api import Client
 from client.libraries import Library, format_duration
 
 from . import output
-from .options import add_service_options, with_client
+from .options import add_service_options, positive_float, with_client
 
 LIBRARY_DESCRIPTION = (
     "A library is a folder kept indexed into one collection: the indexer that `clipsearch serve` runs "
@@ -74,7 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p = sub.add_parser("watch", help="keep every library indexed (the indexer alone)", description=WATCH_DESCRIPTION)
     p.add_argument(
         "--poll",
-        type=float,
+        type=positive_float,
         default=2.0,
         metavar="SECONDS",
         help="how often to look for libraries added, removed or rescanned elsewhere (default: 2)",
