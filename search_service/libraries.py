@@ -202,13 +202,7 @@ class Libraries:
         return replace(library, items=self._count(library), status=status)
 
     def _count(self, library: Library) -> int:
-        page = self._index.list(
-            Filter(collections=(library.collection,), source_dir=library.uri),
-            page_size=1,
-            page_token="",
-            with_vectors=False,
-        )
-        return int(page.total)
+        return int(self._index.count(Filter(collections=(library.collection,), source_dir=library.uri)))
 
     def list(self) -> list[Library]:
         with self._index.redis_errors():
