@@ -101,7 +101,7 @@ class SearchOptions:
         return replace(options or cls(), **overrides)
 
 
-class Client:
+class Client(libs.LibraryCalls):
     """Talks to one or more embedder replicas (round-robin) and one search service.
 
     Addresses, deadlines, TLS and the token come from `config` (default: ClientConfig.from_env()).
@@ -522,42 +522,6 @@ class Client:
             return []
         request = search_pb2.CueListRequest(collection=item.collection, content_hash=item.content_hash)
         return [SubtitleTrack.from_proto(t) for t in self._transport.cue_list(request).tracks]
-
-    # Libraries: folders kept indexed into a collection by the indexer (see docs/library.md).
-    def list_libraries(self) -> list[libs.Library]:
-        """Every library with its item count and its indexer's state, sorted by name."""
-        return libs.list_libraries(self._transport)
-
-    def library(self, name: str) -> libs.Library:
-        """The library of that name, or NotFound."""
-        for library in self.list_libraries():
-            if library.name == name:
-                return library
-        raise NotFound(f"no library named {name!r}")
-
-    def add_library(
-        self, path: PathLike, collection: str | None = None, *, name: str | None = None, must_exist: bool = True
-    ) -> libs.Library:
-        """Adds a folder (resolved; with must_exist, an existing folder on this machine) as a library.
-
-        Without `collection`, a folder whose items are all in one collection keeps it, else "default".
-        Raises Conflict for a folder that is, is inside or contains a library's folder, or a name taken.
-        """
-        return libs.add_library(self._transport, os.fsdecode(path), collection, name, must_exist=must_exist)
-
-    def remove_library(self, name: str) -> int:
-        """Removes the library and its items from the index (never a file): the count of items that lost
-        their source under the folder (deleted, or kept for a source elsewhere)."""
-        _, deleted, updated = libs.remove_library(self._transport, name)
-        return deleted + updated
-
-    def request_rescan(self, name: str) -> libs.Library:
-        """Asks the indexer to walk the library's folder again (index what is new or changed, drop what is gone)."""
-        return libs.request_rescan(self._transport, name)
-
-    def report_library_status(self, name: str, status: libs.LibraryStatus) -> bool:
-        """The indexer's report on a library; False when the library no longer exists."""
-        return libs.report_status(self._transport, name, status)
 
 
 def _add_said(request: search_pb2.QueryRequest, options: SearchOptions) -> None:

@@ -17,7 +17,7 @@ from . import ids as idmod
 from .errors import Conflict, InvalidInput, NotFound, ServiceError
 from .targets import SEARCH
 from .transport import Method, Transport
-from .uris import dir_uri
+from .uris import PathLike, dir_uri
 
 _LIST = Method(SEARCH, "ListLibraries", search_pb2.ListLibrariesRequest, search_pb2.ListLibrariesResponse)
 _ADD = Method(SEARCH, "AddLibrary", search_pb2.AddLibraryRequest, search_pb2.Library)
@@ -275,3 +275,44 @@ def library_of(libraries: Sequence[Library], path: str | os.PathLike[str]) -> Li
         if text == lib.path or text.startswith(lib.path.rstrip("/") + "/"):
             return lib
     return None
+
+
+class LibraryCalls:
+    """The Client's library methods (folders kept indexed into a collection by the indexer, docs/library.md)."""
+
+    _transport: Transport
+
+    def list_libraries(self) -> list[Library]:
+        """Every library with its item count and its indexer's state, sorted by name."""
+        return list_libraries(self._transport)
+
+    def library(self, name: str) -> Library:
+        """The library of that name, or NotFound."""
+        for library in self.list_libraries():
+            if library.name == name:
+                return library
+        raise NotFound(f"no library named {name!r}")
+
+    def add_library(
+        self, path: PathLike, collection: str | None = None, *, name: str | None = None, must_exist: bool = True
+    ) -> Library:
+        """Adds a folder (resolved; with must_exist, an existing folder on this machine) as a library.
+
+        Without `collection`, a folder whose items are all in one collection keeps it, else "default".
+        Raises Conflict for a folder that is, is inside or contains a library's folder, or a name taken.
+        """
+        return add_library(self._transport, os.fsdecode(path), collection, name, must_exist=must_exist)
+
+    def remove_library(self, name: str) -> int:
+        """Removes the library and its items from the index (never a file): the count of items that lost
+        their source under the folder (deleted, or kept for a source elsewhere)."""
+        _, deleted, updated = remove_library(self._transport, name)
+        return deleted + updated
+
+    def request_rescan(self, name: str) -> Library:
+        """Asks the indexer to walk the library's folder again (index what is new or changed, drop what is gone)."""
+        return request_rescan(self._transport, name)
+
+    def report_library_status(self, name: str, status: LibraryStatus) -> bool:
+        """The indexer's report on a library; False when the library no longer exists."""
+        return report_status(self._transport, name, status)
