@@ -201,6 +201,9 @@ class AliveProbe:
     def problem(self) -> str | None:
         return None
 
+    def loading(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
