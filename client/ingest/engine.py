@@ -46,6 +46,12 @@ from .stills import DEFAULT_STILL_THRESHOLD, StillFilter
 _MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)$")
 
 
+# Seconds a decoded frame may wait for others to fill its EmbedImages batch. Decoding a film yields a sampled
+# frame every tenth of a second or slower: without a bound the embedder idled while a batch filled, and
+# embedded the last one after decoding had ended.
+FRAME_BATCH_WAIT = 0.3
+
+
 def marker_tag(frames: int, fps: float, still_threshold: float = 0.0) -> str:
     return f"clipsearch:frames={frames}@{_run_kind(fps, still_threshold)}"
 
@@ -401,6 +407,7 @@ class Ingest:
         # The last kept frame is held back until the next one (or the end of the stream), so that it can
         # carry the span of the frames like it that follow, and the marker saying how many frames a
         # complete run writes.
+        assert self._pipeline is not None
         options = self._options
         stills = StillFilter(options.still_threshold)
         held: VideoFrame | None = None
@@ -411,6 +418,7 @@ class Ingest:
                 if not stills.keep(frame):
                     held_end = frame.timestamp_seconds
                     self._tally.still()
+                    self._pipeline.send_waiting(FRAME_BATCH_WAIT)
                     continue
                 if held is not None:
                     self._emit_frame(held, held_end, video, None)
@@ -455,7 +463,7 @@ class Ingest:
             span_end_seconds=span_end if span_end > frame.timestamp_seconds else 0.0,
         )
         image = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.rgb, width=frame.width, height=frame.height))
-        self._pipeline.add(Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label))
+        self._pipeline.add(Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label), wait=FRAME_BATCH_WAIT)
 
     def _patch_sources(self, video: _VideoRun, *, flush: bool) -> None:
         """Adds the video's path to stored frames that lack it, a batch at a time."""
