@@ -63,8 +63,8 @@ check: lint typecheck
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
-# docs/web.png: the web page in Chromium over the demo's photos and video (CLIP_MODEL, else a tiny
-# random-weight checkpoint in checkpoints/tiny, made when missing).
+# docs/web.png and docs/web.zh-CN.png: the web page in Chromium, in English and in Chinese, over the demo's
+# photos and video (CLIP_MODEL, else a tiny random-weight checkpoint in checkpoints/tiny, made when missing).
 screenshot: $(STAMP)
 	@sh scripts/ensure-chromium.sh
 	$(BIN)/python scripts/screenshot.py

@@ -65,6 +65,9 @@ class Sizes:
     load_seconds: float = 30.0  # bench.load: measured seconds, warm-up seconds, client threads
     load_warmup: float = 10.0
     load_clients: int = 16
+    film_seconds: int = 120  # bench.film: the generated film's length and size, and turns of each measurement
+    film_size: tuple[int, int] = (1920, 1080)
+    film_rounds: int = 3
 
 
 QUICK = Sizes(
@@ -84,6 +87,9 @@ QUICK = Sizes(
     load_seconds=5.0,
     load_warmup=2.0,
     load_clients=8,
+    film_seconds=20,
+    film_size=(640, 360),
+    film_rounds=2,
 )
 # Seconds, not minutes: every part runs and reports, and no figure means much. The tests run it
 # (python -m bench --smoke). PNG frames over the client's 1 MB encoded limit (decoded and shrunk by the
@@ -108,6 +114,9 @@ SMOKE = Sizes(
     load_seconds=2.0,
     load_warmup=1.0,
     load_clients=4,
+    film_seconds=4,
+    film_size=(320, 180),
+    film_rounds=1,
 )
 FULL = Sizes(
     "full",

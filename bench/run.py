@@ -17,13 +17,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import common, media
+from bench import common, film_media, media
 from bench.common import FULL, QUICK, SMOKE, Sizes, Target
 
 if TYPE_CHECKING:
     from bench.ingest import IngestVariant
 
-PARTS = ("ingest", "video", "query", "batching", "load")
+PARTS = ("ingest", "video", "film", "query", "batching", "load")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads of the embedder and of the in-process baselines (default: all cores)",
     )
     parser.add_argument("--skip", action="append", default=[], choices=PARTS, help="leave a part out (repeatable)")
+    parser.add_argument("--only", choices=PARTS, help="run this part alone (the others are skipped)")
     return parser
 
 
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
     args = build_parser().parse_args(argv)
     sizes = sizes or (SMOKE if args.smoke else QUICK if args.quick else FULL)
     threads = args.embedder_threads or len(os.sched_getaffinity(0))
-    skip = set(args.skip)
+    skip = set(PARTS) - {args.only} if args.only else set(args.skip)
     run_id = uuid.uuid4().hex[:8]
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -97,6 +98,12 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
         else step(
             f"{sizes.video_seconds}s video", media.video, cache, sizes.video_seconds, sizes.video_fps, sizes.video_size
         )
+    )
+
+    film = (
+        None
+        if "film" in skip
+        else step(f"{sizes.film_seconds}s film", film_media.film, cache, sizes.film_seconds, sizes.film_size)
     )
 
     import torch
@@ -134,7 +141,7 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="clipsearch-bench-") as scratch:
         workdir = Path(scratch)
-        if not skip >= {"ingest", "video", "query"}:
+        if not skip >= {"ingest", "video", "film", "query"}:
             services = step("services", common.start_services, workdir, model, threads)
             try:
                 others = {
@@ -161,6 +168,12 @@ def main(argv: Sequence[str] | None = None, sizes: Sizes | None = None) -> int:
                     from bench import video as video_bench
 
                     results["video"] = step("video", video_bench.run, services, video, run_id)
+                if film is not None:
+                    from bench import film as film_bench
+
+                    results["film"] = step(
+                        "film", film_bench.run, services, film, run_id, info.image_size, sizes.film_rounds
+                    )
                 results["memory"].update(embedder_memory(pids["auto"]))
                 results["memory"]["per_embedder"] = {name: embedder_memory(pid) for name, pid in pids.items()}
                 if "query" not in skip:
@@ -334,6 +347,10 @@ def targets(results: dict[str, Any]) -> list[Target]:
     row = goals.GoalRow(**{key: results["goals"][key] for key in ("cpu", "int8_vs_seed", "auto_vs_seed")})
     found = goals.ingest_targets(results.get("ingest", {}), row)
     found += goals.text_query_target(results.get("query", {}))
+    if results.get("film"):
+        from bench.film import target as film_target
+
+        found.append(film_target(results["film"]))
     for items, figures in results.get("query", {}).items():
         found.append(
             Target(
@@ -424,6 +441,10 @@ def table(results: dict[str, Any]) -> str:
             "video: CPU ms per frame, in-stream / seed",
             f"{video['instream_cpu_ms_per_frame']} / {video['seed_cpu_ms_per_frame']}",
         )
+    if results.get("film"):
+        from bench.film import rows as film_rows
+
+        film_rows(results["film"], add)
     for items, q in results.get("query", {}).items():
         add(
             f"query {items}: gRPC / direct FT.SEARCH p50 (empty gRPC call p50)",

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api import Client, SearchFilter, SearchOptions
     from .config import ClientConfig
-    from .errors import ClientError, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+    from .errors import ClientError, Conflict, InvalidInput, NotFound, ServiceError, ServiceUnavailable
     from .ingest.engine import ImageBytes, IngestOptions
     from .ingest.reports import Failure, IndexReport, ProgressEvent
-    from .results import DeleteResult, Hit, Item, LabelScore, Stats
+    from .libraries import Library, LibraryFailure, LibraryStatus
+    from .results import DeleteResult, Hit, Hits, Item, LabelScore, Stats
 
 # Each public name and the module defining it. They load on first use, so that importing a part of the
 # package (the `clipsearch` command's entry) does not load gRPC before the entry has set GRPC_VERBOSITY.
@@ -21,6 +22,7 @@ _MODULES = {
     "SearchOptions": "api",
     "ClientConfig": "config",
     "ClientError": "errors",
+    "Conflict": "errors",
     "InvalidInput": "errors",
     "NotFound": "errors",
     "ServiceError": "errors",
@@ -30,8 +32,12 @@ _MODULES = {
     "Failure": "ingest.reports",
     "IndexReport": "ingest.reports",
     "ProgressEvent": "ingest.reports",
+    "Library": "libraries",
+    "LibraryFailure": "libraries",
+    "LibraryStatus": "libraries",
     "DeleteResult": "results",
     "Hit": "results",
+    "Hits": "results",
     "Item": "results",
     "LabelScore": "results",
     "Stats": "results",
@@ -41,15 +47,20 @@ __all__ = [
     "Client",
     "ClientConfig",
     "ClientError",
+    "Conflict",
     "DeleteResult",
     "Failure",
     "Hit",
+    "Hits",
     "ImageBytes",
     "IndexReport",
     "IngestOptions",
     "InvalidInput",
     "Item",
     "LabelScore",
+    "Library",
+    "LibraryFailure",
+    "LibraryStatus",
     "NotFound",
     "ProgressEvent",
     "SearchFilter",

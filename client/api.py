@@ -17,15 +17,17 @@ from clipsearch.limits import MAX_COLLECTION_BYTES, MAX_IDS, MAX_K, MAX_PAGE_SIZ
 from clipsearch.v1 import embedder_pb2, search_pb2
 
 from . import ids as idmod
+from . import libraries as libs
 from .config import ClientConfig, split_addresses
 from .errors import ClientError, InvalidInput, NotFound, ServiceError
 from .ingest.convert import copy_reindex
 from .ingest.engine import ImageBytes, Ingest, IngestOptions
 from .ingest.media import ImageLimits, MediaError, prepare_image, read_file
-from .ingest.prune import list_all
+from .ingest.prune import list_all, prune
 from .ingest.reindex import Reindex, ReindexReport
-from .ingest.reports import IndexReport, ProgressCallback
-from .results import MEDIA_TYPES, DeleteResult, Hit, Item, LabelScore, Stats
+from .ingest.reports import IndexReport, ProgressCallback, ProgressEvent, Tally
+from .placement import choose_collection
+from .results import MEDIA_TYPES, DeleteResult, Hit, Hits, Item, LabelScore, Stats, SubtitleTrack
 from .transport import Transport
 from .uris import PathLike, absolute, dir_uri, display_path, is_within, path_to_uri
 
@@ -74,6 +76,9 @@ class SearchArguments(TypedDict, total=False):
     min_score: float | None
     moments: bool
     collapse_duplicates: bool
+    said: str
+    said_window_seconds: float
+    said_languages: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ class SearchOptions:
     min_score: float | None = None  # only results with a cosine of at least this
     moments: bool = False  # frames of one video that follow each other as one hit
     collapse_duplicates: bool = False  # near-duplicate photos as one hit
+    # What is said, in the videos' subtitles: alone (search_said) or fused with what is seen.
+    said: str = ""
+    said_window_seconds: float = 0.0  # a seen and a said moment this close are one (0: the sampling interval)
+    said_languages: tuple[str, ...] = ()  # only subtitle tracks in these languages (empty: all)
 
     @classmethod
     def of(cls, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]) -> SearchOptions:
@@ -93,7 +102,7 @@ class SearchOptions:
         return replace(options or cls(), **overrides)
 
 
-class Client:
+class Client(libs.LibraryCalls):
     """Talks to one or more embedder replicas (round-robin) and one search service.
 
     Addresses, deadlines, TLS and the token come from `config` (default: ClientConfig.from_env()).
@@ -123,6 +132,7 @@ class Client:
                 timeout=timeout if timeout is not None else config.timeout,
                 connect_timeout=connect_timeout if connect_timeout is not None else config.connect_timeout,
                 security=config.security,
+                refused_wait=config.refused_wait,
             )
         except ConfigError:
             raise  # a TLS or token setting: its message names the setting
@@ -233,19 +243,31 @@ class Client:
         self,
         paths: Iterable[PathLike | ImageBytes],
         *,
-        collection: str = "",
+        collection: str | None = None,
         fps: float = 1.0,
         tags: Sequence[str] = (),
         recursive: bool = True,
         prune: bool = False,
         on_event: ProgressCallback | None = None,
         options: IngestOptions | None = None,
+        one_item_per_file: bool = True,
     ) -> IndexReport:
         """Indexes files and folders (images and videos) and image bytes; see IndexReport.
 
-        What is already indexed is skipped; `prune` removes, within the given paths and collection, the
-        sources whose files are gone.
+        What is already indexed is skipped; `prune` removes, within the given paths, the sources whose files
+        are gone or changed, in whatever collection they were indexed. One file is one item: paths inside a
+        library use its collection and files already indexed keep theirs; a `collection` (None or "": not
+        given) that disagrees raises Conflict (see client/placement.py). one_item_per_file=False indexes into
+        `collection` as given, even files indexed in another collection already.
         """
+        collection = collection or ""
+        paths = list(paths)
+        files = [p for p in paths if not isinstance(p, ImageBytes)]
+        if one_item_per_file and files:
+            placement = choose_collection(self._transport, files, collection or None)
+            collection = placement.collection
+            if placement.note and on_event is not None:
+                on_event(ProgressEvent("note", 0, message=placement.note))
         if fps <= 0:
             raise InvalidInput(f"fps must be positive, got {fps:g}")
         if len(collection.encode("utf-8")) > MAX_COLLECTION_BYTES:
@@ -288,11 +310,13 @@ class Client:
         gap_seconds: float = 0.0,
         model: search_pb2.EmbeddingModel | None = None,
         **overrides: Unpack[SearchArguments],
-    ) -> list[Hit]:
+    ) -> Hits:
         """Nearest items to a vector, best first: `options` (SearchOptions), with any of its fields given by name.
 
         With moments, matching frames of one video that follow each other come back as one hit (its best
-        frame, with the span it covers); top and offset then count moments. gap_seconds is the largest gap
+        frame, with the span it covers); top and offset then count moments. With said, the moments where it is
+        said (in the videos' subtitles) are fused with them (reciprocal rank fusion): a moment where both
+        match, within said_window_seconds (0: the video's sampling interval), ranks first. gap_seconds is the largest gap
         within a moment (0: two sampling intervals of the video). With collapse_duplicates, near-duplicate
         photos (the same picture resized or re-encoded) come back as one hit listing the others in its
         duplicates; top and offset then count collapsed hits. `model`, the model the vector comes from,
@@ -314,26 +338,51 @@ class Client:
             request.model.CopyFrom(model)
         if options.min_score is not None:
             request.min_score = options.min_score
+        if options.said:
+            _add_said(request, options)
+        return self._query(request, options.offset)
+
+    def _query(self, request: search_pb2.QueryRequest, offset: int) -> Hits:
         try:
             response = self._transport.query(request)
         except ServiceError as exc:
             if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"invalid search: {exc.details}") from None
             raise
-        return [Hit.from_match(m, options.offset + n + 1) for n, m in enumerate(response.matches)]
+        words = tuple(response.said_words)
+        return Hits(
+            [Hit.from_match(m, offset + n + 1, words) for n, m in enumerate(response.matches)],
+            partial=response.partial,
+            percent_indexed=float(response.percent_indexed) if response.partial else 100.0,
+        )
 
     def search_text(
         self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """Items (or, with moments, moments) best matching a text description."""
         if not text.strip():
             raise InvalidInput("the search text is empty")
         options = SearchOptions.of(options, **overrides)
         return self.search_vector(self.embed_texts([text])[0], options, model=self._transport.embedding_model)
 
+    def search_said(
+        self, text: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
+    ) -> Hits:
+        """Moments where `text` is said in the videos' subtitles (words, "a phrase", prefix*, Chinese): each hit's
+        said_lines are the lines that matched, start_seconds to end_seconds their span, best first. To fuse it
+        with what is seen, give it as options.said to search_text, search_image or search_vector instead."""
+        options = SearchOptions.of(options, **overrides)
+        if not text.strip():
+            raise InvalidInput("the said text is empty")
+        request = search_pb2.QueryRequest(
+            k=options.top, offset=options.offset, filter=(options.filter or SearchFilter()).to_proto()
+        )
+        _add_said(request, replace(options, said=text))
+        return self._query(request, options.offset)
+
     def search_image(
         self, image: ImageInput, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """Items (or moments) most similar to an image (a file path or encoded bytes)."""
         options = SearchOptions.of(options, **overrides)
         vector = self.embed_image(image)
@@ -341,7 +390,7 @@ class Client:
 
     def search_like(
         self, item_id: str, options: SearchOptions | None = None, **overrides: Unpack[SearchArguments]
-    ) -> list[Hit]:
+    ) -> Hits:
         """ "More like this": items (or moments) nearest to an indexed item, the item itself (or the moment
         it leads) excluded."""
         options = SearchOptions.of(options, **overrides)
@@ -356,7 +405,11 @@ class Client:
             hits = self.search_vector(vector, replace(options, top=top + 1))
             others = [h for h in hits if h.id != item_id]
             others = others[:top] if len(others) < len(hits) else others[1 : top + 1]
-        return [replace(h, rank=offset + n + 1) for n, h in enumerate(others)]
+        return Hits(
+            [replace(h, rank=offset + n + 1) for n, h in enumerate(others)],
+            partial=hits.partial,
+            percent_indexed=hits.percent_indexed,
+        )
 
     def _stored_vector(self, item_id: str) -> list[float]:
         try:
@@ -440,6 +493,13 @@ class Client:
                     uris.extend(s for s in item.metadata.sources if is_within(s, scope))
         return list(dict.fromkeys(uris))
 
+    def forget_missing(self, paths: Sequence[PathLike]) -> tuple[int, int]:
+        """Removes the sources of files gone from `paths` (files, or anything under folders) from the items of
+        every collection: (sources removed, items deleted). What still exists is left alone."""
+        report = IndexReport()
+        prune(self._transport, list(paths), recursive=True, hash_by_uri={}, tally=Tally(report, None))
+        return report.pruned_sources, report.pruned_items
+
     def stats(self) -> Stats:
         return Stats.from_proto(self._transport.stats())
 
@@ -462,6 +522,22 @@ class Client:
         """Collection name -> item count, sorted by name."""
         response = self._transport.list_collections()
         return {c.name: c.items for c in response.collections}
+
+    def subtitles(self, item: Item) -> list[SubtitleTrack]:
+        """The stored subtitle tracks of an item's video (none for a photo, or a video without subtitles)."""
+        if not item.content_hash or item.media != "video_frame":
+            return []
+        request = search_pb2.CueListRequest(collection=item.collection, content_hash=item.content_hash)
+        return [SubtitleTrack.from_proto(t) for t in self._transport.cue_list(request).tracks]
+
+
+def _add_said(request: search_pb2.QueryRequest, options: SearchOptions) -> None:
+    """The said search of `options` on a query; its moments are always grouped."""
+    request.said = options.said
+    request.said_options.window_seconds = options.said_window_seconds
+    request.said_options.languages.extend(options.said_languages)
+    if not request.HasField("moments"):
+        request.moments.SetInParent()
 
 
 def _ranked(response: embedder_pb2.ClassifyResponse) -> list[LabelScore]:

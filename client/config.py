@@ -54,6 +54,9 @@ class ClientConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_server_name: str | None = None
+    # How long a call waits for a service it cannot connect to before reporting it down; None: the whole
+    # deadline (a batch job rides over a restart; a page reports a refused connection at once).
+    refused_wait: float | None = None
 
     @property
     def security(self) -> ChannelSecurity:

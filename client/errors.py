@@ -57,5 +57,18 @@ class NotFound(ClientError):
     """An item id that the search service does not hold."""
 
 
+class Conflict(ClientError):
+    """The request clashes with what exists: a library's folder or name already taken."""
+
+
 class InvalidInput(ClientError):
     """An argument the client rejects before calling a service (bad file, bad label list…)."""
+
+
+class LibraryLoading(ServiceUnavailable):
+    """The search service answers, but its Redis is still loading the library after a restart."""
+
+    def __init__(self, address: str, detail: str) -> None:
+        self.service = "search"
+        self.address = address
+        ClientError.__init__(self, f"{detail} (the search service at {address}); try again once it is loaded")

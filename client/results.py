@@ -81,6 +81,34 @@ class Item:
 
 
 @dataclass(frozen=True)
+class SaidLine:
+    """A subtitle line that matched a said search: its span in the video, text, language and track."""
+
+    start_seconds: float
+    end_seconds: float
+    text: str
+    language: str = ""
+    track: str = ""
+
+    @classmethod
+    def from_proto(cls, line: search_pb2.SaidLine) -> SaidLine:
+        return cls(line.start_seconds, line.end_seconds, line.text, line.language, line.track)
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    """A video's stored subtitle track: its name, language, and cues (start, end, text) in time order."""
+
+    name: str
+    language: str
+    cues: tuple[tuple[float, float, str], ...]
+
+    @classmethod
+    def from_proto(cls, track: search_pb2.CueTrack) -> SubtitleTrack:
+        return cls(track.name, track.language, tuple((c.start_seconds, c.end_seconds, c.text) for c in track.cues))
+
+
+@dataclass(frozen=True)
 class Hit(Item):
     """A search result: the item, its cosine similarity to the query and its rank (1 = best).
 
@@ -95,6 +123,17 @@ class Hit(Item):
     end_seconds: float | None = None
     frames: int = 1
     duplicates: tuple[Hit, ...] = ()
+    # With a said search: the subtitle lines that matched, the query's words as they match (to highlight),
+    # and the hit's rank among what is seen and what is said (0: not among them).
+    said_lines: tuple[SaidLine, ...] = ()
+    said_words: tuple[str, ...] = ()
+    seen_rank: int = 0
+    said_rank: int = 0
+
+    @property
+    def text(self) -> str:
+        """The matched subtitle lines, one per line ("" when none matched)."""
+        return "\n".join(line.text for line in self.said_lines)
 
     @property
     def span(self) -> str:
@@ -104,10 +143,10 @@ class Hit(Item):
         return f"{format_timestamp(self.start_seconds)}–{format_timestamp(self.end_seconds)}"
 
     @classmethod
-    def from_match(cls, match: search_pb2.Match, rank: int) -> Hit:
+    def from_match(cls, match: search_pb2.Match, rank: int, said_words: tuple[str, ...] = ()) -> Hit:
         base = Item.from_proto(match.item)
         start = end = base.timestamp_seconds
-        if start is not None and match.start_seconds <= start <= match.end_seconds:
+        if start is not None and (match.start_seconds <= start <= match.end_seconds or match.said_lines):
             # Otherwise a server that does not report spans: the frame covers its own instant.
             start, end = match.start_seconds, match.end_seconds
         return cls(
@@ -116,6 +155,10 @@ class Hit(Item):
             end_seconds=end,
             frames=max(1, match.frames),
             duplicates=tuple(cls.from_match(d, rank) for d in match.duplicates),
+            said_lines=tuple(SaidLine.from_proto(line) for line in match.said_lines),
+            said_words=said_words if match.said_lines else (),
+            seen_rank=match.seen_rank,
+            said_rank=match.said_rank,
         )
 
     def to_json(self) -> dict[str, object]:
@@ -124,7 +167,27 @@ class Hit(Item):
         data["duplicates"] = [
             {k: v for k, v in d.to_json().items() if k not in ("rank", "duplicates")} for d in self.duplicates
         ]
+        data["text"] = self.text
+        data["said_lines"] = [asdict(line) for line in self.said_lines]
+        data["said_words"] = list(self.said_words)
         return data
+
+
+class Hits(list[Hit]):
+    """Search results, best first; partial while the service is still indexing the library after a restart
+    (the hits come from the percent_indexed of it indexed so far, and better ones may be missing)."""
+
+    def __init__(self, hits: list[Hit], *, partial: bool = False, percent_indexed: float = 100.0) -> None:
+        super().__init__(hits)
+        self.partial = partial
+        self.percent_indexed = percent_indexed
+
+    @property
+    def note(self) -> str:
+        """ "Partial results: the library is still loading (43%)" while partial, else ""."""
+        if not self.partial:
+            return ""
+        return f"Partial results: the library is still loading ({min(99, int(self.percent_indexed))}%)"
 
 
 @dataclass(frozen=True)
@@ -170,6 +233,11 @@ class Stats:
     dimension: int = 0
     distance_metric: str = ""
     redis_version: str = ""
+    # While the library comes back after a restart: Redis loading it (nothing else is known yet), then the
+    # index filling (indexing); loading_message says how far ("Loading the library: 43%, about 2 min left").
+    loading: bool = False
+    loading_percent: float = 0.0
+    loading_message: str = ""
 
     @classmethod
     def from_proto(cls, stats: search_pb2.StatsResponse) -> Stats:
@@ -186,6 +254,9 @@ class Stats:
             dimension=settings.dimension,
             distance_metric=settings.distance_metric,
             redis_version=stats.redis_version,
+            loading=stats.loading,
+            loading_percent=float(stats.loading_percent),
+            loading_message=stats.loading_message,
         )
 
     def to_json(self) -> dict[str, object]:

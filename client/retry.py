@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from clipsearch import rpc_status
+
 Result = TypeVar("Result")
 
 
@@ -53,15 +55,21 @@ class RetryPolicy:
             ("grpc.max_reconnect_backoff_ms", int(self.max_delay * 1000)),
         ]
 
-    def run(self, attempt: Callable[[float], Result], deadline: float) -> Result:
-        """attempt(seconds left) until it returns, or raises other than UNAVAILABLE, or the deadline nears."""
+    def run(
+        self, attempt: Callable[[float], Result], deadline: float, *, unavailable_until: float | None = None
+    ) -> Result:
+        """attempt(seconds left) until it returns, or raises other than UNAVAILABLE, or the deadline (or
+        `unavailable_until`, for UNAVAILABLE) nears."""
         delay = self.first_delay
+        give_up = deadline if unavailable_until is None else min(deadline, unavailable_until)
         while True:
             remaining = deadline - time.monotonic()
             try:
                 return attempt(max(remaining, 0.001))
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay >= deadline:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() + delay >= give_up:
                     raise
+                if rpc_status.reason_of(exc) == rpc_status.INDEX_LOADING:
+                    raise  # a library loading takes minutes: say how far now rather than wait out the deadline
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_delay)

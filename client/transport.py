@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -16,7 +17,7 @@ from clipsearch import rpc_status
 from clipsearch.envconfig import ConfigError
 from clipsearch.v1 import embedder_pb2, search_pb2
 
-from .errors import MODEL_MISMATCHES, ModelMismatch, ServiceError, ServiceUnavailable
+from .errors import MODEL_MISMATCHES, LibraryLoading, ModelMismatch, ServiceError, ServiceUnavailable
 from .retry import RetryPolicy
 from .security import SERVER_NAME_VARIABLE, TOKEN_SETTING, ChannelSecurity
 from .targets import EMBEDDER, SEARCH, check_addresses, embedder_target, endpoints, search_target
@@ -58,6 +59,9 @@ _ABORT_REINDEX = _Method(SEARCH, "AbortReindex", search_pb2.AbortReindexRequest,
 _LIST_COLLECTIONS = _Method(
     SEARCH, "ListCollections", search_pb2.ListCollectionsRequest, search_pb2.ListCollectionsResponse
 )
+_CUE_WRITE = _Method(SEARCH, "CueWrite", search_pb2.CueWriteRequest, search_pb2.CueWriteResponse)
+_CUE_LIST = _Method(SEARCH, "CueList", search_pb2.CueListRequest, search_pb2.CueListResponse)
+Method = _Method  # for modules that define calls of their own (client/libraries.py)
 
 RETRY = RetryPolicy()
 
@@ -78,7 +82,7 @@ def _channel_options(service: str) -> list[tuple[str, Any]]:
 _FAIL_FAST_SECONDS = 2.0
 
 
-def _wait_until_ready(channel: grpc.Channel, timeout: float) -> str:
+def _wait_until_ready(channel: grpc.Channel, timeout: float, fail_fast: float | None = None) -> str:
     """Waits for the channel to connect; returns "" when ready, else why not."""
     states: list[grpc.ChannelConnectivity] = []
     changed = threading.Condition()
@@ -100,7 +104,7 @@ def _wait_until_ready(channel: grpc.Channel, timeout: float) -> str:
                     return ""
                 if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
                     failing_since = failing_since if failing_since is not None else now
-                    if now - failing_since >= min(_FAIL_FAST_SECONDS, timeout):
+                    if now - failing_since >= min(fail_fast or _FAIL_FAST_SECONDS, timeout):
                         return "connection failed"
                 if state == grpc.ChannelConnectivity.SHUTDOWN:
                     return "channel closed"
@@ -127,11 +131,16 @@ class Transport:
         timeout: float = 60.0,
         connect_timeout: float = 10.0,
         security: ChannelSecurity | None = None,
+        refused_wait: float | None = None,
     ) -> None:
         self.embedder_addresses = tuple(a.strip() for a in embedder_addresses if a.strip())
         self.search_address = search_address.strip()
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        # How long a call waits for a service that is not connected (refused, unreachable) before it is
+        # reported as down; None: the call's whole deadline, riding over a restart.
+        self.refused_wait = refused_wait
+        self._states: dict[str, grpc.ChannelConnectivity] = {}
         if not self.embedder_addresses:
             raise ValueError("no embedder address given")
         # A malformed address is reported before anything connects.
@@ -162,6 +171,8 @@ class Transport:
                     server_name=self._embedder_server_name if service == EMBEDDER else None,
                 )
                 self._channels[service] = channel
+                if self.refused_wait is not None:
+                    channel.subscribe(functools.partial(self._states.__setitem__, service), try_to_connect=False)
             return channel
 
     def _replicas_server_name(self) -> str | None:
@@ -185,7 +196,7 @@ class Transport:
         channel = self._channel(service)
         if service in self._ready:
             return channel
-        failure = _wait_until_ready(channel, self.connect_timeout)
+        failure = _wait_until_ready(channel, self.connect_timeout, self.refused_wait)
         if failure:
             raise ServiceUnavailable(service, self.address(service), failure, hint=self._diagnose(service))
         self._ready.add(service)
@@ -202,10 +213,33 @@ class Transport:
             request_serializer=method.request.SerializeToString,
             response_deserializer=method.response.FromString,
         )
-        deadline = time.monotonic() + (timeout or self.timeout)
+        start = time.monotonic()
+        deadline = start + (timeout or self.timeout)
+        refused_wait = self.refused_wait
+        if refused_wait is None:
+            try:
+                return RETRY.run(lambda seconds: rpc(request, timeout=seconds, wait_for_ready=True), deadline)
+            except grpc.RpcError as exc:
+                raise self.translate(method.service, exc) from None
+
+        def attempt(seconds: float) -> Response:
+            # Not connected now: fail at once (no wait_for_ready) and retry only within refused_wait.
+            if self._states.get(method.service) == grpc.ChannelConnectivity.READY:
+                return rpc(request, timeout=seconds, wait_for_ready=False)
+            left = start + refused_wait - time.monotonic()
+            return rpc(request, timeout=max(0.05, min(seconds, left)), wait_for_ready=False)
+
         try:
-            return RETRY.run(lambda seconds: rpc(request, timeout=seconds, wait_for_ready=True), deadline)
+            return RETRY.run(attempt, deadline, unavailable_until=start + refused_wait)
         except grpc.RpcError as exc:
+            state = self._states.get(method.service)
+            lost = exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if lost and state != grpc.ChannelConnectivity.READY:
+                refused = state == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+                why = "connection refused or failed" if refused else "not connected"
+                raise ServiceUnavailable(
+                    method.service, self.address(method.service), f"{why} ({exc.code().name})"
+                ) from None
             raise self.translate(method.service, exc) from None
 
     def _diagnose(self, service: str) -> str | None:
@@ -224,6 +258,8 @@ class Transport:
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             details = f"no answer within the deadline ({details})"
         if code == grpc.StatusCode.UNAVAILABLE:
+            if service == SEARCH and rpc_status.reason_of(exc) == rpc_status.INDEX_LOADING:
+                return LibraryLoading(self.address(service), details)
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
         reason = rpc_status.reason_of(exc)
         if reason in MODEL_MISMATCHES and service == SEARCH:
@@ -290,6 +326,12 @@ class Transport:
 
     def list_collections(self) -> search_pb2.ListCollectionsResponse:
         return self.call(_LIST_COLLECTIONS, search_pb2.ListCollectionsRequest())
+
+    def cue_write(self, request: search_pb2.CueWriteRequest) -> search_pb2.CueWriteResponse:
+        return self.call(_CUE_WRITE, request)
+
+    def cue_list(self, request: search_pb2.CueListRequest) -> search_pb2.CueListResponse:
+        return self.call(_CUE_LIST, request)
 
     def close(self) -> None:
         with self._lock:

@@ -27,7 +27,7 @@ REINDEX_MODEL_MISMATCH = "REINDEX_MODEL_MISMATCH"
 REINDEX_IN_PROGRESS = "REINDEX_IN_PROGRESS"
 # FAILED_PRECONDITION: a call that works on a reindex found none in progress (finished or aborted).
 NO_REINDEX_IN_PROGRESS = "NO_REINDEX_IN_PROGRESS"
-# UNAVAILABLE: the index is loading; retry shortly. Reserved: not sent yet.
+# UNAVAILABLE: Redis is loading the library after a restart; metadata "percent" and "eta_seconds" say how far.
 INDEX_LOADING = "INDEX_LOADING"
 REASONS = frozenset(
     {MODEL_MISMATCH, REINDEX_MODEL_MISMATCH, REINDEX_IN_PROGRESS, NO_REINDEX_IN_PROGRESS, INDEX_LOADING}
@@ -66,12 +66,20 @@ def reason_of_error(error: Exception) -> str | None:
     return reason if isinstance(reason, str) and reason else None
 
 
-def status_with_reason(code: grpc.StatusCode, message: str, reason: str) -> grpc.Status:
-    """A status whose details hold an ErrorInfo of DOMAIN with `reason`."""
+def metadata_of_error(error: Exception) -> dict[str, str]:
+    """The ErrorInfo metadata an exception carries (its `error_metadata` attribute), if any."""
+    metadata = getattr(error, "error_metadata", None)
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+
+
+def status_with_reason(
+    code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str] | None = None
+) -> grpc.Status:
+    """A status whose details hold an ErrorInfo of DOMAIN with `reason` (and `metadata`, if any)."""
     if reason not in REASONS:
         raise ValueError(f"unknown ErrorInfo reason {reason!r}")
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
     return rpc_status.to_status(status)
 
@@ -130,7 +138,7 @@ class ErrorStatuses:
                 log.debug("%s rejected: %s", name, details)
                 reason = reason_of_error(error)
                 if reason is not None:
-                    context.abort_with_status(status_with_reason(rule.code, details, reason))
+                    context.abort_with_status(status_with_reason(rule.code, details, reason, metadata_of_error(error)))
                 context.abort(rule.code, details)
 
         return wrapper

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from clipsearch import imageformats
 from clipsearch.orientation import UPRIGHT
+
+imageformats.register()  # HEIC/HEIF photos open like any other
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

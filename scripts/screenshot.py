@@ -1,4 +1,5 @@
-"""Makes docs/web.png: the web page in Chromium, over the demo's generated photo and video library."""
+"""Makes docs/web.png and docs/web.zh-CN.png: the web page in Chromium, in English and in Simplified Chinese, over
+the demo's generated photo and video library."""
 
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 WEB_START_TIMEOUT = 60.0
+# The browser languages the page is shown in, and the suffix of each one's picture ("" for the --output file).
+LOCALES = {"en-US": "", "zh-CN": ".zh-CN"}
 
 
 def find_chromium() -> str:
@@ -128,8 +131,13 @@ def start_web(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], 
             time.sleep(0.3)
 
 
-def capture(url: str, photo: Path, output: Path, dark: bool) -> None:
-    """Searches by `photo` on the page and saves the window, as a small PNG."""
+def localized(output: Path, suffix: str) -> Path:
+    """docs/web.png -> docs/web.zh-CN.png."""
+    return output.with_name(output.stem + suffix + output.suffix)
+
+
+def capture(url: str, photo: Path, output: Path, dark: bool, locale: str) -> None:
+    """Searches by `photo` on the page in a browser speaking `locale` and saves the window, as a small PNG."""
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
@@ -137,12 +145,11 @@ def capture(url: str, photo: Path, output: Path, dark: bool) -> None:
         browser = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(
-                viewport={"width": WIDTH, "height": HEIGHT}, color_scheme="dark" if dark else "light"
+                viewport={"width": WIDTH, "height": HEIGHT}, color_scheme="dark" if dark else "light", locale=locale
             )
             page.goto(url)
-            page.get_by_label("Search by image").set_input_files(str(photo))
-            results = page.get_by_role("list", name="Results")
-            results.get_by_role("listitem").first.wait_for()
+            page.locator("#image-input").set_input_files(str(photo))
+            page.locator("#results > li").first.wait_for()
             page.wait_for_function(
                 "() => [...document.querySelectorAll('#results img')].every((img) => img.complete && img.naturalWidth > 0)"
             )
@@ -181,7 +188,8 @@ def screenshot(workdir: Path, output: Path, dark: bool, hold: bool) -> None:
             print(f"The page runs at {url}; Ctrl-C stops it.", flush=True)
             web.wait()
         else:
-            capture(url, photos / QUERY_PHOTO, output, dark)
+            for locale, suffix in LOCALES.items():
+                capture(url, photos / QUERY_PHOTO, localized(output, suffix), dark, locale)
     except KeyboardInterrupt:
         pass
     finally:
@@ -193,7 +201,12 @@ def screenshot(workdir: Path, output: Path, dark: bool, hold: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="PNG to write (default: docs/web.png)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help="PNG to write in English (default: docs/web.png); the Chinese one gets .zh-CN before .png",
+    )
     parser.add_argument("--dark", action="store_true", help="the page in dark mode")
     parser.add_argument("--hold", action="store_true", help="keep the page running instead of taking the picture")
     parser.add_argument("--workdir", type=Path, help="where the library and Redis data go (default: temporary)")

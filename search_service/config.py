@@ -19,7 +19,7 @@ from clipsearch.serving import (
 )
 from clipsearch.tls import ServerTls
 from clipsearch.urls import redact_url as redact_url  # re-exported: the server imports it from here
-from search_service.redis_server import APPENDFSYNC_POLICIES
+from search_service.redis_server import APPENDFSYNC_POLICIES, DEFAULT_STALL_TIMEOUT_SECONDS
 from search_service.schema import ALGORITHMS, VECTOR_TYPES, Algorithm, VectorType
 
 REDIS_URL_SCHEMES = ("redis", "rediss", "unix")
@@ -41,6 +41,11 @@ class SearchConfig:
     | SEARCH_DATA_DIR                | ./data/redis       | Data directory of that own redis-server.                  |
     | SEARCH_REDIS_APPENDFSYNC       | everysec           | Its AOF fsync policy: everysec (an OS crash can lose the  |
     |                                |                    | last second of writes), always, or no.                    |
+    | SEARCH_REDIS_STALL_SECONDS     | 60                 | Its start is given up when it loads nothing more for this |
+    |                                |                    | long (a large library may load for minutes: waited for as |
+    |                                |                    | long as it progresses).                                   |
+    | SEARCH_REDIS_CONFIG            | (unset)            | More redis.conf directives for that own redis-server,     |
+    |                                |                    | separated by ';' (e.g. "maxmemory 8gb").                  |
     | SEARCH_INDEX                   | clipsearch         | RediSearch index name.                                    |
     | SEARCH_KEY_PREFIX              | <index>:item:      | Prefix of the items' HASH keys.                           |
     | SEARCH_DIM                     | 512                | Vector dimension of a new index (the embedder's           |
@@ -91,6 +96,8 @@ class SearchConfig:
     redis_url: str | None = None
     data_dir: Path = Path("data/redis")
     appendfsync: str = "everysec"
+    redis_stall_seconds: float = DEFAULT_STALL_TIMEOUT_SECONDS
+    redis_config: tuple[str, ...] = ()
     index_name: str = "clipsearch"
     key_prefix: str = "clipsearch:item:"
     dimension: int = 512
@@ -133,6 +140,12 @@ class SearchConfig:
             redis_url=redis_url,
             data_dir=Path(env_str(env, "SEARCH_DATA_DIR", "data/redis")),
             appendfsync=env_choice(env, "SEARCH_REDIS_APPENDFSYNC", "everysec", APPENDFSYNC_POLICIES),
+            redis_config=tuple(
+                line.strip() for line in env_str(env, "SEARCH_REDIS_CONFIG", "").split(";") if line.strip()
+            ),
+            redis_stall_seconds=env_float(
+                env, "SEARCH_REDIS_STALL_SECONDS", DEFAULT_STALL_TIMEOUT_SECONDS, minimum=1.0
+            ),
             index_name=index_name,
             key_prefix=env_str(env, "SEARCH_KEY_PREFIX", f"{index_name}:item:"),
             dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=MAX_DIMENSION),

@@ -52,3 +52,30 @@ class NoReindexInProgress(ModelMismatch):
     """A call about a reindex found none in progress (it finished, or was aborted)."""
 
     reason = rpc_status.NO_REINDEX_IN_PROGRESS
+
+
+class Loading(Unavailable):
+    """Redis is loading the library after a restart; says how far it is ("Loading the library: 43%, ...")."""
+
+    reason = rpc_status.INDEX_LOADING
+
+    def __init__(self, message: str, percent: float, eta_seconds: float | None) -> None:
+        super().__init__(message)
+        self.percent = percent
+        self.eta_seconds = eta_seconds
+
+    @property
+    def error_metadata(self) -> dict[str, str]:
+        """What INDEX_LOADING's ErrorInfo carries besides the message: how far, and how long to go."""
+        metadata = {"percent": f"{self.percent:.1f}"}
+        if self.eta_seconds is not None:
+            metadata["eta_seconds"] = f"{self.eta_seconds:.0f}"
+        return metadata
+
+
+class LibraryNotFound(SearchError):
+    """No library has the name given."""
+
+
+class LibraryConflict(SearchError):
+    """The folder or name is taken by another library."""

@@ -418,6 +418,13 @@ class SearchIndex(IndexBase):
         next_token = page_ids[-1] if len(keys) > page_size else ""
         return Page(items=[item for item in found if item is not None], next_page_token=next_token, total=total)
 
+    def count(self, filter: Filter | None = None) -> int:
+        """How many items match `filter` (no sorting, no fetching)."""
+        query, params = filter_query(filter or Filter()).build()
+        self.require_ready()
+        with self.redis_errors():
+            return int(self._search(query, params, "LIMIT", "0", "0")[b"total_results"])
+
     def list_collections(self) -> builtins.list[tuple[str, int]]:
         """(name, items) of every collection, sorted by name."""
         self.require_ready()
@@ -441,6 +448,7 @@ class SearchIndex(IndexBase):
             hnsw=self._hnsw,
             redis_version=str(server.get("redis_version", "")),
             model=self.catalog.live.model,
+            indexing_eta_seconds=self.fill.eta_seconds if self.fill is not None else None,
         )
 
     def _collections(self) -> builtins.list[tuple[str, int]]:

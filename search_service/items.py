@@ -84,6 +84,29 @@ class Match:
     end_seconds: float = 0.0
     frames: int = 1  # stored items grouped
     duplicates: tuple[Match, ...] = ()  # the other copies of a collapsed photo, best first
+    said_lines: tuple[SaidLine, ...] = ()  # with a said query: the matching cues, in time order
+    seen_rank: int = 0  # with a said query and a vector: the ranks in each list fused (0: not in it)
+    said_rank: int = 0
+
+
+@dataclass(frozen=True)
+class SaidLine:
+    """A cue that matched a said query."""
+
+    start_seconds: float
+    end_seconds: float
+    text: str
+    language: str = ""
+    track: str = ""
+
+
+@dataclass(frozen=True)
+class SaidOptions:
+    """How a said query matches: the window joining seen and said moments (0: the sampling interval), and
+    the languages of the cues searched (empty: all)."""
+
+    window_seconds: float = 0.0
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,3 +146,4 @@ class Stats:
     hnsw: HnswParams
     redis_version: str
     model: EmbeddingModel | None = None
+    indexing_eta_seconds: float | None = None  # while the index fills after a restart, if it can tell

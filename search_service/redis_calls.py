@@ -29,7 +29,7 @@ def as_unavailable(error: redis.RedisError, redis_label: str, index_name: str) -
     """The Unavailable to report for `error`, and whether the index must be verified again before the next
     call (Redis restarted, reloaded, or lost the index); None for an error that is not about availability."""
     if isinstance(error, redis.BusyLoadingError):
-        return Unavailable(f"Redis at {redis_label} is loading its data; retry shortly"), True
+        return Unavailable(f"Redis at {redis_label} is loading the library; retry shortly"), True
     if isinstance(error, redis.TimeoutError):
         return Unavailable(
             f"Redis at {redis_label} did not answer in time ({error}): it is overloaded or "

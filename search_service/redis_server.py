@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,12 +20,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from search_service.loading import RedisLoading, redis_loading
 from search_service.redis_calls import execute
 
 APPENDFSYNC_POLICIES = ("everysec", "always", "no")
 REQUIRED_MODULES = ("search", "ReJSON")
 HOST = "127.0.0.1"
 _PORT_ATTEMPTS = 5
+# How long a loading redis-server may go without loading another byte before it is given up on.
+DEFAULT_STALL_TIMEOUT_SECONDS = 60.0
 
 
 class LocalRedisError(RuntimeError):
@@ -92,6 +96,11 @@ class LocalRedis:
       always              fsync before every reply: nothing acknowledged is lost, at a cost in latency.
       no                  the OS decides when to flush (usually within 30 s).
     A clean stop (SIGTERM, as stop() sends, or SHUTDOWN) flushes everything.
+
+    A large library takes minutes to load after a restart: start() waits as long as the load progresses,
+    reporting each step to `on_loading`, and gives up only when the server exits or loads nothing for
+    `stall_timeout` seconds (or does not answer at all for that long). `search_args` are RediSearch's
+    module arguments (e.g. WORKERS 2).
     """
 
     def __init__(
@@ -101,7 +110,11 @@ class LocalRedis:
         *,
         password: str | None = None,
         appendfsync: str = "everysec",
-        startup_timeout: float = 60.0,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT_SECONDS,
+        search_args: Sequence[str] = (),
+        on_loading: Callable[[RedisLoading], None] | None = None,
+        cancel: threading.Event | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         if appendfsync not in APPENDFSYNC_POLICIES:
             raise ValueError(f"appendfsync must be one of {', '.join(APPENDFSYNC_POLICIES)}, not {appendfsync!r}")
@@ -109,7 +122,11 @@ class LocalRedis:
         self.port = port
         self.password = password
         self.appendfsync = appendfsync
-        self.startup_timeout = startup_timeout
+        self.stall_timeout = stall_timeout
+        self.search_args = tuple(search_args)
+        self.on_loading = on_loading
+        self.extra_config = tuple(extra_config)  # more redis.conf lines, e.g. "key-load-delay 100" in tests
+        self.cancel = cancel or threading.Event()  # set: a start in progress gives up (LocalRedisError)
         self._fixed_port = port != 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -159,14 +176,14 @@ class LocalRedis:
             try:
                 self._wait_until_ready()
                 return self
-            except LocalRedisError:
+            except LocalRedisError as e:
                 log_tail = self._log_since(offset)
                 self.kill()
                 if "Address already in use" in log_tail and not self._fixed_port:
                     self.port = 0  # another process took the port between the probe and the bind
                     continue
                 raise LocalRedisError(
-                    f"redis-server on port {self.port} failed to start (log {self.log_file}):\n{log_tail}"
+                    f"redis-server on port {self.port} failed to start: {e} (log {self.log_file}):\n{log_tail}"
                 ) from None
         raise LocalRedisError(f"redis-server found no free port after {_PORT_ATTEMPTS} attempts")
 
@@ -221,10 +238,14 @@ class LocalRedis:
             # Item HASHes up to a FLOAT32 vector of 1024 values stay listpacks, about 500 bytes an item
             # smaller than a hash table (docs/scaling.md).
             "hash-max-listpack-value 4200",
-            *(f"loadmodule {_conf_value(str(path))}" for path in modules),
+            # A large base file loads faster as RDB than as commands.
+            "aof-use-rdb-preamble yes",
+            " ".join([f"loadmodule {_conf_value(str(modules[0]))}", *map(_conf_value, self.search_args)]),
+            *(f"loadmodule {_conf_value(str(path))}" for path in modules[1:]),
         ]
         if self.password:
             lines.append(f"requirepass {_conf_value(self.password)}")
+        lines += self.extra_config
         conf = self.data_dir / "redis.conf"
         # The file may hold the password: readable by its owner only.
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -234,26 +255,48 @@ class LocalRedis:
 
     def _wait_until_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.startup_timeout
-        client = self.client(socket_connect_timeout=1.0, socket_timeout=1.0)
+        clock = time.monotonic
+        last_progress = clock()
+        loaded_bytes = -1
+        client = self.client(socket_connect_timeout=1.0, socket_timeout=5.0)
         try:
             while True:
                 if self._process.poll() is not None:
                     raise LocalRedisError(f"redis-server exited with status {self._process.returncode}")
+                if self.cancel.is_set():
+                    raise LocalRedisError("the start was cancelled")
                 try:
-                    client.ping()  # raises BusyLoadingError while the AOF is being loaded
+                    client.ping()
                     loaded = {entry[b"name"].decode() for entry in execute(client, "MODULE", "LIST")}
                     missing = [name for name in REQUIRED_MODULES if name not in loaded]
                     if missing:
                         raise LocalRedisError(f"redis-server started without the modules {missing}")
                     return
+                except redis.BusyLoadingError:
+                    loading = self._loading(client)
+                    if loading is not None and loading.loaded_bytes != loaded_bytes:
+                        loaded_bytes = loading.loaded_bytes
+                        last_progress = clock()
+                        if self.on_loading is not None:
+                            self.on_loading(loading)
                 except (redis.ConnectionError, redis.TimeoutError):
                     pass
-                if time.monotonic() > deadline:
-                    raise LocalRedisError(f"redis-server did not answer within {self.startup_timeout:.0f}s")
-                time.sleep(0.05)
+                if clock() - last_progress > self.stall_timeout:
+                    if loaded_bytes >= 0:
+                        raise LocalRedisError(
+                            f"redis-server stopped loading its data: nothing more loaded in {self.stall_timeout:.0f} s"
+                        )
+                    raise LocalRedisError(f"redis-server did not answer within {self.stall_timeout:.0f} s")
+                time.sleep(0.05 if loaded_bytes < 0 else 0.5)
         finally:
             client.close()
+
+    @staticmethod
+    def _loading(client: redis.Redis) -> RedisLoading | None:
+        try:
+            return redis_loading(client)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None
 
     def _log_since(self, offset: int) -> str:
         try:
@@ -275,6 +318,31 @@ class LocalRedis:
             raise LocalRedisError(f"another redis-server (pid {pid}) is using {self.data_dir}; stop it first")
 
 
+LOADING_PRINT_SECONDS = 5.0
+EXTRA_CONFIG_VARIABLE = "SEARCH_REDIS_CONFIG"
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def _print_every(interval: float) -> Callable[[RedisLoading], None]:
+    """Prints "Loading the library: 43%, about 2 min left" at most every `interval` seconds."""
+    last = -interval
+
+    def report(loading: RedisLoading) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= interval:
+            last = now
+            print(loading.message, flush=True)
+
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m search_service.redis_server",
@@ -291,14 +359,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--appendfsync", choices=APPENDFSYNC_POLICIES, default="everysec", help="AOF fsync policy (default everysec)"
     )
+    parser.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=_env_seconds("SEARCH_REDIS_STALL_SECONDS", DEFAULT_STALL_TIMEOUT_SECONDS),
+        help="while the library loads, give up when nothing more is loaded for this many seconds "
+        f"(default: $SEARCH_REDIS_STALL_SECONDS, else {DEFAULT_STALL_TIMEOUT_SECONDS:.0f})",
+    )
+    parser.add_argument(
+        "--config-line",
+        action="append",
+        default=[line.strip() for line in os.environ.get(EXTRA_CONFIG_VARIABLE, "").split(";") if line.strip()],
+        metavar="LINE",
+        help=f"one more redis.conf directive, e.g. 'maxmemory 8gb' (repeatable; default: ${EXTRA_CONFIG_VARIABLE}, "
+        "directives separated by ';')",
+    )
     args = parser.parse_args(argv)
-    server = LocalRedis(args.data, args.port, password=args.password, appendfsync=args.appendfsync)
+    if args.stall_timeout <= 0:
+        parser.error("--stall-timeout must be positive")
     stop = threading.Event()
+    server = LocalRedis(
+        args.data,
+        args.port,
+        password=args.password,
+        appendfsync=args.appendfsync,
+        stall_timeout=args.stall_timeout,
+        on_loading=_print_every(LOADING_PRINT_SECONDS),
+        cancel=stop,
+        extra_config=args.config_line,
+    )
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         server.start()
     except LocalRedisError as e:
+        if stop.is_set():
+            print("stopped while loading", flush=True)
+            return
         print(e, file=sys.stderr)
         raise SystemExit(2) from None
     redacted = server.url.replace(f":{quote(server.password, safe='')}@", ":***@") if server.password else server.url

@@ -17,6 +17,7 @@ from search_service.catalog import Catalog, EmbeddingModel, Generation
 from search_service.errors import (
     IndexMismatch,
     InvalidArgument,
+    Loading,
     ModelMismatch,
     NoReindexInProgress,
     ReindexModelMismatch,
@@ -25,6 +26,7 @@ from search_service.info import mismatch_message, parse_info
 from search_service.items import (
     HnswParams,
 )
+from search_service.loading import FillRate, IndexFill, RedisLoading, redis_loading
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
 from search_service.schema import IndexSchema, build_schema
 from search_service.scripts import CHECK_LUA, REMOVE_SOURCES_LUA, UPSERT_LUA
@@ -74,6 +76,11 @@ class IndexBase:
         self._items = 0  # of the live index, as its last check (every health interval) found
         self._upsert_script = client.register_script(UPSERT_LUA)
         self._check_script = client.register_script(CHECK_LUA)
+        # How far the library is in coming back after a restart, as of the last check (the health watcher
+        # checks every second): Redis loading (calls refused), then the index filling (searches partial).
+        self.loading: RedisLoading | None = None
+        self.fill: IndexFill | None = None
+        self._fill_rate = FillRate()
         self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
 
     @property
@@ -83,6 +90,10 @@ class IndexBase:
     @property
     def client(self) -> redis.Redis:
         return self._client
+
+    @property
+    def query_timeout_ms(self) -> str:
+        return self._timeout
 
     def schema_of(self, generation: Generation) -> IndexSchema:
         """The physical index of a generation: the configured one, or one a reindex built."""
@@ -129,7 +140,7 @@ class IndexBase:
         Raises Unavailable or IndexMismatch; on success the index is ready for calls.
         """
         with self.redis_errors():
-            self._client.ping()
+            self._ping()
             self.refresh()
             try:
                 raw = execute(self._client, "FT.INFO", self.schema.name)
@@ -152,6 +163,7 @@ class IndexBase:
             raise IndexMismatch(mismatch_message(self.schema, info, problems, self.redis_label))
         self._note_hnsw(info)
         self._items = int(info.get("num_docs", 0) or 0)
+        self._note_fill(info)
         self._ready = True
 
     def _adopt_vector_type(self, info: Mapping[str, Any]) -> None:
@@ -171,6 +183,35 @@ class IndexBase:
     def default_ef(self) -> int:
         """The EF_RUNTIME of a query that names none (see adaptive_ef)."""
         return adaptive_ef(self._items, self._hnsw.ef_runtime)
+
+    def _ping(self) -> None:
+        """PING; while Redis loads its data, raises Loading saying how far it is."""
+        try:
+            self._client.ping()
+            self.loading = None
+            return
+        except redis.BusyLoadingError:
+            pass
+        self._ready = False
+        self.fill = None
+        self._fill_rate.reset()
+        loading = redis_loading(self._client)
+        self.loading = loading
+        if loading is None:  # it finished between the two calls
+            self._client.ping()
+            return
+        raise Loading(loading.message, loading.percent, loading.eta_seconds)
+
+    def _note_fill(self, info: Mapping[str, Any]) -> None:
+        """Notes whether RediSearch is still indexing existing keys: searches see only part of the library."""
+        percent = float(info.get("percent_indexed", 1.0) or 0.0) * 100.0
+        if percent >= 100.0 and not int(info.get("indexing", 0) or 0):
+            if self.fill is not None:
+                log.info("index %r complete: searches see the whole library", self.schema.name)
+            self.fill = None
+            self._fill_rate.reset()
+            return
+        self.fill = IndexFill(percent, self._fill_rate.eta(percent))
 
     def _create(self) -> None:
         try:

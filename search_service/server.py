@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 
 import redis
@@ -30,11 +32,13 @@ from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig, redact_url
 from search_service.errors import IndexMismatch, Unavailable
 from search_service.index import SearchIndex
+from search_service.loading import LOADING_PREFIX, RedisLoading
 from search_service.redis_server import LocalRedis, LocalRedisError
 from search_service.schema import build_schema
 from search_service.servicer import SearchServicer
 
 SERVICE_NAME = "clipsearch.v1.Search"
+LOADING_LOG_SECONDS = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class RedisWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redis-watcher", daemon=True)
         self._last: tuple[bool, str] | None = None
+        self._last_logged = -math.inf
 
     def start(self) -> None:
         self._thread.start()
@@ -67,6 +72,15 @@ class RedisWatcher:
             if self._stop.wait(self._interval):
                 return
 
+    def _log(self, state: tuple[bool, str], unexpected: Exception | None) -> None:
+        self._last_logged = time.monotonic()
+        if state[0] and state[1]:
+            log.info("SERVING partial results, the index is still filling: %s", state[1])
+        elif state[0]:
+            log.info("Redis at %s and index %r ready: SERVING", self._index.redis_label, self._index.schema.name)
+        else:
+            log.warning("NOT_SERVING: %s", state[1], exc_info=unexpected)
+
     def check_once(self) -> None:
         unexpected: Exception | None = None
         try:
@@ -77,13 +91,33 @@ class RedisWatcher:
         except Exception as e:  # noqa: BLE001 - the watcher must outlive any surprise
             unexpected = e
             state = (False, f"{type(e).__name__}: {e}")
-        if state != self._last:  # log transitions only, not every interval
-            if state[0]:
-                log.info("Redis at %s and index %r ready: SERVING", self._index.redis_label, self._index.schema.name)
-            else:
-                log.warning("NOT_SERVING: %s", state[1], exc_info=unexpected)
-            self._last = state
+        fill = self._index.fill if state[0] else None
+        if fill is not None:
+            state = (True, fill.message)
+        loading = state[1].startswith(LOADING_PREFIX)
+        if loading and self._last is not None and self._last[1].startswith(LOADING_PREFIX):
+            # a load in progress: a line every LOADING_LOG_SECONDS, not one at every check
+            if time.monotonic() - self._last_logged >= LOADING_LOG_SECONDS:
+                self._log(state, unexpected)
+        elif state != self._last:  # log transitions only, not every interval
+            self._log(state, unexpected)
+        self._last = state
         self._report(state[0])
+
+
+class LoadingReport:
+    """Reports a local Redis's load, a line every LOADING_LOG_SECONDS: "Loading the library: 43%, ..."."""
+
+    def __init__(self, write: Callable[[str], None], interval: float = LOADING_LOG_SECONDS) -> None:
+        self._write = write
+        self._interval = interval
+        self._last = -math.inf
+
+    def __call__(self, loading: RedisLoading) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._write(loading.message)
 
 
 class SearchServer(GrpcServer):
@@ -203,7 +237,13 @@ def main() -> None:
     local: LocalRedis | None = None
     url = config.redis_url
     if url is None:
-        local = LocalRedis(config.data_dir, appendfsync=config.appendfsync)
+        local = LocalRedis(
+            config.data_dir,
+            appendfsync=config.appendfsync,
+            stall_timeout=config.redis_stall_seconds,
+            on_loading=LoadingReport(log.info),
+            extra_config=config.redis_config,
+        )
         try:
             local.start()
         except LocalRedisError as e:

@@ -9,10 +9,31 @@ from clipsearch.rpc_status import ErrorStatuses, StatusRule
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import EmbeddingModel
-from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout, Unavailable
+from search_service.cues import Cue, CueStore, CueTrack
+from search_service.errors import (
+    IndexMismatch,
+    InvalidArgument,
+    LibraryConflict,
+    LibraryNotFound,
+    Loading,
+    QueryTimeout,
+    Unavailable,
+)
 from search_service.index import SearchIndex
-from search_service.items import DuplicateOptions, Filter, Item, Match, MediaType, Metadata, MomentOptions
+from search_service.items import (
+    DuplicateOptions,
+    Filter,
+    Item,
+    Match,
+    MediaType,
+    Metadata,
+    MomentOptions,
+    SaidOptions,
+)
+from search_service.libraries import Libraries, Library, LibraryState, LibraryStatus
+from search_service.loading import describe
 from search_service.reindex import Reindexer
+from search_service.said import SaidSearch
 
 _MEDIA_TYPES = {
     pb.MEDIA_TYPE_UNSPECIFIED: MediaType.UNSPECIFIED,
@@ -28,6 +49,8 @@ _STATUSES = ErrorStatuses(
         StatusRule(IndexMismatch, grpc.StatusCode.FAILED_PRECONDITION),
         StatusRule(Unavailable, grpc.StatusCode.UNAVAILABLE),
         StatusRule(QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+        StatusRule(LibraryNotFound, grpc.StatusCode.NOT_FOUND),
+        StatusRule(LibraryConflict, grpc.StatusCode.ALREADY_EXISTS),
     ],
     internal=lambda method, error: f"internal error: {type(error).__name__}: {error}",
 )
@@ -39,6 +62,9 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def __init__(self, index: SearchIndex) -> None:
         self._index = index
         self._reindex = Reindexer(index)
+        self._cues = CueStore(index)
+        self._said = SaidSearch(index, self._cues)
+        self._libraries = Libraries(index)
 
     @_STATUSES.rpc
     def Upsert(self, request: pb.UpsertRequest, context: grpc.ServicerContext) -> pb.UpsertResponse:
@@ -48,6 +74,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     @_STATUSES.rpc
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
+        if request.said:
+            return self._said_query(request)
         matches = self._index.query(
             np.asarray(request.vector, dtype=np.float32),
             k=request.k,
@@ -60,7 +88,66 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
             model=_model(request, "model"),
         )
-        return pb.QueryResponse(matches=[_match_to_pb(m) for m in matches])
+        fill = self._index.fill  # as of the last check, at most a health interval old
+        return pb.QueryResponse(
+            matches=[_match_to_pb(m) for m in matches],
+            partial=fill is not None,
+            percent_indexed=100.0 if fill is None else fill.percent,
+        )
+
+    def _said_query(self, request: pb.QueryRequest) -> pb.QueryResponse:
+        options = request.said_options
+        matches, parsed = self._said.query(
+            request.said,
+            np.asarray(request.vector, dtype=np.float32) if request.vector else None,
+            k=request.k,
+            offset=request.offset,
+            filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
+            min_score=request.min_score if request.HasField("min_score") else None,
+            ef_runtime=request.ef_runtime,
+            with_vectors=request.with_vectors,
+            moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
+            duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
+            model=_model(request, "model"),
+            options=SaidOptions(options.window_seconds, tuple(options.languages)),
+        )
+        fill = self._index.fill
+        return pb.QueryResponse(
+            matches=[_match_to_pb(m) for m in matches],
+            said_query=parsed.expression,
+            said_words=parsed.words,
+            partial=fill is not None,
+            percent_indexed=100.0 if fill is None else fill.percent,
+        )
+
+    @_STATUSES.rpc
+    def CueWrite(self, request: pb.CueWriteRequest, context: grpc.ServicerContext) -> pb.CueWriteResponse:
+        tracks = [
+            CueTrack(t.name, t.language, tuple(Cue(c.start_seconds, c.end_seconds, c.text) for c in t.cues))
+            for t in request.tracks
+        ]
+        stored = self._cues.write(request.collection, request.content_hash, request.signature, tracks)
+        return pb.CueWriteResponse(cues=stored)
+
+    @_STATUSES.rpc
+    def CueList(self, request: pb.CueListRequest, context: grpc.ServicerContext) -> pb.CueListResponse:
+        found, signature, tracks = self._cues.list(
+            request.collection, request.content_hash, signature_only=request.signature_only
+        )
+        return pb.CueListResponse(
+            found=found,
+            signature=signature,
+            tracks=[
+                pb.CueTrack(
+                    name=t.name,
+                    language=t.language,
+                    cues=[
+                        pb.Cue(start_seconds=c.start_seconds, end_seconds=c.end_seconds, text=c.text) for c in t.cues
+                    ],
+                )
+                for t in tracks
+            ],
+        )
 
     @_STATUSES.rpc
     def Get(self, request: pb.GetRequest, context: grpc.ServicerContext) -> pb.GetResponse:
@@ -82,8 +169,11 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     @_STATUSES.rpc
     def Delete(self, request: pb.DeleteRequest, context: grpc.ServicerContext) -> pb.DeleteResponse:
         ids, sources, collection = list(request.ids), list(request.sources), request.collection
+        # The cues of a video go with its last frame: which videos may lose it is read before the delete.
         if sources:
+            videos = self._cues.videos_of_ids(ids) if ids else self._cues.videos_of_sources(sources, collection)
             result = self._index.delete_sources(sources, collection=collection or None, ids=ids)
+            self._cues.drop_orphans(videos)
         elif ids and collection:
             raise InvalidArgument(
                 "ids and collection are set without sources: set ids alone to delete those items, "
@@ -91,9 +181,12 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
                 "items of that collection"
             )
         elif ids:
+            videos = self._cues.videos_of_ids(ids)
             result = self._index.delete_ids(ids)
+            self._cues.drop_orphans(videos)
         elif collection:
             result = self._index.delete_collection(collection)
+            self._cues.delete_collection(collection)
         else:
             raise InvalidArgument(
                 "nothing to delete: set ids, sources (optionally with collection and/or ids) or collection"
@@ -102,7 +195,15 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
 
     @_STATUSES.rpc
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
-        stats = self._index.stats()
+        try:
+            stats = self._index.stats()
+        except Loading as loading:  # not an error for Stats: it says how far the library is
+            return pb.StatsResponse(
+                loading=True,
+                loading_percent=loading.percent,
+                loading_eta_seconds=loading.eta_seconds or 0.0,
+                loading_message=str(loading),
+            )
         schema = self._index.schema
         settings = pb.IndexSettings(
             index_name=self._index.configured.name,
@@ -127,6 +228,8 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
             percent_indexed=stats.percent_indexed,
             settings=settings,
             redis_version=stats.redis_version,
+            loading_message=describe(stats.percent_indexed, stats.indexing_eta_seconds) if stats.indexing else "",
+            indexing_eta_seconds=stats.indexing_eta_seconds or 0.0,
         )
 
     @_STATUSES.rpc
@@ -170,6 +273,51 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def AbortReindex(self, request: pb.AbortReindexRequest, context: grpc.ServicerContext) -> pb.AbortReindexResponse:
         discarded = self._reindex.abort()
         return pb.AbortReindexResponse(aborted=discarded is not None, discarded_items=discarded or 0)
+
+    @_STATUSES.rpc
+    def ListLibraries(
+        self, request: pb.ListLibrariesRequest, context: grpc.ServicerContext
+    ) -> pb.ListLibrariesResponse:
+        return pb.ListLibrariesResponse(libraries=[_library_to_pb(lib) for lib in self._libraries.list()])
+
+    @_STATUSES.rpc
+    def AddLibrary(self, request: pb.AddLibraryRequest, context: grpc.ServicerContext) -> pb.Library:
+        return _library_to_pb(self._libraries.add(request.path, request.collection, request.name))
+
+    @_STATUSES.rpc
+    def RemoveLibrary(
+        self, request: pb.RemoveLibraryRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveLibraryResponse:
+        result = self._libraries.remove(request.name)
+        return pb.RemoveLibraryResponse(
+            library=_library_to_pb(result.library),
+            deleted_items=result.deleted_items,
+            updated_items=result.updated_items,
+        )
+
+    @_STATUSES.rpc
+    def RequestLibraryRescan(
+        self, request: pb.RequestLibraryRescanRequest, context: grpc.ServicerContext
+    ) -> pb.Library:
+        return _library_to_pb(self._libraries.request_rescan(request.name))
+
+    @_STATUSES.rpc
+    def ReportLibraryStatus(
+        self, request: pb.ReportLibraryStatusRequest, context: grpc.ServicerContext
+    ) -> pb.ReportLibraryStatusResponse:
+        s = request.status
+        status = LibraryStatus(
+            state=_library_state(s.state),
+            files_done=s.files_done,
+            files_total=s.files_total,
+            eta_seconds=s.eta_seconds if s.HasField("eta_seconds") else None,
+            message=s.message,
+            failures=tuple((f.path, f.reason) for f in s.failures),
+            failed_files=s.failed_files,
+            indexer=s.indexer,
+            caught_up_at=s.caught_up_at,
+        )
+        return pb.ReportLibraryStatusResponse(known=self._libraries.report(request.name, status))
 
 
 def _model(
@@ -250,6 +398,18 @@ def _match_to_pb(m: Match) -> pb.Match:
         end_seconds=m.end_seconds,
         frames=m.frames,
         duplicates=[_match_to_pb(d) for d in m.duplicates],
+        said_lines=[
+            pb.SaidLine(
+                start_seconds=x.start_seconds,
+                end_seconds=x.end_seconds,
+                text=x.text,
+                language=x.language,
+                track=x.track,
+            )
+            for x in m.said_lines
+        ],
+        seen_rank=m.seen_rank,
+        said_rank=m.said_rank,
     )
 
 
@@ -267,4 +427,38 @@ def _filter_from_pb(f: pb.Filter) -> Filter:
         min_timestamp_seconds=f.min_timestamp_seconds if f.HasField("min_timestamp_seconds") else None,
         max_timestamp_seconds=f.max_timestamp_seconds if f.HasField("max_timestamp_seconds") else None,
         content_hashes=tuple(f.content_hashes),
+    )
+
+
+def _library_state(value: int) -> LibraryState:
+    try:
+        return LibraryState(value)
+    except ValueError:
+        raise InvalidArgument(f"status.state={value} is not a known LibraryState") from None
+
+
+def _library_to_pb(library: Library) -> pb.Library:
+    s = library.status
+    status = pb.LibraryStatus(
+        state=int(s.state),  # type: ignore[arg-type]
+        files_done=s.files_done,
+        files_total=s.files_total,
+        message=s.message,
+        failures=[pb.LibraryFailure(path=p, reason=r) for p, r in s.failures],
+        failed_files=s.failed_files,
+        updated_at=s.updated_at,
+        indexer=s.indexer,
+        caught_up_at=s.caught_up_at,
+    )
+    if s.eta_seconds is not None:
+        status.eta_seconds = s.eta_seconds
+    return pb.Library(
+        name=library.name,
+        path=library.path,
+        uri=library.uri,
+        collection=library.collection,
+        items=library.items,
+        status=status,
+        rescan_requests=library.rescan_requests,
+        created_at=library.created_at,
     )

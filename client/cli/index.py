@@ -6,13 +6,16 @@ import argparse
 import sys
 
 from client.ingest.engine import IngestOptions
+from client.ingest.progress import plan
 from client.ingest.shard import JOB_INDEX_VARIABLE, ShardError, shard_from_job
 from client.ingest.stills import DEFAULT_STILL_THRESHOLD
 from clipsearch.envconfig import ConfigError
 
 from . import output
+from .index_progress import IndexBar
 from .options import (
     EXIT_PARTIAL,
+    PROG,
     add_service_options,
     count,
     make_client,
@@ -30,7 +33,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Index images and videos. Folders are walked recursively; what is already indexed is skipped.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="files and folders")
-    p.add_argument("--collection", default="", metavar="NAME", help="collection to add to (default: default)")
+    p.add_argument(
+        "--collection",
+        metavar="NAME",
+        help="collection to add to (default: the library's for a path inside one, else the collection the files "
+        "are indexed in already, else default)",
+    )
     p.add_argument("--fps", type=positive_float, default=1.0, help="video frames sampled per second (default: 1)")
     still = p.add_mutually_exclusive_group()
     still.add_argument(
@@ -51,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--prune",
         action="store_true",
-        help="also remove, within PATHs and the collection, files that are gone or changed "
+        help="also remove, within PATHs, files that are gone or changed, in whatever collection they are "
         "(with --shard or --shards: only those of this shard)",
     )
     shards = p.add_argument_group(
@@ -88,6 +96,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--inflight", type=count(0), default=0, help="embedding calls in flight (default: two per embedder address)"
     )
+    p.add_argument(
+        "--subtitles",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="read each video's subtitles (text tracks inside it, subtitle files beside it) for `search --said` "
+        "(default: on)",
+    )
     add_service_options(p)
     p.set_defaults(handler=run)
 
@@ -102,19 +117,29 @@ def run(args: argparse.Namespace) -> int:
         inflight=args.inflight,
         shard=shard,
         still_threshold=0.0 if args.every_frame else args.still_threshold,
+        subtitles=args.subtitles,
     )
     live = sys.stderr.isatty() and not args.json
-    with make_client(args) as client, output.IndexProgress(sys.stderr, live) as progress:
-        report = client.index(
-            args.paths,
-            collection=args.collection,
-            fps=args.fps,
-            tags=args.tag,
-            recursive=args.recursive,
-            prune=args.prune,
-            on_event=progress,
-            options=options,
-        )
+    if live:
+        print("counting the files…", end="\r", file=sys.stderr, flush=True)
+    planned = plan(args.paths, recursive=args.recursive, fps=args.fps, shard=shard)
+    if live:
+        print(f"to look at: {planned.describe()}", file=sys.stderr, flush=True)
+    with make_client(args) as client, IndexBar(sys.stderr, live, planned) as progress:
+        try:
+            report = client.index(
+                args.paths,
+                collection=args.collection or None,
+                fps=args.fps,
+                tags=args.tag,
+                recursive=args.recursive,
+                prune=args.prune,
+                on_event=progress,
+                options=options,
+            )
+        except KeyboardInterrupt:
+            print(f"{PROG}: {progress.interrupted()}", file=sys.stderr)
+            return 130
     if args.json:
         output.print_json(report.to_json())
     else:

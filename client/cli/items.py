@@ -44,6 +44,8 @@ def stats(args: argparse.Namespace) -> int:
         stats = client.stats()
     if args.json:
         output.print_json(stats.to_json())
+    elif stats.loading:
+        print(stats.loading_message)
     else:
         output.console().print(output.stats_table(stats))
     return 0

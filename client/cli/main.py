@@ -12,7 +12,7 @@ from types import ModuleType
 from client.errors import ClientError
 from clipsearch.envconfig import ConfigError
 
-from . import index, items, reindex, search
+from . import index, items, library, reindex, search
 from . import serve as serve_command
 from .options import EXIT_ERROR, EXIT_USAGE, PROG, WEB_HELP, Handler
 
@@ -28,6 +28,7 @@ def build_parser(*, serve: bool = False, web_module: ModuleType | None = None) -
     items.add_stats_parser(sub)
     reindex.add_parser(sub)
     items.add_parsers(sub)
+    library.add_parsers(sub)
     serve_command.add_parser(sub, full=serve)
     if web_module is None:
         sub.add_parser("web", help=WEB_HELP, add_help=False)

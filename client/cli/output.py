@@ -48,6 +48,9 @@ def hits_table(hits: Sequence[Hit]) -> Table:
     table.add_column("source", overflow="fold")
     table.add_column("time", justify="right")
     table.add_column("id", no_wrap=True)
+    said = any(hit.said_lines for hit in hits)
+    if said:
+        table.add_column("said", overflow="fold")
     for hit in hits:
         source = hit.source or "-"
         if len(hit.sources) > 1:
@@ -59,7 +62,10 @@ def hits_table(hits: Sequence[Hit]) -> Table:
         time = hit.span
         if time != hit.time:
             time += f" ({hit.frames} frame{'s' if hit.frames != 1 else ''}, best {hit.time})"
-        table.add_row(str(hit.rank), f"{hit.score:.4f}", Text(source), time, hit.id)
+        if hit.said_lines and hit.frames <= 1:
+            time = hit.span  # a said moment: the span of its lines
+        row: list[str | Text] = [str(hit.rank), f"{hit.score:.4f}", Text(source), time, hit.id]
+        table.add_row(*row, *([Text(hit.text)] if said else []))
     return table
 
 
@@ -84,7 +90,7 @@ def stats_table(stats: Stats) -> Table:
         "index", f"{stats.index_name} ({stats.algorithm}, {stats.dimension} dimensions, {stats.distance_metric})"
     )
     if stats.indexing:
-        table.add_row("indexing", f"{stats.percent_indexed:.0f}% done")
+        table.add_row("indexing", stats.loading_message or f"{stats.percent_indexed:.0f}% done")
     table.add_row("redis memory", _bytes(stats.redis_memory_bytes))
     table.add_row("vector index memory", _bytes(stats.vector_index_memory_bytes))
     table.add_row("redis version", stats.redis_version)
@@ -112,6 +118,11 @@ def report_summary(report: IndexReport) -> str:
     parts.append(f"failed {len(report.failed)}")
     if report.pruned_sources or report.pruned_items:
         parts.append(f"pruned {report.pruned_sources} missing files ({report.pruned_items} items deleted)")
+    if report.subtitle_lines or report.subtitle_tracks:
+        tracks = f"{report.subtitle_tracks} track{'s' if report.subtitle_tracks != 1 else ''}"
+        parts.append(f"{report.subtitle_lines} subtitle line{'s' if report.subtitle_lines != 1 else ''} from {tracks}")
+    if report.subtitle_problems:
+        parts.append(f"{len(report.subtitle_problems)} subtitle problems (above)")
     return "; ".join(parts) + f" in {report.seconds:.1f}s"
 
 
@@ -179,8 +190,9 @@ class IndexProgress:
         return f"indexed {c['indexed']}, known {c['known']}, failed {c['failed']}"
 
     def __call__(self, event: ProgressEvent) -> None:
-        if event.kind == "failed":
-            line = f"skipped {event.path}: {event.message}"
+        if event.kind in ("failed", "subtitles") and event.message:
+            # A subtitle problem is the message alone: it names the video and the file or track.
+            line = f"skipped {event.path}: {event.message}" if event.kind == "failed" else event.message
             if self._progress is not None:
                 self._progress.console.print(Text(line, style="yellow"))
             else:

@@ -6,6 +6,8 @@ import argparse
 import importlib
 from pathlib import Path
 
+from client import weboptions
+
 DEFAULT_EMBEDDER_PORT = 50051
 DEFAULT_SEARCH_PORT = 50052
 DEFAULT_START_TIMEOUT = 600.0
@@ -103,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_START_TIMEOUT,
         metavar="SECONDS",
         help="how long a service may take to become ready, model download included "
-        f"(default {DEFAULT_START_TIMEOUT:.0f})",
+        f"(default {DEFAULT_START_TIMEOUT:.0f}); a library still loading after a restart is waited for as long "
+        "as it progresses",
     )
     parser.add_argument(
         "--web-port",
@@ -114,6 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "services, and beyond loopback needs CLIPSEARCH_WEB_PASSWORD[_FILE] or the services' token",
     )
     parser.add_argument("--no-web", action="store_true", help="do not start the web page")
+    weboptions.add_library_arguments(parser)
+    parser.add_argument(
+        "--no-watch",
+        action="store_true",
+        help="do not run the indexer that keeps the libraries indexed (clipsearch library add PATH); "
+        "`clipsearch watch` runs it alone",
+    )
     parser.add_argument(
         "--ready-file",
         type=Path,

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from client import weboptions
 from client.config import split_addresses
 from client.web import create_app
 from client.web.security import binding_password, resolve_password
@@ -59,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     web.add_argument(
         "--insecure", action="store_true", help="allow listening beyond loopback without a password (anyone can look)"
     )
+    weboptions.add_library_arguments(parser)
     add_service_options(parser, json=False, default_timeout=f"{DEFAULT_CALL_TIMEOUT:g}")
 
 
@@ -88,6 +90,9 @@ def settings_from_args(args: argparse.Namespace) -> WebSettings:
             call_timeout=args.timeout or (config.timeout if env_timeout else DEFAULT_CALL_TIMEOUT),
             password=password,
             insecure=args.insecure,
+            library_roots=tuple(args.library_root or [Path.home()]),
+            max_upload_photo_bytes=args.max_upload_photo,
+            max_upload_video_bytes=args.max_upload_video,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

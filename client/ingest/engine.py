@@ -16,6 +16,7 @@ from clipsearch.v1 import embedder_pb2, search_pb2
 
 from .. import ids as idmod
 from ..errors import ClientError
+from ..subtitles.sync import CueSync
 from ..transport import Transport
 from ..uris import PathLike, display, display_path, path_to_uri
 from .media import (
@@ -43,6 +44,12 @@ from .stills import DEFAULT_STILL_THRESHOLD, StillFilter
 # A tag on one frame of each fully indexed video: how many frames a complete run at that fps (and, when
 # frames like the one before were skipped, that still threshold) wrote.
 _MARKER = re.compile(r"^clipsearch:frames=(\d+)@(.+)$")
+
+
+# Seconds a decoded frame may wait for others to fill its EmbedImages batch. Decoding a film yields a sampled
+# frame every tenth of a second or slower: without a bound the embedder idled while a batch filled, and
+# embedded the last one after decoding had ended.
+FRAME_BATCH_WAIT = 0.3
 
 
 def marker_tag(frames: int, fps: float, still_threshold: float = 0.0) -> str:
@@ -82,6 +89,8 @@ class IngestOptions:
     lookup_bytes: int = 64 << 20
     upsert_batch: int = 256
     embed_timeout: float = 300.0
+    # Read each video's subtitles (embedded text tracks, subtitle files beside it) into its cues.
+    subtitles: bool = True
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,7 @@ class Ingest:
         self._hash_by_uri: dict[str, str] = {}
         self._pipeline: Pipeline | None = None
         self._prepare_pool: ThreadPoolExecutor
+        self._cues = CueSync(transport, self._collection) if options.subtitles else None
 
     def _new_pipeline(self) -> Pipeline:
         """A pipeline within the embedder's limits and this run's options."""
@@ -192,7 +202,6 @@ class Ingest:
             prune(
                 self._transport,
                 [i for i in inputs if not isinstance(i, ImageBytes)],
-                collection=self._collection,
                 recursive=self._options.recursive,
                 hash_by_uri=self._hash_by_uri,
                 tally=self._tally,
@@ -210,6 +219,12 @@ class Ingest:
                 f"vectors but the search index {stats.settings.index_name!r} holds {stored}-dimensional "
                 f"ones; use the same model for both services"
             )
+        model = self._transport.embedding_model
+        if stored and model is not None and stats.settings.HasField("model"):
+            # Refused now (ModelMismatch, naming both models and `clipsearch reindex`) rather than at the first
+            # upsert: a run that finds every file indexed would not say that new ones cannot be.
+            probe = [1.0] + [0.0] * (stored - 1)
+            self._transport.query(search_pb2.QueryRequest(vector=probe, k=1, model=model))
 
     def _produce(self, inputs: list[PathLike | ImageBytes]) -> None:
         assert self._pipeline is not None
@@ -373,14 +388,26 @@ class Ingest:
                 video.to_patch.extend(frame_id for frame_id, has in video.stored.items() if not has)
                 self._tally.known(len(video.stored) - len(video.to_patch))
                 self._patch_sources(video, flush=True)
+                self._read_subtitles(found.path, video, known=True)
                 return
             self._tally.video()
+            self._read_subtitles(found.path, video, known=bool(video.stored))
             self._decode_video(stream, video)
+
+    def _read_subtitles(self, path: Path, video: _VideoRun, *, known: bool) -> None:
+        if self._cues is None:
+            return
+        started = time.monotonic()
+        read = self._cues.video(path, video.content_hash, video.label, known=known)
+        lines, tracks = (read.lines, len(read.tracks)) if read else (0, 0)
+        problems = read.problems + read.notes if read else []
+        self._tally.subtitles(lines, tracks, problems, time.monotonic() - started)
 
     def _decode_video(self, stream: BinaryIO, video: _VideoRun) -> None:
         # The last kept frame is held back until the next one (or the end of the stream), so that it can
         # carry the span of the frames like it that follow, and the marker saying how many frames a
         # complete run writes.
+        assert self._pipeline is not None
         options = self._options
         stills = StillFilter(options.still_threshold)
         held: VideoFrame | None = None
@@ -391,6 +418,7 @@ class Ingest:
                 if not stills.keep(frame):
                     held_end = frame.timestamp_seconds
                     self._tally.still()
+                    self._pipeline.send_waiting(FRAME_BATCH_WAIT)
                     continue
                 if held is not None:
                     self._emit_frame(held, held_end, video, None)
@@ -435,7 +463,7 @@ class Ingest:
             span_end_seconds=span_end if span_end > frame.timestamp_seconds else 0.0,
         )
         image = embedder_pb2.Image(raw=embedder_pb2.RawImage(rgb=frame.rgb, width=frame.width, height=frame.height))
-        self._pipeline.add(Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label))
+        self._pipeline.add(Pending(frame_id, metadata, image, len(frame.rgb) + 32, frame_label), wait=FRAME_BATCH_WAIT)
 
     def _patch_sources(self, video: _VideoRun, *, flush: bool) -> None:
         """Adds the video's path to stored frames that lack it, a batch at a time."""

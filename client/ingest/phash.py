@@ -8,7 +8,10 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageOps
 
+from clipsearch import imageformats
 from clipsearch.v1 import embedder_pb2
+
+imageformats.register()  # HEIC/HEIF photos open like any other
 
 HASH_SIDE = 32  # the grayscale copy the hash is taken from
 LOW_SIDE = 8  # the lowest 8x8 frequencies make the 64 bits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ class Batcher(Generic[Entry]):
         self._count_limit = max_count if first_count is None else min(first_count, max_count)
         self._entries: list[Entry] = []
         self._bytes = 0
+        self._opened = 0.0  # time.monotonic() of the current batch's first entry
+
+    def age(self) -> float:
+        """Seconds since the current batch's first entry was added (0 when empty)."""
+        return time.monotonic() - self._opened if self._entries else 0.0
 
     def add(self, entry: Entry, nbytes: int) -> list[Entry] | None:
         """Adds an entry; returns the batch it closed, if adding it would overflow the current one.
@@ -53,6 +59,8 @@ class Batcher(Generic[Entry]):
         full = None
         if self._entries and (len(self._entries) >= self._count_limit or self._bytes + nbytes > self.max_bytes):
             full = self.flush()
+        if not self._entries:
+            self._opened = time.monotonic()
         self._entries.append(entry)
         self._bytes += nbytes
         return full
@@ -160,7 +168,10 @@ class Pipeline:
         if self._error is not None:
             raise self._error
 
-    def add(self, pending: Pending) -> None:
+    def add(self, pending: Pending, *, wait: float | None = None) -> None:
+        """Batches an item; with `wait`, a batch whose first item has waited that many seconds is sent
+        at once, so that a slow producer (a video decoder) keeps the embedder busy instead of leaving it
+        a whole batch to embed after the last frame."""
         self.check()
         try:
             full = self._batcher.add(pending, pending.nbytes)
@@ -172,6 +183,13 @@ class Pipeline:
             return
         if full:
             self._submit(full)
+        if wait is not None:
+            self.send_waiting(wait)
+
+    def send_waiting(self, wait: float) -> None:
+        """Sends the batch being filled if its first item has waited `wait` seconds or more."""
+        if self._batcher.age() >= wait:
+            self._submit(self._batcher.flush())
 
     def patch(self, patch: Patch) -> None:
         self.check()

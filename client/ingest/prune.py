@@ -33,23 +33,23 @@ def prune(
     transport: Transport,
     paths: Sequence[PathLike],
     *,
-    collection: str,
     recursive: bool,
     hash_by_uri: Mapping[str, str],
     tally: Tally,
     shard: Shard | None = None,
 ) -> None:
-    """Removes, within the given paths and collection, sources whose files are gone or changed.
+    """Removes, within the given paths, sources whose files are gone or changed, in every collection.
 
     hash_by_uri holds the content each source had in this run; with a shard, only its own sources are
-    considered, so the shards of one library together prune what one run would. Each removal is a scoped Delete: a gone
-    file leaves this collection's items only, a changed file only the items holding its old content.
+    considered, so the shards of one library together prune what one run would. A gone file leaves every item
+    listing it, whatever its collection (one file is one item, so an earlier run into another collection is
+    pruned too); a changed file only the items holding its old content (a Delete scoped to their ids).
     The search service changes each item atomically, so an interrupted prune cannot lose an item that
     keeps a source.
     """
     gone: set[str] = set()
     changed: dict[str, tuple[frozenset[str], set[str]]] = {}  # item id -> (its sources, those to remove)
-    for scope, filter_ in _scopes(paths, collection):
+    for scope, filter_ in _scopes(paths):
         for item in list_all(transport, filter_):
             for source in item.metadata.sources:
                 if shard is not None and not shard.holds_source(source):
@@ -62,12 +62,9 @@ def prune(
                     gone.add(source)
                 elif _content_changed(item, source, hash_by_uri):
                     changed.setdefault(item.id, (frozenset(item.metadata.sources), set()))[1].add(source)
-    requests = [
-        search_pb2.DeleteRequest(sources=chunk, collection=collection) for chunk in _chunks(sorted(gone), MAX_IDS)
-    ]
+    requests = [search_pb2.DeleteRequest(sources=chunk) for chunk in _chunks(sorted(gone), MAX_IDS)]
     requests += [
-        search_pb2.DeleteRequest(ids=ids, sources=sources, collection=collection)
-        for ids, sources in removal_batches(changed, MAX_IDS)
+        search_pb2.DeleteRequest(ids=ids, sources=sources) for ids, sources in removal_batches(changed, MAX_IDS)
     ]
     counted: set[str] = set()
     for request in requests:
@@ -111,16 +108,15 @@ def _content_changed(item: search_pb2.Item, source: str, hash_by_uri: Mapping[st
     return current is not None and current != item.metadata.content_hash
 
 
-def _scopes(paths: Sequence[PathLike], collection: str) -> Iterator[tuple[str, search_pb2.Filter]]:
-    collections = [collection]
+def _scopes(paths: Sequence[PathLike]) -> Iterator[tuple[str, search_pb2.Filter]]:
     for given in paths:
         path = absolute(given)
         if path.is_dir() or not path.exists():
             scope = dir_uri(path)
-            yield scope, search_pb2.Filter(source_dir=scope, collections=collections)
+            yield scope, search_pb2.Filter(source_dir=scope)
         if not path.is_dir():
             scope = path_to_uri(path)
-            yield scope, search_pb2.Filter(sources=[scope], collections=collections)
+            yield scope, search_pb2.Filter(sources=[scope])
 
 
 def _chunks(values: list[str], size: int) -> list[list[str]]:

@@ -30,6 +30,13 @@ class IndexReport:
     pruned_sources: int = 0
     pruned_items: int = 0
     seconds: float = 0.0
+    # What is said: cues read from the videos' subtitle tracks (embedded, or files beside them) and stored.
+    subtitle_lines: int = 0
+    subtitle_tracks: int = 0
+    # One line per subtitle problem (an unreadable file, an empty track): the video's frames are indexed all
+    # the same, so these are not failures.
+    subtitle_problems: list[str] = field(default_factory=list)
+    subtitle_seconds: float = 0.0  # spent reading and storing subtitles
 
     @property
     def indexed(self) -> int:
@@ -48,12 +55,18 @@ class IndexReport:
             "pruned_sources": self.pruned_sources,
             "pruned_items": self.pruned_items,
             "seconds": round(self.seconds, 3),
+            "subtitle_lines": self.subtitle_lines,
+            "subtitle_tracks": self.subtitle_tracks,
+            "subtitle_problems": list(self.subtitle_problems),
+            "subtitle_seconds": round(self.subtitle_seconds, 3),
         }
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """kind: "file" (started a file), "indexed", "known", "source_added", "failed" or "pruned"."""
+    """kind: "file" (started a file), "indexed", "known", "source_added", "still" (a video frame skipped as
+    like the one before), "failed", "pruned", "subtitles" (message: a subtitle problem, or empty when lines
+    were read), or "note" (a line to show, e.g. the collection chosen)."""
 
     kind: str
     count: int = 1
@@ -115,6 +128,16 @@ class Tally:
     def still(self) -> None:
         with self._lock:
             self.report.still_frames += 1
+        self._emit(ProgressEvent("still"))
+
+    def subtitles(self, lines: int, tracks: int, problems: list[str], seconds: float) -> None:
+        with self._lock:
+            self.report.subtitle_lines += lines
+            self.report.subtitle_tracks += tracks
+            self.report.subtitle_problems += problems
+            self.report.subtitle_seconds += seconds
+        for problem in problems:
+            self._emit(ProgressEvent("subtitles", 0, message=problem))
 
     def video(self) -> None:
         with self._lock:

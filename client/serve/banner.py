@@ -27,6 +27,8 @@ def banner(config: ServeConfig, info: ModelInfo) -> str:
     web_url = config.web_url()
     if web_url is not None:
         lines.append(f"  web       {web_url}  (open it in a browser)")
+    if config.watch:
+        lines.append("  indexer   keeps the libraries indexed (clipsearch library add PATH)")
     security = config.security
     transport = "plaintext" if not security.tls else ("mutual TLS" if config.mutual_tls else "TLS")
     lines.append(f"  security  {transport}, {'bearer token required' if security.token else 'no token'}")

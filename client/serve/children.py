@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .config import ServeConfig
-from .probes import GrpcProbe, RedisProbe, WebProbe
+from .probes import AliveProbe, GrpcProbe, RedisProbe, WebProbe
 from .process import ChildSpec
 
 
@@ -116,8 +116,29 @@ def web_spec(config: ServeConfig) -> ChildSpec:
             exports["EMBEDDER_ADDR"],
             "--search",
             exports["SEARCH_ADDR"],
+            *config.web_args,
         ),
         env=_child_env(config, exports),
         address=url,
         make_probe=lambda: WebProbe(url),
+    )
+
+
+def indexer_spec(config: ServeConfig) -> ChildSpec:
+    """The indexer (`clipsearch watch`): keeps the libraries indexed, a client of the services serve runs."""
+    exports = config.client_exports()
+    return ChildSpec(
+        name="indexer",
+        argv=(
+            sys.executable,
+            "-m",
+            "client.indexer",
+            "--embedder",
+            exports["EMBEDDER_ADDR"],
+            "--search",
+            exports["SEARCH_ADDR"],
+        ),
+        env=_child_env(config, exports),
+        address="the libraries",
+        make_probe=AliveProbe,
     )

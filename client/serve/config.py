@@ -13,6 +13,7 @@ from clipsearch.auth import TOKEN_FILE_VARIABLE
 from clipsearch.envconfig import ConfigError
 from clipsearch.tls import ServerTls
 
+from .. import weboptions
 from ..security import CA_VARIABLE, CERT_VARIABLE, KEY_VARIABLE, SERVER_NAME_VARIABLE, ChannelSecurity
 from .errors import EXIT_USAGE, ServeError
 from .ports import plan_ports, port_is_free, reserve_free_ports
@@ -54,6 +55,10 @@ class ServeConfig:
     ready_file: Path | None = None
     # The web page's port; None: no page (--no-web, or the web extra is not installed).
     web_port: int | None = None
+    # The page's library options, passed on to it (--library-root, --max-upload-video, --max-upload-photo).
+    web_args: tuple[str, ...] = ()
+    # Run the indexer that keeps the libraries indexed (not with --no-watch).
+    watch: bool = True
 
     @property
     def token(self) -> str | None:
@@ -179,6 +184,8 @@ def build_config(args: argparse.Namespace, env: Mapping[str, str]) -> ServeConfi
         security=security,
         ready_file=ready_file,
         web_port=web_port,
+        web_args=weboptions.library_argv(args) if hasattr(args, "library_root") else (),
+        watch=not getattr(args, "no_watch", False),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,18 @@ class GrpcProbe:
             return None
         return self.channels.diagnose(host, int(port)) or None
 
+    def loading(self) -> bool:
+        """Whether the search service is waiting for its Redis to load the library (Stats says so)."""
+        if self.kind != "search" or not self.answered:
+            return False
+        from clipsearch.v1 import search_pb2
+
+        try:
+            stats = _search_stub(self.channel).Stats(search_pb2.StatsRequest(), timeout=PROBE_TIMEOUT_SECONDS)
+        except grpc.RpcError:
+            return False
+        return bool(stats.loading)
+
     def problem(self) -> str | None:
         """Why a running service that is not ready never will be, if it says so: the search service
         answers FAILED_PRECONDITION while the existing index was built for another dimension."""
@@ -119,14 +132,22 @@ class RedisProbe:
     def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
+        self._loading = False
 
     def ready(self) -> bool:
         try:
             with socket.create_connection((self.host, self.port), timeout=PROBE_TIMEOUT_SECONDS) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                reply = sock.recv(64)
         except OSError:
+            self._loading = False
             return False
+        self._loading = reply.startswith(b"-LOADING")
+        return reply.startswith(b"+PONG")
+
+    def loading(self) -> bool:
+        """Whether the last PING met Redis loading its data (the wrapper gives up if the load stalls)."""
+        return self._loading
 
     def refusal(self) -> str | None:
         return None
@@ -157,11 +178,37 @@ class WebProbe:
     def problem(self) -> str | None:
         return None
 
+    def loading(self) -> bool:
+        return False
+
     def close(self) -> None:
         pass
 
 
-Probe = GrpcProbe | RedisProbe | WebProbe
+class AliveProbe:
+    """Ready once the process has lived `seconds` (a child that serves nothing, such as the indexer): one
+    that exits sooner, on a configuration error, stops serve with its last words."""
+
+    def __init__(self, seconds: float = 1.0) -> None:
+        self._ready_at = time.monotonic() + seconds
+
+    def ready(self) -> bool:
+        return time.monotonic() >= self._ready_at
+
+    def refusal(self) -> str | None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
+
+    def loading(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+Probe = GrpcProbe | RedisProbe | WebProbe | AliveProbe
 
 
 def model_info(address: str, security: ChannelSecurity | None = None) -> ModelInfo:

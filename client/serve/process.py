@@ -249,7 +249,11 @@ class Child:
             if problem:
                 self.stop(SERVICE_GRACE_SECONDS)
                 raise ServeError(f"{self.name} cannot serve: {problem}{self.spec.hint}")
-            if now - self.started_at > self.start_timeout:
+            if self.probe.loading():
+                # A large library loads for minutes: --start-timeout counts from when the load ends (the
+                # Redis wrapper gives up by itself when the load stalls).
+                self.started_at = now
+            elif now - self.started_at > self.start_timeout:
                 if not self.ever_served:
                     self.stop(SERVICE_GRACE_SECONDS)
                     raise ServeError(

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .children import embedder_specs, redis_spec, search_spec, web_spec
+from .children import embedder_specs, indexer_spec, redis_spec, search_spec, web_spec
 from .config import ServeConfig
 from .probes import model_info
 from .process import REDIS_GRACE_SECONDS, SERVICE_GRACE_SECONDS, Child, ChildSpec, OutputRelay
@@ -35,11 +35,12 @@ class Supervisor:
         self.embedders: list[Child] = []
         self.search: Child | None = None
         self.web: Child | None = None
+        self.indexer: Child | None = None
         self.info: ModelInfo | None = None
 
     @property
     def children(self) -> list[Child]:
-        return [c for c in (self.redis, *self.embedders, self.search, self.web) if c is not None]
+        return [c for c in (self.redis, *self.embedders, self.search, self.web, self.indexer) if c is not None]
 
     def _new_child(self, spec: ChildSpec) -> Child:
         child = Child(spec, self.relay, self.config.start_timeout)
@@ -82,6 +83,8 @@ class Supervisor:
             return False
         if self.config.web_port is not None:
             self.web = self._new_child(web_spec(self.config))
+        if self.config.watch:
+            self.indexer = self._new_child(indexer_spec(self.config))
         return self._wait_until_ready(self.children)
 
     def supervise(self) -> None:
@@ -90,8 +93,8 @@ class Supervisor:
             self._tick_all()
 
     def shutdown(self) -> None:
-        # The page first: it is a client of the services.
-        services = [c for c in (self.web, *self.embedders, self.search) if c is not None]
+        # The page and the indexer first: they are clients of the services.
+        services = [c for c in (self.indexer, self.web, *self.embedders, self.search) if c is not None]
         if services:
             log.info(
                 "stopping %s%s",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Annotated, Literal, TypeVar
 
 import anyio
@@ -15,7 +15,7 @@ from client.errors import ClientError, InvalidInput
 from client.results import Hit, Item, Stats
 from clipsearch.v1.embedder_pb2 import ModelInfo
 
-from .errors import message_of
+from .errors import message_of, reason_of, status_of
 from .files import MediaProblem, check_id, file_name
 from .media import Media, is_video
 from .models import (
@@ -27,6 +27,7 @@ from .models import (
     ItemDoc,
     LabelDoc,
     QueryDoc,
+    SaidLineDoc,
     SearchDoc,
     ServiceDoc,
     ServicesDoc,
@@ -43,7 +44,9 @@ MAX_QUERY_CHARS = 1000
 def page_params(
     top: Annotated[int, Query(ge=1, le=MAX_TOP, description="results per page")] = 24,
     offset: Annotated[int, Query(ge=0, lt=MAX_DEPTH, description="results to skip")] = 0,
-    min_score: Annotated[float, Query(ge=-1.0, le=1.0, description="no result scores below this cosine")] = 0.0,
+    min_score: Annotated[
+        float | None, Query(ge=-1.0, le=1.0, description="no result scores below this cosine; default: no cut")
+    ] = None,
     collection: Annotated[str | None, Query(max_length=128, description="only this collection")] = None,
     media: Annotated[Literal["image", "video"] | None, Query(description="only photos or only video frames")] = None,
     frames: Annotated[
@@ -52,6 +55,14 @@ def page_params(
     collapse_duplicates: Annotated[
         bool, Query(description="near-duplicate photos (resized or re-encoded copies) as one result listing its copies")
     ] = False,
+    said: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_QUERY_CHARS,
+            description='what is said, in the videos\' subtitles: words, a "phrase", a prefix*, Chinese; alone, or '
+            "with q or an image (moments matching both rank first)",
+        ),
+    ] = None,
 ) -> SearchOptions:
     if offset + top + 1 > MAX_DEPTH:
         raise InvalidInput(f"results go no deeper than {MAX_DEPTH}: lower offset or top")
@@ -64,6 +75,7 @@ def page_params(
         min_score=min_score,
         moments=not frames,
         collapse_duplicates=collapse_duplicates,
+        said=(said or "").strip(),
     )
 
 
@@ -93,6 +105,8 @@ def hit_doc(item: Item, media: Media, score: float = 0.0) -> HitDoc:
         playable=playable,
         mime=mime,
         duplicates=[duplicate_doc(d) for d in item.duplicates] if isinstance(item, Hit) else [],
+        said_lines=[SaidLineDoc(**asdict(line)) for line in item.said_lines] if isinstance(item, Hit) else [],
+        said_words=list(item.said_words) if isinstance(item, Hit) else [],
     )
 
 
@@ -113,6 +127,8 @@ def search_doc(hits: list[Hit], page: SearchOptions, media: Media, query: QueryD
         top=page.top,
         hits=[hit_doc(h, media, h.score) for h in shown],
         has_more=len(hits) > page.top,
+        partial=getattr(hits, "partial", False),
+        percent_indexed=getattr(hits, "percent_indexed", 100.0),
     )
 
 
@@ -128,15 +144,18 @@ def api_router() -> APIRouter:
     ) -> SearchDoc:
         client: Client = request.app.state.client
         media: Media = request.app.state.media
-        if (q is None) == (like is None):
-            raise InvalidInput("give q (a description) or like (an item id), one of them")
         # One more than the page, to tell whether another page follows.
         options = replace(page, top=page.top + 1)
+        if options.said and q is None and like is None:
+            hits = client.search_said(options.said, options)
+            return search_doc(hits, page, media, QueryDoc(text=None, like=None, image=False, said=options.said))
+        if (q is None) == (like is None):
+            raise InvalidInput("give q (a description) or like (an item id), one of them, or said (what is said)")
         if q is not None:
             hits = client.search_text(q, options)
         else:
             hits = client.search_like(check_id(like or ""), options)
-        return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False))
+        return search_doc(hits, page, media, QueryDoc(text=q, like=like, image=False, said=options.said or None))
 
     @router.post("/search/image", summary="Search by an uploaded image (multipart field `image`)")
     async def search_image(
@@ -153,7 +172,8 @@ def api_router() -> APIRouter:
         if not data:
             raise InvalidInput("the uploaded image is empty")
         hits = await run_in_threadpool(client.search_image, data, replace(page, top=page.top + 1))
-        return await run_in_threadpool(search_doc, hits, page, media, QueryDoc(text=None, like=None, image=True))
+        query = QueryDoc(text=None, like=None, image=True, said=page.said or None)
+        return await run_in_threadpool(search_doc, hits, page, media, query)
 
     @router.get("/items/{item_id}", summary="One indexed item, with every path it was indexed from")
     def item(request: Request, item_id: str) -> ItemDoc:
@@ -200,16 +220,34 @@ def _attempt(call: Callable[[], T]) -> T | ClientError:
         return exc
 
 
+def down_reason(exc: ClientError) -> str | None:
+    return reason_of(exc, status_of(exc))[0]
+
+
 def stats_doc(probe: Client, model: ModelInfo | ClientError, stats: Stats | ClientError) -> StatsDoc:
     embedder_address = ", ".join(probe.embedder_addresses)
     if isinstance(model, ClientError):
-        embedder = ServiceDoc(up=False, address=embedder_address, message=message_of(model), model=None)
+        embedder = ServiceDoc(
+            up=False, address=embedder_address, message=message_of(model), reason=down_reason(model), model=None
+        )
     else:
         embedder = ServiceDoc(up=True, address=embedder_address, message="", model=model.model_id or None)
     if isinstance(stats, ClientError):
-        search = ServiceDoc(up=False, address=probe.search_address, message=message_of(stats))
+        search = ServiceDoc(
+            up=False, address=probe.search_address, message=message_of(stats), reason=down_reason(stats)
+        )
         items, collections = 0, {}
     else:
         search = ServiceDoc(up=True, address=probe.search_address, message="")
         items, collections = stats.items, dict(stats.collections)
-    return StatsDoc(items=items, collections=collections, services=ServicesDoc(embedder=embedder, search=search))
+    loading = ""
+    if isinstance(stats, Stats) and stats.loading:
+        loading = f"{stats.loading_message}. Searches start once it is loaded."
+    elif isinstance(stats, Stats) and stats.indexing and stats.loading_message:
+        loading = f"{stats.loading_message}. Searches show what is loaded so far."
+    return StatsDoc(
+        items=items,
+        collections=collections,
+        services=ServicesDoc(embedder=embedder, search=search),
+        loading=loading,
+    )

@@ -18,9 +18,11 @@ from . import errors
 from .api import api_router
 from .cache import DiskCache
 from .files import ItemFiles
+from .libraries import library_router
 from .media import Media, media_router
-from .security import MULTIPART_OVERHEAD, Guard, is_loopback
+from .security import MULTIPART_OVERHEAD, UPLOAD_PATH, Guard, is_loopback
 from .settings import WebSettings
+from .subtitles import subtitles_router
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
@@ -29,7 +31,8 @@ STATIC_DIR = PACKAGE_DIR / "static"
 
 def _clients(settings: WebSettings, client: Client | None) -> tuple[Client, Client]:
     """The client for requests and a second one with short deadlines for /api/stats' checks."""
-    config = settings.services
+    # A service that refuses connections is reported to the page at once rather than after the deadline.
+    config = dataclasses.replace(settings.services, refused_wait=settings.refused_wait)
     if client is None:
         client = Client(config=dataclasses.replace(config, timeout=settings.call_timeout))
     probe = Client(
@@ -73,6 +76,8 @@ def create_app(settings: WebSettings, client: Client | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(api_router())
     app.include_router(media_router())
+    app.include_router(library_router())
+    app.include_router(subtitles_router())
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -93,5 +98,7 @@ def create_app(settings: WebSettings, client: Client | None = None) -> FastAPI:
         password=settings.password,
         loopback_only=is_loopback(settings.host),
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        # A file added to a library is the request's body, up to the larger of its limits.
+        large_bodies=((UPLOAD_PATH, max(settings.max_upload_video_bytes, settings.max_upload_photo_bytes)),),
     )
     return app

@@ -10,7 +10,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from client.errors import ClientError, InvalidInput, ModelMismatch, NotFound, ServiceError, ServiceUnavailable
+from client.errors import (
+    ClientError,
+    Conflict,
+    InvalidInput,
+    ModelMismatch,
+    NotFound,
+    ServiceError,
+    ServiceUnavailable,
+)
 from clipsearch.envconfig import ConfigError
 
 from .files import MediaProblem
@@ -30,15 +38,55 @@ _GRPC_STATUS = {
 _PHRASES = {404: "no such page", 405: "method not allowed here"}
 
 
-# The `reason` of an error the page explains in its own words (ErrorDoc.reason).
+# The `reason` of an error (ErrorDoc.reason): a stable code the page maps to a message in its own language.
 MODEL_MISMATCH = "model_mismatch"
+SERVICE_UNAVAILABLE = "service_unavailable"
+SERVICE_TIMEOUT = "service_timeout"
+SERVICE_REFUSED = "service_refused"
+INVALID_REQUEST = "invalid_request"
+NOT_FOUND = "not_found"
+UPLOAD_TOO_LARGE = "upload_too_large"
+FILE_UNAVAILABLE = "file_unavailable"
+UNDECODABLE = "undecodable"
+_STATUS_REASONS = {
+    400: INVALID_REQUEST,
+    404: NOT_FOUND,
+    410: FILE_UNAVAILABLE,
+    413: UPLOAD_TOO_LARGE,
+    415: UNDECODABLE,
+}
 
 
 def error_response(
-    status: int, message: str, headers: dict[str, str] | None = None, reason: str | None = None
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    reason: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": message} if reason is None else {"error": message, "reason": reason}
+    body: dict[str, object] = {"error": message}
+    if reason is not None:
+        body["reason"] = reason
+    if params:
+        body["params"] = params
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def reason_of(exc: ClientError, status: int) -> tuple[str | None, dict[str, str]]:
+    """The error's stable reason and the values its message names (the service and its address)."""
+    if isinstance(exc, ModelMismatch):
+        return MODEL_MISMATCH, {}
+    reason = getattr(exc, "reason", None)  # a MediaProblem that names its own (the library's, the uploads')
+    if isinstance(reason, str):
+        return reason, {}
+    if isinstance(exc, ServiceUnavailable | ServiceError) and status >= 500:
+        params = {"service": exc.service, "address": exc.address}
+        if isinstance(exc, ServiceUnavailable) or exc.code == grpc.StatusCode.UNAVAILABLE:
+            return SERVICE_UNAVAILABLE, params
+        if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return SERVICE_TIMEOUT, params
+        return SERVICE_REFUSED, params
+    return _STATUS_REASONS.get(status), {}
 
 
 def status_of(exc: ClientError) -> int:
@@ -49,6 +97,8 @@ def status_of(exc: ClientError) -> int:
         return 400
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, ServiceUnavailable):
         return 503
     if isinstance(exc, ModelMismatch):
@@ -78,8 +128,8 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-        reason = MODEL_MISMATCH if isinstance(exc, ModelMismatch) else None
-        return error_response(status, message_of(exc), reason=reason)
+        reason, params = reason_of(exc, status)
+        return error_response(status, message_of(exc), reason=reason, params=params)
 
     @app.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> JSONResponse:
@@ -91,11 +141,12 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code in _PHRASES and detail in ("Not Found", "Method Not Allowed"):
             detail = f"{_PHRASES[exc.status_code]}: {request.url.path}"
-        return error_response(exc.status_code, detail, dict(exc.headers or {}))
+        reason = _STATUS_REASONS.get(exc.status_code)
+        return error_response(exc.status_code, detail, dict(exc.headers or {}), reason=reason)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, validation_message(exc))
+        return error_response(400, validation_message(exc), reason=INVALID_REQUEST)
 
 
 def validation_message(exc: RequestValidationError) -> str:

@@ -35,9 +35,11 @@ ITEM_MEMO_SECONDS = 30.0
 class MediaProblem(ClientError):
     """A media request that cannot be served; `status` is the HTTP status that says why."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        # A stable code for the page to say it in its own words (ErrorDoc.reason).
+        self.reason = reason
 
 
 def check_id(item_id: str) -> str:

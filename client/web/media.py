@@ -18,7 +18,16 @@ from .cache import DiskCache, cache_key
 from .errors import error_response
 from .files import ItemFiles, MediaProblem, file_name, local_path
 from .models import ErrorDoc
-from .thumbs import VideoInfo, VideoInfoCache, frame_thumbnail, image_mime, image_thumbnail, probe_video, video_mime
+from .thumbs import (
+    VideoInfo,
+    VideoInfoCache,
+    frame_thumbnail,
+    image_mime,
+    image_shown,
+    image_thumbnail,
+    probe_video,
+    video_mime,
+)
 
 # Served media is never run as a page, whatever it contains.
 MEDIA_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
@@ -98,11 +107,12 @@ class Media:
         return VideoInfo(video_mime(name), False)  # not there now: not playable, and not remembered
 
     def mime(self, item: Item) -> tuple[str, bool]:
-        """(MIME type, playable in browsers) of the item's file."""
+        """(MIME type, whether browsers play or show it) of the item's file."""
         if is_video(item):
             info = self.video_info(item)
             return info.mime, info.playable
-        return image_mime(file_name(item.source_uri)), True
+        mime = image_mime(file_name(item.source_uri))
+        return mime, image_shown(mime)
 
 
 ItemId = Annotated[str, Path(description="an item id, as search results give it", max_length=256)]

@@ -13,8 +13,14 @@ class ErrorDoc(BaseModel):
     error: str
     reason: str | None = Field(
         default=None,
-        description="model_mismatch (HTTP 409): the index holds another embedding model's vectors; "
-        "`clipsearch reindex` embeds the library again with the embedder's model",
+        description="a stable code for the error, for clients that explain it in their own words (the page "
+        "does, in its language): model_mismatch (HTTP 409: the index holds another embedding model's vectors; "
+        "`clipsearch reindex` embeds the library again with the embedder's model), service_unavailable, "
+        "service_timeout, service_refused, invalid_request, not_found, file_unavailable, upload_too_large, "
+        "undecodable",
+    )
+    params: dict[str, str] | None = Field(
+        default=None, description="what the message names, for service errors: service (embedder or search), address"
     )
 
 
@@ -26,6 +32,26 @@ class DuplicateDoc(BaseModel):
     name: str = Field(description="the file name, without directories")
     source: str = Field(description="the file's path, for display")
     thumbnail_url: str
+
+
+class SaidLineDoc(BaseModel):
+    """A subtitle line that matched a said search."""
+
+    start_seconds: float
+    end_seconds: float
+    text: str
+    language: str = ""
+    track: str = Field(default="", description="the track it is from, e.g. film.zh.srt or embedded #2 (subrip)")
+
+
+class SubtitleTrackDoc(BaseModel):
+    """A subtitle track stored for a video."""
+
+    index: int
+    name: str
+    language: str
+    cues: int
+    url: str = Field(description="the track as WebVTT")
 
 
 class HitDoc(BaseModel):
@@ -47,11 +73,17 @@ class HitDoc(BaseModel):
     frames: int = Field(default=1, description="how many indexed frames the hit groups")
     thumbnail_url: str
     media_url: str
-    playable: bool = Field(description="whether browsers play the file (always true for images)")
+    playable: bool = Field(
+        description="whether browsers play (a video) or show (a photo: not HEIC or TIFF, for instance) the file"
+    )
     mime: str
     duplicates: list[DuplicateDoc] = Field(
         default_factory=list, description="with collapse_duplicates: the photo's other copies, best first"
     )
+    said_lines: list[SaidLineDoc] = Field(
+        default_factory=list, description="with said: the subtitle lines that matched, in time order"
+    )
+    said_words: list[str] = Field(default_factory=list, description="with said: the words to highlight in them")
 
 
 class ItemDoc(HitDoc):
@@ -64,6 +96,7 @@ class QueryDoc(BaseModel):
     text: str | None
     like: str | None
     image: bool
+    said: str | None = None
 
 
 class SearchDoc(BaseModel):
@@ -74,6 +107,10 @@ class SearchDoc(BaseModel):
     top: int
     hits: list[HitDoc]
     has_more: bool = Field(description="whether another page may follow")
+    partial: bool = Field(
+        default=False, description="the library is still loading after a restart: better matches may be missing"
+    )
+    percent_indexed: float = Field(default=100.0, description="how much of the library the search saw, 0 to 100")
 
 
 class ClassifyRequestDoc(BaseModel):
@@ -97,6 +134,7 @@ class ServiceDoc(BaseModel):
     up: bool
     address: str
     message: str = Field(description="when down: what is wrong and what to do")
+    reason: str | None = Field(default=None, description="when down: the error's stable code (see ErrorDoc)")
     model: str | None = None
 
 
@@ -111,3 +149,8 @@ class StatsDoc(BaseModel):
     items: int
     collections: dict[str, int]
     services: ServicesDoc
+    loading: str = Field(
+        default="",
+        description='while the library comes back after a restart, what to show: "Loading the library: 43%, '
+        'about 2 min left. Searches start once it is loaded."',
+    )

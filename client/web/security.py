@@ -7,19 +7,30 @@ import binascii
 import hmac
 import ipaddress
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipsearch.auth import token_from_env
 from clipsearch.envconfig import ConfigError
 
+from .errors import UPLOAD_TOO_LARGE
+
 PASSWORD_VARIABLE = "CLIPSEARCH_WEB_PASSWORD"
 PASSWORD_FILE_VARIABLE = "CLIPSEARCH_WEB_PASSWORD_FILE"
 REALM = "clipsearch"
 # Paths answered without a password: a load balancer's or supervisor's liveness check.
 OPEN_PATHS = frozenset({"/healthz"})
+# The request that adds a file to a library: its body is the file.
+UPLOAD_PATH = re.compile(r"/api/libraries/[^/]+/upload")
+# The reason of a refusal from another site (ErrorDoc.reason).
+CROSS_SITE = "cross_site"
+FILE_TOO_LARGE = "file_too_large"
+# Methods that change nothing; every other one is refused when a browser says it comes from another site.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Room for the multipart framing around an uploaded file of the largest allowed size.
 MULTIPART_OVERHEAD = 64 << 10
 # Headers of every response; the page's assets come from this server only (no CDN, no inline script).
@@ -121,15 +132,54 @@ def check_basic(header: bytes | None, password: str) -> bool:
     return bool(sep) and hmac.compare_digest(given, password.encode("utf-8"))
 
 
+def size_text(n: int) -> str:
+    return f"{n / (1 << 30):g} GiB" if n >= 1 << 30 else f"{n // (1 << 20)} MiB"
+
+
+def cross_site(scope: Scope) -> str:
+    """Why a request that changes something is refused as coming from another site ("" when it is not).
+
+    Browsers send Sec-Fetch-Site (same-origin for the page's own requests) and Origin on every POST; a
+    request with neither comes from a program (curl, a script), which the password, or loopback, governs.
+    """
+    site = (_header(scope, b"sec-fetch-site") or b"").decode("latin-1").strip().lower()
+    if site and site not in ("same-origin", "none"):
+        return f"refused: this request came from another site (Sec-Fetch-Site: {site}); changes are accepted only from this server's own page"
+    origin = _header(scope, b"origin")
+    if origin is None:
+        return ""
+    text = origin.decode("latin-1").strip()
+    host = (_header(scope, b"host") or b"").decode("latin-1").strip().lower()
+    parts = urlsplit(text)
+    if text == "null" or parts.scheme not in ("http", "https") or parts.netloc.lower() != host:
+        return f"refused: this request came from another origin ({text}); changes are accepted only from this server's own page"
+    return ""
+
+
 class Guard:
     """ASGI middleware, in order: the Host check (loopback without password), HTTP Basic auth (with a
     password), the request body limit, and security headers on every response."""
 
-    def __init__(self, app: ASGIApp, *, password: str | None, loopback_only: bool, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        password: str | None,
+        loopback_only: bool,
+        max_body_bytes: int,
+        large_bodies: tuple[tuple[re.Pattern[str], int], ...] = (),
+    ) -> None:
         self.app = app
         self.password = password
         self.loopback_only = loopback_only
         self.max_body_bytes = max_body_bytes
+        self.large_bodies = large_bodies
+
+    def body_limit(self, path: str) -> int:
+        for pattern, limit in self.large_bodies:
+            if pattern.fullmatch(path):
+                return limit
+        return self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -150,21 +200,29 @@ class Guard:
             challenge = f'Basic realm="{REALM}", charset="UTF-8"'.encode()
             await _reply(send, 401, "a password is required", [(b"www-authenticate", challenge)])
             return
+        if scope.get("method", "GET") not in SAFE_METHODS:
+            refusal = cross_site(scope)
+            if refusal:
+                await _reply(send, 403, refusal, reason=CROSS_SITE)
+                return
+        limit = self.body_limit(scope["path"])
+        # A file added to a library is not "an image to search by": its refusal says so.
+        too_large = FILE_TOO_LARGE if limit != self.max_body_bytes else None
         length = _header(scope, b"content-length")
         if length is not None and not length.strip().isdigit():
             await _reply(send, 400, "the Content-Length header is not a number")
             return
-        if length is not None and int(length) > self.max_body_bytes:
-            await _reply(send, 413, f"the request is larger than the limit of {self.max_body_bytes // (1 << 20)} MiB")
+        if length is not None and int(length) > limit:
+            await _reply(send, 413, f"the request is larger than the limit of {size_text(limit)}", reason=too_large)
             return
-        body = _BodyLimit(receive, send, self.max_body_bytes)
+        body = _BodyLimit(receive, send, limit)
         try:
             await self.app(scope, body.receive, body.send)
         except Exception:
             if not body.over:
                 raise
         if body.over and not body.started:
-            await _reply(send, 413, f"the request is larger than the limit of {self.max_body_bytes // (1 << 20)} MiB")
+            await _reply(send, 413, f"the request is larger than the limit of {size_text(limit)}", reason=too_large)
 
 
 class _BodyLimit:
@@ -204,8 +262,13 @@ class _BodyLimit:
         await self._send(message)
 
 
-async def _reply(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": error}).encode("utf-8")
+async def _reply(
+    send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None, reason: str | None = None
+) -> None:
+    if reason is None and status == 413:
+        reason = UPLOAD_TOO_LARGE
+    doc = {"error": error} if reason is None else {"error": error, "reason": reason}
+    body = json.dumps(doc).encode("utf-8")
     await send(
         {
             "type": "http.response.start",

@@ -14,6 +14,9 @@ import av
 from PIL import Image, ImageOps
 
 from client.ingest.media import REDUCING_GAP, MediaError
+from clipsearch import imageformats
+
+imageformats.register()  # HEIC/HEIF photos open like any other
 
 THUMB_QUALITY = 82
 # The largest image decoded for a thumbnail, as the embedder's default limit: larger ones were refused at indexing.
@@ -61,13 +64,21 @@ _VIDEO_MIME = {
     ".3gp": "video/3gpp",
     ".vob": "video/dvd",
 }
-# Containers and codecs every current browser plays in a <video>.
-_PLAYABLE_CONTAINERS = {".mp4", ".m4v", ".mov", ".webm", ".ogv"}
+# Containers and codecs current browsers play in a <video> (Chromium also plays these codecs in Matroska; the
+# page tries every video anyway and shows the frame only when the browser refuses it).
+_PLAYABLE_CONTAINERS = {".mp4", ".m4v", ".mov", ".webm", ".ogv", ".mkv"}
+# Image types browsers show in an <img>; the page shows a preview of others (HEIC, TIFF, ...).
+_SHOWN_IMAGES = {"image/jpeg", "image/png", "image/webp", "image/bmp", "image/gif", "image/x-icon", "image/avif"}
 _PLAYABLE_CODECS = {"h264", "vp8", "vp9", "av1", "theora"}
 
 
 def image_mime(name: str) -> str:
     return _IMAGE_MIME.get(os.path.splitext(name)[1].lower(), "application/octet-stream")
+
+
+def image_shown(mime: str) -> bool:
+    """Whether browsers show an image of this type."""
+    return mime in _SHOWN_IMAGES
 
 
 def video_mime(name: str) -> str:

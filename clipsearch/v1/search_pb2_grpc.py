@@ -50,7 +50,8 @@ class SearchStub:
     REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
     NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
     FinishReindex) found none in progress: it finished or was aborted.
-    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
+    INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
+    Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
     """
 
     def __init__(self, channel):
@@ -114,6 +115,41 @@ class SearchStub:
                 request_serializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.SerializeToString,
                 response_deserializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.FromString,
                 _registered_method=True)
+        self.CueWrite = channel.unary_unary(
+                '/clipsearch.v1.Search/CueWrite',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.CueWriteRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.CueWriteResponse.FromString,
+                _registered_method=True)
+        self.CueList = channel.unary_unary(
+                '/clipsearch.v1.Search/CueList',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.CueListRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.CueListResponse.FromString,
+                _registered_method=True)
+        self.ListLibraries = channel.unary_unary(
+                '/clipsearch.v1.Search/ListLibraries',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesResponse.FromString,
+                _registered_method=True)
+        self.AddLibrary = channel.unary_unary(
+                '/clipsearch.v1.Search/AddLibrary',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.AddLibraryRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+                _registered_method=True)
+        self.RemoveLibrary = channel.unary_unary(
+                '/clipsearch.v1.Search/RemoveLibrary',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryResponse.FromString,
+                _registered_method=True)
+        self.RequestLibraryRescan = channel.unary_unary(
+                '/clipsearch.v1.Search/RequestLibraryRescan',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.RequestLibraryRescanRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+                _registered_method=True)
+        self.ReportLibraryStatus = channel.unary_unary(
+                '/clipsearch.v1.Search/ReportLibraryStatus',
+                request_serializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusRequest.SerializeToString,
+                response_deserializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServicer:
@@ -141,7 +177,8 @@ class SearchServicer:
     REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
     NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
     FinishReindex) found none in progress: it finished or was aborted.
-    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
+    INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
+    Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
     """
 
     def Upsert(self, request, context):
@@ -241,6 +278,70 @@ class SearchServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CueWrite(self, request, context):
+        """What is said in a video: its subtitle cues, stored beside its frames and searched by QueryRequest.said.
+        A video is identified as its frames are, by collection and content_hash. CueWrite replaces all of a
+        video's cues at once; Delete removes them with the video's last frame (and with its collection);
+        a reindex keeps them (they hold no vectors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CueList(self, request, context):
+        """The stored cues of a video, in time order (for a subtitle track to show beside the video), and the
+        signature they were written with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLibraries(self, request, context):
+        """Libraries: folders on the machine where indexing runs, each bound to one collection, that an indexer
+        (`clipsearch serve`, or `clipsearch watch` alone) keeps indexed: new and changed files are indexed,
+        deleted ones removed. They are stored in Redis beside the index (keys "clipsearch-meta:<name>:libraries"
+        and ":library-status"), so they persist with it and every client of the service sees the same ones.
+        Errors: INVALID_ARGUMENT for a bad path, name or collection; ALREADY_EXISTS for a folder that is, is
+        inside, or contains a library's folder, or a name taken; NOT_FOUND for an unknown library name.
+
+        Every library with its state and item count, sorted by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddLibrary(self, request, context):
+        """Adds a library. The service does not read the folder (it may run on another machine); callers check
+        that it exists where the indexer runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLibrary(self, request, context):
+        """Removes a library and its items from the index: the sources under its folder are removed from the
+        items of its collection (an item left with no source is deleted). Files are never touched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestLibraryRescan(self, request, context):
+        """Asks the indexer to walk the library's folder again (a full catch-up: index what is new or changed,
+        remove what is gone). Library.rescan_requests counts the requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportLibraryStatus(self, request, context):
+        """The indexer reports a library's state and progress (at least every LibraryStatus.STALE_AFTER / 2,
+        i.e. 30 s, while it watches), which ListLibraries returns to every client.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -299,6 +400,41 @@ def add_SearchServicer_to_server(servicer, server):
                     request_deserializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.FromString,
                     response_serializer=clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.SerializeToString,
             ),
+            'CueWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CueWrite,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.CueWriteRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.CueWriteResponse.SerializeToString,
+            ),
+            'CueList': grpc.unary_unary_rpc_method_handler(
+                    servicer.CueList,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.CueListRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.CueListResponse.SerializeToString,
+            ),
+            'ListLibraries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLibraries,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.ListLibrariesResponse.SerializeToString,
+            ),
+            'AddLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddLibrary,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.AddLibraryRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.Library.SerializeToString,
+            ),
+            'RemoveLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLibrary,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.RemoveLibraryResponse.SerializeToString,
+            ),
+            'RequestLibraryRescan': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestLibraryRescan,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.RequestLibraryRescanRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.Library.SerializeToString,
+            ),
+            'ReportLibraryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLibraryStatus,
+                    request_deserializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusRequest.FromString,
+                    response_serializer=clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'clipsearch.v1.Search', rpc_method_handlers)
@@ -332,7 +468,8 @@ class Search:
     REINDEX_IN_PROGRESS     FAILED_PRECONDITION: another BeginReindex ran at the same time; call it again.
     NO_REINDEX_IN_PROGRESS  FAILED_PRECONDITION: a reindex call (staging Upsert, StagedIds,
     FinishReindex) found none in progress: it finished or was aborted.
-    INDEX_LOADING           UNAVAILABLE: the index is loading; retry shortly (reserved).
+    INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
+    Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
     """
 
     @staticmethod
@@ -622,6 +759,195 @@ class Search:
             '/clipsearch.v1.Search/AbortReindex',
             clipsearch_dot_v1_dot_search__pb2.AbortReindexRequest.SerializeToString,
             clipsearch_dot_v1_dot_search__pb2.AbortReindexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CueWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/CueWrite',
+            clipsearch_dot_v1_dot_search__pb2.CueWriteRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.CueWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CueList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/CueList',
+            clipsearch_dot_v1_dot_search__pb2.CueListRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.CueListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLibraries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/ListLibraries',
+            clipsearch_dot_v1_dot_search__pb2.ListLibrariesRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.ListLibrariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/AddLibrary',
+            clipsearch_dot_v1_dot_search__pb2.AddLibraryRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/RemoveLibrary',
+            clipsearch_dot_v1_dot_search__pb2.RemoveLibraryRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.RemoveLibraryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestLibraryRescan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/RequestLibraryRescan',
+            clipsearch_dot_v1_dot_search__pb2.RequestLibraryRescanRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLibraryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clipsearch.v1.Search/ReportLibraryStatus',
+            clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusRequest.SerializeToString,
+            clipsearch_dot_v1_dot_search__pb2.ReportLibraryStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

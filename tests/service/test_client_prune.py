@@ -104,34 +104,37 @@ def album(tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def test_prune_in_one_collection_leaves_the_other_untouched_and_never_rewrites(
+def test_prune_removes_gone_files_from_every_collection_and_never_rewrites(
     embedder_address: str, counted_search: CountedSearch, album: dict[str, Path], tmp_path: Path
 ) -> None:
     folder = album["dup"].parent
     with Client(embedder_address, counted_search.address, connect_timeout=30) as client:
-        client.index([folder], collection="a")
-        client.index([folder], collection="b")
-        b_before = snapshot(client, "b")
+        # Two collections holding the same files, as runs from before one file was one item could leave.
+        client.index([folder], collection="a", one_item_per_file=False)
+        client.index([folder], collection="b", one_item_per_file=False)
         old_changed = client.search_image(album["changed"], top=1, filter=SearchFilter(collections=("a",)))[0].id
 
         album["dup"].unlink()  # its item keeps dup_source
         album["alone"].unlink()  # its item has no other path: deleted
         write_images(tmp_path / "new", 1, seed=99)[0].replace(album["changed"])  # its old item keeps the copy
-        first = client.index([folder], collection="a")  # the new content is indexed: one item upserted
+        first = client.index([folder], collection="a", one_item_per_file=False)  # the new content: one upsert
         assert first.images == 1
         upserts = counted_search.counter.calls["Upsert"]
 
-        report = client.index([folder], collection="a", prune=True)
+        report = client.index([folder], collection="a", prune=True, one_item_per_file=False)
 
         assert counted_search.counter.calls["Upsert"] == upserts  # nothing read back and rewritten
-        assert (report.pruned_sources, report.pruned_items) == (3, 1)
+        assert (report.pruned_sources, report.pruned_items) == (3, 2)
         uri = {name: path_to_uri(path) for name, path in album.items()}
         a_after = snapshot(client, "a")
         assert a_after[old_changed] == (uri["changed_copy"],)
         assert sorted(a_after.values()) == sorted(
             [(uri["dup_source"],), (uri["changed_copy"],), (uri["changed"],), (uri["unchanged"],)]
         )
-        assert snapshot(client, "b") == b_before  # every path kept, even of the files that are gone
+        # The other collection loses the gone files and the changed one's old content too.
+        assert sorted(snapshot(client, "b").values()) == sorted(
+            [(uri["dup_source"],), (uri["changed_copy"],), (uri["unchanged"],)]
+        )
 
 
 def test_an_interrupted_prune_loses_no_item_and_a_rerun_finishes_it(
@@ -167,8 +170,8 @@ def test_an_interrupted_prune_loses_no_item_and_a_rerun_finishes_it(
 
 def test_client_delete_scopes_sources_to_a_collection_and_ids(client: Client, tmp_path: Path) -> None:
     photos = write_images(tmp_path / "photos", 3)
-    client.index([photos[0].parent], collection="a")
-    client.index([photos[0].parent], collection="b")
+    client.index([photos[0].parent], collection="a", one_item_per_file=False)
+    client.index([photos[0].parent], collection="b", one_item_per_file=False)
 
     one = client.delete(sources=[photos[0]], collection="a")
     assert (one.deleted, one.updated) == (1, 0)
@@ -190,9 +193,12 @@ def test_cli_delete_source_with_a_collection(
     cli_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = write_images(tmp_path / "photos", 2)
-    for collection in ("a", "b"):
-        assert main(["index", str(photos[0].parent), "--collection", collection, "--json"]) == 0
-    capsys.readouterr()
+    assert main(["index", str(photos[0].parent), "--collection", "a", "--json"]) == 0
+    # The same files in a second collection, as runs from before one file was one item could leave them.
+    with Client(connect_timeout=30) as client:
+        client.index([photos[0].parent], collection="b", one_item_per_file=False)
+    assert main(["index", str(photos[0].parent), "--collection", "a"]) == 1
+    assert "already indexed in the collection 'b' (2 items)" in capsys.readouterr().err
 
     assert main(["delete", "--source", str(photos[0]), str(photos[1]), "--collection", "a"]) == 0
     assert capsys.readouterr().out.strip() == "deleted 2 items"

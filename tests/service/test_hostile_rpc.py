@@ -307,6 +307,26 @@ def test_requests_carry_bytes_never_paths() -> None:
         "EmbeddingModel.model_id",
         "EmbeddingModel.family",
         "EmbeddingModel.fingerprint",  # compared with the index's record as strings; nothing is loaded by them
+        "QueryRequest.said",
+        "SaidOptions.languages",
+        "Cue.text",
+        "CueTrack.name",
+        "CueTrack.language",  # full-text query and subtitle text, indexed and matched as words
+        "CueWriteRequest.content_hash",
+        "CueWriteRequest.collection",
+        "CueWriteRequest.signature",
+        "CueListRequest.content_hash",
+        "CueListRequest.collection",  # a video's cues are keyed by its content hash and collection, as strings
+        "AddLibraryRequest.path",
+        "LibraryFailure.path",  # normalized as text and stored; the indexer, on its own machine, opens them
+        "AddLibraryRequest.name",
+        "AddLibraryRequest.collection",
+        "RemoveLibraryRequest.name",
+        "RequestLibraryRescanRequest.name",
+        "ReportLibraryStatusRequest.name",
+        "LibraryStatus.indexer",
+        "LibraryStatus.message",
+        "LibraryFailure.reason",  # labels and messages
     }
 
 

@@ -234,7 +234,7 @@ class ServeProcess:
         }
 
     def children(self) -> dict[str, int]:
-        """The direct children by role: "redis", "search", "web", and "embedder@PORT" for each replica."""
+        """The direct children by role: "redis", "search", "web", "indexer", and "embedder@PORT" for each replica."""
         roles: dict[str, int] = {}
         for pid, (ppid, state, cmdline) in process_table().items():
             if ppid != self.pid or state in ("Z", "X"):
@@ -247,6 +247,8 @@ class ServeProcess:
                 roles["search"] = pid
             elif "-m client.web" in cmdline:
                 roles["web"] = pid
+            elif "-m client.indexer" in cmdline:
+                roles["indexer"] = pid
         return roles
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 120.0) -> int:

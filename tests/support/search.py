@@ -21,6 +21,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import catalog_key, delete_prefix, garbage_key
 from search_service.config import SearchConfig
+from search_service.libraries import libraries_key, status_key
 from search_service.redis_server import LocalRedis
 from search_service.server import SearchServer, build_server
 
@@ -132,7 +133,9 @@ def drop_search_index(redis_url: str, index_name: str) -> None:
                 prefixes.add(found.group())
         for prefix in prefixes:
             delete_prefix(client, prefix)
-        client.delete(catalog_key(index_name), garbage_key(index_name))
+        client.delete(
+            catalog_key(index_name), garbage_key(index_name), libraries_key(index_name), status_key(index_name)
+        )
 
 
 def _glob_escape(text: str) -> str:

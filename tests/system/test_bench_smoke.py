@@ -131,6 +131,17 @@ def test_query_memory_and_video_figures_are_measured(results: tuple[dict, str]) 
     assert not [name for name in VIDEO_FIGURES if not positive(video[name])]
 
 
+def test_film_figures_are_measured(results: tuple[dict, str]) -> None:
+    data, printed = results
+    film = data["film"]
+    assert film["video"]["codec"] == "h264" and film["video"]["seconds"] >= 3.9
+    ways = ("decode_full", "decode_nonref", "index_default", "index_every_frame")
+    assert all(positive(film["realtime"][way]) and positive(film["cpu_ms_per_film_second"][way]) for way in ways)
+    assert film["counts"]["decoded_nonref"] < film["counts"]["decoded_full"]  # B-frames were skipped
+    assert positive(film["article_realtime"]) and positive(film["index_vs_decode_nonref"])
+    assert positive(film["two_hour_film_minutes"]) and "a two-hour film here" in printed
+
+
 def test_batching_and_load_are_run_and_targets_judged(results: tuple[dict, str]) -> None:
     data, printed = results
     phases = {(phase["kind"], phase["batching"]) for phase in data["batching"]["results"]}
@@ -145,7 +156,7 @@ def test_batching_and_load_are_run_and_targets_judged(results: tuple[dict, str])
     if "skipped" not in data["load"]:
         assert data["load"]["total"]["count"] > 0
     names = [target["name"] for target in data["targets"]]
-    assert len(names) == 10 and all(target["met"] in (True, False) for target in data["targets"])
+    assert len(names) == 11 and all(target["met"] in (True, False) for target in data["targets"])
     assert data["targets_apply"] is False  # the tiny model: the goals are set for ViT-B/16
     assert all(len(data["load_average"][when]) == 3 for when in ("start", "end"))
     assert "recall@10" in printed and "load average" in printed

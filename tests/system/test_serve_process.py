@@ -98,7 +98,13 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
         stack.wait_ready()
         (embedder,) = stack.embedder_addresses
         assert health_status(embedder) == health_status(stack.search_address) == "SERVING"
-        assert set(stack.children()) == {"redis", "search", "web", f"embedder@{embedder.rsplit(':', 1)[1]}"}
+        assert set(stack.children()) == {
+            "redis",
+            "search",
+            "web",
+            "indexer",
+            f"embedder@{embedder.rsplit(':', 1)[1]}",
+        }
         # The web page came up last, as a client of both services: its stats reach them with the token.
         web_url = stack.ready["web_url"]
         assert f"  web       {web_url}  (open it in a browser)" in stack.lines
@@ -131,7 +137,7 @@ def test_serve_restarts_killed_children_and_sigterm_stops_everything(tmp_path: P
         assert health_status(embedder) == "SERVING"
 
         running = list(descendants(stack.pid))
-        assert len(running) >= 5  # redis runner and redis-server, embedder, search, web
+        assert len(running) >= 6  # redis runner and redis-server, embedder, search, web, indexer
     finally:
         code = stack.stop(signal.SIGTERM)
     assert code == 0, stack.log[-3000:]

@@ -134,7 +134,10 @@ def test_shards_index_what_one_run_indexes_and_prune_only_their_own(client: Clie
     assert (whole.images, whole.frames, len(whole.failed)) == (14, 3, 1)
 
     reports: list[IndexReport] = [
-        client.index([library], collection="sharded", options=IngestOptions(shard=Shard(index, SHARDS)))
+        # The same files in a second collection, to compare (one_item_per_file=False allows it).
+        client.index(
+            [library], collection="sharded", options=IngestOptions(shard=Shard(index, SHARDS)), one_item_per_file=False
+        )
         for index in range(SHARDS)
     ]
     assert _stored(client, "sharded") == _stored(client, "whole")
@@ -148,15 +151,24 @@ def test_shards_index_what_one_run_indexes_and_prune_only_their_own(client: Clie
     victim.unlink()
     for index in [i for i in range(SHARDS) if i != owner]:
         report = client.index(
-            [library], collection="sharded", prune=True, options=IngestOptions(shard=Shard(index, SHARDS))
+            [library],
+            collection="sharded",
+            prune=True,
+            options=IngestOptions(shard=Shard(index, SHARDS)),
+            one_item_per_file=False,
         )
         assert (report.indexed, report.pruned_sources) == (0, 0)
     assert any(path_to_uri(victim) in item[3] for item in _stored(client, "sharded"))
     report = client.index(
-        [library], collection="sharded", prune=True, options=IngestOptions(shard=Shard(owner, SHARDS))
+        [library],
+        collection="sharded",
+        prune=True,
+        options=IngestOptions(shard=Shard(owner, SHARDS)),
+        one_item_per_file=False,
     )
-    assert (report.indexed, report.pruned_sources, report.pruned_items) == (0, 1, 1)
-    client.index([library], collection="whole", prune=True)
+    # A gone file leaves every collection: its item in "sharded" and its item in "whole".
+    assert (report.indexed, report.pruned_sources, report.pruned_items) == (0, 1, 2)
+    assert client.index([library], collection="whole", prune=True, one_item_per_file=False).pruned_sources == 0
     assert _stored(client, "sharded") == _stored(client, "whole")
 
 

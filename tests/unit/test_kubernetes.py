@@ -37,6 +37,7 @@ VARIANTS: dict[str, tuple[list[str], list[str]]] = {
     "ingest+tls": (["ingest"], ["components/tls"]),
     "production+external-redis": (["overlays/production"], ["components/external-redis"]),
     "small+external-redis": (["overlays/small"], ["components/external-redis"]),
+    "small+tls": (["overlays/small"], ["components/tls"]),
 }
 # The oldest Kubernetes these manifests claim (Indexed Jobs with backoffLimitPerIndex and FailIndex are
 # GA since 1.33), and the newest the validator knows.
@@ -166,6 +167,9 @@ class Stack:
             for d in self.docs
             if d["kind"] in ("Deployment", "StatefulSet", "Job")
         ]
+
+    def named(self, name: str) -> Workload | None:
+        return next((w for w in self.workloads if w.name == name), None)
 
     def workload(self, image: str) -> Workload | None:
         found = [w for w in self.workloads if w.image == image]
@@ -336,7 +340,7 @@ def test_every_variable_set_is_read_by_the_code(variant: str) -> None:
 def test_services_listen_where_their_ports_probes_and_services_say(variant: str) -> None:
     deployed = stack(variant)
     for image, (package, grpc_name, _) in IMAGES.items():
-        workload = deployed.workload(image)
+        workload = deployed.workload(image) if grpc_name is not None else None
         if workload is None or grpc_name is None:
             continue
         config = CONFIGS[package].from_env(without_files(workload.env))
@@ -482,7 +486,7 @@ def test_ingest_job_shards_the_library_over_its_indexed_pods(variant: str) -> No
     assert actions == {EXIT_USAGE: "FailJob", EXIT_PARTIAL: "FailIndex"}
     # The web page serves the files from the paths the index stores: it mounts the same claim at the same
     # place.
-    web = Stack(render("overlays/small")).workload("clipsearch-cli")
+    web = Stack(render("overlays/small")).named("clipsearch-web")
     assert web is not None
     for path in args.paths:
         claim = job.volume_of(path)["persistentVolumeClaim"]["claimName"]
@@ -492,7 +496,7 @@ def test_ingest_job_shards_the_library_over_its_indexed_pods(variant: str) -> No
 @pytest.mark.parametrize("variant", [f"overlays/{name}" for name in OVERLAYS])
 def test_web_page_listens_with_a_password(variant: str) -> None:
     deployed = stack(variant)
-    web = deployed.workload("clipsearch-cli")
+    web = deployed.named("clipsearch-web")
     assert web is not None
     args = web.container["args"]
     assert args[:1] == ["web"]
@@ -507,3 +511,23 @@ def test_web_page_listens_with_a_password(variant: str) -> None:
     assert "emptyDir" in web.volume_of(options["--cache-dir"])
     service = deployed.service_for(web)
     assert [web.port(p["targetPort"]) for p in service["spec"]["ports"]] == [port]
+
+
+@pytest.mark.parametrize("variant", [f"overlays/{name}" for name in OVERLAYS])
+def test_indexer_watches_the_libraries_on_the_media_volume_where_the_page_reads_them(variant: str) -> None:
+    deployed = stack(variant)
+    indexer, web = deployed.named("clipsearch-indexer"), deployed.named("clipsearch-web")
+    assert indexer is not None and web is not None
+    assert indexer.kind == "Deployment" and indexer.spec["replicas"] == 1
+    assert indexer.spec["strategy"]["type"] == "Recreate", "never two indexers at once, even while rolling out"
+    args = build_parser().parse_args(indexer.container["args"])
+    assert indexer.container["args"][0] == "watch" and args.poll > 0
+    media = indexer.volume_of("/media")["persistentVolumeClaim"]["claimName"]
+    assert web.volume_of("/media")["persistentVolumeClaim"]["claimName"] == media
+    assert not indexer.container.get("ports"), "it serves nothing"
+
+
+def test_with_tls_the_indexer_trusts_the_services_ca() -> None:
+    indexer = stack("small+tls").named("clipsearch-indexer")
+    assert indexer is not None
+    assert "secret" in indexer.volume_of(indexer.env["CLIPSEARCH_TLS_CA"])

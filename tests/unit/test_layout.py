@@ -37,8 +37,8 @@ def test_no_test_imports_bench() -> None:
 # app and serve; the command line on top. Read from the source, so a new import that breaks it fails here.
 CLIENT = TESTS.parent / "client"
 FRONT_ENDS = ("client.cli", "client.web", "client.serve")
-# `python -m client`: the command's entry.
-ENTRIES = ("client.__main__",)
+# `python -m client` and `python -m client.indexer` (the same as `clipsearch watch`): the command's entry.
+ENTRIES = ("client.__main__", "client.indexer.__main__")
 
 
 def module_name(path: Path) -> str:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from client import serve
 from client.cli.serve import add_arguments
 from client.serve.banner import banner
-from client.serve.children import embedder_specs, redis_spec, search_spec, web_spec
+from client.serve.children import embedder_specs, indexer_spec, redis_spec, search_spec, web_spec
 from client.serve.ports import plan_ports, reserve_free_ports
 from client.serve.ready_file import ready_document, remove_ready_file, write_ready_file
 from clipsearch.urls import redact_url
@@ -268,6 +268,23 @@ def test_no_web_leaves_the_page_out(tmp_path: Path) -> None:
     assert ready_document(config, info, pid=1)["web_url"] is None
 
 
+def test_the_indexer_runs_beside_the_services_unless_no_watch(tmp_path: Path) -> None:
+    info = embedder_pb2.ModelInfo(model_id="m", dimension=32, dtype="float32", device="cpu")
+    args = ("--no-web", "--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path))
+    config = serve.build_config(parse(*args), {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"})
+    assert config.watch
+    spec = indexer_spec(config)
+    assert spec.argv[1:3] == ("-m", "client.indexer")
+    options = dict(zip(spec.argv[3::2], spec.argv[4::2], strict=True))
+    assert options == {"--embedder": ",".join(config.embedder_addresses()), "--search": config.search_address()}
+    assert spec.env["CLIPSEARCH_AUTH_TOKEN"] == "s3cret-token"
+    assert "  indexer   keeps the libraries indexed (clipsearch library add PATH)" in banner(config, info).splitlines()
+
+    config = serve.build_config(parse(*args, "--no-watch"), {})
+    assert not config.watch
+    assert not [line for line in banner(config, info).splitlines() if line.startswith("  indexer ")]
+
+
 def test_a_web_port_in_use_is_refused_naming_the_way_out(tmp_path: Path) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -292,3 +309,29 @@ def test_the_page_beyond_loopback_needs_a_password_or_the_token(tmp_path: Path) 
     assert serve.build_config(parse(*argv), {"CLIPSEARCH_WEB_PASSWORD": "open sesame"}).web_port is not None
     assert serve.build_config(parse(*argv), {"CLIPSEARCH_AUTH_TOKEN": "s3cret-token"}).web_port is not None
     assert serve.build_config(parse("--no-web", *argv), {}).web_port is None
+
+
+def test_the_page_gets_serves_library_roots_and_upload_limits(tmp_path: Path) -> None:
+    roots = [tmp_path / "photos", tmp_path / "films"]
+    config = serve.build_config(
+        parse(
+            "--embedder-port",
+            "0",
+            "--search-port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--library-root",
+            str(roots[0]),
+            "--library-root",
+            str(roots[1]),
+            "--max-upload-video",
+            "1G",
+        ),
+        {},
+    )
+    argv = list(web_spec(config).argv)
+    given = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--library-root"]
+    assert given == [str(root.resolve()) for root in roots]
+    assert argv[argv.index("--max-upload-video") + 1] == f"{1 << 30}B"
+    assert "--max-upload-photo" not in argv  # the default, left to the page

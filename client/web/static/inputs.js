@@ -61,19 +61,19 @@ export function installKeyboard({ searchBox, grid, viewer, nearEnd }) {
 }
 
 // Image files dragged onto the page (with an overlay while they hover) or pasted go to `search`.
-export function installImageDrop({ overlay, viewer, search }) {
+export function installImageDrop({ overlay, viewer, search, blocked = () => false }) {
   let depth = 0;
   const carriesFiles = (event) => [...(event.dataTransfer?.types || [])].includes("Files");
   const firstImage = (files) => [...files].find((file) => file.type.startsWith("image/"));
 
   window.addEventListener("dragenter", (event) => {
-    if (!carriesFiles(event)) return;
+    if (!carriesFiles(event) || blocked()) return;
     event.preventDefault();
     depth += 1;
     overlay.hidden = false;
   });
   window.addEventListener("dragover", (event) => {
-    if (!carriesFiles(event)) return;
+    if (!carriesFiles(event) || blocked()) return;
     event.preventDefault();
     event.dataTransfer.dropEffect = "copy";
   });
@@ -83,7 +83,7 @@ export function installImageDrop({ overlay, viewer, search }) {
     if (depth === 0) overlay.hidden = true;
   });
   window.addEventListener("drop", (event) => {
-    if (!carriesFiles(event)) return;
+    if (!carriesFiles(event) || blocked()) return;
     event.preventDefault();
     depth = 0;
     overlay.hidden = true;
@@ -92,7 +92,7 @@ export function installImageDrop({ overlay, viewer, search }) {
     search(firstImage(files) || files[0]);
   });
   document.addEventListener("paste", (event) => {
-    if (viewer.isOpen) return;
+    if (viewer.isOpen || blocked()) return;
     const file = firstImage(event.clipboardData?.files || []);
     if (!file) return;
     event.preventDefault();

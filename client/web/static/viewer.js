@@ -1,8 +1,9 @@
 // The viewer dialog: the full image, or the video playing from the frame's moment, and "What is this?".
-import { altText, api, el, formatScore, mediaProblem, plural } from "./api.js";
+import { altText, api, el, errorLine, formatScore, mediaProblem } from "./api.js";
+import { formatNumber, onLanguageChange, t } from "./i18n.js";
+import { attachSubtitles, saidBlock, startOf } from "./said.js";
 
 const LABELS_KEY = "clipsearch.labels";
-const CANNOT_PLAY = "This browser cannot play this video file";
 // Labels may be separated by ASCII or full-width commas, the ideographic comma, or new lines.
 const LABEL_SEPARATORS = /[,，、;\n]/;
 
@@ -12,6 +13,7 @@ export function createViewer({ onLike }) {
   const note = dialog.querySelector(".viewer-note");
   const title = dialog.querySelector("#viewer-title");
   const meta = dialog.querySelector(".viewer-meta");
+  let said = dialog.querySelector(".viewer-said");
   const original = dialog.querySelector(".viewer-original");
   const labels = dialog.querySelector("#labels");
   const classifyForm = dialog.querySelector(".classify-form");
@@ -23,6 +25,10 @@ export function createViewer({ onLike }) {
   let index = -1;
   let returnFocus = null;
   let classifySeq = 0;
+  // What the note and the classification message say, to say it again in another language.
+  let noteText = () => "";
+  let classifyText = () => "";
+  let lastLabels = null;
 
   labels.value = localStorage.getItem(LABELS_KEY) || "";
 
@@ -70,9 +76,17 @@ export function createViewer({ onLike }) {
     }
   }
 
+  // The note under the picture; `text` is a function, called again when the language changes.
   function showNote(text) {
-    note.textContent = text;
-    note.hidden = !text;
+    noteText = text;
+    note.textContent = text();
+    note.hidden = !note.textContent;
+  }
+
+  function setClassifyMessage(text) {
+    classifyText = text;
+    classifyMessage.textContent = text();
+    classifyMessage.hidden = !classifyMessage.textContent;
   }
 
   function showFrame(hit, message) {
@@ -81,6 +95,11 @@ export function createViewer({ onLike }) {
   }
 
   function showImage(hit) {
+    if (!hit.playable) {
+      // HEIC, TIFF and the like: browsers do not show them, so the preview stands in for the file.
+      showFrame(hit, () => t("viewer.preview", { format: hit.mime || t("viewer.unknownFormat") }));
+      return;
+    }
     const img = el("img", { class: "viewer-img", alt: altText(hit), decoding: "async" });
     img.style.backgroundImage = `url("${hit.thumbnail_url}")`;
     img.addEventListener("load", () => img.style.removeProperty("background-image"), { once: true });
@@ -88,7 +107,7 @@ export function createViewer({ onLike }) {
       "error",
       async () => {
         const problem = await mediaProblem(hit.media_url);
-        showFrame(hit, problem || "The full image could not be shown.");
+        showFrame(hit, () => (problem ? errorLine(problem) : t("viewer.cannotShow")));
       },
       { once: true },
     );
@@ -96,22 +115,17 @@ export function createViewer({ onLike }) {
     stage.replaceChildren(img);
   }
 
+  // Every video is tried (browsers play more than its container suggests, H.264 in Matroska included); only a
+  // media error shows the frame instead.
   function showVideo(hit, autoplay) {
-    const start = hit.timestamp_seconds || 0;
-    if (!hit.playable) {
-      showFrame(
-        hit,
-        `${CANNOT_PLAY} (${hit.mime || "unknown format"}). This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`,
-      );
-      return;
-    }
+    const start = startOf(hit);
     const video = el("video", {
       class: "viewer-video",
       controls: true,
       playsInline: true,
       preload: "auto",
       poster: hit.thumbnail_url,
-      "aria-label": `${altText(hit)} (video)`,
+      "aria-label": t("viewer.videoLabel", { name: altText(hit) }),
     });
     video.addEventListener(
       "loadedmetadata",
@@ -131,25 +145,32 @@ export function createViewer({ onLike }) {
       if (!video.getAttribute("src")) return;
       const problem =
         video.error?.code === MediaError.MEDIA_ERR_SRC_NOT_SUPPORTED ? null : await mediaProblem(hit.media_url);
-      showFrame(
-        hit,
-        problem ||
-          `${CANNOT_PLAY}. This is the frame at ${hit.time}; use “Open original” to watch it in a video player.`,
-      );
+      if (list[index] !== hit) return;
+      const known = hit.mime && hit.mime !== "application/octet-stream";
+      showFrame(hit, () => {
+        if (problem) return errorLine(problem);
+        if (known) return t("viewer.cannotPlayFormat", { format: hit.mime, time: hit.time });
+        return t("viewer.cannotPlay", { time: hit.time });
+      });
     });
     // The media fragment starts the download at the right moment; loadedmetadata makes sure of it.
     video.src = `${hit.media_url}#t=${start.toFixed(3)}`;
     stage.replaceChildren(video);
+    attachSubtitles(video, hit);
   }
 
   function renderMeta(hit) {
     const rows = [];
-    if (typeof hit.score === "number" && hit.score > 0) rows.push(["Score", formatScore(hit.score)]);
-    if (hit.media === "video") rows.push(["Moment", hit.time || "00:00:00"]);
-    if (hit.span) rows.push(["Span", `${hit.span} · ${plural(hit.frames, "frame")}`]);
-    rows.push(["Collection", hit.collection || "default"]);
-    rows.push(["File", hit.source || hit.name]);
-    meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: key }), el("dd", { text: value })]));
+    if (typeof hit.score === "number" && hit.score > 0) rows.push(["viewer.score", formatScore(hit.score)]);
+    if (hit.media === "video") rows.push(["viewer.moment", hit.time || "00:00:00"]);
+    if (hit.span) {
+      // A said moment groups lines, not frames: its span alone.
+      const alone = hit.said_lines?.length && hit.frames <= 1;
+      rows.push(["viewer.span", alone ? hit.span : t("card.frames", { span: hit.span, count: hit.frames })]);
+    }
+    rows.push(["viewer.collection", hit.collection || t("viewer.defaultCollection")]);
+    rows.push(["viewer.file", hit.source || hit.name]);
+    meta.replaceChildren(...rows.flatMap(([key, value]) => [el("dt", { text: t(key) }), el("dd", { text: value })]));
   }
 
   function show(i, { autoplay = true, focusLabels = false } = {}) {
@@ -159,11 +180,15 @@ export function createViewer({ onLike }) {
     title.textContent = hit.name;
     title.title = hit.source || hit.name;
     renderMeta(hit);
-    showNote("");
+    const block = saidBlock(hit, "viewer-said") || el("p", { class: "viewer-said", hidden: true });
+    said.replaceWith(block);
+    said = block;
+    showNote(() => "");
     original.href = hit.media_url;
-    original.textContent = hit.media === "video" ? "Open video" : "Open original";
+    original.textContent = t(hit.media === "video" ? "viewer.openVideo" : "viewer.openOriginal");
     classifyResults.replaceChildren();
-    classifyMessage.hidden = true;
+    lastLabels = null;
+    setClassifyMessage(() => "");
     classifySeq += 1;
     prev.disabled = i <= 0;
     next.disabled = i >= list.length - 1;
@@ -189,14 +214,13 @@ export function createViewer({ onLike }) {
       .filter(Boolean);
     const unique = [...new Set(typed)];
     classifyResults.replaceChildren();
+    lastLabels = null;
     if (unique.length < 2) {
-      classifyMessage.textContent = "Type at least two labels, separated by commas, for example: a cat, a dog.";
-      classifyMessage.hidden = false;
+      setClassifyMessage(() => t("classify.needTwo"));
       return;
     }
     localStorage.setItem(LABELS_KEY, labels.value);
-    classifyMessage.textContent = "Classifying…";
-    classifyMessage.hidden = false;
+    setClassifyMessage(() => t("classify.working"));
     const seq = ++classifySeq;
     try {
       const body = await api("/api/classify", {
@@ -205,27 +229,50 @@ export function createViewer({ onLike }) {
         body: JSON.stringify({ id: hit.id, labels: unique, template: "" }),
       });
       if (seq !== classifySeq) return;
-      classifyMessage.hidden = true;
-      classifyResults.replaceChildren(
-        ...body.labels.map(({ label, probability }) => {
-          const percent = Math.round(probability * 1000) / 10;
-          const bar = el("span", { class: "bar", "aria-hidden": "true" });
-          bar.style.setProperty("--p", `${Math.max(percent, 0.5)}%`);
-          return el(
-            "li",
-            {},
-            el("span", { class: "label-name", text: label }),
-            el("span", { class: "label-p", text: `${percent.toFixed(1)}%` }),
-            bar,
-          );
-        }),
-      );
+      setClassifyMessage(() => "");
+      lastLabels = body.labels;
+      renderLabels();
     } catch (error) {
       if (seq !== classifySeq) return;
-      classifyMessage.textContent = error.message;
-      classifyMessage.hidden = false;
+      setClassifyMessage(() => errorLine(error));
     }
   }
+
+  function renderLabels() {
+    classifyResults.replaceChildren(
+      ...(lastLabels || []).map(({ label, probability }) => {
+        const percent = Math.round(probability * 1000) / 10;
+        const bar = el("span", { class: "bar", "aria-hidden": "true" });
+        bar.style.setProperty("--p", `${Math.max(percent, 0.5)}%`);
+        const shown = formatNumber(percent / 100, {
+          style: "percent",
+          minimumFractionDigits: 1,
+          maximumFractionDigits: 1,
+        });
+        return el(
+          "li",
+          {},
+          el("span", { class: "label-name", text: label }),
+          el("span", { class: "label-p", text: shown }),
+          bar,
+        );
+      }),
+    );
+  }
+
+  // Another language: the parts drawn here are drawn again (the template's are translated by i18n.js).
+  onLanguageChange(() => {
+    if (!dialog.open || !list[index]) return;
+    const hit = list[index];
+    renderMeta(hit);
+    original.textContent = t(hit.media === "video" ? "viewer.openVideo" : "viewer.openOriginal");
+    note.textContent = noteText();
+    classifyMessage.textContent = classifyText();
+    renderLabels();
+    const media = stage.querySelector("video, img");
+    if (media?.tagName === "VIDEO") media.setAttribute("aria-label", t("viewer.videoLabel", { name: altText(hit) }));
+    else if (media) media.alt = altText(hit);
+  });
 
   return {
     open,

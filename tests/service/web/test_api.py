@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
 
 from client.api import SearchFilter
+from client.web import WebSettings, create_app
+from clipsearch.testing.web import WebThread
 from tests.service.web.conftest import OwnWebStack, WebStack
 from tests.service.web.support import HOLIDAY, HOLIDAY_FILES, PHOTOS, Reply, multipart, request
 
@@ -32,6 +36,8 @@ HIT_FIELDS = {
     "playable",
     "mime",
     "duplicates",
+    "said_lines",
+    "said_words",
 }
 
 
@@ -50,7 +56,7 @@ def test_text_search_returns_hits_best_first_with_everything_the_page_needs(web_
     reply = get(web_stack.base_url, "/api/search", q="a red square", top=50, min_score=-1, frames=1)
     assert reply.status == 200, reply.body
     doc = reply.json()
-    assert doc["query"] == {"text": "a red square", "like": None, "image": False}
+    assert doc["query"] == {"text": "a red square", "like": None, "image": False, "said": None}
     assert (doc["offset"], doc["top"], doc["has_more"]) == (0, 50, False)
     hits = doc["hits"]
     # With no lower bound, every item of the library, each once, by score (the tiny random model ranks
@@ -90,7 +96,7 @@ def test_chinese_query_text_is_searched_and_echoed(web_stack: WebStack) -> None:
 
 def test_the_same_text_query_through_http_and_client_agree(web_stack: WebStack) -> None:
     doc = get(web_stack.base_url, "/api/search", q="a yellow flower", top=5, frames=1).json()
-    hits = web_stack.client.search_text("a yellow flower", top=5, min_score=0.0)
+    hits = web_stack.client.search_text("a yellow flower", top=5)  # neither cuts by score unless asked
     assert [h["id"] for h in doc["hits"]] == [h.id for h in hits]
     assert [h["score"] for h in doc["hits"]] == pytest.approx([h.score for h in hits], abs=1e-6)
 
@@ -137,7 +143,7 @@ def test_search_by_uploaded_image_finds_that_image_first(web_stack: WebStack) ->
     reply = upload(web_stack.base_url, data, name="花.png", top=3)
     assert reply.status == 200, reply.body
     doc = reply.json()
-    assert doc["query"] == {"text": None, "like": None, "image": True}
+    assert doc["query"] == {"text": None, "like": None, "image": True, "said": None}
     assert doc["hits"][0]["id"] == web_stack.id_of("黄色的花.png")
     assert doc["hits"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     assert doc["has_more"]
@@ -166,6 +172,8 @@ def test_uploads_over_the_limit_are_413_whether_announced_or_streamed(
     body, content_type = multipart("image", "big.png", big)
     chunked = _chunked_post(url, "/api/search/image", body, content_type)
     assert chunked.status == 413 and "limit" in chunked.error
+    # A stable reason beside the English sentence, which the page says in its own language.
+    assert announced.json()["reason"] == chunked.json()["reason"] == "upload_too_large"
     small = upload(url, web_stack.library.files["red.png"].read_bytes())
     assert small.status == 200
 
@@ -188,7 +196,7 @@ def _chunked_post(base_url: str, path: str, body: bytes, content_type: str) -> R
 def test_more_like_this_excludes_the_item_itself(web_stack: WebStack) -> None:
     red = web_stack.id_of("red.png")
     doc = get(web_stack.base_url, "/api/search", like=red, top=50, min_score=-1, frames=1).json()
-    assert doc["query"] == {"text": None, "like": red, "image": False}
+    assert doc["query"] == {"text": None, "like": red, "image": False, "said": None}
     ids = [h["id"] for h in doc["hits"]]
     assert red not in ids
     assert len(ids) == sum(len(items) for items in web_stack.items.values()) - 1
@@ -362,3 +370,28 @@ def test_a_service_that_stops_is_reported_by_stats_and_searches_fail_clearly(own
     own_web_stack.stop_embedder()
     doc = request(url, "GET", "/api/stats").json()
     assert not doc["services"]["embedder"]["up"] and "embedder service" in doc["services"]["embedder"]["message"]
+
+
+def test_a_service_refusing_connections_fails_a_search_at_once_not_at_the_deadline(
+    own_web_stack: OwnWebStack, tmp_path: Path
+) -> None:
+    # A long call deadline: a search that waited for it would answer 504 after a minute.
+    services = dataclasses.replace(
+        WebSettings().services,
+        embedder_addresses=(own_web_stack.embedder_address,),
+        search_address=own_web_stack.search_address,
+    )
+    thread = WebThread(create_app(WebSettings(services=services, cache_dir=tmp_path / "cache", call_timeout=60.0)))
+    url = thread.start().rstrip("/")
+    try:
+        assert request(url, "GET", "/api/search?q=cat").status == 200  # both connected
+        own_web_stack.stop_embedder()
+        for text in ("a dog", "a cat"):  # the first search meets the refusal; the next one too
+            started = time.monotonic()
+            reply = request(url, "GET", f"/api/search?q={quote(text)}")
+            elapsed = time.monotonic() - started
+            assert reply.status == 503, reply.body
+            assert f"embedder service at {own_web_stack.embedder_address}" in reply.error
+            assert elapsed < 10, f"the refusal took {elapsed:.1f} s to reach the page (deadline 60 s)"
+    finally:
+        thread.stop()

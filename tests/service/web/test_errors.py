@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from client.errors import ClientError, InvalidInput, ModelMismatch, NotFound, ServiceError, ServiceUnavailable
-from client.web.errors import message_of, status_of
+from client.web.errors import message_of, reason_of, status_of
 from client.web.files import MediaProblem, check_id
 
 
@@ -63,3 +63,22 @@ def test_anything_else_is_a_malformed_id(item_id: str) -> None:
     with pytest.raises(MediaProblem) as caught:
         check_id(item_id)
     assert caught.value.status == 400
+
+
+def test_errors_carry_a_stable_reason_for_the_page_to_translate() -> None:
+    down = ServiceUnavailable("search", "127.0.0.1:50052", "connection failed")
+    assert reason_of(down, status_of(down)) == (
+        "service_unavailable",
+        {"service": "search", "address": "127.0.0.1:50052"},
+    )
+    late = ServiceError("embedder", "127.0.0.1:1", grpc.StatusCode.DEADLINE_EXCEEDED, "late")
+    assert reason_of(late, status_of(late)) == ("service_timeout", {"service": "embedder", "address": "127.0.0.1:1"})
+    refused = ServiceError("search", "127.0.0.1:2", grpc.StatusCode.UNAUTHENTICATED, "bad token")
+    assert reason_of(refused, status_of(refused))[0] == "service_refused"
+    mismatch = ModelMismatch("127.0.0.1:50052", "another model")
+    assert reason_of(mismatch, status_of(mismatch)) == ("model_mismatch", {})
+    bad = ServiceError("embedder", "127.0.0.1:1", grpc.StatusCode.INVALID_ARGUMENT, "cannot decode the image")
+    assert reason_of(bad, status_of(bad)) == ("invalid_request", {})
+    assert reason_of(MediaProblem(410, "gone"), 410) == ("file_unavailable", {})
+    assert reason_of(MediaProblem(413, "too large"), 413) == ("upload_too_large", {})
+    assert reason_of(ClientError("no scores"), 502) == (None, {})
