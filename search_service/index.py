@@ -135,6 +135,8 @@ class SearchIndex(IndexBase):
                 if failed is not None:
                     raise failed
                 created = sum(int(r) for r in replies)
+                if not staging:
+                    self._items += created  # the adaptive EF follows growth between full checks
             except redis.ResponseError as e:
                 if str(e).startswith("STALE"):
                     raise Stale() from None

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # How long a query may rely on the catalog it read last (see require_ready); a query that meets a switched
 # index within that time notices it (SearchIndex._nearest) and reads the catalog again.
 CATALOG_MAX_AGE_SECONDS = 1.0
+# How often a health check reads a ready index's FT.INFO (its item count, its HNSW settings) in full.
+INFO_INTERVAL_SECONDS = 300.0
 
 # The EF_RUNTIME a query uses when it names none, at least: HNSW on film frames (shots of near-identical
 # frames) needs a breadth that grows with the index. Measured with bench.scale on film-like vectors, the first
@@ -73,7 +75,12 @@ class IndexBase:
         self._ready = False
         self._catalog_read_at = -math.inf
         self._hnsw = HnswParams(schema.vector.m, schema.vector.ef_construction, schema.vector.ef_runtime)
-        self._items = 0  # of the live index, as its last check (every health interval) found
+        self._items = 0  # of the live index, as its last full check found
+        # FT.INFO walks the whole index: at a million frames it blocks Redis for seconds. A ready, complete
+        # index is confirmed with FT._LIST at each health check, and read in full only this often.
+        self.info_interval = INFO_INTERVAL_SECONDS
+        self._info_read_at = -math.inf
+        self._checked_schema: IndexSchema | None = None
         self._upsert_script = client.register_script(UPSERT_LUA)
         self._check_script = client.register_script(CHECK_LUA)
         # How far the library is in coming back after a restart, as of the last check (the health watcher
@@ -142,6 +149,8 @@ class IndexBase:
         with self.redis_errors():
             self._ping()
             self.refresh()
+            if self._still_ready():
+                return
             try:
                 raw = execute(self._client, "FT.INFO", self.schema.name)
             except redis.ResponseError as e:
@@ -164,7 +173,19 @@ class IndexBase:
         self._note_hnsw(info)
         self._items = int(info.get("num_docs", 0) or 0)
         self._note_fill(info)
+        self._info_read_at = time.monotonic()
+        self._checked_schema = self.schema
         self._ready = True
+
+    def _still_ready(self) -> bool:
+        """True when the index was found ready and complete, was read in full within info_interval, and is
+        still listed: then the check ends without FT.INFO."""
+        if not self._ready or self.fill is not None or self.schema is not self._checked_schema:
+            return False
+        if time.monotonic() - self._info_read_at >= self.info_interval:
+            return False
+        listed = {name.decode() if isinstance(name, bytes) else str(name) for name in execute(self._client, "FT._LIST")}
+        return self.schema.name in listed
 
     def _adopt_vector_type(self, info: Mapping[str, Any]) -> None:
         """An index created with another vector type than configured is used as it is: its vectors are read
