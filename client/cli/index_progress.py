@@ -70,6 +70,8 @@ class IndexBar:
         self.meter(event)
         if event.kind == "failed":
             self._say(f"skipped {event.path}: {event.message}", "yellow")
+        elif event.kind == "subtitles" and event.message:
+            self._say(event.message, "yellow")  # names the video and the subtitle file or track
         elif event.kind == "note":
             self._say(event.message, "cyan")
         if self._progress is None or self._task is None:
