@@ -102,9 +102,11 @@ def _build_library(local: LocalRedis, config: SearchConfig, frames: int, mode: s
     """Writes the frames as the service stores them, without an index (so no graph is built twice), then
     defines the index without scanning, and rewrites the AOF: its RDB base then holds what a long-running
     library holds. Returns a query vector (a stored frame's)."""
-    from search_service.schema import build_schema
+    from search_service.schema import NUMPY_TYPES, build_schema
 
-    schema = build_schema(config.index_name, config.key_prefix, dimension=config.dimension)
+    schema = build_schema(
+        config.index_name, config.key_prefix, dimension=config.dimension, vector_type=config.vector_type
+    )
     rng = np.random.default_rng(2024)
     query: list[float] = []
     with local.client(socket_timeout=600) as client:
@@ -132,7 +134,7 @@ def _build_library(local: LocalRedis, config: SearchConfig, frames: int, mode: s
                         frame_interval_seconds=1.0,
                     ),
                 )
-                sources, fields = item_fields(item, config.dimension, "frame")
+                sources, fields = item_fields(item, config.dimension, "frame", NUMPY_TYPES[config.vector_type])
                 pipe.hset(
                     config.key_prefix + item.id,
                     mapping=dict(zip(fields[::2], fields[1::2], strict=True)) | {F_SOURCES: sources[0]},

@@ -266,7 +266,7 @@ class SearchIndex(IndexBase):
     ) -> builtins.list[Match]:
         if model is not None:
             self.check_model_fresh(model)
-        blob = vector_bytes(vector, self.dimension, "vector", self.schema.vector.numpy_type)
+        vector_bytes(vector, self.dimension, "vector")  # a bad vector is refused before anything else
         k = DEFAULT_K if k == 0 else k
         if not 1 <= k <= MAX_K:
             raise InvalidArgument(f"k={k}; it must be 1 to {MAX_K} (0 means {DEFAULT_K})")
@@ -282,6 +282,8 @@ class SearchIndex(IndexBase):
         distance = None if duplicates is None else check_max_distance(duplicates.max_distance)
         base = filter_query(filter or Filter())
         self.require_ready(CATALOG_MAX_AGE_SECONDS)
+        # Encoded once the index is verified: the first check after a start adopts the stored vector type.
+        blob = vector_bytes(vector, self.dimension, "vector", self.schema.vector.numpy_type)
 
         if moments is None and duplicates is None:
             fields = [*ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]

@@ -123,3 +123,37 @@ def test_reindex_copy_refuses_an_index_that_records_no_model(
     code = main(["reindex", "--copy", "--search", running.address, "--embedder", "127.0.0.1:9"])
     err = capsys.readouterr().err
     assert code != 0 and "records no model" in err and "without --copy" in err and "Traceback" not in err
+
+
+def test_the_first_query_after_a_start_uses_an_existing_float32_index_as_it_is(redis_url: str) -> None:
+    """The first query of a fresh service (no health check yet) verifies the index and adopts its FLOAT32
+    type before encoding the query vector, so it does not send a FLOAT16 blob to a FLOAT32 index."""
+    import dataclasses
+
+    from search_service.items import Item, MediaType, Metadata
+    from search_service.schema import NUMPY_TYPES, build_schema
+    from search_service.server import build_index
+    from search_service.storage import item_fields
+    from tests.support.search import search_test_config
+
+    config = dataclasses.replace(search_test_config(redis_url), vector_type="float16")
+    client = redis.Redis.from_url(redis_url, protocol=3)
+    old = build_schema(config.index_name, config.key_prefix, dimension=config.dimension, vector_type="float32")
+    execute(client, *old.create_args())
+    vectors = random_vectors(5, config.dimension, seed=3)
+    for n, vector in enumerate(vectors):
+        item = Item(
+            id=f"old{n}",
+            vector=np.asarray(vector, dtype=np.float32),
+            metadata=Metadata(sources=(f"file:///old/{n}.jpg",), media_type=MediaType.IMAGE),
+        )
+        sources, fields = item_fields(item, config.dimension, "item", NUMPY_TYPES["float32"])
+        client.hset(config.key_prefix + item.id, items=[*fields, "sources", sources[0]])
+    index = build_index(config, client, "test")
+    try:
+        matches = index.query(np.asarray(vectors[2], dtype=np.float32), k=3)
+        assert matches[0].item.id == "old2"
+        assert index.schema.vector.vector_type == "float32"
+    finally:
+        execute(client, "FT.DROPINDEX", config.index_name, "DD")
+        index.close()
