@@ -94,7 +94,7 @@ def test_every_image_finds_itself_first(corpus: Corpus, serve_stack: ServeProces
         assert code == 0
         first = json.loads(output.getvalue())["results"][0]
         assert str(photo) in first["paths"], f"{photo.name}: first match is {first['paths']}"
-        assert first["media"] == "image" and first["score"] == pytest.approx(1.0, abs=1e-4)
+        assert first["media"] == "image" and first["score"] == pytest.approx(1.0, abs=1e-3)  # FLOAT16 storage
 
 
 def test_video_frames_carry_their_timestamps(corpus: Corpus) -> None:
