@@ -75,8 +75,11 @@ def load(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray) -> float:
     return time.perf_counter() - started
 
 
-def direct_query(client: redis.Redis, index: str, vector: np.ndarray, ef_runtime: int) -> list[str]:
-    """The service's KNN query, sent with redis-py's FT.SEARCH helper; the matched keys."""
+def direct_query(
+    client: redis.Redis, index: str, vector: np.ndarray, ef_runtime: int, numpy_type: str = "<f4"
+) -> list[str]:
+    """The service's KNN query, sent with redis-py's FT.SEARCH helper; the matched keys. `numpy_type`: the
+    index's vector type ("<f2" for FLOAT16)."""
     query = (
         Query(f"*=>[KNN $K @{S.F_VECTOR} $BLOB EF_RUNTIME $EF AS knn_distance]")
         .sort_by("knn_distance")
@@ -85,7 +88,7 @@ def direct_query(client: redis.Redis, index: str, vector: np.ndarray, ef_runtime
         .dialect(2)
     )
     result = client.ft(index).search(
-        query, query_params={"K": K, "BLOB": vector.astype("<f4").tobytes(), "EF": ef_runtime}
+        query, query_params={"K": K, "BLOB": vector.astype(numpy_type).tobytes(), "EF": ef_runtime}
     )
     return [document.id for document in result.docs]
 
@@ -116,7 +119,9 @@ def bench_index(
         stub = search_pb2_grpc.SearchStub(channel)
         load_seconds = load(stub, vectors)
         used = _used_memory(client) - before
-        ef_runtime = stub.Stats(pb.StatsRequest()).settings.ef_runtime
+        settings = stub.Stats(pb.StatsRequest()).settings
+        ef_runtime = settings.ef_runtime
+        numpy_type = "<f2" if settings.vector_type == pb.VECTOR_TYPE_FLOAT16 else "<f4"
         health = health_pb2_grpc.HealthStub(channel)
         grpc_times: list[float] = []
         direct_times: list[float] = []
@@ -128,7 +133,7 @@ def bench_index(
             reply = stub.Query(request, timeout=60)
             grpc_elapsed = time.perf_counter() - started
             started = time.perf_counter()
-            keys = direct_query(client, index, probe, ef_runtime)
+            keys = direct_query(client, index, probe, ef_runtime, numpy_type)
             direct_elapsed = time.perf_counter() - started
             # A call that does no work: what gRPC and the extra process cost by themselves.
             started = time.perf_counter()
@@ -196,6 +201,9 @@ def text_search(
     """A text query through the client (embedder and search over gRPC) vs in-process embedding + FT.SEARCH,
     and with `torch`, the same query through the torch embedder and each text tower alone, all interleaved."""
     ef_runtime = 100
+    with grpc.insecure_channel(search_address) as channel:
+        settings = search_pb2_grpc.SearchStub(channel).Stats(pb.StatsRequest(), timeout=60).settings
+    numpy_type = "<f2" if settings.vector_type == pb.VECTOR_TYPE_FLOAT16 else "<f4"
     times: dict[str, list[float]] = {"client": [], "local": [], "torch": [], "model_auto": [], "model_torch": []}
     with contextlib.ExitStack() as stack:
         remote = stack.enter_context(Client(services.embedder, search_address, timeout=120))
@@ -207,7 +215,7 @@ def text_search(
             hits = remote.search_text(text, top=K)
             spent["client"] = time.perf_counter() - started
             started = time.perf_counter()
-            keys = direct_query(client, index, embedder.embed_texts([text])[0], ef_runtime)
+            keys = direct_query(client, index, embedder.embed_texts([text])[0], ef_runtime, numpy_type)
             spent["local"] = time.perf_counter() - started
             if len(hits) != K or len(keys) != K:
                 raise RuntimeError(f"a text query returned {len(hits)} (client) and {len(keys)} (direct) hits")

@@ -31,6 +31,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig
 from search_service.redis_server import LocalRedis, free_port
+from search_service.schema import NUMPY_TYPES
 from search_service.server import build_index, build_server, connect
 from search_service.servicer import SearchServicer
 
@@ -132,7 +133,7 @@ def measure(items: int, queries: int, workdir: Path) -> dict[str, Any]:
                     if n >= WARMUP:
                         times[mode].append(elapsed)
                 started = time.perf_counter()
-                direct_query(client, INDEX, probe, 100)
+                direct_query(client, INDEX, probe, 100, NUMPY_TYPES[_config(local.url, 0).vector_type])
                 if n >= WARMUP:
                     times["direct"].append(time.perf_counter() - started)
         for channel in channels.values():
