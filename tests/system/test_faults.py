@@ -65,8 +65,10 @@ class Corpus:
         return dict(by_hash)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """Each test's own folder: one file is one item, so a folder indexed into one test's collection cannot be
+    indexed into the next test's."""
     root = tmp_path_factory.mktemp("fault-corpus")
     photos = write_test_images(root / "photos", DISTINCT)
     (root / "copies").mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import av
@@ -78,7 +79,10 @@ def test_still_frames_are_not_embedded_and_a_query_by_one_finds_its_moment(shots
 
 def test_every_frame_embeds_each_sampled_frame(shots) -> None:
     tmp, env = shots
-    report = cli(tmp, env, "index", tmp / "shots.mp4", "--collection", "shots-all", "--every-frame", "--json")
+    # A copy of its own: one file is one item, and the other test indexes shots.mp4 into 'shots'.
+    (tmp / "every").mkdir(exist_ok=True)
+    video = shutil.copyfile(tmp / "shots.mp4", tmp / "every" / "shots.mp4")
+    report = cli(tmp, env, "index", video, "--collection", "shots-all", "--every-frame", "--json")
     assert (report["frames"], report["skipped_still_frames"]) == (15, 0)
     (moment,) = cli(tmp, env, "search", "--text", "x", "--collection", "shots-all", "--json")["results"]
     assert (moment["start_seconds"], moment["end_seconds"], moment["frames"]) == (0.0, 14.0, 15)

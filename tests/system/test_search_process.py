@@ -104,7 +104,7 @@ def upsert_and_query(address: str) -> None:
         )
         assert reply.created == 5
         best = stub.Query(pb.QueryRequest(vector=vectors[2], k=1)).matches[0]
-        assert best.item.id == "i2" and best.score == pytest.approx(1.0, abs=1e-5)
+        assert best.item.id == "i2" and best.score == pytest.approx(1.0, abs=1e-3)  # FLOAT16 storage
 
 
 def pid_alive(pid: int) -> bool:
