@@ -170,7 +170,7 @@ class Ingest:
         )
 
     def run(self, inputs: Iterable[PathLike | ImageBytes]) -> IndexReport:
-        started = time.monotonic()
+        started, started_cpu = time.monotonic(), time.process_time()
         inputs = list(inputs)
         self._check_dimensions()
         self._pipeline = self._new_pipeline()
@@ -208,6 +208,7 @@ class Ingest:
                 shard=self._options.shard,
             )
         self.report.seconds = time.monotonic() - started
+        self.report.cpu_seconds = time.process_time() - started_cpu
         return self.report
 
     def _check_dimensions(self) -> None:

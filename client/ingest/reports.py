@@ -30,6 +30,7 @@ class IndexReport:
     pruned_sources: int = 0
     pruned_items: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's CPU time (all its threads) over `seconds`
     # What is said: cues read from the videos' subtitle tracks (embedded, or files beside them) and stored.
     subtitle_lines: int = 0
     subtitle_tracks: int = 0
@@ -55,6 +56,7 @@ class IndexReport:
             "pruned_sources": self.pruned_sources,
             "pruned_items": self.pruned_items,
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "subtitle_lines": self.subtitle_lines,
             "subtitle_tracks": self.subtitle_tracks,
             "subtitle_problems": list(self.subtitle_problems),
