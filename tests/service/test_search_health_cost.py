@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis
 
+from search_service.index import SearchIndex
 from search_service.redis_calls import execute
+from search_service.redis_server import LocalRedis
 from search_service.server import build_index
 from tests.support.search import search_test_config
 
@@ -15,9 +19,15 @@ def ft_info_calls(client: redis.Redis) -> int:
     return int(entry.get("calls", 0))
 
 
-def test_a_ready_index_is_checked_without_ft_info_until_the_interval(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    index = build_index(search_test_config(redis_url), client, "test")
+def test_a_ready_index_is_checked_without_ft_info_until_the_interval(tmp_path: Path) -> None:
+    # A Redis of its own: the command counts are per server, and other tests' services check theirs.
+    with LocalRedis(tmp_path) as local:
+        client = redis.Redis.from_url(local.url)
+        index = build_index(search_test_config(local.url), client, "test")
+        count_checks(client, index)
+
+
+def count_checks(client: redis.Redis, index: SearchIndex) -> None:
     try:
         index.check()  # creates the index and reads it in full
         before = ft_info_calls(client)
