@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import grpc
 import numpy as np
 
@@ -76,48 +79,26 @@ class SearchServicer(search_pb2_grpc.SearchServicer):
     def Query(self, request: pb.QueryRequest, context: grpc.ServicerContext) -> pb.QueryResponse:
         if request.said:
             return self._said_query(request)
-        matches = self._index.query(
-            np.asarray(request.vector, dtype=np.float32),
-            k=request.k,
-            offset=request.offset,
-            filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
-            min_score=request.min_score if request.HasField("min_score") else None,
-            ef_runtime=request.ef_runtime,
-            with_vectors=request.with_vectors,
-            moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
-            duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
-            model=_model(request, "model"),
-        )
-        fill = self._index.fill  # as of the last check, at most a health interval old
-        return pb.QueryResponse(
-            matches=[_match_to_pb(m) for m in matches],
-            partial=fill is not None,
-            percent_indexed=100.0 if fill is None else fill.percent,
-        )
+        matches = self._index.query(np.asarray(request.vector, dtype=np.float32), **_query_arguments(request))
+        return self._response(matches)
 
     def _said_query(self, request: pb.QueryRequest) -> pb.QueryResponse:
         options = request.said_options
         matches, parsed = self._said.query(
             request.said,
             np.asarray(request.vector, dtype=np.float32) if request.vector else None,
-            k=request.k,
-            offset=request.offset,
-            filter=_filter_from_pb(request.filter) if request.HasField("filter") else None,
-            min_score=request.min_score if request.HasField("min_score") else None,
-            ef_runtime=request.ef_runtime,
-            with_vectors=request.with_vectors,
-            moments=MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
-            duplicates=_duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
-            model=_model(request, "model"),
+            **_query_arguments(request),
             options=SaidOptions(options.window_seconds, tuple(options.languages)),
         )
-        fill = self._index.fill
+        return self._response(matches, said_query=parsed.expression, said_words=parsed.words)
+
+    def _response(self, matches: Sequence[Match], **said: Any) -> pb.QueryResponse:
+        fill = self._index.fill  # as of the last check, at most a health interval old
         return pb.QueryResponse(
             matches=[_match_to_pb(m) for m in matches],
-            said_query=parsed.expression,
-            said_words=parsed.words,
             partial=fill is not None,
             percent_indexed=100.0 if fill is None else fill.percent,
+            **said,
         )
 
     @_STATUSES.rpc
@@ -462,3 +443,18 @@ def _library_to_pb(library: Library) -> pb.Library:
         rescan_requests=library.rescan_requests,
         created_at=library.created_at,
     )
+
+
+def _query_arguments(request: pb.QueryRequest) -> dict[str, Any]:
+    """A query's options as SearchIndex.query and SaidSearch.query take them."""
+    return {
+        "k": request.k,
+        "offset": request.offset,
+        "filter": _filter_from_pb(request.filter) if request.HasField("filter") else None,
+        "min_score": request.min_score if request.HasField("min_score") else None,
+        "ef_runtime": request.ef_runtime,
+        "with_vectors": request.with_vectors,
+        "moments": MomentOptions(request.moments.gap_seconds) if request.HasField("moments") else None,
+        "duplicates": _duplicates_from_pb(request.duplicates) if request.HasField("duplicates") else None,
+        "model": _model(request, "model"),
+    }
