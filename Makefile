@@ -26,16 +26,24 @@ $(NODE_DEPS): tests/node/package.json tests/node/package-lock.json
 
 node-deps: $(NODE_DEPS)
 
+# Parallel workers for the unit and service tiers (pytest-xdist): each worker starts its own Redis and servers
+# on free ports, and much of a service test's time is spent waiting, so workers overlap well even on 2 cores.
+WORKERS ?= auto
+
 # The whole test suite: the unit, service and system tiers (tests/unit, tests/service, tests/system). Tests start
 # the Redis, gRPC servers and processes they need themselves. make test PYTEST_ARGS="-k search" runs a part.
+# The system tier runs in one process after the others: its load, timing and scale tests want the machine.
 test: $(STAMP) $(NODE_DEPS)
 	@sh scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@$(BIN)/python -m pytest -n $(WORKERS) -m "not system" $(PYTEST_ARGS); first=$$?; \
+	$(BIN)/python -m pytest -m system $(PYTEST_ARGS); second=$$?; \
+	if [ $$first -eq 5 ] && [ $$second -eq 5 ]; then exit 5; fi; \
+	for code in $$first $$second; do [ $$code -eq 0 ] || [ $$code -eq 5 ] || exit $$code; done
 
 # What to run after each change: the unit and service tiers (in-process servers, real Redis), without the
 # system tier's processes, kills, load and full-size models. Under 2 minutes on 2 cores.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not system" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) -m "not system" $(PYTEST_ARGS)
 
 # Lint: ruff's rules and formatting (pyproject.toml [tool.ruff]), generated proto code that matches protos/, and
 # Biome's rules and formatting for the page's JavaScript and the Node.js test (biome.json; Biome from PyPI).

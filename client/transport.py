@@ -6,7 +6,7 @@ import functools
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -82,8 +82,17 @@ def _channel_options(service: str) -> list[tuple[str, Any]]:
 _FAIL_FAST_SECONDS = 2.0
 
 
-def _wait_until_ready(channel: grpc.Channel, timeout: float, fail_fast: float | None = None) -> str:
-    """Waits for the channel to connect; returns "" when ready, else why not."""
+def _wait_until_ready(
+    channel: grpc.Channel,
+    timeout: float,
+    fail_fast: float | None = None,
+    diagnose: Callable[[], str | None] | None = None,
+) -> str:
+    """Waits for the channel to connect; returns "" when ready, else why not.
+
+    `diagnose` is asked once, at the first failed attempt, why connecting fails; a mismatch it names (TLS
+    against plaintext, an untrusted certificate) does not pass with time, so the wait ends at once.
+    """
     states: list[grpc.ChannelConnectivity] = []
     changed = threading.Condition()
 
@@ -103,6 +112,14 @@ def _wait_until_ready(channel: grpc.Channel, timeout: float, fail_fast: float | 
                 if state == grpc.ChannelConnectivity.READY:
                     return ""
                 if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                    if failing_since is None and diagnose is not None:
+                        changed.release()  # the probe takes up to seconds; connectivity callbacks go on
+                        try:
+                            if diagnose():
+                                return "connection failed"
+                        finally:
+                            changed.acquire()
+                        now = time.monotonic()
                     failing_since = failing_since if failing_since is not None else now
                     if now - failing_since >= min(fail_fast or _FAIL_FAST_SECONDS, timeout):
                         return "connection failed"
@@ -196,9 +213,16 @@ class Transport:
         channel = self._channel(service)
         if service in self._ready:
             return channel
-        failure = _wait_until_ready(channel, self.connect_timeout, self.refused_wait)
+        found: list[str | None] = []
+
+        def diagnose() -> str | None:
+            found.append(self._diagnose(service))
+            return found[-1]
+
+        failure = _wait_until_ready(channel, self.connect_timeout, self.refused_wait, diagnose)
         if failure:
-            raise ServiceUnavailable(service, self.address(service), failure, hint=self._diagnose(service))
+            hint = found[-1] if found and found[-1] else self._diagnose(service)
+            raise ServiceUnavailable(service, self.address(service), failure, hint=hint)
         self._ready.add(service)
         return channel
 

@@ -24,6 +24,12 @@ pytest_plugins = [
 
 TIERS = ("unit", "service", "system")
 
+# pytest-xdist's workers run with COLUMNS=80 and LINES=24 set; the CLI's tables would then fold to 80 columns in
+# a worker but not in a serial run. Tests see the environment a serial run gives them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def converted_models_stay_in_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
 
+# A browser drives the page: the system tier, like the other page tests.
+pytestmark = pytest.mark.system
+
 # Redis's own test settings: a delay per key loaded (microseconds), progress every KiB.
 SLOW_LOAD = ("key-load-delay 2000", "loading-process-events-interval-bytes 1024")
 
