@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-import redis
 
 from bench.common import load_average
 from clipsearch.v1 import search_pb2 as pb
@@ -23,7 +22,7 @@ from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig
 from search_service.items import Item, MediaType, Metadata
 from search_service.loading import RedisLoading
-from search_service.redis_server import LocalRedis
+from search_service.redis_server import LocalRedis, rewrite_aof
 from search_service.schema import F_SOURCES
 from search_service.server import build_server
 from search_service.storage import item_fields
@@ -35,10 +34,11 @@ FRAMES_PER_VIDEO = 1000
 _WRITE_BATCH = 2000
 _POLL_SECONDS = 0.5
 
-# Modes: "index-at-load" is how Redis persists an index today (its definition in the AOF's RDB base, before
-# the keys: every key is indexed while Redis loads and answers nothing); "index-after-load" measures the
-# alternative of loading the keys alone and letting RediSearch index them in the background while the
-# service answers partially (the index definition left out of the RDB base, created again after the load).
+# Modes: "index-at-load" is how Redis persists an index (its definition in the AOF's RDB base, before the
+# keys: every key is indexed while Redis loads and answers nothing), as with SEARCH_INDEX_AFTER_LOAD=false;
+# "index-after-load" is the service's own clean stop of its own Redis (the default): it drops the index's
+# definition and rewrites the AOF, so the keys load alone and RediSearch indexes them in the background
+# while the service answers partially.
 MODES = ("index-at-load", "index-after-load")
 
 
@@ -53,7 +53,7 @@ def measure_restart(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Builds a library of `frames` video frames (FRAMES_PER_VIDEO a video) in a local Redis behind a search
-    service, restarts Redis, and measures from its start: when a query was first answered, when answers
+    service, stops it cleanly as `mode` says, starts Redis again, and measures from its start: when a query was first answered, when answers
     stopped being partial, and the "Loading the library" reports on the way. Needs about 3.5 kB of memory
     a frame twice over (Redis and its copy while rewriting the AOF)."""
     if mode not in MODES:
@@ -74,13 +74,16 @@ def measure_restart(
         try:
             say(f"writing {frames:,} frames of {dimension} dimensions")
             written = time.monotonic()
-            query = _build_library(local, config, frames, mode)
+            query = _build_library(local, config, frames)
             build_seconds = time.monotonic() - written
             with local.client() as client:
                 used_memory = int(client.info("memory")["used_memory"])
+            stop_seconds = _stop(local, config, mode)
             aof_bytes = sum(f.stat().st_size for f in (Path(tmp) / "redis" / "appendonlydir").iterdir())
-            local.stop(timeout=600)
-            say(f"library written in {build_seconds:.0f} s; restarting Redis ({aof_bytes / 1e9:.2f} GB on disk)")
+            say(
+                f"library written in {build_seconds:.0f} s, stopped in {stop_seconds:.1f} s; restarting Redis "
+                f"({aof_bytes / 1e9:.2f} GB on disk)"
+            )
             result = _restart(local, config, query, give_up_seconds, say)
         finally:
             local.stop(timeout=600)
@@ -91,6 +94,7 @@ def measure_restart(
         "redis_memory_bytes": used_memory,
         "aof_bytes": aof_bytes,
         "build_seconds": round(build_seconds, 1),
+        "stop_seconds": round(stop_seconds, 1),
         **result,
         "goal_first_answer_seconds": GOAL_FIRST_ANSWER_SECONDS,
         "goal_complete_seconds": GOAL_COMPLETE_SECONDS,
@@ -98,10 +102,10 @@ def measure_restart(
     }
 
 
-def _build_library(local: LocalRedis, config: SearchConfig, frames: int, mode: str) -> list[float]:
+def _build_library(local: LocalRedis, config: SearchConfig, frames: int) -> list[float]:
     """Writes the frames as the service stores them, without an index (so no graph is built twice), then
-    defines the index without scanning, and rewrites the AOF: its RDB base then holds what a long-running
-    library holds. Returns a query vector (a stored frame's)."""
+    defines the index without scanning: Redis then holds what a long-running library holds. Returns a query
+    vector (a stored frame's)."""
     from search_service.schema import NUMPY_TYPES, build_schema
 
     schema = build_schema(
@@ -140,21 +144,30 @@ def _build_library(local: LocalRedis, config: SearchConfig, frames: int, mode: s
                     mapping=dict(zip(fields[::2], fields[1::2], strict=True)) | {F_SOURCES: sources[0]},
                 )
             pipe.execute()
-        if mode == "index-at-load":
-            args = schema.create_args()
-            schema_at = args.index("SCHEMA")
-            client.execute_command(*args[:schema_at], "SKIPINITIALSCAN", *args[schema_at:])
-        _rewrite_aof(client)
+        args = schema.create_args()
+        schema_at = args.index("SCHEMA")
+        client.execute_command(*args[:schema_at], "SKIPINITIALSCAN", *args[schema_at:])
     return query
 
 
-def _rewrite_aof(client: redis.Redis) -> None:
-    while client.info("persistence")["aof_rewrite_in_progress"]:
-        time.sleep(0.2)
-    client.bgrewriteaof()
-    time.sleep(0.5)
-    while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")["aof_rewrite_scheduled"]:
-        time.sleep(0.2)
+def _stop(local: LocalRedis, config: SearchConfig, mode: str) -> float:
+    """Stops Redis as each mode leaves it; returns the seconds the clean stop took (the service's and Redis's).
+
+    index-at-load: the AOF rewritten with the index's definition in its RDB base, as a long-running library's
+    is (Redis rewrites it as it grows), then SIGTERM. index-after-load: a search service owning this Redis
+    stops (dropping the definition and rewriting the AOF, as the product does), then SIGTERM."""
+    if mode == "index-at-load":
+        with local.client(socket_timeout=600) as client:
+            rewrite_aof(client, timeout=3600)
+        started = time.monotonic()
+    else:
+        server = build_server(dataclasses.replace(config, redis_url=local.url), owns_redis=True)
+        server.start()
+        server.index.check()
+        started = time.monotonic()
+        server.stop(0)
+    local.stop(timeout=600)
+    return time.monotonic() - started
 
 
 def _restart(
@@ -228,7 +241,7 @@ def format_result(result: dict[str, Any]) -> str:
     first, complete = result["first_answer_seconds"], result["complete_seconds"]
     lines = [
         f"restart of {result['frames']:,} frames ({result['mode']}), load average {result['load_average']}:",
-        f"  Redis loaded its data in {result['redis_ready_seconds']} s",
+        f"  stopped in {result['stop_seconds']} s; Redis loaded its data in {result['redis_ready_seconds']} s",
         f"  first answer after {first} s (goal {GOAL_FIRST_ANSWER_SECONDS:.0f} s: {_verdict(first, GOAL_FIRST_ANSWER_SECONDS)})",
         f"  complete results after {complete} s (goal {GOAL_COMPLETE_SECONDS:.0f} s: {_verdict(complete, GOAL_COMPLETE_SECONDS)})",
         f"  reports: {'; '.join(f'{t} s {m}' for t, m in result['loading_reports']) or 'none'}",

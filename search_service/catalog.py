@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis
 
 from search_service.errors import IndexMismatch
+from search_service.schema import ALGORITHMS, F_VECTOR, VECTOR_TYPES, VectorField
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,8 @@ class Generation:
     prefix: str
     dimension: int
     model: EmbeddingModel | None
-    # "float32" or "float16"; "" for generation 0, whose index says (generations a reindex built before
-    # vector types were recorded hold FLOAT32).
+    # "float32" or "float16"; "" for generation 0, whose index says (while a clean stop has dropped its
+    # definition, Catalog.dropped does; generations a reindex built before vector types were recorded hold FLOAT32).
     vector_type: str = ""
 
 
@@ -63,14 +65,60 @@ F_GENERATION = "generation"
 F_STAGING_GENERATION = "staging_generation"
 F_VECTOR_TYPE = "vector_type"
 F_STAGING_VECTOR_TYPE = "staging_vector_type"
+F_DROPPED = "dropped_index"
+
+
+@dataclass(frozen=True)
+class DroppedIndex:
+    """The live index as a clean stop found it before dropping its definition (its keys kept): the next start
+    creates it again with this vector field (its EF_RUNTIME aside, a query setting), whatever the configuration
+    says by then."""
+
+    index: str
+    vector: VectorField
+
+    def to_json(self) -> str:
+        v = self.vector
+        return json.dumps(
+            {
+                "index": self.index,
+                "vector_type": v.vector_type,
+                "dimension": v.dimension,
+                "algorithm": v.algorithm,
+                "m": v.m,
+                "ef_construction": v.ef_construction,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: str) -> DroppedIndex | None:
+        """The record, or None when it is not one this version can read (then the index is created as
+        configured, as after any loss)."""
+        try:
+            data = json.loads(raw)
+            if data["vector_type"] not in VECTOR_TYPES or data["algorithm"] not in ALGORITHMS:
+                return None
+            vector = VectorField(
+                F_VECTOR,
+                int(data["dimension"]),
+                data["algorithm"],
+                int(data["m"]),
+                int(data["ef_construction"]),
+                vector_type=data["vector_type"],
+            )
+            return cls(str(data["index"]), vector)
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """The catalog of one configured index name: its live generation and the staging one, if any."""
+    """The catalog of one configured index name: its live generation and the staging one, if any, and the
+    live index's definition as a clean stop dropped it, until it is created again."""
 
     live: Generation
     staging: Generation | None
+    dropped: DroppedIndex | None = None
 
 
 def catalog_key(index_name: str) -> str:
@@ -125,7 +173,8 @@ def parse_catalog(raw: Mapping[bytes, bytes], *, index_name: str, key_prefix: st
             _model(fields, STAGING_MODEL),
             fields.get(F_STAGING_VECTOR_TYPE) or "float32",
         )
-    return Catalog(live, staging)
+    dropped = DroppedIndex.from_json(fields[F_DROPPED]) if fields.get(F_DROPPED) else None
+    return Catalog(live, staging, dropped)
 
 
 def read_catalog(client: redis.Redis, *, index_name: str, key_prefix: str, dimension: int) -> Catalog:

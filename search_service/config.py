@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from clipsearch.auth import token_from_env
-from clipsearch.envconfig import ConfigError, env_choice, env_float, env_int, env_seconds, env_str, environ
+from clipsearch.envconfig import ConfigError, env_bool, env_choice, env_float, env_int, env_seconds, env_str, environ
 from clipsearch.limits import MAX_DIMENSION
 from clipsearch.serving import (
     DEFAULT_GRACE_SECONDS,
@@ -46,6 +46,17 @@ class SearchConfig:
     |                                |                    | long as it progresses).                                   |
     | SEARCH_REDIS_CONFIG            | (unset)            | More redis.conf directives for that own redis-server,     |
     |                                |                    | separated by ';' (e.g. "maxmemory 8gb").                  |
+    | SEARCH_INDEX_AFTER_LOAD        | true               | On a clean stop of its own Redis, the service drops the   |
+    |                                |                    | index's definition (not its items) and rewrites the AOF:  |
+    |                                |                    | the next start loads the items alone, answers within      |
+    |                                |                    | seconds and indexes them in the background (answers       |
+    |                                |                    | partial until done). false: the definition is kept and    |
+    |                                |                    | every item is indexed while Redis loads, answering        |
+    |                                |                    | nothing until then. Never done on a REDIS_URL the service |
+    |                                |                    | does not own.                                             |
+    | SEARCH_REDIS_OWNED             | false              | true: REDIS_URL is a Redis only this service uses, which  |
+    |                                |                    | stops right after it (as `clipsearch serve` runs it; it   |
+    |                                |                    | sets this): treated as its own for the above.             |
     | SEARCH_INDEX                   | clipsearch         | RediSearch index name.                                    |
     | SEARCH_KEY_PREFIX              | <index>:item:      | Prefix of the items' HASH keys.                           |
     | SEARCH_DIM                     | 512                | Vector dimension of a new index (the embedder's           |
@@ -98,6 +109,8 @@ class SearchConfig:
     appendfsync: str = "everysec"
     redis_stall_seconds: float = DEFAULT_STALL_TIMEOUT_SECONDS
     redis_config: tuple[str, ...] = ()
+    index_after_load: bool = True
+    redis_owned: bool = False  # REDIS_URL is a Redis only this service uses, stopped right after it (serve's)
     index_name: str = "clipsearch"
     key_prefix: str = "clipsearch:item:"
     dimension: int = 512
@@ -146,6 +159,8 @@ class SearchConfig:
             redis_stall_seconds=env_float(
                 env, "SEARCH_REDIS_STALL_SECONDS", DEFAULT_STALL_TIMEOUT_SECONDS, minimum=1.0
             ),
+            index_after_load=env_bool(env, "SEARCH_INDEX_AFTER_LOAD", True),
+            redis_owned=env_bool(env, "SEARCH_REDIS_OWNED", False),
             index_name=index_name,
             key_prefix=env_str(env, "SEARCH_KEY_PREFIX", f"{index_name}:item:"),
             dimension=env_int(env, "SEARCH_DIM", 512, minimum=1, maximum=MAX_DIMENSION),

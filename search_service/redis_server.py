@@ -29,6 +29,8 @@ HOST = "127.0.0.1"
 _PORT_ATTEMPTS = 5
 # How long a loading redis-server may go without loading another byte before it is given up on.
 DEFAULT_STALL_TIMEOUT_SECONDS = 60.0
+# How long a clean stop waits for the append-only file's rewrite (about 2 GB of RDB at a million frames).
+AOF_REWRITE_TIMEOUT_SECONDS = 300.0
 
 
 class LocalRedisError(RuntimeError):
@@ -71,6 +73,38 @@ def free_port(host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def rewrite_aof(client: redis.Redis, timeout: float = AOF_REWRITE_TIMEOUT_SECONDS) -> float:
+    """Rewrites the append-only file (BGREWRITEAOF: its RDB base then holds the data as it is now) and waits
+    until the new base is in place; returns the seconds it took. Raises LocalRedisError when the rewrite
+    fails or outlasts `timeout` (Redis keeps it running), redis errors when Redis does not answer."""
+    started = time.monotonic()
+
+    def persistence() -> dict[str, Any]:
+        if time.monotonic() - started > timeout:
+            raise LocalRedisError(f"the append-only file's rewrite did not finish within {timeout:.0f} s")
+        return dict(client.info("persistence"))
+
+    while True:
+        while persistence()["aof_rewrite_in_progress"]:  # one already running began before what it must hold
+            time.sleep(0.05)
+        before = int(persistence()["aof_rewrites"])
+        try:
+            client.bgrewriteaof()  # started, or scheduled after a running BGSAVE
+            break
+        except redis.ResponseError as e:
+            if "already in progress" not in str(e):  # one began meanwhile (auto-aof-rewrite): wait for it
+                raise LocalRedisError(f"BGREWRITEAOF failed: {e}") from None
+    while True:
+        info = persistence()
+        # aof_rewrites counts rewrites begun: more than before, and none running or due, is ours finished.
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"] and info["aof_rewrites"] > before:
+            break
+        time.sleep(0.05)
+    if info.get("aof_last_bgrewrite_status") != "ok":
+        raise LocalRedisError("the append-only file's rewrite failed (see the Redis log)")
+    return time.monotonic() - started
 
 
 def _conf_value(value: str) -> str:

@@ -7,13 +7,14 @@ import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from search_service import catalog as C
 from search_service import schema as S
-from search_service.catalog import Catalog, EmbeddingModel, Generation
+from search_service.catalog import Catalog, DroppedIndex, EmbeddingModel, Generation
 from search_service.errors import (
     IndexMismatch,
     InvalidArgument,
@@ -28,7 +29,7 @@ from search_service.items import (
 )
 from search_service.loading import FillRate, IndexFill, RedisLoading, redis_loading
 from search_service.redis_calls import as_unavailable, execute, is_missing_index, is_unknown_command
-from search_service.schema import IndexSchema, build_schema
+from search_service.schema import IndexSchema, VectorField, build_schema
 from search_service.scripts import CHECK_LUA, REMOVE_SOURCES_LUA, UPSERT_LUA
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,8 @@ class IndexBase:
                 self._create()
                 raw = execute(self._client, "FT.INFO", self.schema.name)
             info = parse_info(raw)
+            if self.catalog.dropped is not None:  # the index exists again: the record has served
+                self._client.hdel(C.catalog_key(self.configured.name), C.F_DROPPED)
         self._adopt_vector_type(info)
         problems = self.schema.mismatches(info)
         if problems:
@@ -235,21 +238,85 @@ class IndexBase:
         self.fill = IndexFill(percent, self._fill_rate.eta(percent))
 
     def _create(self) -> None:
+        schema, again = self.schema, ""
+        dropped = self.catalog.dropped
+        if dropped is not None and dropped.index == schema.name:
+            # As a clean stop dropped it: its keys hold vectors of that type and dimension, whatever the
+            # configuration says now (a difference is then reported as for any existing index).
+            schema = schema.with_vector(replace(dropped.vector, ef_runtime=schema.vector.ef_runtime))
+            again = " again, as it was before the restart; its items are indexed in the background"
         try:
-            execute(self._client, *self.schema.create_args())
+            execute(self._client, *schema.create_args())
             if self.schema is not self.configured:  # a reindexed generation lost its index: the alias follows
-                execute(self._client, "FT.ALIASUPDATE", self.configured.name, self.schema.name)
+                execute(self._client, "FT.ALIASUPDATE", self.configured.name, schema.name)
             log.info(
-                "created RediSearch index %r (prefix %r, %s, dimension %d) in Redis at %s",
-                self.schema.name,
-                self.schema.prefix,
-                self.schema.vector.algorithm.upper(),
-                self.dimension,
+                "created RediSearch index %r (prefix %r, %s, %s, dimension %d) in Redis at %s%s",
+                schema.name,
+                schema.prefix,
+                schema.vector.algorithm.upper(),
+                schema.vector.vector_type.upper(),
+                schema.vector.dimension,
                 self.redis_label,
+                again,
             )
         except redis.ResponseError as e:
             if "already exists" not in str(e).lower():  # another service instance created it first
                 raise
+
+    def drop_for_restart(self) -> tuple[DroppedIndex, int] | None:
+        """Drops the live index's definition, its keys kept, and records it in the catalog (one transaction):
+        a Redis restarted from an AOF rewritten after this loads the keys alone, and check() then creates the
+        index again exactly as it was, to fill in the background while searches are answered partially.
+
+        Returns the record and the items the index held; None (logged) when there is no live index, or one
+        this service could not create again as it is. A staging index of a reindex in progress is left as it
+        is. Redis errors propagate.
+        """
+        self.refresh()
+        name = self.schema.name
+        try:
+            info = parse_info(execute(self._client, "FT.INFO", name))
+        except redis.ResponseError as e:
+            if not is_missing_index(e):
+                raise
+            log.info("index %r is not defined in Redis at %s: nothing to drop", name, self.redis_label)
+            return None
+        vector = self._vector_as_built(info)
+        problems = ["its vector field"] if vector is None else self.schema.with_vector(vector).mismatches(info)
+        if vector is None or problems:
+            log.warning(
+                "leaving the definition of index %r in Redis: it could not be created again as it is (%s)",
+                name,
+                "; ".join(problems),
+            )
+            return None
+        record = DroppedIndex(name, vector)
+        transaction: Any = self._client.pipeline(transaction=True)  # redis-py's Pipeline is unannotated
+        with transaction as pipe:
+            pipe.hset(C.catalog_key(self.configured.name), C.F_DROPPED, record.to_json())
+            pipe.execute_command("FT.DROPINDEX", name)  # without DD: the keys stay
+            pipe.execute()
+        self._ready = False
+        return record, int(info.get("num_docs", 0) or 0)
+
+    def _vector_as_built(self, info: Mapping[str, Any]) -> VectorField | None:
+        """The vector field of an index (parsed FT.INFO) as it was built; None if not one this service makes."""
+        found = info.get("attributes", {}).get(S.F_VECTOR, {})
+        if not isinstance(found, Mapping):
+            return None
+        vector_type = str(found.get("data_type", "")).lower()
+        algorithm = str(found.get("algorithm", "")).lower()
+        if vector_type not in S.VECTOR_TYPES or algorithm not in S.ALGORITHMS or not isinstance(found.get("dim"), int):
+            return None
+        configured = self.schema.vector
+        return replace(
+            configured,
+            dimension=found["dim"],
+            algorithm=algorithm,
+            m=int(found.get("m", configured.m)),
+            ef_construction=int(found.get("ef_construction", configured.ef_construction)),
+            vector_type=vector_type,
+        )
 
     def _note_hnsw(self, info: Mapping[str, Any]) -> None:
         vector = info.get("attributes", {}).get(S.F_VECTOR, {})

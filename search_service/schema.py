@@ -115,8 +115,11 @@ class IndexSchema:
 
     def with_vector_type(self, vector_type: VectorType) -> IndexSchema:
         """This schema with vectors stored as `vector_type`."""
-        fields = tuple(replace(f, vector_type=vector_type) if isinstance(f, VectorField) else f for f in self.fields)
-        return replace(self, fields=fields)
+        return self.with_vector(replace(self.vector, vector_type=vector_type))
+
+    def with_vector(self, vector: VectorField) -> IndexSchema:
+        """This schema with `vector` as its vector field."""
+        return replace(self, fields=tuple(vector if isinstance(f, VectorField) else f for f in self.fields))
 
     def create_args(self) -> list[str]:
         """The arguments of FT.CREATE for this index."""

@@ -33,7 +33,7 @@ from search_service.config import SearchConfig, redact_url
 from search_service.errors import IndexMismatch, Unavailable
 from search_service.index import SearchIndex
 from search_service.loading import LOADING_PREFIX, RedisLoading
-from search_service.redis_server import LocalRedis, LocalRedisError
+from search_service.redis_server import LocalRedis, LocalRedisError, rewrite_aof
 from search_service.schema import build_schema
 from search_service.servicer import SearchServicer
 
@@ -132,9 +132,11 @@ class SearchServer(GrpcServer):
         *,
         registry: CollectorRegistry | None = None,
         metrics: MetricsEndpoint | None = None,
+        before_close: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(base.server, base.port, base.health, base.service_names)
         self.index = index
+        self._before_close = before_close  # once no call is in flight, before the Redis client closes
         self.registry = CollectorRegistry() if registry is None else registry
         self.metrics = metrics
         self._redis_up = Gauge(
@@ -154,15 +156,58 @@ class SearchServer(GrpcServer):
         self._watcher.start()
 
     def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
-        """Stops serving (health NOT_SERVING first), the watcher, then closes the Redis client."""
+        """Stops serving (health NOT_SERVING first), the watcher, runs before_close (see index_after_load),
+        then closes the Redis client."""
         if self._stopped:
             return
         self._stopped = True
-        self._watcher.stop()
+        self._watcher.stop()  # first: it would create the index again
         super().stop(grace)
+        if self._before_close is not None:
+            self._before_close()
         self.index.close()
         if self.metrics is not None:
             self.metrics.close()
+
+
+def index_after_load(index: SearchIndex) -> None:
+    """A clean stop of a Redis the service owns, just before that Redis stops: drops the live index's
+    definition (its keys kept, the definition recorded in the catalog) and rewrites the append-only file, so
+    the next start loads the keys alone and answers within seconds while RediSearch indexes them in the
+    background. Failures are logged, never raised: the stop goes on."""
+    try:
+        dropped = index.drop_for_restart()
+    except redis.RedisError as e:
+        log.warning(
+            "could not drop the definition of index %r before Redis stops (%s): it stays defined, and the next "
+            "start may index every item while Redis loads",
+            index.schema.name,
+            e,
+        )
+        return
+    if dropped is None:
+        return
+    record, items = dropped
+    what = (
+        f"dropped the definition of index {record.index!r} ({record.vector.vector_type.upper()}, "
+        f"{record.vector.dimension}-d, {items} items kept in Redis)"
+    )
+    try:
+        seconds = rewrite_aof(index.client)
+    except (LocalRedisError, redis.RedisError) as e:
+        log.warning(
+            "%s, but the append-only file's rewrite failed (%s): the next start may index every item twice, "
+            "while Redis loads and again in the background",
+            what,
+            e,
+        )
+        return
+    log.info(
+        "index after load: %s and rewrote the append-only file in %.1f s; the next start loads the keys alone "
+        "and indexes them in the background, answering partially meanwhile",
+        what,
+        seconds,
+    )
 
 
 def connect(url: str, timeout: float) -> redis.Redis:
@@ -193,11 +238,17 @@ def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> 
 
 
 def build_server(
-    config: SearchConfig, index: SearchIndex | None = None, *, registry: CollectorRegistry | None = None
+    config: SearchConfig,
+    index: SearchIndex | None = None,
+    *,
+    registry: CollectorRegistry | None = None,
+    owns_redis: bool = False,
 ) -> SearchServer:
     """The search server on config.address, not yet started; health turns SERVING once Redis answers and
     the index is verified. Without `index`, it connects to config.redis_url. Metrics go to `registry` (a
-    new one by default), served over HTTP when config.metrics_port is set."""
+    new one by default), served over HTTP when config.metrics_port is set. When the service owns its Redis
+    (`owns_redis`: it started it; or SEARCH_REDIS_OWNED) and SEARCH_INDEX_AFTER_LOAD is on, its stop runs
+    index_after_load."""
     if index is None:
         if config.redis_url is None:
             raise ConfigError("REDIS_URL is not set and no index was given")
@@ -224,7 +275,12 @@ def build_server(
         ),
     )
     metrics = metrics_endpoint_beside(base, config.host, config.metrics_port, registry)
-    return SearchServer(base, index, config.health_interval_seconds, registry=registry, metrics=metrics)
+    before_close = None
+    if config.index_after_load and (owns_redis or config.redis_owned):
+        before_close = functools.partial(index_after_load, index)
+    return SearchServer(
+        base, index, config.health_interval_seconds, registry=registry, metrics=metrics, before_close=before_close
+    )
 
 
 def main() -> None:
@@ -257,7 +313,8 @@ def main() -> None:
         )
         url = local.url
     try:
-        server = build_server(config, build_index(config, connect(url, config.redis_timeout_seconds), redact_url(url)))
+        index = build_index(config, connect(url, config.redis_timeout_seconds), redact_url(url))
+        server = build_server(config, index, owns_redis=local is not None)
     except (ConfigError, OSError) as e:
         if local is not None:
             local.stop()

@@ -10,7 +10,11 @@ from pathlib import Path
 
 from .config import ServeConfig
 from .probes import AliveProbe, GrpcProbe, RedisProbe, WebProbe
-from .process import ChildSpec
+from .process import SERVICE_GRACE_SECONDS, ChildSpec
+
+# The search service's stop may rewrite Redis's append-only file (SEARCH_INDEX_AFTER_LOAD), waiting up to
+# search_service.redis_server.AOF_REWRITE_TIMEOUT_SECONDS for it: cut short, the next start is slower.
+SEARCH_STOP_SECONDS = SERVICE_GRACE_SECONDS + 300.0
 
 
 def _child_env(config: ServeConfig, overrides: Mapping[str, str]) -> dict[str, str]:
@@ -81,6 +85,8 @@ def search_spec(config: ServeConfig, dimension: int) -> ChildSpec:
                 "SEARCH_HOST": config.host,
                 "SEARCH_PORT": str(config.search_port),
                 "REDIS_URL": config.redis_url,
+                # serve's own Redis, stopped right after the service: a clean stop readies it for a quick start.
+                "SEARCH_REDIS_OWNED": "false" if config.redis_port is None else "true",
                 "SEARCH_DATA_DIR": str(config.data_dir / "redis"),
                 # The index must hold the vectors of the model the embedder serves.
                 "SEARCH_DIM": str(dimension),
@@ -92,6 +98,7 @@ def search_spec(config: ServeConfig, dimension: int) -> ChildSpec:
             f". Under clipsearch serve SEARCH_DIM follows the model ({dimension}): for this model, use "
             "another --data-dir, or name a new index with SEARCH_INDEX"
         ),
+        stop_seconds=SEARCH_STOP_SECONDS,
     )
 
 

@@ -73,6 +73,8 @@ class ChildSpec:
     make_probe: Callable[[], Probe]
     # Added to a start-up error that the child explains itself.
     hint: str = ""
+    # How long a stop waits for it after SIGTERM before killing it.
+    stop_seconds: float = SERVICE_GRACE_SECONDS
 
 
 class OutputRelay:

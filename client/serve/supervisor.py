@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .children import embedder_specs, indexer_spec, redis_spec, search_spec, web_spec
 from .config import ServeConfig
 from .probes import model_info
-from .process import REDIS_GRACE_SECONDS, SERVICE_GRACE_SECONDS, Child, ChildSpec, OutputRelay
+from .process import REDIS_GRACE_SECONDS, Child, ChildSpec, OutputRelay
 
 if TYPE_CHECKING:
     from clipsearch.v1.embedder_pb2 import ModelInfo
@@ -103,9 +103,9 @@ class Supervisor:
             )
         for child in services:
             child.terminate()
-        deadline = time.monotonic() + SERVICE_GRACE_SECONDS
+        told = time.monotonic()
         for child in services:
-            child.finish(deadline, self.hurry)
+            child.finish(told + child.spec.stop_seconds, self.hurry)
         if self.redis is not None:
             self.redis.terminate()
             self.redis.finish(time.monotonic() + REDIS_GRACE_SECONDS, self.hurry)

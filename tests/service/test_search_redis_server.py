@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from clipsearch.testing.probes import wait_for
-from search_service.redis_server import LocalRedis, LocalRedisError
+from search_service.redis_server import LocalRedis, LocalRedisError, rewrite_aof
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +52,24 @@ def test_killed_and_restarted_on_the_same_port_and_directory_keeps_its_data(redi
         assert server.port == port
         with server.client() as client:
             assert client.hgetall("h") == {b"a": b"1"}
+
+
+def test_rewrite_aof_waits_for_a_new_base_even_behind_a_rewrite_already_running(redis_data_dir: Path) -> None:
+    def bases() -> list[str]:
+        return sorted(path.name for path in (redis_data_dir / "appendonlydir").glob("*.base.rdb"))
+
+    with LocalRedis(redis_data_dir) as server, server.client() as client:
+        client.hset("h", mapping={"a": "1"})
+        first = bases()
+        client.bgrewriteaof()  # running when rewrite_aof begins: it began before what the caller wants in it
+        assert rewrite_aof(client) >= 0
+        persistence = client.info("persistence")
+        assert persistence["aof_rewrites"] == 2 and not persistence["aof_rewrite_in_progress"]
+        assert persistence["aof_last_bgrewrite_status"] == "ok" and bases() != first
+        with pytest.raises(LocalRedisError, match="did not finish within 0 s"):
+            rewrite_aof(client, timeout=0)
+    with server, server.client() as client:
+        assert client.hgetall("h") == {b"a": b"1"}
 
 
 def test_a_password_is_required_when_set(redis_data_dir: Path) -> None:

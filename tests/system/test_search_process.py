@@ -127,14 +127,30 @@ def test_without_redis_url_it_runs_its_own_redis_and_stops_it(service_env: dict[
     assert service.terminate() == 0, service.output
     assert not pid_alive(redis_pid), "the built-in redis-server outlived the service"
     assert "stopped the built-in redis-server" in service.output
+    # Its index's definition left out of the AOF's base, so the next start loads the items alone.
+    name = service_env["SEARCH_INDEX"]
+    assert f"index after load: dropped the definition of index {name!r} (FLOAT16, 32-d, 5 items kept" in service.output
+    assert service.output.index("index after load") < service.output.index("stopped the built-in redis-server")
 
-    # A second run on the same data directory finds the items again.
+    # A second run on the same data directory creates the index again and finds the items.
     again = start_service(service_env)
     address = again.wait_for_address()
     wait_for_health(address, SERVING)
     with grpc.insecure_channel(address) as channel:
-        found = search_pb2_grpc.SearchStub(channel).Get(pb.GetRequest(ids=["i0", "i4"]))
-    assert [i.id for i in found.items] == ["i0", "i4"]
+        stub = search_pb2_grpc.SearchStub(channel)
+        found = stub.Get(pb.GetRequest(ids=["i0", "i4"]))
+        assert [i.id for i in found.items] == ["i0", "i4"]
+        vector = random_vectors(5, seed=50)[3]
+
+        def complete() -> pb.QueryResponse | None:
+            response = stub.Query(pb.QueryRequest(vector=vector, k=5))
+            return None if response.partial else response
+
+        done = wait_for(complete, 30, "the index never finished filling")
+        assert [m.item.id for m in done.matches][:1] == ["i3"] and len(done.matches) == 5
+    assert (
+        f"created RediSearch index {name!r}" in again.output and "again, as it was before the restart" in again.output
+    )
     assert again.terminate() == 0
 
 
@@ -149,6 +165,9 @@ def test_with_redis_url_and_a_password(service_env: dict[str, str], start_servic
         assert local.is_running(), "the service stopped a Redis it did not start"
         with local.client() as client:
             assert client.exists(f"{service_env['SEARCH_INDEX']}:item:i0") == 1
+            # Other clients may use it: its index stays defined.
+            assert service_env["SEARCH_INDEX"].encode() in client.execute_command("FT._LIST")
+        assert "index after load" not in service.output
     assert "s3cret" not in service.output  # the password is never logged
     assert "redis://:***@127.0.0.1" in service.output
 

@@ -22,6 +22,7 @@ def test_defaults() -> None:
     )
     assert (config.hnsw_m, config.hnsw_ef_construction, config.hnsw_ef_runtime) == (16, 200, 100)
     assert (config.max_message_bytes, config.appendfsync, config.log_level) == (64 * 1024 * 1024, "everysec", "INFO")
+    assert (config.index_after_load, config.redis_owned) == (True, False)
 
 
 def test_every_variable_is_read() -> None:
@@ -32,6 +33,8 @@ def test_every_variable_is_read() -> None:
             "REDIS_URL": "rediss://:pw@redis.example:6380/2",
             "SEARCH_DATA_DIR": "/var/lib/cs",
             "SEARCH_REDIS_APPENDFSYNC": "always",
+            "SEARCH_INDEX_AFTER_LOAD": "false",
+            "SEARCH_REDIS_OWNED": "true",
             "SEARCH_INDEX": "photos",
             "SEARCH_DIM": "768",
             "SEARCH_ALGORITHM": "FLAT",
@@ -52,6 +55,8 @@ def test_every_variable_is_read() -> None:
         redis_url="rediss://:pw@redis.example:6380/2",
         data_dir=Path("/var/lib/cs"),
         appendfsync="always",
+        index_after_load=False,
+        redis_owned=True,
         index_name="photos",
         key_prefix="photos:item:",
         dimension=768,
@@ -80,6 +85,7 @@ def test_every_variable_is_read() -> None:
         ({"REDIS_URL": "http://:hunter2@localhost:6379"}, "REDIS_URL='http://:***@localhost:6379' must start with"),
         ({"SEARCH_INDEX": "my index"}, "SEARCH_INDEX='my index' must not contain spaces"),
         ({"SEARCH_HNSW_EF_RUNTIME": "-1"}, "SEARCH_HNSW_EF_RUNTIME=-1 is below the minimum 1"),
+        ({"SEARCH_INDEX_AFTER_LOAD": "maybe"}, "SEARCH_INDEX_AFTER_LOAD='maybe' is not a boolean"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -18,9 +18,11 @@ from client.cli.serve import add_arguments
 from client.serve.banner import banner
 from client.serve.children import embedder_specs, indexer_spec, redis_spec, search_spec, web_spec
 from client.serve.ports import plan_ports, reserve_free_ports
+from client.serve.process import SERVICE_GRACE_SECONDS
 from client.serve.ready_file import ready_document, remove_ready_file, write_ready_file
 from clipsearch.urls import redact_url
 from clipsearch.v1 import embedder_pb2
+from search_service.redis_server import AOF_REWRITE_TIMEOUT_SECONDS
 from tests.support.certificates import make_pki, openssl_available
 
 
@@ -105,6 +107,13 @@ def test_redis_url_replaces_the_local_redis(tmp_path: Path) -> None:
     assert config.redis_port is None and config.redis_url == "redis://:s3cret@db.example:6380/0"
     assert search_spec(config, 32).env["REDIS_URL"] == config.redis_url
     assert redact_url(config.redis_url) == "redis://:***@db.example:6380/0"
+    # Not serve's own Redis: the search service leaves its index defined there when it stops, whatever the
+    # environment says.
+    owned = serve.build_config(
+        parse("--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)),
+        {"REDIS_URL": "redis://db.example:6380/0", "SEARCH_REDIS_OWNED": "true"},
+    )
+    assert search_spec(owned, 32).env["SEARCH_REDIS_OWNED"] == "false"
 
 
 def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> None:
@@ -132,6 +141,10 @@ def test_children_get_the_model_dtype_ports_and_dimension(tmp_path: Path) -> Non
     assert first.env["EMBEDDER_THREADS"] == "3"  # the user's choice wins over the per-replica share
     search = search_spec(config, 32)
     assert search.env["SEARCH_DIM"] == "32" and search.env["SEARCH_PORT"] == str(config.search_port)
+    # serve's own Redis, stopped right after the search service: that readies it for a quick start, and is
+    # given the time its AOF rewrite may take.
+    assert search.env["SEARCH_REDIS_OWNED"] == "true"
+    assert search.stop_seconds >= SERVICE_GRACE_SECONDS + AOF_REWRITE_TIMEOUT_SECONDS
     assert redis_spec(config).argv[-4:] == ("--data", str(tmp_path / "redis"), "--port", str(config.redis_port))
 
 
