@@ -38,7 +38,8 @@ _POLL_SECONDS = 0.5
 # keys: every key is indexed while Redis loads and answers nothing), as with SEARCH_INDEX_AFTER_LOAD=false;
 # "index-after-load" is the service's own clean stop of its own Redis (the default): it drops the index's
 # definition and rewrites the AOF, so the keys load alone and RediSearch indexes them in the background
-# while the service answers partially.
+# while the service answers partially, or exactly from a FLAT companion index once that is built
+# (SEARCH_EXACT_WHILE_INDEXING, on by default).
 MODES = ("index-at-load", "index-after-load")
 
 
@@ -187,6 +188,8 @@ def _restart(
     server = build_server(dataclasses.replace(config, redis_url=local.url))
     server.start()
     first_answer = complete = None
+    exact = False  # the complete answer came from the FLAT companion, the graph still being built
+    memory_at_complete = None  # Redis's used_memory then: with the companion, its temporary share included
     partial_reports: list[tuple[float, float]] = []
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -204,8 +207,9 @@ def _restart(
                     first_answer = now
                     say(f"  {now:6.1f} s  first answer{' (partial)' if response.partial else ''}")
                 if not response.partial:
-                    complete = now
-                    say(f"  {now:6.1f} s  complete")
+                    complete, exact = now, server.index.read_index != server.index.schema.name
+                    memory_at_complete = int(server.index.client.info("memory")["used_memory"])
+                    say(f"  {now:6.1f} s  complete{' (exact, from the FLAT companion)' if exact else ''}")
                     break
                 if not partial_reports or now - partial_reports[-1][0] >= 5:
                     partial_reports.append((round(now, 1), round(response.percent_indexed, 1)))
@@ -219,6 +223,8 @@ def _restart(
         "redis_ready_seconds": redis_ready,
         "first_answer_seconds": None if first_answer is None else round(first_answer, 1),
         "complete_seconds": None if complete is None else round(complete, 1),
+        "complete_from_companion": exact,
+        "redis_memory_at_complete_bytes": memory_at_complete,
         "loading_reports": reports,
         "partial_reports": partial_reports,
     }
@@ -243,7 +249,10 @@ def format_result(result: dict[str, Any]) -> str:
         f"restart of {result['frames']:,} frames ({result['mode']}), load average {result['load_average']}:",
         f"  stopped in {result['stop_seconds']} s; Redis loaded its data in {result['redis_ready_seconds']} s",
         f"  first answer after {first} s (goal {GOAL_FIRST_ANSWER_SECONDS:.0f} s: {_verdict(first, GOAL_FIRST_ANSWER_SECONDS)})",
-        f"  complete results after {complete} s (goal {GOAL_COMPLETE_SECONDS:.0f} s: {_verdict(complete, GOAL_COMPLETE_SECONDS)})",
+        f"  complete results after {complete} s (goal {GOAL_COMPLETE_SECONDS:.0f} s: {_verdict(complete, GOAL_COMPLETE_SECONDS)})"
+        + (
+            ", exact, from the FLAT companion while the graph is built" if result.get("complete_from_companion") else ""
+        ),
         f"  reports: {'; '.join(f'{t} s {m}' for t, m in result['loading_reports']) or 'none'}",
     ]
     if result["partial_reports"]:

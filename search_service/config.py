@@ -54,6 +54,12 @@ class SearchConfig:
     |                                |                    | every item is indexed while Redis loads, answering        |
     |                                |                    | nothing until then. Never done on a REDIS_URL the service |
     |                                |                    | does not own.                                             |
+    | SEARCH_EXACT_WHILE_INDEXING    | true               | While RediSearch builds the HNSW graph over items already |
+    |                                |                    | stored (after such a restart, or an index created again), |
+    |                                |                    | a FLAT index over them, built first and in seconds,       |
+    |                                |                    | answers searches exactly (not partial); it is dropped     |
+    |                                |                    | once the graph is complete. Needs about 1.5 KB of Redis   |
+    |                                |                    | memory a frame meanwhile. false: partial answers instead. |
     | SEARCH_REDIS_OWNED             | false              | true: REDIS_URL is a Redis only this service uses, which  |
     |                                |                    | stops right after it (as `clipsearch serve` runs it; it   |
     |                                |                    | sets this): treated as its own for the above.             |
@@ -110,6 +116,7 @@ class SearchConfig:
     redis_stall_seconds: float = DEFAULT_STALL_TIMEOUT_SECONDS
     redis_config: tuple[str, ...] = ()
     index_after_load: bool = True
+    exact_while_indexing: bool = True
     redis_owned: bool = False  # REDIS_URL is a Redis only this service uses, stopped right after it (serve's)
     index_name: str = "clipsearch"
     key_prefix: str = "clipsearch:item:"
@@ -160,6 +167,7 @@ class SearchConfig:
                 env, "SEARCH_REDIS_STALL_SECONDS", DEFAULT_STALL_TIMEOUT_SECONDS, minimum=1.0
             ),
             index_after_load=env_bool(env, "SEARCH_INDEX_AFTER_LOAD", True),
+            exact_while_indexing=env_bool(env, "SEARCH_EXACT_WHILE_INDEXING", True),
             redis_owned=env_bool(env, "SEARCH_REDIS_OWNED", False),
             index_name=index_name,
             key_prefix=env_str(env, "SEARCH_KEY_PREFIX", f"{index_name}:item:"),

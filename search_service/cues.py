@@ -227,7 +227,7 @@ class CueStore:
         with self._redis():
             reply = execute(
                 self._client,
-                *("FT.AGGREGATE", self.items.schema.name, query, "LOAD", "2", f"@{S.F_COLLECTION}"),
+                *("FT.AGGREGATE", self.items.read_index, query, "LOAD", "2", f"@{S.F_COLLECTION}"),
                 *(f"@{S.F_CONTENT_HASH}", "GROUPBY", "2", f"@{S.F_COLLECTION}", f"@{S.F_CONTENT_HASH}"),
                 *params_args(params),
                 *("DIALECT", "2"),
@@ -254,7 +254,7 @@ class CueStore:
                 execute(
                     pipe,
                     "FT.SEARCH",
-                    self.items.schema.name,
+                    self.items.read_index,
                     query,
                     "LIMIT",
                     "0",

@@ -27,7 +27,6 @@ from search_service.catalog import EmbeddingModel
 from search_service.duplicates import check_max_distance
 from search_service.errors import IndexMismatch, InvalidArgument, QueryTimeout
 from search_service.grouping import GROUP_FIELDS, Candidate, candidates_from_reply, grouped_query
-from search_service.info import parse_info
 from search_service.items import (
     DeleteResult,
     DuplicateOptions,
@@ -41,7 +40,6 @@ from search_service.items import (
 )
 from search_service.moments import check_gap, single
 from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
-from search_service.redis_calls import execute
 from search_service.resolve import CATALOG_MAX_AGE_SECONDS, IndexBase, Stale
 from search_service.storage import ITEM_FIELDS, decode_tag, encode_tag, item_fields, item_from_fields
 from search_service.validation import (
@@ -329,27 +327,20 @@ class SearchIndex(IndexBase):
         base = builder.build()[0]
         params = dict(builder.params)
         params |= {"K": str(offset + k), "BLOB": blob}
-        knn = f"KNN $K @{S.F_VECTOR} $BLOB"
-        if self.schema.vector.algorithm == "hnsw":
-            params["EF"] = str(max(ef_runtime or self.default_ef, offset + k))
-            knn += " EF_RUNTIME $EF"
-        query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
         fields = [*fields, DISTANCE] if DISTANCE not in fields else fields
+
+        def search(index: str) -> dict[bytes, Any]:  # the live index, or its exact companion (FLAT: no EF)
+            knn = f"KNN $K @{S.F_VECTOR} $BLOB"
+            if self.reads_graph(index):
+                params["EF"] = str(max(ef_runtime or self.default_ef, offset + k))
+                knn += " EF_RUNTIME $EF"
+            query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
+            options = ["SORTBY", DISTANCE, "ASC", "LIMIT", str(offset), str(k), "RETURN", str(len(fields)), *fields]
+            return self._search(query, params, *options, index=index)
+
         with self.redis_errors():
             try:
-                reply = self._search(
-                    query,
-                    params,
-                    "SORTBY",
-                    DISTANCE,
-                    "ASC",
-                    "LIMIT",
-                    str(offset),
-                    str(k),
-                    "RETURN",
-                    str(len(fields)),
-                    *fields,
-                )
+                reply = self.reading(search)
             except redis.ResponseError:
                 # The live index dropped, or (generation 0 turned alias) another dimension: switched?
                 if self.switched():
@@ -384,7 +375,7 @@ class SearchIndex(IndexBase):
         check_page_token(page_token)
         query, params = filter_query(filter or Filter()).build()
         prefix = self.schema.prefix.encode()
-        args: list[str | bytes] = ["FT.AGGREGATE", self.schema.name, query, "LOAD", "1", "@__key"]
+        args: list[str | bytes] = [query, "LOAD", "1", "@__key"]
         if page_token:
             # Keys sort as ids do (one prefix); the last key is spliced in quoted, its quote and backslashes
             # escaped (FILTER takes no parameters).
@@ -408,7 +399,7 @@ class SearchIndex(IndexBase):
         ]
         self.require_ready()
         with self.redis_errors():
-            reply = execute(self._client, *args)
+            reply = self.read("FT.AGGREGATE", *args)
             self._raise_on_timeout(reply)
             keys = [
                 key
@@ -438,7 +429,7 @@ class SearchIndex(IndexBase):
     def stats(self) -> Stats:
         self.require_ready()
         with self.redis_errors():
-            info = parse_info(execute(self._client, "FT.INFO", self.schema.name))
+            info = self.read_info()
             memory = self._client.info("memory")
             server = self._client.info("server")
             collections = self._collections()
@@ -456,10 +447,8 @@ class SearchIndex(IndexBase):
         )
 
     def _collections(self) -> builtins.list[tuple[str, int]]:
-        reply = execute(
-            self._client,
+        reply = self.read(
             "FT.AGGREGATE",
-            self.schema.name,
             "*",
             "GROUPBY",
             "1",
@@ -493,11 +482,11 @@ class SearchIndex(IndexBase):
     def _id_of(self, key: bytes) -> str:
         return key[len(self.schema.prefix.encode()) :].decode("ascii")
 
-    def _search(self, query: str, params: Mapping[str, str | bytes], *options: str) -> dict[bytes, Any]:
-        reply: dict[bytes, Any] = execute(
-            self._client,
+    def _search(
+        self, query: str, params: Mapping[str, str | bytes], *options: str, index: str | None = None
+    ) -> dict[bytes, Any]:
+        reply: dict[bytes, Any] = self.read(
             "FT.SEARCH",
-            self.schema.name,
             query,
             *options,
             *params_args(params),
@@ -505,6 +494,7 @@ class SearchIndex(IndexBase):
             "2",
             "TIMEOUT",
             self._timeout,
+            index=index,
         )
         self._raise_on_timeout(reply)
         return reply

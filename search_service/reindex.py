@@ -11,6 +11,7 @@ import redis
 
 from clipsearch.limits import MAX_DIMENSION
 from search_service import catalog as C
+from search_service import companion
 from search_service.catalog import Catalog, EmbeddingModel, Generation
 from search_service.errors import (
     IndexMismatch,
@@ -109,7 +110,7 @@ class Reindexer:
             # whose index the next begin creates, never an index nothing refers to.
             self._ensure_index(stage)
             return ReindexStatus(
-                stage, self._count(stage.index), resumed, catalog.live.model, self._count(self._index.schema.name)
+                stage, self._count(stage.index), resumed, catalog.live.model, self._count(self._index.read_index)
             )
 
     def _new_staging(self, catalog: Catalog, model: EmbeddingModel) -> Generation:
@@ -165,7 +166,7 @@ class Reindexer:
             if model is not None and not stage.model.same_as(model):
                 raise ReindexModelMismatch(C.mismatch(self._name, stage.model, model, staging=True))
             live_index = self._index.schema.name
-            dropped = self._count(live_index)
+            dropped = self._count(self._index.read_index)
             with self._transaction() as pipe:
                 pipe.watch(self._key)
                 if pipe.hget(self._key, C.F_STAGING_GENERATION) != str(stage.number).encode():
@@ -193,6 +194,7 @@ class Reindexer:
                 pipe.hdel(self._key, *_STAGING_FIELDS)
                 pipe.execute()
             log.info("reindex finished: %r now serves %r (model %s)", self._name, stage.index, stage.model.describe())
+            companion.drop(self._client, live_index)  # one the old generation had while its graph was built
             self._index.require_ready()
             C.collect_garbage(self._client, self._name)
             return FinishResult(self._count(stage.index), dropped, stage.index)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
 from search_service import catalog as C
+from search_service import companion
 from search_service import schema as S
 from search_service.catalog import Catalog, DroppedIndex, EmbeddingModel, Generation
 from search_service.errors import (
@@ -33,6 +34,7 @@ from search_service.schema import IndexSchema, VectorField, build_schema
 from search_service.scripts import CHECK_LUA, REMOVE_SOURCES_LUA, UPSERT_LUA
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long a query may rely on the catalog it read last (see require_ready); a query that meets a switched
 # index within that time notices it (SearchIndex._nearest) and reads the catalog again.
@@ -62,7 +64,13 @@ class IndexBase:
     """Resolves the live generation of the configured index through the catalog and verifies it."""
 
     def __init__(
-        self, client: redis.Redis, schema: IndexSchema, *, redis_label: str, query_timeout_ms: int = 10_000
+        self,
+        client: redis.Redis,
+        schema: IndexSchema,
+        *,
+        redis_label: str,
+        query_timeout_ms: int = 10_000,
+        exact_while_indexing: bool = True,
     ) -> None:
         self._client = client
         self.configured = schema  # SEARCH_INDEX, SEARCH_KEY_PREFIX, SEARCH_DIM: generation 0
@@ -89,6 +97,10 @@ class IndexBase:
         self.loading: RedisLoading | None = None
         self.fill: IndexFill | None = None
         self._fill_rate = FillRate()
+        # SEARCH_EXACT_WHILE_INDEXING: an HNSW index created over stored items gets a FLAT companion, which
+        # answers searches (exactly) until the graph is complete (companion.py).
+        self.exact_while_indexing = exact_while_indexing
+        self._reads: companion.Reads | None = None  # where searches go, as of the last full check
         self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
 
     @property
@@ -185,6 +197,8 @@ class IndexBase:
         still listed: then the check ends without FT.INFO."""
         if not self._ready or self.fill is not None or self.schema is not self._checked_schema:
             return False
+        if self.read_index != self.schema.name:  # the graph is being built: watch it until complete
+            return False
         if time.monotonic() - self._info_read_at >= self.info_interval:
             return False
         listed = {name.decode() if isinstance(name, bytes) else str(name) for name in execute(self._client, "FT._LIST")}
@@ -208,6 +222,50 @@ class IndexBase:
         """The EF_RUNTIME of a query that names none (see adaptive_ef)."""
         return adaptive_ef(self._items, self._hnsw.ef_runtime)
 
+    @property
+    def read_index(self) -> str:
+        """The index searches go to: the live one, or its exact companion while the graph is built."""
+        reads = self._reads
+        return reads.index if reads is not None and reads.live == self.schema.name else self.schema.name
+
+    def reads_graph(self, index: str) -> bool:
+        """Whether `index` (as read_index named it) is an HNSW graph, which takes EF_RUNTIME (FLAT refuses it)."""
+        return index == self.schema.name and self.schema.vector.algorithm == "hnsw"
+
+    def reading(self, run: Callable[[str], T]) -> T:
+        """run(read_index): FT.SEARCH, FT.AGGREGATE or FT.INFO on the index searches go to. A companion gone
+        meanwhile (another replica dropped it, the graph complete) sends it to the live index, read again to
+        say how complete it is."""
+        name = self.read_index
+        try:
+            return run(name)
+        except redis.ResponseError as e:
+            if name == self.schema.name or not is_missing_index(e):
+                raise
+        self._note_fill(parse_info(execute(self._client, "FT.INFO", self.schema.name)))
+        return run(self.schema.name)
+
+    def read(self, command: str, *args: str | bytes, index: str | None = None) -> Any:
+        """FT.SEARCH or FT.AGGREGATE (`command` index `args`) on `index`, by default the one searches go to."""
+        if index is not None:
+            return execute(self._client, command, index, *args)
+        return self.reading(lambda name: execute(self._client, command, name, *args))
+
+    def read_info(self) -> dict[str, Any]:
+        """FT.INFO (parsed) of the index searches go to; while that is the companion, the vector index memory
+        it reports includes the graph's being built."""
+
+        def run(name: str) -> dict[str, Any]:
+            info = parse_info(execute(self._client, "FT.INFO", name))
+            if name != self.schema.name:
+                graph = parse_info(execute(self._client, "FT.INFO", self.schema.name))
+                info["vector_index_sz_mb"] = float(info.get("vector_index_sz_mb", 0.0) or 0.0) + float(
+                    graph.get("vector_index_sz_mb", 0.0) or 0.0
+                )
+            return info
+
+        return self.reading(run)
+
     def _ping(self) -> None:
         """PING; while Redis loads its data, raises Loading saying how far it is."""
         try:
@@ -227,15 +285,22 @@ class IndexBase:
         raise Loading(loading.message, loading.percent, loading.eta_seconds)
 
     def _note_fill(self, info: Mapping[str, Any]) -> None:
-        """Notes whether RediSearch is still indexing existing keys: searches see only part of the library."""
-        percent = float(info.get("percent_indexed", 1.0) or 0.0) * 100.0
-        if percent >= 100.0 and not int(info.get("indexing", 0) or 0):
-            if self.fill is not None:
-                log.info("index %r complete: searches see the whole library", self.schema.name)
+        """Notes where searches go and whether they see the whole library: RediSearch may still be indexing
+        existing keys into the live index, and its exact companion answers meanwhile (companion.follow)."""
+        self._reads = companion.follow(
+            self._client,
+            self.schema.name,
+            info,
+            self._reads,
+            enabled=self.exact_while_indexing,
+            was_partial=self.fill is not None,
+        )
+        percent = self._reads.percent
+        if percent >= 100.0:
             self.fill = None
             self._fill_rate.reset()
-            return
-        self.fill = IndexFill(percent, self._fill_rate.eta(percent))
+        else:
+            self.fill = IndexFill(percent, self._fill_rate.eta(percent))
 
     def _create(self) -> None:
         schema, again = self.schema, ""
@@ -245,6 +310,8 @@ class IndexBase:
             # configuration says now (a difference is then reported as for any existing index).
             schema = schema.with_vector(replace(dropped.vector, ef_runtime=schema.vector.ef_runtime))
             again = " again, as it was before the restart; its items are indexed in the background"
+        if self.exact_while_indexing and companion.wanted(schema, self._client):
+            companion.create(self._client, schema, self.redis_label)  # first: RediSearch fills it first
         try:
             execute(self._client, *schema.create_args())
             if self.schema is not self.configured:  # a reindexed generation lost its index: the alias follows
@@ -266,7 +333,8 @@ class IndexBase:
     def drop_for_restart(self) -> tuple[DroppedIndex, int] | None:
         """Drops the live index's definition, its keys kept, and records it in the catalog (one transaction):
         a Redis restarted from an AOF rewritten after this loads the keys alone, and check() then creates the
-        index again exactly as it was, to fill in the background while searches are answered partially.
+        index again exactly as it was, to fill in the background while searches are answered partially (or by
+        its exact companion). A companion of the live index is dropped first.
 
         Returns the record and the items the index held; None (logged) when there is no live index, or one
         this service could not create again as it is. A staging index of a reindex in progress is left as it
@@ -274,6 +342,13 @@ class IndexBase:
         """
         self.refresh()
         name = self.schema.name
+        self._reads = None
+        if companion.drop(self._client, name):
+            log.info(
+                "dropped %r, the exact companion of %r (a clean stop never keeps it)",
+                companion.companion_name(name),
+                name,
+            )
         try:
             info = parse_info(execute(self._client, "FT.INFO", name))
         except redis.ResponseError as e:

@@ -200,7 +200,7 @@ class SaidSearch:
                 query, params = builder.build()
                 execute(
                     pipe,
-                    *("FT.SEARCH", index.schema.name, query, "SORTBY", S.F_TIMESTAMP, "DESC" if before else "ASC"),
+                    *("FT.SEARCH", index.read_index, query, "SORTBY", S.F_TIMESTAMP, "DESC" if before else "ASC"),
                     *("LIMIT", "0", "1", "RETURN", str(len(fields)), *fields, *params_args(params), "DIALECT", "2"),
                 )
             replies = pipe.execute()

@@ -234,7 +234,13 @@ def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> 
         ef_runtime=config.hnsw_ef_runtime,
         vector_type=config.vector_type,
     )
-    return SearchIndex(client, schema, redis_label=redis_label, query_timeout_ms=config.query_timeout_ms)
+    return SearchIndex(
+        client,
+        schema,
+        redis_label=redis_label,
+        query_timeout_ms=config.query_timeout_ms,
+        exact_while_indexing=config.exact_while_indexing,
+    )
 
 
 def build_server(

@@ -1,5 +1,6 @@
 """Index after load: a clean stop of the service's own Redis leaves the index's definition out of the AOF's base,
-and the next start creates it again, exactly, and fills it in the background while answering partially."""
+and the next start creates it again, exactly, and fills it in the background, answering exactly from a FLAT
+companion meanwhile (or partially, with SEARCH_EXACT_WHILE_INDEXING off)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import F_DROPPED, catalog_key
+from search_service.companion import companion_name
 from search_service.info import parse_info
 from search_service.redis_calls import execute
 from search_service.redis_server import LocalRedis, rewrite_aof
@@ -72,13 +74,16 @@ def upsert(address: str, items: list[pb.Item], **request: Any) -> None:
 
 
 def complete(running: RunningSearch, index: str, local: LocalRedis, items: int, **request: Any) -> dict[str, Any]:
-    """Waits until the service answers completely; then the index holds every item, none failed."""
+    """Waits until the service answers completely from the index itself, its exact companion gone; then the
+    index holds every item, none failed."""
     vector = random_vectors(1, running.server.index.dimension)[0]
 
     def done() -> pb.QueryResponse | None:
         with grpc.insecure_channel(running.address) as channel:
             response = search_pb2_grpc.SearchStub(channel).Query(pb.QueryRequest(vector=vector, k=1, **request))
-        return None if response.partial else response
+        if response.partial or companion_name(index) in listed(local):
+            return None
+        return response if running.server.index.read_index == index else None
 
     wait_for(done, 60, "the index never finished filling")
     found = info(local, index)
@@ -241,7 +246,7 @@ def test_a_stop_cut_short_after_the_drop_still_comes_back_exactly(
     each_finds_itself(again.address, items)
 
 
-def test_searches_are_partial_while_the_index_fills_after_a_restart(
+def test_without_exact_answers_searches_are_partial_while_the_index_fills_after_a_restart(
     local: LocalRedis, search_server_factory: SearchServerFactory
 ) -> None:
     dimension, count = 512, 4000
@@ -251,7 +256,8 @@ def test_searches_are_partial_while_the_index_fills_after_a_restart(
     upsert(first.address, [make_item(f"f{n}", v.tolist()) for n, v in enumerate(vectors)])
     stop_and_start_redis_alone(first, local)
 
-    again = own(search_server_factory, local, index_name=name, dimension=dimension)
+    again = own(search_server_factory, local, index_name=name, dimension=dimension, exact_while_indexing=False)
+    assert companion_name(name) not in listed(local)
     with grpc.insecure_channel(again.address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
         first_answer = stub.Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))
@@ -263,7 +269,195 @@ def test_searches_are_partial_while_the_index_fills_after_a_restart(
         if stats.indexing:  # it may have finished meanwhile on a fast machine
             assert 0 <= stats.percent_indexed < 100
             assert stats.loading_message.startswith("Loading the library: ")
+    assert companion_name(name) not in listed(local)
     complete(again, name, local, count)
     with grpc.insecure_channel(again.address) as channel:
         done = search_pb2_grpc.SearchStub(channel).Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))
     assert not done.partial and done.percent_indexed == 100.0 and done.matches[0].item.id == "f0"
+
+
+# --- exact answers while the graph is built (SEARCH_EXACT_WHILE_INDEXING) ----------------------------------
+
+FRAMES, FILM_DIMENSION = 4000, 512  # an HNSW graph of seconds here, a FLAT index of about 0.1 s
+
+
+def film_library(rng: np.random.Generator) -> tuple[list[pb.Item], np.ndarray]:
+    """FRAMES unrelated frames, and near a query: video a's frames at 0-5 s and 20-23 s (two moments) and
+    three copies of one photo (one perceptual hash: duplicates)."""
+    query = rng.standard_normal(FILM_DIMENSION).astype(np.float32)
+
+    def near() -> list[float]:
+        return (query + 0.05 * rng.standard_normal(FILM_DIMENSION)).astype(np.float32).tolist()
+
+    others = rng.standard_normal((FRAMES, FILM_DIMENSION), dtype=np.float32)
+    items = [make_item(f"f{n}", v.tolist()) for n, v in enumerate(others)]
+    items += [
+        make_item(
+            f"a-{t}",
+            near(),
+            sources=["file:///films/a.mp4"],
+            media_type=pb.MEDIA_TYPE_VIDEO_FRAME,
+            content_hash="aa",
+            timestamp_seconds=float(t),
+            frame_interval_seconds=1.0,
+        )
+        for t in (0, 1, 2, 3, 4, 5, 20, 21, 22, 23)
+    ]
+    items += [
+        make_item(
+            f"p-{n}",
+            near(),
+            sources=[f"file:///photos/p{n}.jpg"],
+            media_type=pb.MEDIA_TYPE_IMAGE,
+            content_hash=f"e{n}",
+            perceptual_hash=0x0F0F_3C3C_5A5A_A5A5,
+        )
+        for n in range(3)
+    ]
+    return items, query
+
+
+def exact_top(items: list[pb.Item], vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The k most similar items by cosine, computed here over the stored vectors."""
+    stored = np.array([list(item.vector) for item in items], dtype=np.float64)
+    scores = (stored / np.linalg.norm(stored, axis=1, keepdims=True)) @ (vector / np.linalg.norm(vector))
+    return [(items[i].id, float(scores[i])) for i in np.argsort(-scores)[:k]]
+
+
+def grouped(response: pb.QueryResponse) -> list[tuple[str, float, float, int, list[str]]]:
+    return [
+        (m.item.id, m.start_seconds, m.end_seconds, m.frames, sorted(d.item.id for d in m.duplicates))
+        for m in response.matches
+    ]
+
+
+def graph_percent(local: LocalRedis, index: str) -> float:
+    found = info(local, index)
+    return 100.0 if float(found["percent_indexed"]) >= 1.0 and not int(found["indexing"]) else 0.0
+
+
+def test_while_the_graph_is_built_after_a_restart_searches_are_exact_from_a_flat_companion(
+    local: LocalRedis, search_server_factory: SearchServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = np.random.default_rng(11)
+    items, near_query = film_library(rng)
+    first = own(search_server_factory, local, dimension=FILM_DIMENSION)
+    name = first.config.index_name
+    upsert(first.address, items)
+    stop_and_start_redis_alone(first, local)
+
+    probes = rng.standard_normal((4, FILM_DIMENSION)).astype(np.float32)
+    moments = pb.QueryRequest(vector=near_query.tolist(), k=5, moments=pb.MomentOptions())
+    duplicates = pb.QueryRequest(vector=near_query.tolist(), k=5, duplicates=pb.DuplicateOptions())
+    with caplog.at_level(logging.INFO, logger="search_service"):
+        again = own(search_server_factory, local, index_name=name, dimension=FILM_DIMENSION)
+        with grpc.insecure_channel(again.address) as channel:
+            stub = search_pb2_grpc.SearchStub(channel)
+
+            def exact() -> pb.QueryResponse | None:
+                response = stub.Query(pb.QueryRequest(vector=probes[0].tolist(), k=10))
+                return None if response.partial else response
+
+            answers = [wait_for(exact, 30, "searches never stopped being partial")]
+            # EF_RUNTIME, named or not, is not sent to the FLAT field, which would refuse it.
+            answers += [stub.Query(pb.QueryRequest(vector=p.tolist(), k=10, ef_runtime=500)) for p in probes[1:]]
+            as_moments, as_duplicates = stub.Query(moments), stub.Query(duplicates)
+            stats = stub.Stats(pb.StatsRequest())
+            page = stub.List(pb.ListRequest(page_size=5))
+            assert companion_name(name) in listed(local)
+            assert graph_percent(local, name) < 100.0  # after all of the above: the graph was still being built
+
+    for probe, answer in zip(probes, answers, strict=True):
+        assert not answer.partial and answer.percent_indexed == 100.0
+        expected = exact_top(items, probe, 10)
+        assert [m.item.id for m in answer.matches] == [item_id for item_id, _ in expected]
+        assert [m.score for m in answer.matches] == pytest.approx([score for _, score in expected], abs=1e-5)
+    assert not as_moments.partial and not as_duplicates.partial
+    assert {(m.item.metadata.content_hash, m.start_seconds, m.end_seconds, m.frames) for m in as_moments.matches} >= {
+        ("aa", 0.0, 5.0, 6),
+        ("aa", 20.0, 23.0, 4),
+    }
+    assert [len(m.duplicates) for m in as_duplicates.matches if m.item.id.startswith("p-")] == [2]
+    assert (stats.items, stats.indexing, stats.percent_indexed) == (len(items), False, 100.0)
+    assert page.total == len(items) and len(page.items) == 5
+    assert f"answered exactly by {companion_name(name)!r} until the HNSW graph of {name!r} is complete" in caplog.text
+
+    # The graph complete: the companion is dropped (one line says so) and searches go to the graph.
+    with caplog.at_level(logging.INFO, logger="search_service"):
+        complete(again, name, local, len(items))
+    assert f"index {name!r} complete: dropped {companion_name(name)!r}, its exact companion" in caplog.text
+    with grpc.insecure_channel(again.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        assert grouped(stub.Query(moments)) == grouped(as_moments)
+        assert grouped(stub.Query(duplicates)) == grouped(as_duplicates)
+        assert stub.Stats(pb.StatsRequest()).items == len(items)
+
+
+def restarted_with_a_companion(
+    local: LocalRedis, search_server_factory: SearchServerFactory, count: int
+) -> tuple[RunningSearch, list[pb.Item]]:
+    """A library of `count` film-sized frames after a clean stop and restart, served by a service that checks
+    once, at its start: the companion that check created stays until the service stops."""
+    first = own(search_server_factory, local, dimension=FILM_DIMENSION)
+    vectors = random_vectors(count, FILM_DIMENSION, seed=12)
+    items = [make_item(f"i{n}", v) for n, v in enumerate(vectors)]
+    upsert(first.address, items)
+    stop_and_start_redis_alone(first, local)
+    again = own(
+        search_server_factory,
+        local,
+        index_name=first.config.index_name,
+        dimension=FILM_DIMENSION,
+        health_interval_seconds=3600.0,
+    )
+    assert {again.config.index_name, companion_name(again.config.index_name)} <= listed(local)
+    return again, items
+
+
+def test_a_clean_stop_while_the_companion_exists_keeps_neither_definition(
+    local: LocalRedis, search_server_factory: SearchServerFactory
+) -> None:
+    running, items = restarted_with_a_companion(local, search_server_factory, 300)
+    name = running.config.index_name
+    stop_and_start_redis_alone(running, local)
+    assert not {name, companion_name(name)} & listed(local)
+    with local.client() as client:
+        assert client.hexists(catalog_key(name), F_DROPPED)
+
+    again = own(search_server_factory, local, index_name=name, dimension=FILM_DIMENSION)
+    complete(again, name, local, len(items))
+    each_finds_itself(again.address, items[:20])
+
+
+def test_after_a_crash_a_companion_in_the_aof_loads_and_is_dropped_once_the_graph_is_complete(
+    local: LocalRedis, search_server_factory: SearchServerFactory
+) -> None:
+    running, items = restarted_with_a_companion(local, search_server_factory, 300)
+    name = running.config.index_name
+    wait_for(lambda: graph_percent(local, name) == 100.0, 30, "the graph was never complete")
+    with local.client() as client:
+        rewrite_aof(client)  # its base holds both definitions, as Redis's own rewrite may leave it
+    local.kill()
+    running.server.stop(0)  # its Redis gone: nothing dropped
+    local.start()
+    assert {name, companion_name(name)} <= listed(local)  # both built while Redis loaded
+
+    again = own(search_server_factory, local, index_name=name, dimension=FILM_DIMENSION)
+    complete(again, name, local, len(items))
+    each_finds_itself(again.address, items[:20])
+
+
+def test_a_companion_another_replica_dropped_sends_searches_to_the_index(
+    local: LocalRedis, search_server_factory: SearchServerFactory
+) -> None:
+    running, items = restarted_with_a_companion(local, search_server_factory, 1500)
+    name = running.config.index_name
+    assert running.server.index.read_index == companion_name(name)  # as its one check found
+    with local.client() as client:
+        execute(client, "FT.DROPINDEX", companion_name(name))
+    with grpc.insecure_channel(running.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        found = stub.Query(pb.QueryRequest(vector=items[7].vector, k=1))  # no error: asked of the index itself
+        assert found.partial or found.matches[0].item.id == "i7"  # partial if the graph is not complete yet
+        assert running.server.index.read_index == name
+        stub.Stats(pb.StatsRequest())

@@ -115,7 +115,7 @@ def drop_search_index(redis_url: str, index_name: str) -> None:
 
     `FT.DROPINDEX <name> DD` alone is not enough once a reindex ran: the name is then an alias.
     """
-    own = re.compile(re.escape(index_name) + r"(:g\d+)?")
+    own = re.compile(re.escape(index_name) + r"(:g\d+)?(:exact)?")  # a generation, and an exact companion
     with redis.Redis.from_url(redis_url, protocol=3, socket_timeout=5) as client:
         run: Callable[..., Any] = client.execute_command
         with contextlib.suppress(redis.ResponseError):  # no alias: no reindex finished

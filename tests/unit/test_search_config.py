@@ -22,7 +22,7 @@ def test_defaults() -> None:
     )
     assert (config.hnsw_m, config.hnsw_ef_construction, config.hnsw_ef_runtime) == (16, 200, 100)
     assert (config.max_message_bytes, config.appendfsync, config.log_level) == (64 * 1024 * 1024, "everysec", "INFO")
-    assert (config.index_after_load, config.redis_owned) == (True, False)
+    assert (config.index_after_load, config.redis_owned, config.exact_while_indexing) == (True, False, True)
 
 
 def test_every_variable_is_read() -> None:
@@ -34,6 +34,7 @@ def test_every_variable_is_read() -> None:
             "SEARCH_DATA_DIR": "/var/lib/cs",
             "SEARCH_REDIS_APPENDFSYNC": "always",
             "SEARCH_INDEX_AFTER_LOAD": "false",
+            "SEARCH_EXACT_WHILE_INDEXING": "false",
             "SEARCH_REDIS_OWNED": "true",
             "SEARCH_INDEX": "photos",
             "SEARCH_DIM": "768",
@@ -56,6 +57,7 @@ def test_every_variable_is_read() -> None:
         data_dir=Path("/var/lib/cs"),
         appendfsync="always",
         index_after_load=False,
+        exact_while_indexing=False,
         redis_owned=True,
         index_name="photos",
         key_prefix="photos:item:",
@@ -86,6 +88,7 @@ def test_every_variable_is_read() -> None:
         ({"SEARCH_INDEX": "my index"}, "SEARCH_INDEX='my index' must not contain spaces"),
         ({"SEARCH_HNSW_EF_RUNTIME": "-1"}, "SEARCH_HNSW_EF_RUNTIME=-1 is below the minimum 1"),
         ({"SEARCH_INDEX_AFTER_LOAD": "maybe"}, "SEARCH_INDEX_AFTER_LOAD='maybe' is not a boolean"),
+        ({"SEARCH_EXACT_WHILE_INDEXING": "2"}, "SEARCH_EXACT_WHILE_INDEXING='2' is not a boolean"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
