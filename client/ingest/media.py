@@ -8,6 +8,7 @@ import math
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -380,18 +381,22 @@ def skips_nonref(frame_rate: Fraction | None, sampling_fps: Fraction) -> bool:
     return frame_rate is not None and frame_rate >= NONREF_MIN_FRAMES_PER_SAMPLE * sampling_fps
 
 
-def _decoded_frames(
-    source: BinaryIO | PathLike,
-    short_side: int,
-    max_pixels: int,
-    take: Callable[[Fraction], bool],
-    done: Callable[[], bool] = lambda: False,
-    sampler: FrameSampler | None = None,
-) -> Iterator[VideoFrame]:
-    """The frames of the first video stream whose timestamp (seconds from its start) `take` accepts, converted
-    as iter_video_frames describes, until `done`; PyAV's errors become MediaError. With the sampler behind
-    `take`, non-reference frames are skipped where skips_nonref allows, and in H.264 the ends of groups of
-    pictures that no sample needs are not decoded (client.gops)."""
+@dataclass(frozen=True)
+class OpenVideo:
+    """The first video stream of an open container, with its time base and first timestamp (in that base)."""
+
+    container: av.container.InputContainer
+    stream: av.VideoStream
+    time_base: Fraction
+    start: int
+
+
+@contextmanager
+def open_video(source: BinaryIO | PathLike) -> Iterator[OpenVideo]:
+    """Opens a video with PyAV, its first video stream set to decode on threads, and closes it on leaving.
+
+    MediaError when PyAV cannot open the file, it holds no video stream, or the stream has no time base.
+    """
     target = source if hasattr(source, "read") else os.fsdecode(source)
     try:
         container = av.open(target, mode="r")
@@ -405,7 +410,23 @@ def _decoded_frames(
         time_base = stream.time_base
         if time_base is None:
             raise MediaError("video stream has no time base")
-        start = stream.start_time or 0
+        yield OpenVideo(container, stream, time_base, stream.start_time or 0)
+
+
+def _decoded_frames(
+    source: BinaryIO | PathLike,
+    short_side: int,
+    max_pixels: int,
+    take: Callable[[Fraction], bool],
+    done: Callable[[], bool] = lambda: False,
+    sampler: FrameSampler | None = None,
+) -> Iterator[VideoFrame]:
+    """The frames of the first video stream whose timestamp (seconds from its start) `take` accepts, converted
+    as iter_video_frames describes, until `done`; PyAV's errors become MediaError. With the sampler behind
+    `take`, non-reference frames are skipped where skips_nonref allows, and in H.264 the ends of groups of
+    pictures that no sample needs are not decoded (client.gops)."""
+    with open_video(source) as video:
+        container, stream, time_base, start = video.container, video.stream, video.time_base, video.start
         rate = stream.average_rate or stream.guessed_rate
         # Without every frame decoded, a frame's position comes from its timestamp and the frame rate.
         by_time = sampler is not None and rate is not None and skips_nonref(rate, sampler.fps)

@@ -13,7 +13,7 @@ from typing import BinaryIO
 import av
 from PIL import Image, ImageOps
 
-from client.ingest.media import REDUCING_GAP, MediaError
+from client.ingest.media import REDUCING_GAP, MediaError, open_video
 from clipsearch import imageformats
 
 imageformats.register()  # HEIC/HEIF photos open like any other
@@ -161,15 +161,8 @@ def image_thumbnail(stream: BinaryIO, max_side: int) -> bytes:
 def frame_thumbnail(stream: BinaryIO, timestamp: float, max_side: int) -> bytes:
     """A JPEG of the video's frame at `timestamp` seconds (the first at or after it, as indexing sampled)."""
     try:
-        with av.open(stream, mode="r") as container:
-            if not container.streams.video:
-                raise MediaError("no video stream")
-            video = container.streams.video[0]
-            video.thread_type = "AUTO"
-            time_base = video.time_base
-            if time_base is None:
-                raise MediaError("video stream has no time base")
-            start = video.start_time or 0
+        with open_video(stream) as opened:
+            container, video, time_base, start = opened.container, opened.stream, opened.time_base, opened.start
             target = start + int(Fraction(timestamp).limit_denominator(1_000_000) / time_base)
             if timestamp > 0:
                 # Where the container cannot seek, the frames are decoded from the start instead.

@@ -7,6 +7,7 @@ import dataclasses
 import fnmatch
 import importlib
 import importlib.util
+import os
 import re
 import shutil
 import socket
@@ -35,6 +36,8 @@ GRPC_SERVICES = {
 # The client image runs the CLI and the web page (`clipsearch web`, the web extra); the embedder image has
 # OpenVINO and ONNX Runtime (the fast extra, which includes the embedder's) for EMBEDDER_RUNTIME=auto.
 EXTRAS = {"embedder": "fast", "search": "search", "cli": "web"}
+# Services that run the client image with a command of its own: the page and the indexer.
+CLI_IMAGE_SERVICES = ("web", "indexer")
 # Variables read by libraries rather than by the project, and the module whose source reads each.
 LIBRARY_ENV = {"HF_HOME": "huggingface_hub.constants"}
 # Variables read by Python and pip themselves.
@@ -213,13 +216,46 @@ def test_cli_runs_the_installed_console_script() -> None:
     assert callable(getattr(importlib.import_module(module), function))
 
 
-@pytest.mark.parametrize("service", ["embedder", "search", "cli"])
+@pytest.mark.parametrize("service", CLI_IMAGE_SERVICES)
+def test_the_page_and_the_indexer_run_commands_of_the_client_image(service: str) -> None:
+    from client.cli import web as web_command
+    from client.cli.main import build_parser
+
+    spec = SERVICES[service]
+    assert spec["image"] == SERVICES["cli"]["image"] and "build" not in spec, "the cli service builds the image"
+    assert set(spec["depends_on"]) == {"embedder", "search"}
+    args = build_parser(web_module=web_command).parse_args(spec["command"])
+    assert args.command == {"web": "web", "indexer": "watch"}[service]
+    mounts = {interpolate(volume).split(":")[1]: interpolate(volume) for volume in spec["volumes"]}
+    assert "/media" in mounts, "the page plays and the indexer reads the files under /media"
+    if service == "web":
+        assert args.host == "0.0.0.0" and args.library_root == [Path("/media")]
+        assert not mounts["/media"].endswith(":ro"), "the page uploads into the libraries under /media"
+        assert container_ports(service) == {args.port}
+        assert compose_env(service)["CLIPSEARCH_WEB_PASSWORD"] == "", "the password comes from the user's env"
+
+
+def test_the_page_in_a_container_refuses_to_start_without_a_password() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "client", *SERVICES["web"]["command"], "--port", "0"],
+        env=env | compose_env("web") | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0 and "password" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("service", ["embedder", "search", "cli", "web", "indexer"])
 def test_every_variable_set_is_read_by_the_code(service: str) -> None:
     packages = ("clipsearch", GRPC_SERVICES[service][0] if service in GRPC_SERVICES else "client")
     read = {
         name for path in source_files(packages) for name in re.findall(r"[\"']([A-Z][A-Z0-9_]+)[\"']", path.read_text())
     }
-    names = set(compose_env(service)) | set(dockerfile_of(service).env())
+    image = "cli" if service in CLI_IMAGE_SERVICES else service
+    names = set(compose_env(service)) | set(dockerfile_of(image).env())
     assert names, f"{service} sets no variables"
     for name in sorted(names - INTERPRETER_ENV):
         if name in LIBRARY_ENV:

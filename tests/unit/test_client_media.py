@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from client.ingest.media import (
     read_file,
     shrunk_size,
 )
+from client.web.thumbs import frame_thumbnail
 from clipsearch.v1 import embedder_pb2
 from clipsearch.v1.embedder_pb2_grpc import EmbedderStub
 from tests.support.client import write_images, write_video
@@ -201,3 +203,19 @@ def test_broken_videos_raise_media_errors(tmp_path: Path, ten_second_video: Path
         list(iter_video_frames(garbage, 1.0, 64, 10**6))
     with pytest.raises(MediaError, match="more than the limit"):
         list(iter_video_frames(ten_second_video, 1.0, 64, max_pixels=100))
+
+
+def test_indexing_and_thumbnails_refuse_a_file_without_video_alike(tmp_path: Path) -> None:
+    sound = tmp_path / "sound.mp4"  # a WAV under a video's name: PyAV opens it, and finds no video stream
+    with wave.open(str(sound), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 800)
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(range(256)) * 16)
+    for path, reason in ((sound, "no video stream"), (garbage, "cannot open video")):
+        with pytest.raises(MediaError, match=reason):
+            list(iter_video_frames(path, 1.0, 64, 10**6))
+        with path.open("rb") as stream, pytest.raises(MediaError, match=reason):
+            frame_thumbnail(stream, 0.0, 64)

@@ -11,17 +11,17 @@ import {
   originalDetail,
   richText,
 } from "./api.js";
-import { LANGUAGES, language, onLanguageChange, rich, setLanguage, t, translate } from "./i18n.js";
-import { getImage, isImageKey, newImageKey, putImage } from "./images.js";
+import { resultCard } from "./cards.js";
+import { createControls } from "./controls.js";
+import { LANGUAGES, language, onLanguageChange, rich, setLanguage, t } from "./i18n.js";
+import { getImage, newImageKey, putImage } from "./images.js";
 import { installImageDrop, installKeyboard } from "./inputs.js";
 import { createLibrary } from "./library.js";
-import { saidBlock } from "./said.js";
 import { createServices } from "./services.js";
+import { active, emptyState, hasMin, minimumOf, readLocation, searchParams, urlFor } from "./state.js";
 import { createViewer } from "./viewer.js";
 
 const PAGE = 24;
-const TYPING_DELAY_MS = 300;
-const SLIDER_DELAY_MS = 250;
 const MAX_UPLOAD = Number.parseInt(document.body.dataset.maxUpload, 10) || 20 * 1024 * 1024;
 
 const $ = (id) => document.getElementById(id);
@@ -60,8 +60,6 @@ let partial = null; // while the library is still loading after a restart: the p
 let loading = false;
 let seq = 0;
 let controller = null;
-let typingTimer = 0;
-let sliderTimer = 0;
 let lastKey = "";
 let failedOnService = false;
 // Off after a page failed to load, so that scrolling does not retry it in a loop; the button still does.
@@ -82,60 +80,10 @@ const dialogs = {
   },
 };
 
-function emptyState() {
-  return { q: "", said: "", like: "", image: "", min: null, collection: "", media: "", frames: false, dups: false };
-}
-
-const active = (s) => Boolean(s.q || s.said || s.like || s.image);
-
-// The slider spans the model's cosine range; its left end means no minimum (null), so nothing is cut.
-const SCORE_FLOOR = -1;
-const minimumOf = (value) => {
-  const min = Math.round(Number(value) * 100) / 100;
-  return Number.isFinite(min) && min > SCORE_FLOOR ? Math.min(1, min) : null;
-};
-const hasMin = (s) => s.min !== null;
+// The search boxes and filters make new states; run() shows each state in them.
+const controls = createControls(ui, { current: () => state, commit, searchImage });
 
 // ---- URL state ---------------------------------------------------------------------------------------
-
-function stateFromLocation() {
-  const params = new URLSearchParams(location.search);
-  const s = emptyState();
-  s.q = (params.get("q") || "").trim();
-  // said: words of the subtitles, alone or with q (what is seen).
-  s.said = (params.get("said") || "").trim();
-  s.like = s.q || s.said ? "" : (params.get("like") || "").trim();
-  const image = (params.get("image") || "").trim();
-  missingImage = "";
-  if (!s.q && !s.said && !s.like && isImageKey(image)) {
-    if (getImage(image)) s.image = image;
-    else missingImage = image;
-  }
-  s.min = params.has("min") ? minimumOf(params.get("min")) : null;
-  s.collection = params.get("collection") || "";
-  const media = params.get("media") || "";
-  s.media = media === "image" || media === "video" ? media : "";
-  // frames=1: every video frame its own result rather than one result per moment.
-  s.frames = params.get("frames") === "1";
-  // dups=1: near-duplicate photos (resized or re-encoded copies) as one result listing its copies.
-  s.dups = params.get("dups") === "1";
-  return s;
-}
-
-function urlFor(s) {
-  const params = new URLSearchParams();
-  if (s.q) params.set("q", s.q);
-  else if (s.like) params.set("like", s.like);
-  else if (s.image) params.set("image", s.image);
-  if (s.said) params.set("said", s.said);
-  if (hasMin(s)) params.set("min", s.min.toFixed(2));
-  if (s.collection) params.set("collection", s.collection);
-  if (s.media) params.set("media", s.media);
-  if (s.frames) params.set("frames", "1");
-  if (s.dups) params.set("dups", "1");
-  const query = params.toString();
-  return query ? `${location.pathname}?${query}` : location.pathname;
-}
 
 // Makes `next` the current state: a new history entry, or the same one while typing or sliding.
 function commit(next, { typing = false, replace = false, force = false } = {}) {
@@ -151,23 +99,8 @@ function commit(next, { typing = false, replace = false, force = false } = {}) {
 
 // ---- searching -----------------------------------------------------------------------------------------
 
-function searchParams(offset, { min = state.min, top = PAGE } = {}) {
-  const params = new URLSearchParams();
-  if (state.q) params.set("q", state.q);
-  else if (state.like) params.set("like", state.like);
-  if (state.said) params.set("said", state.said);
-  params.set("top", String(top));
-  params.set("offset", String(offset));
-  if (min !== null) params.set("min_score", min.toFixed(2));
-  if (state.collection) params.set("collection", state.collection);
-  if (state.media) params.set("media", state.media);
-  if (state.frames) params.set("frames", "1");
-  if (state.dups) params.set("collapse_duplicates", "true");
-  return params;
-}
-
-function request(offset, signal, options) {
-  const params = searchParams(offset, options);
+function request(offset, signal, { min = state.min, top = PAGE } = {}) {
+  const params = searchParams(state, offset, { min, top });
   if (state.image) {
     const image = getImage(state.image);
     const form = new FormData();
@@ -178,7 +111,7 @@ function request(offset, signal, options) {
 }
 
 function run({ force = false } = {}) {
-  syncControls();
+  controls.sync(state);
   renderChip();
   const key = JSON.stringify(state);
   if (!force && key === lastKey) return;
@@ -321,49 +254,12 @@ function renderStatus(ms) {
 }
 
 function card(hit) {
-  const node = ui.template.content.firstElementChild.cloneNode(true);
-  translate(node);
-  node.dataset.id = hit.id;
-  node.dataset.score = String(hit.score);
-  const open = node.querySelector(".card-open");
-  open.setAttribute("aria-label", t("card.open", { name: hit.name }));
-  const img = node.querySelector(".thumb");
-  img.alt = altText(hit);
-  img.addEventListener("error", () => node.classList.add("broken"), { once: true });
-  img.src = hit.thumbnail_url;
-  if (hit.media === "video") {
-    const badge = node.querySelector(".badge-time");
-    badge.hidden = false;
-    badge.querySelector("span").textContent = hit.time || "";
-    if (hit.span) {
-      // A moment: the frames of one shot that match, shown as one result at its best frame.
-      const span = node.querySelector(".card-span");
-      span.hidden = false;
-      span.textContent =
-        hit.said_lines?.length && hit.frames <= 1 ? hit.span : t("card.frames", { span: hit.span, count: hit.frames });
-    }
-    const said = saidBlock(hit);
-    if (said) node.querySelector(".card-said").replaceWith(said);
-  } else if (hit.duplicates?.length) {
-    const copies = node.querySelector(".card-span");
-    copies.hidden = false;
-    copies.textContent = t("card.duplicates", { count: hit.duplicates.length });
-    copies.title = hit.duplicates.map((d) => d.source || d.name).join("\n");
-  }
-  const name = node.querySelector(".card-name");
-  name.textContent = hit.name;
-  name.title = hit.source || hit.name;
-  const score = node.querySelector(".card-score");
-  score.replaceChildren(el("span", { class: "visually-hidden", text: t("card.scoreLabel") }), formatScore(hit.score));
-  score.title = t("card.scoreTitle");
-  // A said search's scores are fused ranks, not similarities: the minimum score does not apply to them.
-  node.hidden = !state.said && hasMin(state) && hit.score < state.min;
-  open.addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open }));
-  node.querySelector(".card-like").addEventListener("click", () => moreLike(hit));
-  node
-    .querySelector(".card-what")
-    .addEventListener("click", () => viewer.open(hits, hits.indexOf(hit), { from: open, focusLabels: true }));
-  return node;
+  return resultCard(ui.template, hit, {
+    // A said search's scores are fused ranks, not similarities: the minimum score does not apply to them.
+    hidden: !state.said && hasMin(state) && hit.score < state.min,
+    open: (from, options = {}) => viewer.open(hits, hits.indexOf(hit), { from, ...options }),
+    like: () => moreLike(hit),
+  });
 }
 
 function renderAll() {
@@ -498,22 +394,6 @@ function updateMore() {
   ui.more.disabled = loading;
 }
 
-function syncControls() {
-  showMinimum(state.min);
-  if (state.collection && ![...ui.collection.options].some((o) => o.value === state.collection)) {
-    ui.collection.append(el("option", { value: state.collection, text: state.collection }));
-  }
-  ui.collection.value = state.collection;
-  for (const radio of ui.media) radio.checked = radio.value === state.media;
-  ui.dups.checked = state.dups;
-}
-
-function showMinimum(min) {
-  ui.min.value = String(min ?? SCORE_FLOOR);
-  ui.minValue.textContent = min === null ? t("filter.none") : formatScore(min);
-  ui.min.setAttribute("aria-valuetext", min === null ? t("filter.noMinimum") : formatScore(min));
-}
-
 function onStats(stats) {
   const collections = stats.collections || {};
   const names = Object.keys(collections).sort((a, b) => a.localeCompare(b));
@@ -549,68 +429,6 @@ function onStats(stats) {
 
 // ---- input -------------------------------------------------------------------------------------------
 
-ui.form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  clearTimeout(typingTimer);
-  const q = ui.q.value.trim();
-  if (!q) {
-    if (state.q) commit({ ...state, q: "" });
-    return;
-  }
-  // Enter searches again even for the same words: the library may have changed since.
-  commit({ ...state, q, like: "", image: "" }, { typing: false, force: true });
-});
-
-ui.q.addEventListener("input", () => {
-  clearTimeout(typingTimer);
-  typingTimer = setTimeout(() => {
-    const q = ui.q.value.trim();
-    if (q === state.q && !state.like && !state.image) return;
-    if (!q && !state.q) return;
-    commit({ ...state, q, like: q ? "" : state.like, image: q ? "" : state.image }, { typing: true });
-  }, TYPING_DELAY_MS);
-});
-
-ui.saidForm.addEventListener("submit", (event) => {
-  event.preventDefault();
-  clearTimeout(typingTimer);
-  const said = ui.said.value.trim();
-  if (said !== state.said) commit({ ...state, said, like: "", image: "" });
-});
-
-ui.said.addEventListener("input", () => {
-  clearTimeout(typingTimer);
-  typingTimer = setTimeout(() => {
-    const said = ui.said.value.trim();
-    if (said === state.said) return;
-    commit({ ...state, said, like: said ? "" : state.like, image: said ? "" : state.image }, { typing: true });
-  }, TYPING_DELAY_MS);
-});
-
-ui.imageInput.addEventListener("change", () => {
-  const file = ui.imageInput.files?.[0];
-  searchImage(file);
-  ui.imageInput.value = "";
-});
-
-ui.min.addEventListener("input", () => {
-  const min = minimumOf(ui.min.value);
-  showMinimum(min);
-  // Hide weaker matches at once; the search below brings in what the server finds above the new cut-off.
-  for (const node of ui.results.children) {
-    node.hidden = !state.said && min !== null && Number(node.dataset.score) < min;
-  }
-  clearTimeout(sliderTimer);
-  sliderTimer = setTimeout(() => commit({ ...state, min }, { replace: true }), SLIDER_DELAY_MS);
-});
-
-ui.collection.addEventListener("change", () => commit({ ...state, collection: ui.collection.value }));
-for (const radio of ui.media) {
-  radio.addEventListener("change", () => radio.checked && commit({ ...state, media: radio.value }));
-}
-
-ui.dups.addEventListener("change", () => commit({ ...state, dups: ui.dups.checked }));
-
 ui.chip.querySelector(".chip-clear").addEventListener("click", () => {
   commit({ ...state, like: "", image: "" });
   ui.q.focus();
@@ -622,8 +440,8 @@ new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && m
 }).observe(ui.sentinel);
 
 window.addEventListener("popstate", () => {
-  clearTimeout(typingTimer);
-  state = stateFromLocation();
+  controls.cancelTyping();
+  ({ state, missingImage } = readLocation());
   ui.q.value = state.q;
   ui.said.value = state.said;
   run();
@@ -639,7 +457,7 @@ ui.language.addEventListener("change", () => {
 
 onLanguageChange(() => {
   ui.language.value = language();
-  syncControls();
+  controls.sync(state);
   renderChip();
   if (services.last) onStats(services.last);
   if (hits.length) {
@@ -657,7 +475,7 @@ onLanguageChange(() => {
 installKeyboard({ searchBox: ui.q, grid: ui.results, viewer: dialogs, nearEnd: maybeLoadMore });
 installImageDrop({ overlay: ui.drop, viewer, search: searchImage, blocked: () => library.isOpen });
 
-state = stateFromLocation();
+({ state, missingImage } = readLocation());
 ui.q.value = state.q;
 ui.said.value = state.said;
 services.refresh();

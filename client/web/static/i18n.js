@@ -4,39 +4,9 @@ import zhCN from "./locales/zh-CN.js";
 
 export const CATALOGUES = { en, "zh-CN": zhCN };
 export const LANGUAGES = Object.keys(CATALOGUES);
-const STORAGE_KEY = "clipsearch.lang";
+const STORAGE_KEY = "clipsearch.lang"; // read by lang.js, which picks the language before the page is drawn
 const listeners = new Set();
 let current = "en";
-
-// "zh", "zh-CN", "zh-Hans" (and Simplified Chinese by script or region: zh-Hans-HK, zh-SG) -> "zh-CN";
-// any other Chinese (zh-TW, zh-Hant) and every other language -> null, so English is the fallback.
-function supported(tag) {
-  const parts = String(tag).toLowerCase().split(/[-_]/);
-  if (parts[0] === "en") return "en";
-  if (parts[0] !== "zh") return null;
-  const rest = parts.slice(1);
-  if (rest.includes("hant")) return null;
-  if (rest.length === 0 || rest.includes("hans") || rest.includes("cn") || rest.includes("sg")) return "zh-CN";
-  return null;
-}
-
-// The browser's first language the page speaks; English where it speaks none of them.
-export function detectLanguage(languages = navigator.languages || [navigator.language]) {
-  for (const tag of languages) {
-    const found = supported(tag);
-    if (found) return found;
-  }
-  return "en";
-}
-
-function stored() {
-  try {
-    const value = localStorage.getItem(STORAGE_KEY);
-    return LANGUAGES.includes(value) ? value : null;
-  } catch {
-    return null;
-  }
-}
 
 export const language = () => current;
 
@@ -130,4 +100,8 @@ window.addEventListener("storage", (event) => {
   if (event.key === STORAGE_KEY && LANGUAGES.includes(event.newValue)) setLanguage(event.newValue);
 });
 
-setLanguage(stored() || detectLanguage());
+// lang.js picked the reader's language (the remembered choice, else the browser's) and hid the page until it is
+// in that language: it is, from here.
+const chosen = document.documentElement.dataset.language;
+setLanguage(LANGUAGES.includes(chosen) ? chosen : "en");
+document.documentElement.classList.remove("i18n-pending");

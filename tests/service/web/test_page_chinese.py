@@ -28,10 +28,13 @@ from tests.support.search import SearchServerFactory, make_item, random_vectors
 pytestmark = pytest.mark.system
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Page, Route
 
 expect = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[test]'").expect
 
+ENGLISH_HEADING = "Find any moment in your photos and videos"
+CHINESE_HEADING = "在照片和视频里，找到每一个瞬间"
+CATALOGUE_SCRIPT = "**/static/i18n.js"
 QUERIES = ("a red square", "a photo", "squares", "colours", "a video frame", "海滩", "blue sky")
 
 
@@ -78,9 +81,23 @@ def test_chinese_browser_gets_the_page_in_chinese_and_it_works_the_same(zh_page:
     page = zh_page
     query = max(QUERIES, key=lambda q: len(api_hits(web_stack, q=q)))
     hits = api_hits(web_stack, q=query, top="24")
+    # The first paint is not English: while the catalogues' script is still on its way, the page already says it
+    # is in Chinese and shows nothing of the template's English.
+    held: list[Route] = []
+    page.route(CATALOGUE_SCRIPT, lambda route: held.append(route))
+    with page.expect_request(CATALOGUE_SCRIPT):
+        page.goto(web_stack.base_url + "/", wait_until="commit")
+    heading = page.locator("h1")
+    expect(heading).to_have_text(ENGLISH_HEADING)  # the template's words: not translated yet
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(heading).to_be_hidden()
+    for route in held:
+        route.continue_()
+    page.unroute(CATALOGUE_SCRIPT)
+    expect(page.get_by_role("heading", name=CHINESE_HEADING)).to_be_visible()
     page.goto(web_stack.base_url + "/")
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
-    expect(page.get_by_role("heading", name="在照片和视频里，找到每一个瞬间")).to_be_visible()
+    expect(page.get_by_role("heading", name=CHINESE_HEADING)).to_be_visible()
     expect(page.get_by_role("searchbox", name="搜索", exact=True)).to_have_attribute("placeholder", "搜索照片和视频…")
     expect(page.get_by_role("combobox", name="语言")).to_have_value("zh-CN")
     # The search box and the result cards.
@@ -110,6 +127,29 @@ def test_chinese_browser_gets_the_page_in_chinese_and_it_works_the_same(zh_page:
     assert all(re.fullmatch(r"(clip\.mp4|legacy\.avi)（00:00:0\d）", alt) for alt in alts(page)), alts(page)
     expect(page.get_by_text("与 clip.mp4（00:00:03） 相似的图片")).to_be_visible()
     expect(page.get_by_role("button", name="清除“相似图片”")).to_be_visible()
+
+
+def test_the_page_shows_in_english_when_its_catalogues_fail_or_stall(zh_page: Page, web_stack: WebStack) -> None:
+    page = zh_page
+    page.route(CATALOGUE_SCRIPT, lambda route: route.abort())
+    page.goto(web_stack.base_url + "/")
+    expect(page.get_by_role("heading", name=ENGLISH_HEADING)).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    # Still on its way: hidden for a moment, then shown as it is rather than left blank; Chinese once it comes.
+    page.unroute(CATALOGUE_SCRIPT)
+    held: list[Route] = []
+    page.route(CATALOGUE_SCRIPT, lambda route: held.append(route))
+    with page.expect_request(CATALOGUE_SCRIPT):
+        page.goto(web_stack.base_url + "/", wait_until="commit")
+    heading = page.get_by_role("heading", name=ENGLISH_HEADING)
+    expect(heading).to_be_hidden()
+    expect(heading).to_be_visible(timeout=10_000)
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    for route in held:
+        route.continue_()
+    page.unroute(CATALOGUE_SCRIPT)
+    expect(page.get_by_role("heading", name=CHINESE_HEADING)).to_be_visible()
+    expect(page.locator("html")).to_have_attribute("lang", "zh-CN")
 
 
 def test_search_by_image_filters_and_empty_state_in_chinese(zh_page: Page, web_stack: WebStack) -> None:
