@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api import Client, SearchFilter, SearchOptions
     from .config import ClientConfig
-    from .errors import ClientError, Conflict, InvalidInput, NotFound, ServiceError, ServiceUnavailable
+    from .errors import (
+        ClientError,
+        Conflict,
+        InvalidInput,
+        LibraryChanged,
+        LibraryTaken,
+        NotFound,
+        ServiceError,
+        ServiceUnavailable,
+    )
     from .ingest.engine import ImageBytes, IngestOptions
     from .ingest.reports import Failure, IndexReport, ProgressEvent
     from .libraries import Library, LibraryFailure, LibraryStatus
@@ -24,6 +33,8 @@ _MODULES = {
     "ClientError": "errors",
     "Conflict": "errors",
     "InvalidInput": "errors",
+    "LibraryChanged": "errors",
+    "LibraryTaken": "errors",
     "NotFound": "errors",
     "ServiceError": "errors",
     "ServiceUnavailable": "errors",
@@ -59,8 +70,10 @@ __all__ = [
     "Item",
     "LabelScore",
     "Library",
+    "LibraryChanged",
     "LibraryFailure",
     "LibraryStatus",
+    "LibraryTaken",
     "NotFound",
     "ProgressEvent",
     "SearchFilter",

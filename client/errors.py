@@ -31,13 +31,21 @@ class ServiceError(ClientError):
     """A service answered a call with an error status; `reason` is its ErrorInfo reason, if it has one."""
 
     def __init__(
-        self, service: str, address: str, code: grpc.StatusCode, details: str, *, reason: str | None = None
+        self,
+        service: str,
+        address: str,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         self.service = service
         self.address = address
         self.code = code
         self.details = details
         self.reason = reason
+        self.metadata = metadata or {}  # the ErrorInfo's metadata (what the reason's documentation lists)
         super().__init__(f"{service} service at {address}: {code.name}: {details}")
 
 
@@ -59,6 +67,23 @@ class NotFound(ClientError):
 
 class Conflict(ClientError):
     """The request clashes with what exists: a library's folder or name already taken."""
+
+
+class LibraryTaken(Conflict):
+    """A library has the folder or the name (overlap ""), or the folder is inside its folder or contains it
+    (overlap "inside" or "contains"); `library`, `path` and `collection` are that library's."""
+
+    def __init__(self, message: str, *, library: str, path: str, collection: str, overlap: str = "") -> None:
+        super().__init__(message)
+        self.library = library
+        self.path = path
+        self.collection = collection
+        self.overlap = overlap
+
+
+class LibraryChanged(Conflict):
+    """The libraries kept changing while the service added or updated one, past the client's retries; nothing
+    was written, and the call may be made again."""
 
 
 class InvalidInput(ClientError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +11,12 @@ from typing import Any
 
 import grpc
 
+from clipsearch import rpc_status
 from clipsearch.limits import DEFAULT_COLLECTION
 from clipsearch.v1 import search_pb2
 
 from . import ids as idmod
-from .errors import Conflict, InvalidInput, NotFound, ServiceError
+from .errors import ClientError, Conflict, InvalidInput, LibraryChanged, LibraryTaken, NotFound, ServiceError
 from .targets import SEARCH
 from .transport import Method, Transport
 from .uris import PathLike, dir_uri
@@ -26,6 +28,11 @@ _RESCAN = Method(SEARCH, "RequestLibraryRescan", search_pb2.RequestLibraryRescan
 _REPORT = Method(
     SEARCH, "ReportLibraryStatus", search_pb2.ReportLibraryStatusRequest, search_pb2.ReportLibraryStatusResponse
 )
+
+# A call refused with LIBRARY_CHANGED wrote nothing: it is sent this many times in all, CHANGED_FIRST_DELAY
+# seconds apart at first, doubling, before LibraryChanged.
+CHANGED_ATTEMPTS = 4
+CHANGED_FIRST_DELAY = 0.05
 
 # LibraryState -> the word clients show (and `library list --json` prints).
 STATES = {
@@ -178,20 +185,41 @@ def format_duration(seconds: float) -> str:
 
 
 def _call(transport: Transport, method: Any, request: Any, what: str) -> Any:
-    try:
-        return transport.call(method, request)
-    except ServiceError as exc:
-        if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
-            raise InvalidInput(f"{what}: {exc.details}") from None
-        if exc.code == grpc.StatusCode.NOT_FOUND:
-            raise NotFound(exc.details) from None
-        if exc.code == grpc.StatusCode.ALREADY_EXISTS:
-            raise Conflict(f"{what}: {exc.details}") from None
-        if exc.code == grpc.StatusCode.UNIMPLEMENTED:
-            raise ServiceError(
-                exc.service, exc.address, exc.code, "this search service has no libraries: upgrade it"
-            ) from None
-        raise
+    """The call's response; a LIBRARY_CHANGED refusal (nothing written) is sent again a few times."""
+    attempt, delay = 1, CHANGED_FIRST_DELAY
+    while True:
+        try:
+            return transport.call(method, request)
+        except ServiceError as exc:
+            if exc.reason != rpc_status.LIBRARY_CHANGED:
+                raise _library_error(exc, what) from None
+            if attempt >= CHANGED_ATTEMPTS:
+                raise LibraryChanged(f"{what}: {exc.details}") from None
+        time.sleep(delay)
+        attempt, delay = attempt + 1, delay * 2
+
+
+def _library_error(exc: ServiceError, what: str) -> ClientError:
+    """The client's error for a library call's refusal, by its ErrorInfo reason (by its code from a service
+    older than the reasons)."""
+    if exc.reason in (rpc_status.LIBRARY_EXISTS, rpc_status.LIBRARY_OVERLAPS):
+        m = exc.metadata
+        return LibraryTaken(
+            f"{what}: {exc.details}",
+            library=m.get("name", ""),
+            path=m.get("path", ""),
+            collection=m.get("collection", ""),
+            overlap=m.get("overlap", ""),
+        )
+    if exc.reason == rpc_status.LIBRARY_NOT_FOUND or (exc.reason is None and exc.code == grpc.StatusCode.NOT_FOUND):
+        return NotFound(exc.details)
+    if exc.reason is None and exc.code == grpc.StatusCode.ALREADY_EXISTS:
+        return Conflict(f"{what}: {exc.details}")
+    if exc.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidInput(f"{what}: {exc.details}")
+    if exc.code == grpc.StatusCode.UNIMPLEMENTED:
+        return ServiceError(exc.service, exc.address, exc.code, "this search service has no libraries: upgrade it")
+    return exc
 
 
 def list_libraries(transport: Transport) -> list[Library]:

@@ -295,7 +295,8 @@ class Transport:
                 else f"set {TOKEN_SETTING} to the services' token"
             )
             details = f"authentication failed: {details}; {remedy}"
-        return ServiceError(service, self.address(service), code, details, reason=reason)
+        metadata = rpc_status.metadata_of(exc) if reason is not None else {}
+        return ServiceError(service, self.address(service), code, details, reason=reason, metadata=metadata)
 
     # Typed shorthands for the calls the client makes.
     def model_info(self) -> embedder_pb2.ModelInfo:

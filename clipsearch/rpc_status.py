@@ -29,8 +29,28 @@ REINDEX_IN_PROGRESS = "REINDEX_IN_PROGRESS"
 NO_REINDEX_IN_PROGRESS = "NO_REINDEX_IN_PROGRESS"
 # UNAVAILABLE: Redis is loading the library after a restart; metadata "percent" and "eta_seconds" say how far.
 INDEX_LOADING = "INDEX_LOADING"
+# NOT_FOUND: no library has the name given; metadata "name" is that name.
+LIBRARY_NOT_FOUND = "LIBRARY_NOT_FOUND"
+# ALREADY_EXISTS: a library has this folder, or this name; metadata "name", "path" and "collection" are that
+# library's. Choose another folder or name.
+LIBRARY_EXISTS = "LIBRARY_EXISTS"
+# ALREADY_EXISTS: the folder is inside a library's folder, or contains one (one file is one item); metadata
+# "name", "path" and "collection" are that library's, "overlap" is "inside" or "contains".
+LIBRARY_OVERLAPS = "LIBRARY_OVERLAPS"
+# ABORTED: the libraries kept changing while this call read and wrote them; it wrote nothing, call it again.
+LIBRARY_CHANGED = "LIBRARY_CHANGED"
 REASONS = frozenset(
-    {MODEL_MISMATCH, REINDEX_MODEL_MISMATCH, REINDEX_IN_PROGRESS, NO_REINDEX_IN_PROGRESS, INDEX_LOADING}
+    {
+        MODEL_MISMATCH,
+        REINDEX_MODEL_MISMATCH,
+        REINDEX_IN_PROGRESS,
+        NO_REINDEX_IN_PROGRESS,
+        INDEX_LOADING,
+        LIBRARY_NOT_FOUND,
+        LIBRARY_EXISTS,
+        LIBRARY_OVERLAPS,
+        LIBRARY_CHANGED,
+    }
 )
 
 # The status details for an error raised by an RPC method: (method name, error) -> details.
@@ -84,8 +104,8 @@ def status_with_reason(
     return rpc_status.to_status(status)
 
 
-def reason_of(call: object) -> str | None:
-    """The reason of the ErrorInfo of DOMAIN in a failed call's status details, or None (a caller's side)."""
+def error_info(call: object) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo of DOMAIN in a failed call's status details, or None (a caller's side)."""
     if not isinstance(call, grpc.Call):
         return None
     try:
@@ -99,8 +119,20 @@ def reason_of(call: object) -> str | None:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             if info.domain == DOMAIN:
-                return str(info.reason)
+                return info
     return None
+
+
+def reason_of(call: object) -> str | None:
+    """The reason of the ErrorInfo of DOMAIN in a failed call's status details, or None (a caller's side)."""
+    info = error_info(call)
+    return None if info is None else str(info.reason)
+
+
+def metadata_of(call: object) -> dict[str, str]:
+    """The metadata of the ErrorInfo of DOMAIN in a failed call's status details; empty when none."""
+    info = error_info(call)
+    return {} if info is None else {str(k): str(v) for k, v in info.metadata.items()}
 
 
 @dataclass(frozen=True)

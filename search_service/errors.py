@@ -76,6 +76,34 @@ class Loading(Unavailable):
 class LibraryNotFound(SearchError):
     """No library has the name given."""
 
+    reason = rpc_status.LIBRARY_NOT_FOUND
+
+    def __init__(self, message: str, name: str) -> None:
+        super().__init__(message)
+        self.error_metadata = {"name": name}
+
 
 class LibraryConflict(SearchError):
-    """The folder or name is taken by another library."""
+    """The folder or name clashes with another library's; `error_metadata` names that library."""
+
+    def __init__(self, message: str, name: str, path: str, collection: str, **more: str) -> None:
+        super().__init__(message)
+        self.error_metadata = {"name": name, "path": path, "collection": collection, **more}
+
+
+class LibraryExists(LibraryConflict):
+    """Another library has this folder, or this name."""
+
+    reason = rpc_status.LIBRARY_EXISTS
+
+
+class LibraryOverlaps(LibraryConflict):
+    """The folder is inside another library's folder, or contains it: one file would be two items."""
+
+    reason = rpc_status.LIBRARY_OVERLAPS
+
+
+class LibraryChanged(SearchError):
+    """The libraries kept changing while a call read and wrote them; it wrote nothing, and may be sent again."""
+
+    reason = rpc_status.LIBRARY_CHANGED

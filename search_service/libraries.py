@@ -16,7 +16,7 @@ import redis
 
 from clipsearch.limits import MAX_IDS, MAX_PAGE_SIZE
 from search_service import catalog as C
-from search_service.errors import InvalidArgument, LibraryConflict, LibraryNotFound
+from search_service.errors import InvalidArgument, LibraryChanged, LibraryExists, LibraryNotFound, LibraryOverlaps
 from search_service.items import Filter
 from search_service.validation import check_collection
 
@@ -215,7 +215,7 @@ class Libraries:
         with self._index.redis_errors():
             raw: bytes | None = self._client.hget(self._key, name)  # type: ignore[assignment]
             if raw is None:
-                raise LibraryNotFound(self._unknown(name))
+                raise LibraryNotFound(self._unknown(name), name)
             statuses: Mapping[bytes, bytes] = self._client.hgetall(self._status_key)  # type: ignore[assignment]
         return self._complete(_from_json(name, raw), statuses, time.time())
 
@@ -243,26 +243,36 @@ class Libraries:
                     return self._complete(library, {}, time.time())
                 except redis.WatchError:
                     continue
-        raise LibraryConflict("libraries kept changing while adding this one; retry")
+        raise LibraryChanged("libraries kept changing while adding this one; retry")
 
     @staticmethod
     def _check_new(existing: Mapping[str, Library], path: str, name: str) -> str:
         for other in existing.values():
+            them = (other.name, other.path, other.collection)
             if other.path == path:
-                raise LibraryConflict(f"{path} is already the library {other.name!r} (collection {other.collection!r})")
+                raise LibraryExists(
+                    f"{path} is already the library {other.name!r} (collection {other.collection!r})", *them
+                )
             if _contains(other.path, path):
-                raise LibraryConflict(
+                raise LibraryOverlaps(
                     f"{path} is inside the library {other.name!r} ({other.path}), whose files are indexed "
-                    f"into {other.collection!r} already: one file is one item"
+                    f"into {other.collection!r} already: one file is one item",
+                    *them,
+                    overlap="inside",
                 )
             if _contains(path, other.path):
-                raise LibraryConflict(
+                raise LibraryOverlaps(
                     f"{path} contains the library {other.name!r} ({other.path}): remove that library first, "
-                    "or add another folder (one file is one item)"
+                    "or add another folder (one file is one item)",
+                    *them,
+                    overlap="contains",
                 )
         if name:
             if name in existing:
-                raise LibraryConflict(f"a library named {name!r} exists already ({existing[name].path})")
+                other = existing[name]
+                raise LibraryExists(
+                    f"a library named {name!r} exists already ({other.path})", other.name, other.path, other.collection
+                )
             return name
         base = posixpath.basename(path) or "root"
         base = "".join(c if unicodedata.category(c) not in ("Cc", "Cs") else "_" for c in base)
@@ -316,7 +326,7 @@ class Libraries:
                     tx.watch(self._key)
                     raw = tx.hget(self._key, name)
                     if raw is None:
-                        raise LibraryNotFound(self._unknown(name))
+                        raise LibraryNotFound(self._unknown(name), name)
                     library = _from_json(name, raw)
                     library = replace(library, rescan_requests=library.rescan_requests + 1)
                     tx.multi()
@@ -325,7 +335,7 @@ class Libraries:
                     return self.get(name)
                 except redis.WatchError:
                     continue
-        raise LibraryConflict("the library kept changing; retry")
+        raise LibraryChanged("the library kept changing; retry")
 
     def report(self, name: str, status: LibraryStatus) -> bool:
         """Stores the indexer's report; False when no library has that name."""

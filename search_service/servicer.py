@@ -16,6 +16,7 @@ from search_service.cues import Cue, CueStore, CueTrack
 from search_service.errors import (
     IndexMismatch,
     InvalidArgument,
+    LibraryChanged,
     LibraryConflict,
     LibraryNotFound,
     Loading,
@@ -54,6 +55,7 @@ _STATUSES = ErrorStatuses(
         StatusRule(QueryTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
         StatusRule(LibraryNotFound, grpc.StatusCode.NOT_FOUND),
         StatusRule(LibraryConflict, grpc.StatusCode.ALREADY_EXISTS),
+        StatusRule(LibraryChanged, grpc.StatusCode.ABORTED),
     ],
     internal=lambda method, error: f"internal error: {type(error).__name__}: {error}",
 )

@@ -52,6 +52,7 @@ class SearchStub:
     FinishReindex) found none in progress: it finished or was aborted.
     INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
     Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
+    LIBRARY_NOT_FOUND, LIBRARY_EXISTS, LIBRARY_OVERLAPS, LIBRARY_CHANGED: the library RPCs' (below).
     """
 
     def __init__(self, channel):
@@ -179,6 +180,7 @@ class SearchServicer:
     FinishReindex) found none in progress: it finished or was aborted.
     INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
     Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
+    LIBRARY_NOT_FOUND, LIBRARY_EXISTS, LIBRARY_OVERLAPS, LIBRARY_CHANGED: the library RPCs' (below).
     """
 
     def Upsert(self, request, context):
@@ -301,8 +303,16 @@ class SearchServicer:
         (`clipsearch serve`, or `clipsearch watch` alone) keeps indexed: new and changed files are indexed,
         deleted ones removed. They are stored in Redis beside the index (keys "clipsearch-meta:<name>:libraries"
         and ":library-status"), so they persist with it and every client of the service sees the same ones.
-        Errors: INVALID_ARGUMENT for a bad path, name or collection; ALREADY_EXISTS for a folder that is, is
-        inside, or contains a library's folder, or a name taken; NOT_FOUND for an unknown library name.
+        Errors: INVALID_ARGUMENT for a bad path, name or collection, and these, each with an ErrorInfo reason
+        (domain "clipsearch.v1"; the metadata "name", "path" and "collection" are the other library's):
+        LIBRARY_NOT_FOUND  NOT_FOUND: no library has the name given. Metadata: "name", the name given.
+        LIBRARY_EXISTS     ALREADY_EXISTS (AddLibrary): a library has this folder, or this name; choose
+        another. Metadata: "name", "path", "collection".
+        LIBRARY_OVERLAPS   ALREADY_EXISTS (AddLibrary): the folder is inside a library's folder, or contains
+        one (one file is one item); add another folder, or remove that library first.
+        Metadata: "name", "path", "collection", and "overlap": "inside" or "contains".
+        LIBRARY_CHANGED    ABORTED (AddLibrary, RequestLibraryRescan): other calls kept changing the
+        libraries while this one read and wrote them; nothing was written: call it again.
 
         Every library with its state and item count, sorted by name.
         """
@@ -470,6 +480,7 @@ class Search:
     FinishReindex) found none in progress: it finished or was aborted.
     INDEX_LOADING           UNAVAILABLE: Redis is loading the library after a restart; retry shortly.
     Metadata: "percent" (0 to 100) and, when Redis can tell, "eta_seconds".
+    LIBRARY_NOT_FOUND, LIBRARY_EXISTS, LIBRARY_OVERLAPS, LIBRARY_CHANGED: the library RPCs' (below).
     """
 
     @staticmethod

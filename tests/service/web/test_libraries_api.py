@@ -17,9 +17,11 @@ import pytest
 from PIL import Image
 
 from client import Client
+from client import libraries as client_libraries
 from client.web import WebSettings, create_app
 from clipsearch.testing.web import WebThread
 from tests.service.web.support import Reply, request, write_photo, write_video
+from tests.support.libraries import Meddler
 from tests.support.search import SearchServerFactory
 
 PHOTO_LIMIT = 256 << 10
@@ -106,6 +108,20 @@ def test_add_list_rescan_and_remove_a_folder_under_a_root(library_stack: Library
     assert (folder / "red.jpg").is_file()  # files are never touched
     missing = request(library_stack.base_url, "POST", "/api/libraries/photos/remove", body=b"{}", headers=JSON)
     assert missing.status == 404 and missing.json()["reason"] == "library_not_found"
+
+
+def test_libraries_that_keep_changing_are_a_conflict_the_page_shows(
+    library_stack: LibraryStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_libraries, "CHANGED_FIRST_DELAY", 0.01)
+    (library_stack.root / "music").mkdir()
+    assert library_stack.add(library_stack.root / "photos").status == 201
+    Meddler(times=10**6).install(monkeypatch)  # every read-modify-write of the libraries races another
+    added = library_stack.add(library_stack.root / "music")
+    assert added.status == 409 and "kept changing" in added.error and added.json()["reason"] == "library_conflict"
+    rescan = request(library_stack.base_url, "POST", "/api/libraries/photos/rescan", body=b"{}", headers=JSON)
+    assert rescan.status == 409 and "kept changing" in rescan.error
+    assert [lib["name"] for lib in library_stack.libraries()] == ["photos"]
 
 
 def test_paths_outside_the_roots_symlinks_out_of_them_and_fifos_are_refused(library_stack: LibraryStack) -> None:
