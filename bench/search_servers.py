@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import numpy as np
 import redis
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.common import load_average
 from bench.query import CLUSTERS, DIMENSION, WARMUP, K, clustered, direct_query, load
@@ -31,6 +32,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.config import SearchConfig
 from search_service.redis_server import LocalRedis, free_port
+from search_service.resolve import adaptive_ef
 from search_service.schema import NUMPY_TYPES
 from search_service.server import build_index, build_server, connect
 from search_service.servicer import SearchServicer
@@ -120,10 +122,14 @@ def measure(items: int, queries: int, workdir: Path) -> dict[str, Any]:
         stubs = {mode: search_pb2_grpc.SearchStub(channel) for mode, channel in channels.items()}
         load(stubs["sync"], clustered(rng, centers, items))
         probes = clustered(rng, centers, queries + WARMUP)
-        times: dict[str, list[float]] = {mode: [] for mode in (*MODES, "direct")}
+        times: dict[str, list[float]] = {mode: [] for mode in (*MODES, "direct", "empty")}
+        # The ceiling: an empty call (a health check) to the sync server, what any gRPC call costs here.
+        health = health_pb2_grpc.HealthStub(channels["sync"])
+        # Both sides run the same search: the EF_RUNTIME the service picks for a query that names none.
+        ef = adaptive_ef(items, SearchConfig().hnsw_ef_runtime)
         with redis.Redis.from_url(local.url) as client:
             for n, probe in enumerate(probes):
-                request = pb.QueryRequest(vector=probe.tolist(), k=K)
+                request = pb.QueryRequest(vector=probe.tolist(), k=K, ef_runtime=ef)
                 for mode in MODES:
                     started = time.perf_counter()
                     reply = stubs[mode].Query(request, timeout=60)
@@ -133,9 +139,13 @@ def measure(items: int, queries: int, workdir: Path) -> dict[str, Any]:
                     if n >= WARMUP:
                         times[mode].append(elapsed)
                 started = time.perf_counter()
-                direct_query(client, INDEX, probe, 100, NUMPY_TYPES[_config(local.url, 0).vector_type])
+                direct_query(client, INDEX, probe, ef, NUMPY_TYPES[_config(local.url, 0).vector_type])
                 if n >= WARMUP:
                     times["direct"].append(time.perf_counter() - started)
+                started = time.perf_counter()
+                health.Check(health_pb2.HealthCheckRequest(service=""), timeout=60)
+                if n >= WARMUP:
+                    times["empty"].append(time.perf_counter() - started)
         for channel in channels.values():
             channel.close()
     finally:
@@ -147,8 +157,10 @@ def measure(items: int, queries: int, workdir: Path) -> dict[str, Any]:
     return {
         "items": items,
         "queries": queries,
+        "ef_runtime": ef,
         "p50_ms": {mode: round(value, 3) for mode, value in p50.items()},
         "vs_direct_p50": {mode: round(p50[mode] / p50["direct"], 2) for mode in MODES},
+        "ceiling": round((p50["empty"] + p50["direct"]) / p50["direct"], 2),
     }
 
 
@@ -168,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for mode in (*MODES, "direct"):
                 ratio = figures["vs_direct_p50"].get(mode, 1.0)
                 print(f"{items} items, {mode}: p50 {figures['p50_ms'][mode]} ms = {ratio}x the bare FT.SEARCH")
+            print(
+                f"{items} items, EF_RUNTIME {figures['ef_runtime']} on both sides: goal <= 1.5x; ceiling (an empty "
+                f"gRPC call {figures['p50_ms']['empty']} ms + the bare FT.SEARCH) {figures['ceiling']}x"
+            )
     print(f"load average: start {start}, end {load_average()}")
     return 0
 
