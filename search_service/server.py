@@ -204,7 +204,7 @@ def index_after_load(index: SearchIndex) -> None:
         return
     log.info(
         "index after load: %s and rewrote the append-only file in %.1f s; the next start loads the keys alone "
-        "and indexes them in the background, answering partially meanwhile",
+        "and indexes them in the background while it answers searches",
         what,
         seconds,
     )
