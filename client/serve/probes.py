@@ -126,7 +126,24 @@ class GrpcProbe:
         self.channel.close()
 
 
-class RedisProbe:
+class _QuietProbe:
+    """What a probe says beyond readiness, for probes with nothing more to say: no refusal, no problem, never
+    loading, nothing to close."""
+
+    def refusal(self) -> str | None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
+
+    def loading(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class RedisProbe(_QuietProbe):
     """Asks a Redis server for PONG over a plain socket (RESP inline command)."""
 
     def __init__(self, host: str, port: int) -> None:
@@ -149,17 +166,8 @@ class RedisProbe:
         """Whether the last PING met Redis loading its data (the wrapper gives up if the load stalls)."""
         return self._loading
 
-    def refusal(self) -> str | None:
-        return None
 
-    def problem(self) -> str | None:
-        return None
-
-    def close(self) -> None:
-        pass
-
-
-class WebProbe:
+class WebProbe(_QuietProbe):
     """Asks the web page's server for /healthz, which answers without a password."""
 
     def __init__(self, url: str) -> None:
@@ -172,20 +180,8 @@ class WebProbe:
         except (OSError, ValueError):
             return False
 
-    def refusal(self) -> str | None:
-        return None
 
-    def problem(self) -> str | None:
-        return None
-
-    def loading(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-
-class AliveProbe:
+class AliveProbe(_QuietProbe):
     """Ready once the process has lived `seconds` (a child that serves nothing, such as the indexer): one
     that exits sooner, on a configuration error, stops serve with its last words."""
 
@@ -194,18 +190,6 @@ class AliveProbe:
 
     def ready(self) -> bool:
         return time.monotonic() >= self._ready_at
-
-    def refusal(self) -> str | None:
-        return None
-
-    def problem(self) -> str | None:
-        return None
-
-    def loading(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 Probe = GrpcProbe | RedisProbe | WebProbe | AliveProbe
