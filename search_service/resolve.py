@@ -394,12 +394,10 @@ class IndexBase:
         )
 
     def _note_hnsw(self, info: Mapping[str, Any]) -> None:
-        vector = info.get("attributes", {}).get(S.F_VECTOR, {})
         if self.schema.vector.algorithm != "hnsw":
             return
-        m = vector.get("m", self.schema.vector.m)
-        ef_construction = vector.get("ef_construction", self.schema.vector.ef_construction)
-        found = HnswParams(int(m), int(ef_construction), self.schema.vector.ef_runtime)
+        built = self._vector_as_built(info) or self.schema.vector
+        found = HnswParams(built.m, built.ef_construction, self.schema.vector.ef_runtime)
         if found != self._hnsw:
             if (found.m, found.ef_construction) != (self.schema.vector.m, self.schema.vector.ef_construction):
                 log.warning(
