@@ -24,25 +24,19 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.loading import RedisLoading, describe
 from search_service.redis_server import LocalRedis, LocalRedisError
-from tests.support.search import NOT_SERVING, SERVING, SearchServerFactory, make_item, random_vectors, wait_for_health
+from tests.support.search import (
+    NOT_SERVING,
+    SERVING,
+    SearchServerFactory,
+    make_item,
+    random_vectors,
+    wait_for_health,
+    write_filler,
+)
 
 # Real Redis settings from its own test suite: a delay per key loaded (microseconds), and progress reported
 # (and clients answered) every KiB instead of every 2 MiB, so a small library loads slowly enough to watch.
 SLOW_LOAD = ("key-load-delay 1500", "loading-process-events-interval-bytes 1024")
-
-
-def fill(local: LocalRedis, keys: int, prefix: str = "filler:") -> None:
-    """Writes `keys` incompressible keys, then rewrites the AOF so they load from its RDB base (where the
-    per-key delay applies)."""
-    rng = np.random.default_rng(7)
-    with local.client() as client:
-        pipe = client.pipeline(transaction=False)
-        for n in range(keys):
-            pipe.hset(f"{prefix}{n}", "v", rng.bytes(1024))
-        pipe.execute()
-        client.bgrewriteaof()
-        wait_for(lambda: not client.info("persistence")["aof_rewrite_in_progress"] or None, 30, "AOF rewrite")
-        time.sleep(0.2)
 
 
 def test_the_loading_message_says_how_far_and_how_long() -> None:
@@ -54,8 +48,8 @@ def test_the_loading_message_says_how_far_and_how_long() -> None:
 
 
 def test_a_load_that_progresses_is_waited_for_and_reported(redis_data_dir: Path) -> None:
-    with LocalRedis(redis_data_dir) as local:
-        fill(local, 3000)
+    with LocalRedis(redis_data_dir) as local, local.client() as client:
+        write_filler(client, 3000)
     reports: list[RedisLoading] = []
     # A stall limit far below the load's length: only progress keeps the wait going.
     slow = LocalRedis(redis_data_dir, stall_timeout=1.5, extra_config=SLOW_LOAD, on_loading=reports.append)
@@ -71,8 +65,8 @@ def test_a_load_that_progresses_is_waited_for_and_reported(redis_data_dir: Path)
 
 
 def test_a_load_that_stalls_is_given_up(redis_data_dir: Path) -> None:
-    with LocalRedis(redis_data_dir) as local:
-        fill(local, 3000)
+    with LocalRedis(redis_data_dir) as local, local.client() as client:
+        write_filler(client, 3000)
     stalled = LocalRedis(redis_data_dir, stall_timeout=1.0, extra_config=SLOW_LOAD)
 
     def freeze(loading: RedisLoading) -> None:
@@ -95,7 +89,8 @@ def test_the_service_on_a_loading_redis_says_how_far_then_serves(
         with grpc.insecure_channel(running.address) as channel:
             stub = search_pb2_grpc.SearchStub(channel)
             stub.Upsert(pb.UpsertRequest(items=[make_item(f"i{n}", v) for n, v in enumerate(vectors)]))
-            fill(local, 6000)
+            with local.client() as client:
+                write_filler(client, 6000)
             local.stop()
             local.extra_config = SLOW_LOAD
             starting = threading.Thread(target=local.start)

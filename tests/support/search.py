@@ -22,7 +22,7 @@ from clipsearch.v1 import search_pb2_grpc
 from search_service.catalog import catalog_key, delete_prefix, garbage_key
 from search_service.config import SearchConfig
 from search_service.libraries import libraries_key, status_key
-from search_service.redis_server import LocalRedis
+from search_service.redis_server import LocalRedis, rewrite_aof
 from search_service.server import SearchServer, build_server
 
 TEST_DIMENSION = 32
@@ -171,3 +171,14 @@ def random_vectors(count: int, dimension: int = TEST_DIMENSION, seed: int = 0) -
 def make_item(item_id: str, vector: list[float], **metadata: Any) -> pb.Item:
     """An Item proto; keyword arguments are Metadata fields."""
     return pb.Item(id=item_id, vector=vector, metadata=pb.Metadata(**metadata))
+
+
+def write_filler(client: redis.Redis, keys: int, *, seed: int = 7, prefix: str = "filler:") -> None:
+    """Writes `keys` incompressible 1 KiB keys, then rewrites the AOF so that they load from its RDB base, where
+    Redis's per-key load delay (`key-load-delay`) applies: a library that loads slowly enough to watch."""
+    rng = np.random.default_rng(seed)
+    pipe = client.pipeline(transaction=False)
+    for n in range(keys):
+        pipe.hset(f"{prefix}{n}", "v", rng.bytes(1024))
+    pipe.execute()
+    rewrite_aof(client)

@@ -23,6 +23,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.redis_server import LocalRedis
 from tests.support.e2e import start_serve
+from tests.support.search import write_filler
 
 # A real Redis setting from its own test suite (a delay per key loaded, in microseconds), and progress
 # reported every KiB: the library below then loads for about 20 s, ten times the stall limit given to serve.
@@ -92,14 +93,7 @@ def test_serve_restarted_on_a_slowly_loading_library_waits_reports_and_searches(
 
 def test_a_start_timeout_far_below_the_load_does_not_cut_it(tmp_path: Path) -> None:
     with LocalRedis(tmp_path / "redis") as local, local.client() as client:
-        rng = np.random.default_rng(13)
-        pipe = client.pipeline(transaction=False)
-        for n in range(4000):
-            pipe.hset(f"filler:{n}", "v", rng.bytes(1024))
-        pipe.execute()
-        client.bgrewriteaof()
-        wait_for(lambda: not client.info("persistence")["aof_rewrite_in_progress"] or None, 60, "AOF rewrite")
-        time.sleep(0.5)
+        write_filler(client, 4000, seed=13)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--embedder-port", "0", "--search-port", "0", "--data-dir", str(tmp_path)])

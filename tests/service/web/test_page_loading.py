@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
 from client.web import WebSettings, create_app
-from clipsearch.testing.probes import wait_for
 from clipsearch.testing.web import WebThread
 from search_service.redis_server import LocalRedis
 from search_service.server import build_server
 from tests.service.web.browser import screenshot
-from tests.support.search import search_test_config
+from tests.support.search import search_test_config, write_filler
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -37,14 +34,7 @@ def loading_library(redis_data_dir: Path, embedder_address: str, tmp_path: Path)
     """A web app on a search service whose Redis is restarting with a library that loads for several seconds."""
     local = LocalRedis(redis_data_dir)
     with local, local.client() as client:
-        rng = np.random.default_rng(3)
-        pipe = client.pipeline(transaction=False)
-        for n in range(6000):
-            pipe.hset(f"filler:{n}", "v", rng.bytes(1024))
-        pipe.execute()
-        client.bgrewriteaof()
-        wait_for(lambda: not client.info("persistence")["aof_rewrite_in_progress"] or None, 30, "AOF rewrite")
-        time.sleep(0.2)
+        write_filler(client, 6000, seed=3)
     local.extra_config = SLOW_LOAD
     starting = threading.Thread(target=local.start)
     starting.start()
