@@ -93,6 +93,17 @@ def seed_known_files(search: str, dimension: int, folder: Path, files: int, per_
     channel.close()
 
 
+def start_indexer(embedder: str, search: str, log_path: Path, mode: str) -> subprocess.Popen[bytes]:
+    """`python -m client.indexer` as its own process, its output into `log_path` (opened with `mode`)."""
+    with log_path.open(mode) as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "client.indexer", "--embedder", embedder, "--search", search],
+            env=base_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     model = common.checkpoint(common.cache_dir(Path(args.cache)), "tiny")
     with tempfile.TemporaryDirectory(prefix="bench-watch-") as scratch:
@@ -110,13 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 seeded = time.monotonic() - started
                 client.add_library(big, COLLECTION)
                 client.add_library(photos, COLLECTION)
-                with (work / "indexer.log").open("wb") as log:
-                    indexer = subprocess.Popen(
-                        [sys.executable, "-m", "client.indexer", "--embedder", embedder, "--search", search],
-                        env=base_env(),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+                indexer = start_indexer(embedder, search, work / "indexer.log", "wb")
                 started = time.monotonic()
                 wait(
                     lambda: all(lib.state == "watching" for lib in client.list_libraries()),
@@ -159,13 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 indexer.terminate()
                 indexer.wait(30)
-                with (work / "indexer.log").open("ab") as log:
-                    indexer = subprocess.Popen(
-                        [sys.executable, "-m", "client.indexer", "--embedder", embedder, "--search", search],
-                        env=base_env(),
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+                indexer = start_indexer(embedder, search, work / "indexer.log", "ab")
                 started = time.monotonic()
                 identity = f":{indexer.pid}"
                 wait(
