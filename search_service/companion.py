@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from search_service import blocks
 from search_service.info import parse_info
 from search_service.redis_calls import execute, is_missing_index
 from search_service.schema import IndexSchema
@@ -52,7 +53,7 @@ def create(client: redis.Redis, schema: IndexSchema, redis_label: str) -> None:
     loses no time waiting for a check to notice it."""
     companion = companion_schema(schema)
     try:
-        execute(client, *companion.create_args())
+        blocks.create(client, companion)
     except redis.ResponseError as e:
         if "already exists" not in str(e).lower():
             raise

@@ -10,8 +10,8 @@ from typing import Any
 import redis
 
 from clipsearch.limits import MAX_DIMENSION
+from search_service import blocks, companion
 from search_service import catalog as C
-from search_service import companion
 from search_service.catalog import Catalog, EmbeddingModel, Generation
 from search_service.errors import (
     IndexMismatch,
@@ -78,7 +78,7 @@ class Reindexer:
         except redis.ResponseError as e:
             if not is_missing_index(e):
                 raise
-            execute(self._client, *schema.create_args())
+            blocks.create(self._client, schema)
             log.info(
                 "created the staging index %r (dimension %d, %s)",
                 schema.name,

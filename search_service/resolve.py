@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 import redis
 
+from search_service import blocks, companion
 from search_service import catalog as C
-from search_service import companion
 from search_service import schema as S
 from search_service.catalog import Catalog, DroppedIndex, EmbeddingModel, Generation
 from search_service.errors import (
@@ -313,7 +313,7 @@ class IndexBase:
         if self.exact_while_indexing and companion.wanted(schema, self._client):
             companion.create(self._client, schema, self.redis_label)  # first: RediSearch fills it first
         try:
-            execute(self._client, *schema.create_args())
+            blocks.create(self._client, schema)
             if self.schema is not self.configured:  # a reindexed generation lost its index: the alias follows
                 execute(self._client, "FT.ALIASUPDATE", self.configured.name, schema.name)
             log.info(
