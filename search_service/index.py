@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -15,7 +16,7 @@ from search_service import schema as S
 from search_service.catalog import EmbeddingModel
 from search_service.duplicates import check_max_distance
 from search_service.errors import IndexMismatch, InvalidArgument
-from search_service.grouping import GROUP_FIELDS, Candidate, candidates_from_reply, grouped_query
+from search_service.grouping import GROUP_FIELDS, Candidate, candidate_bound, candidates_from_reply, grouped_query
 from search_service.items import (
     DeleteResult,
     DuplicateOptions,
@@ -26,8 +27,9 @@ from search_service.items import (
     UpsertResult,
 )
 from search_service.moments import check_gap, single
-from search_service.query import DISTANCE, QueryBuilder, filter_query
+from search_service.query import DISTANCE, QueryBuilder, filter_query, params_args
 from search_service.reads import IndexReads
+from search_service.redis_calls import execute, is_missing_index
 from search_service.resolve import CATALOG_MAX_AGE_SECONDS, Stale
 from search_service.storage import ITEM_FIELDS, encode_tag, item_fields, item_from_fields
 from search_service.validation import (
@@ -38,6 +40,7 @@ from search_service.validation import (
     unique,
     vector_bytes,
 )
+from search_service.windows import CursorWindows, Page
 
 _SCAN_BATCH = 1000  # keys per round when deleting by collection or source
 # Items written per Lua script, one script per round trip. A script holds every other Redis client while it
@@ -47,6 +50,11 @@ _SCAN_BATCH = 1000  # keys per round when deleting by collection or source
 # 1,000 items raised the search p99 from 4-5 ms to 40 ms, round trips of 8 items to 17 ms, of 4 items to 11 ms
 # (while writing 1,080, 680 and 520 items a second: the searches took the rest). A search waits for one chunk.
 UPSERT_CHUNK = 4
+# A grouped query's cursor is deleted when the query is done; one left behind (the service stopped) goes then.
+CURSOR_MAX_IDLE_MS = 10_000
+# FT.AGGREGATE's name for a row's key.
+KEY = "__key"
+T = TypeVar("T")
 
 
 class SearchIndex(IndexReads):
@@ -268,11 +276,18 @@ class SearchIndex(IndexReads):
             results = self._knn(base, blob, 0, n, ef_runtime, GROUP_FIELDS)
             return candidates_from_reply(results, len(self.schema.prefix.encode()), DISTANCE.encode(), min_score)
 
-        def fetch_items(ids: Sequence[str]) -> list[Item | None]:
-            with self.redis_errors():
-                return self._fetch([self._key(i).encode() for i in ids], with_vectors)
+        windows = self._candidate_windows(
+            base, blob, ef_runtime, min_score, fetch_candidates, candidate_bound(offset + k)
+        )
 
-        return grouped_query(fetch_candidates, fetch_items, k=k, offset=offset, gap_seconds=gap, max_distance=distance)
+        def fetch_items(ids: Sequence[str]) -> list[Item | None]:
+            with self.redis_errors():  # the cursor let go in the same round trip
+                return self._fetch([self._key(i).encode() for i in ids], with_vectors, windows.release())
+
+        try:
+            return grouped_query(windows.fetch, fetch_items, k=k, offset=offset, gap_seconds=gap, max_distance=distance)
+        finally:
+            windows.close()
 
     def _nearest(
         self,
@@ -297,35 +312,107 @@ class SearchIndex(IndexReads):
             matches.append(Match(item, score))
         return matches
 
+    def _knn_query(
+        self, builder: QueryBuilder, blob: bytes, k: int, ef_runtime: int, index: str
+    ) -> tuple[str, dict[str, str | bytes]]:
+        """The KNN query of the k nearest to `blob` on `index` (the live index, or its exact companion: FLAT
+        takes no EF_RUNTIME), and its parameters."""
+        base = builder.build()[0]
+        params = dict(builder.params) | {"K": str(k), "BLOB": blob}
+        knn = f"KNN $K @{S.F_VECTOR} $BLOB"
+        if self.reads_graph(index):
+            params["EF"] = str(max(ef_runtime or self.default_ef, k))
+            knn += " EF_RUNTIME $EF"
+        query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
+        return query, params
+
     def _knn(
         self, builder: QueryBuilder, blob: bytes, offset: int, k: int, ef_runtime: int, fields: Sequence[str]
     ) -> list[dict[bytes, Any]]:
         """FT.SEARCH results offset to offset + k nearest to `blob`, read with `fields` and the distance."""
-        base = builder.build()[0]
-        params = dict(builder.params)
-        params |= {"K": str(offset + k), "BLOB": blob}
         fields = [*fields, DISTANCE] if DISTANCE not in fields else fields
 
-        def search(index: str) -> dict[bytes, Any]:  # the live index, or its exact companion (FLAT: no EF)
-            knn = f"KNN $K @{S.F_VECTOR} $BLOB"
-            if self.reads_graph(index):
-                params["EF"] = str(max(ef_runtime or self.default_ef, offset + k))
-                knn += " EF_RUNTIME $EF"
-            query = f"({base})=>[{knn} AS {DISTANCE}]" if base != "*" else f"*=>[{knn} AS {DISTANCE}]"
+        def search(index: str) -> dict[bytes, Any]:
+            query, params = self._knn_query(builder, blob, offset + k, ef_runtime, index)
             options = ["SORTBY", DISTANCE, "ASC", "LIMIT", str(offset), str(k), "RETURN", str(len(fields)), *fields]
             return self._search(query, params, *options, index=index)
 
         with self.redis_errors():
-            try:
-                reply = self.reading(search)
-            except redis.ResponseError:
-                # The live index dropped, or (generation 0 turned alias) another dimension: switched?
-                if self.switched():
-                    raise Stale() from None
-                raise
-            # Keys of another prefix: the configured name is now an alias of a newer generation.
-            prefix = self.schema.prefix.encode()
-            if not all(r[b"id"].startswith(prefix) for r in reply[b"results"]) and self.switched():
-                raise Stale()
+            reply = self._read_knn(search)
+            self._check_prefix(r[b"id"] for r in reply[b"results"])
         results: list[dict[bytes, Any]] = reply[b"results"]
         return results
+
+    def _read_knn(self, search: Callable[[str], T]) -> T:
+        try:
+            return self.reading(search)
+        except redis.ResponseError:
+            # The live index dropped, or (generation 0 turned alias) another dimension: switched?
+            if self.switched():
+                raise Stale() from None
+            raise
+
+    def _check_prefix(self, keys: Iterable[bytes]) -> None:
+        # Keys of another prefix: the configured name is now an alias of a newer generation.
+        prefix = self.schema.prefix.encode()
+        if not all(key.startswith(prefix) for key in keys) and self.switched():
+            raise Stale()
+
+    def _candidate_windows(
+        self,
+        builder: QueryBuilder,
+        blob: bytes,
+        ef_runtime: int,
+        min_score: float | None,
+        search: Callable[[int], list[Candidate]],
+        bound: int,
+    ) -> CursorWindows:
+        """A grouped query's candidate windows (windows.py): the first two from one FT.AGGREGATE read through
+        a cursor, on the index it was opened on."""
+        opened_on = [self.read_index]
+        load = [KEY, *GROUP_FIELDS]
+        prefix_bytes = len(self.schema.prefix.encode())
+
+        def page(reply: list[Any]) -> Page:
+            body, cursor = reply
+            self._raise_on_timeout(body)
+            rows = [{b"id": r[b"extra_attributes"][KEY.encode()], **r} for r in body[b"results"]]
+            self._check_prefix(r[b"id"] for r in rows)
+            return Page(candidates_from_reply(rows, prefix_bytes, DISTANCE.encode(), min_score), int(cursor))
+
+        def open_cursor(k: int, count: int) -> Page:
+            def aggregate(index: str) -> list[Any]:
+                opened_on[0] = index
+                query, params = self._knn_query(builder, blob, k, ef_runtime, index)
+                # Sorted before the fields are loaded: only the rows read are loaded.
+                reply: list[Any] = execute(
+                    self._client,
+                    *("FT.AGGREGATE", index, query, "SORTBY", "2", f"@{DISTANCE}", "ASC", "MAX", str(k)),
+                    *("LOAD", str(len(load)), *(f"@{f}" for f in load)),
+                    *("WITHCURSOR", "COUNT", str(count), "MAXIDLE", str(CURSOR_MAX_IDLE_MS)),
+                    *params_args(params),
+                    *("DIALECT", "2", "TIMEOUT", self._timeout),
+                )
+                return reply
+
+            with self.redis_errors():
+                return page(self._read_knn(aggregate))
+
+        def read_cursor(cursor: int, count: int) -> Page | None:
+            with self.redis_errors():
+                try:
+                    reply = execute(self._client, "FT.CURSOR", "READ", opened_on[0], str(cursor), "COUNT", str(count))
+                except redis.ResponseError as e:
+                    if "cursor not found" in str(e).lower() or is_missing_index(e):
+                        return None
+                    raise
+                return page(reply)
+
+        def let_go(cursor: int) -> tuple[str, ...]:
+            return ("FT.CURSOR", "DEL", opened_on[0], str(cursor))
+
+        def send(command: tuple[str, ...]) -> None:
+            with contextlib.suppress(redis.RedisError):  # an idle cursor goes after CURSOR_MAX_IDLE_MS anyway
+                execute(self._client, *command)
+
+        return CursorWindows(search, open_cursor, read_cursor, let_go, send, bound=bound)

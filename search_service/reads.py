@@ -12,6 +12,7 @@ from search_service import schema as S
 from search_service.errors import InvalidArgument, QueryTimeout
 from search_service.items import Filter, Item, Page, Stats
 from search_service.query import filter_query, params_args
+from search_service.redis_calls import execute
 from search_service.resolve import IndexBase
 from search_service.storage import ITEM_FIELDS, decode_tag, item_from_fields
 from search_service.validation import check_ids, check_page_token
@@ -62,13 +63,19 @@ class IndexReads(IndexBase):
         for warning in warnings:
             log.warning("RediSearch: %s", warning)
 
-    def _fetch(self, keys: Sequence[bytes], with_vectors: bool) -> builtins.list[Item | None]:
+    def _fetch(
+        self, keys: Sequence[bytes], with_vectors: bool, also: Sequence[Sequence[str]] = ()
+    ) -> builtins.list[Item | None]:
+        """The items at `keys` (None where absent), read in one round trip that also sends the commands
+        `also`, whose replies are not read (a grouped query's cursor let go: one round trip less)."""
         # media_type is written with every item: a key without it is absent (or not an item).
         fields = [S.F_MEDIA_TYPE, *ITEM_FIELDS, *([S.F_VECTOR] if with_vectors else [])]
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, fields)
-        replies = pipe.execute(raise_on_error=False)
+        for command in also:
+            execute(pipe, *command)
+        replies = pipe.execute(raise_on_error=False)[: len(keys)]
         items: list[Item | None] = []
         for key, values in zip(keys, replies, strict=False):
             if isinstance(values, Exception) or values[0] is None:

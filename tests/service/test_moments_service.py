@@ -5,9 +5,12 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
+import redis
 
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
+from search_service.info import parse_info
+from search_service.redis_calls import execute
 from tests.support.search import TEST_DIMENSION, SearchServerFactory, make_item
 
 
@@ -153,3 +156,41 @@ def test_a_bad_span_end_is_invalid_argument(stub) -> None:
         stub.Upsert(pb.UpsertRequest(items=[item]))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "span_end_seconds" in (info.value.details() or "")
+
+
+@pytest.mark.parametrize("algorithm", ["hnsw", "flat"])
+@pytest.mark.parametrize("shot", [150, 500])
+def test_a_long_shot_is_one_moment_and_the_photos_behind_it_are_found(
+    search_server_factory: SearchServerFactory, redis_url: str, algorithm: str, shot: int
+) -> None:
+    # A shot of 150 frames fills the first window (100): the second comes from the same KNN's cursor. One of
+    # 500 fills both: the third window is searched anew.
+    running = search_server_factory(algorithm=algorithm)
+    rng = np.random.default_rng(shot)
+    query = rng.standard_normal(TEST_DIMENSION).astype(np.float32)
+    # The shot drifts away from the query: its best frames are its first, so each window holds one run.
+    drift = rng.standard_normal(TEST_DIMENSION).astype(np.float32)
+    items = [
+        make_item(
+            f"long-{t}",
+            (query + 0.3 * drift * t / shot).tolist(),
+            media_type=pb.MEDIA_TYPE_VIDEO_FRAME,
+            content_hash="0a0b",
+            timestamp_seconds=float(t),
+            frame_interval_seconds=1.0,
+        )
+        for t in range(shot)
+    ]
+    items += [make_item(f"photo-{i}", near(query, rng, 2.0), media_type=pb.MEDIA_TYPE_IMAGE) for i in range(4)]
+    with grpc.insecure_channel(running.address) as channel:
+        stub = search_pb2_grpc.SearchStub(channel)
+        stub.Upsert(pb.UpsertRequest(items=items))
+        result = moments(stub, query, k=5)
+        assert (result[0].start_seconds, result[0].end_seconds, result[0].frames) == (0.0, shot - 1.0, shot)
+        assert sorted(m.item.id for m in result[1:]) == [f"photo-{i}" for i in range(4)]
+        pages = [m.item.id for p in range(5) for m in moments(stub, query, k=1, offset=p)]
+        assert pages == [m.item.id for m in result]
+    # Every cursor was let go, not left to expire.
+    with redis.Redis.from_url(redis_url, protocol=3) as client:
+        info = parse_info(execute(client, "FT.INFO", running.config.index_name))
+    assert info["cursor_stats"][b"index_total"] == 0, info["cursor_stats"]
