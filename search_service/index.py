@@ -380,23 +380,29 @@ class SearchIndex(IndexReads):
             self._check_prefix(r[b"id"] for r in rows)
             return Page(candidates_from_reply(rows, prefix_bytes, DISTANCE.encode(), min_score), int(cursor))
 
-        def open_cursor(k: int, count: int) -> Page:
-            def aggregate(index: str) -> list[Any]:
+        def open_cursor(k: int, count: int) -> Page | None:
+            def aggregate(index: str) -> list[Any] | None:
                 opened_on[0] = index
                 query, params = self._knn_query(builder, blob, k, ef_runtime, index)
-                # Sorted before the fields are loaded: only the rows read are loaded.
-                reply: list[Any] = execute(
-                    self._client,
-                    *("FT.AGGREGATE", index, query, "SORTBY", "2", f"@{DISTANCE}", "ASC", "MAX", str(k)),
-                    *("LOAD", str(len(load)), *(f"@{f}" for f in load)),
-                    *("WITHCURSOR", "COUNT", str(count), "MAXIDLE", str(CURSOR_MAX_IDLE_MS)),
-                    *params_args(params),
-                    *("DIALECT", "2", "TIMEOUT", self._timeout),
-                )
+                try:
+                    # Sorted before the fields are loaded: only the rows read are loaded.
+                    reply: list[Any] = execute(
+                        self._client,
+                        *("FT.AGGREGATE", index, query, "SORTBY", "2", f"@{DISTANCE}", "ASC", "MAX", str(k)),
+                        *("LOAD", str(len(load)), *(f"@{f}" for f in load)),
+                        *("WITHCURSOR", "COUNT", str(count), "MAXIDLE", str(CURSOR_MAX_IDLE_MS)),
+                        *params_args(params),
+                        *("DIALECT", "2", "TIMEOUT", self._timeout),
+                    )
+                except redis.ResponseError as e:
+                    if "too many cursors" in str(e).lower():  # RediSearch keeps 128 an index: search instead
+                        return None
+                    raise
                 return reply
 
             with self.redis_errors():
-                return page(self._read_knn(aggregate))
+                reply = self._read_knn(aggregate)
+                return None if reply is None else page(reply)
 
         def read_cursor(cursor: int, count: int) -> Page | None:
             with self.redis_errors():

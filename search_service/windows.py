@@ -27,8 +27,8 @@ class CursorWindows:
     from an FT.AGGREGATE over the second window's KNN, read through a cursor, and the second then costs one
     cursor read (3.5 ms in all); windows past it are searched anew (`search`).
 
-    open(k, count) runs the KNN of k and reads its first `count`; read(cursor, count) reads more (None: the
-    cursor is gone);
+    open(k, count) runs the KNN of k and reads its first `count` (None: Redis has no cursor to give);
+    read(cursor, count) reads more (None: the cursor is gone);
     let_go(cursor) is the command that deletes a cursor not read to the end, and send(command) runs one. The
     caller either takes that command with release(), to send it with its next call, or calls close().
     """
@@ -36,7 +36,7 @@ class CursorWindows:
     def __init__(
         self,
         search: Callable[[int], list[Candidate]],
-        open: Callable[[int, int], Page],
+        open: Callable[[int, int], Page | None],
         read: Callable[[int, int], Page | None],
         let_go: Callable[[int], tuple[str, ...]],
         send: Callable[[tuple[str, ...]], None],
@@ -54,6 +54,9 @@ class CursorWindows:
     def fetch(self, n: int) -> list[Candidate]:
         if self._have is None and n < self._through:
             first = self._open(self._through, n)
+            if first is None:  # no cursor to be had: every window is searched
+                self._through = 0
+                return self._search(n)
             self._have, self._cursor = list(first.candidates), first.cursor
             return list(self._have)
         if self._have is not None and n <= self._through:

@@ -194,3 +194,26 @@ def test_a_long_shot_is_one_moment_and_the_photos_behind_it_are_found(
     with redis.Redis.from_url(redis_url, protocol=3) as client:
         info = parse_info(execute(client, "FT.INFO", running.config.index_name))
     assert info["cursor_stats"][b"index_total"] == 0, info["cursor_stats"]
+
+
+def test_moments_are_answered_when_redis_has_no_cursor_left(
+    search_server_factory: SearchServerFactory, redis_url: str
+) -> None:
+    running = search_server_factory()
+    rng = np.random.default_rng(4)
+    query = rng.standard_normal(TEST_DIMENSION).astype(np.float32)
+    index = running.config.index_name
+    with grpc.insecure_channel(running.address) as channel, redis.Redis.from_url(redis_url, protocol=3) as client:
+        stub = search_pb2_grpc.SearchStub(channel)
+        stub.Upsert(pb.UpsertRequest(items=video_frames("v", [0.0, 1.0, 2.0, 9.0], query, rng)))
+        # Other clients hold every cursor RediSearch gives an index.
+        held = []
+        with pytest.raises(redis.ResponseError, match="(?i)too many cursors"):
+            for _ in range(1000):
+                held.append(execute(client, "FT.AGGREGATE", index, "*", "WITHCURSOR", "COUNT", "1")[1])
+        try:
+            result = moments(stub, query, k=10)
+        finally:
+            for cursor in held:
+                execute(client, "FT.CURSOR", "DEL", index, str(cursor))
+    assert sorted((m.start_seconds, m.end_seconds, m.frames) for m in result) == [(0.0, 2.0, 3), (9.0, 9.0, 1)]

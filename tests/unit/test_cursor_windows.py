@@ -104,3 +104,12 @@ def test_a_cursor_gone_with_its_index_is_searched_anew() -> None:
     windows.fetch(100)
     assert windows.fetch(300) == RANKED[:300]
     assert knn.calls == [("open", 300, 100), ("search", 300)] and windows.release() == []
+
+
+def test_without_a_cursor_every_window_is_searched() -> None:
+    knn = FakeKnn()
+    windows = CursorWindows(
+        knn.search, lambda k, count: None, knn.read, lambda c: ("DEL", str(c)), knn.sent.append, bound=1000
+    )
+    assert windows.fetch(100) == RANKED[:100] and windows.fetch(300) == RANKED[:300]
+    assert knn.calls == [("search", 100), ("search", 300)] and knn.sent == []
