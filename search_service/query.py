@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from search_service import schema as S
 from search_service.errors import InvalidArgument
 from search_service.items import Filter, MediaType
-from search_service.storage import encode_tag, source_dir_digest
+from search_service.storage import encode_tag, source_dir_digests
 from search_service.validation import check_collection, check_content_hash, check_source, check_tag, unique
 
 # The name a KNN query gives each match's distance.
@@ -56,7 +56,7 @@ def filter_query(f: Filter) -> QueryBuilder:
     if f.source_dir:
         check_source(f.source_dir, "filter.source_dir")
         directory = f.source_dir if f.source_dir.endswith("/") else f.source_dir + "/"
-        builder.tags(S.F_SOURCE_DIRS, [source_dir_digest(directory)])
+        builder.tags(S.F_SOURCE_DIRS, source_dir_digests(directory))
     for i, tag in enumerate(f.tags):
         check_tag(tag, f"filter.tags[{i}]")
     for tag in unique(f.tags):  # all of them: one clause each

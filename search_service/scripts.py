@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from search_service.storage import DIR_DIGEST_DIGITS
+
 # Shared by the Lua scripts: splitting a multi-valued field and deriving a source's directories.
 _LUA_COMMON = r"""
 local SEP, F_SOURCES, F_DIRS = ARGV[1], ARGV[2], ARGV[3]
+local DIGITS = {digits}
 local function split(s)
   local out = {}
   if not s or s == '' then return out end
@@ -17,7 +20,8 @@ local function split(s)
   end
 end
 -- The SHA-1 of every ancestor directory URI of every source (file:///a/b/c.jpg: file:///, file:///a/,
--- file:///a/b/). Digests keep the field small: a deep path's directories, spelled out, grow quadratically.
+-- file:///a/b/), its first DIGITS hex digits (storage.DIR_DIGEST_DIGITS). Digests keep the field small: a
+-- deep path's directories, spelled out, grow quadratically.
 local function dirs_of(sources)
   local out, seen = {}, {}
   for _, src in ipairs(sources) do
@@ -27,7 +31,7 @@ local function dirs_of(sources)
     while true do
       local i = string.find(src, '/', pos, true)
       if not i or i >= #src then break end
-      local dir = redis.sha1hex(string.sub(src, 1, i))
+      local dir = string.sub(redis.sha1hex(string.sub(src, 1, i)), 1, DIGITS)
       if not seen[dir] then seen[dir] = true; out[#out + 1] = dir end
       pos = i + 1
     end
@@ -44,6 +48,7 @@ local function set_sources(key, sources)
   redis.call('HSET', key, unpack(fields))
 end
 """
+_LUA_COMMON = _LUA_COMMON.replace("{digits}", str(DIR_DIGEST_DIGITS))
 
 # Checks, before an upsert writes anything, that the index is still the generation the service resolved
 # (a reindex may have switched it) and that the request's model is the one the index holds, recording it when

@@ -52,9 +52,17 @@ def decode_tag(value: str) -> str:
     return unquote(value)
 
 
-def source_dir_digest(directory: str) -> str:
-    """How a directory URI (ending in "/") is indexed in the source_dirs field, as the Lua scripts write it."""
-    return hashlib.sha1(directory.encode("ascii")).hexdigest()
+# A directory's digest in the source_dirs field: the first 16 hex digits (64 bits) of its SHA-1. Every frame
+# of a film holds one per ancestor directory, so each digit counts a million times over; two directories of a
+# library of a million share a digest with a chance of about 3e-8 (and would then share their filter).
+DIR_DIGEST_DIGITS = 16
+
+
+def source_dir_digests(directory: str) -> list[str]:
+    """How a directory URI (ending in "/") is indexed in the source_dirs field, as the Lua scripts write it,
+    and as items written before digests were shortened hold it (the whole SHA-1): a filter matches either."""
+    full = hashlib.sha1(directory.encode("ascii")).hexdigest()
+    return [full[:DIR_DIGEST_DIGITS], full]
 
 
 def item_fields(item: Item, dimension: int, where: str, numpy_type: str = "<f4") -> tuple[list[str], list[str | bytes]]:
