@@ -28,8 +28,12 @@ from client.ingest.stills import DEFAULT_STILL_THRESHOLD, StillFilter, differenc
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service import schema as S
+from search_service.config import SearchConfig
 from search_service.grouping import GROUP_FIELDS, WINDOWS
+from search_service.info import parse_info
 from search_service.query import DISTANCE
+from search_service.resolve import adaptive_ef
+from search_service.schema import NUMPY_TYPES
 from search_service.storage import ITEM_FIELDS
 
 GOAL_P50_RATIO = 1.3
@@ -165,13 +169,27 @@ def load_photos(stub: search_pb2_grpc.SearchStub, vectors: np.ndarray, sets: lis
     return time.perf_counter() - started
 
 
-def knn_args(index: str, blob: bytes, k: int, fields: Sequence[str]) -> list[str | bytes]:
+def knn_args(index: str, blob: bytes, k: int, fields: Sequence[str], ef: int) -> list[str | bytes]:
     """The FT.SEARCH a search service sends for a query's first k nearest items, read with `fields`."""
     query = f"*=>[KNN $K @{S.F_VECTOR} $BLOB EF_RUNTIME $EF AS {DISTANCE}]"
     returned = [*fields, DISTANCE]
-    ef = str(max(100, k))  # the deployed EF_RUNTIME default
     return ["FT.SEARCH", index, query, "SORTBY", DISTANCE, "ASC", "LIMIT", "0", str(k), "RETURN",
-            str(len(returned)), *returned, "PARAMS", "6", "K", str(k), "BLOB", blob, "EF", ef, "DIALECT", "2"]  # fmt: skip
+            str(len(returned)), *returned, "PARAMS", "6", "K", str(k), "BLOB", blob, "EF", str(max(ef, k)),
+            "DIALECT", "2"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SearchedAs:
+    """How the service searches the index: its vectors' byte layout and the EF_RUNTIME of a query naming none."""
+
+    numpy_type: str
+    ef: int
+
+
+def searched_as(redis_client: redis.Redis, index: str) -> SearchedAs:
+    info = parse_info(redis_client.execute_command("FT.INFO", index))
+    vector_type = str(info["attributes"][S.F_VECTOR]["data_type"]).lower()
+    return SearchedAs(NUMPY_TYPES[vector_type], adaptive_ef(int(info["num_docs"]), SearchConfig().hnsw_ef_runtime))  # type: ignore[index]
 
 
 def query_round(
@@ -180,14 +198,16 @@ def query_round(
     index: str,
     queries: Sequence[list[float]],
     grouping: str,
+    searched: SearchedAs,
 ) -> dict[str, Any]:
     """p50 of the plain query against the grouped one (`grouping`: "moments" or "duplicates"), interleaved so
     both meet the same load, and beside them the bare Redis searches each sends first: k=10 items in full,
-    and the first candidate window (grouping.WINDOWS[0]) with only the fields grouping reads."""
+    and the first candidate window (grouping.WINDOWS[0]) with only the fields grouping reads, with the
+    vectors and the EF_RUNTIME the service uses (`searched`)."""
     times: dict[str, list[float]] = {"raw": [], "grouped": [], "knn_raw": [], "knn_window": []}
     groups = 0
     for n, vector in enumerate(queries):
-        blob = np.asarray(vector, dtype="<f4").tobytes()
+        blob = np.asarray(vector, dtype=searched.numpy_type).tobytes()
         for kind in times:
             started = time.perf_counter()
             if kind in ("raw", "grouped"):
@@ -197,9 +217,9 @@ def query_round(
                 matches = stub.Query(request).matches
                 groups += len(matches) if kind == "grouped" else 0
             elif kind == "knn_raw":
-                redis_client.execute_command(*knn_args(index, blob, 10, ITEM_FIELDS))
+                redis_client.execute_command(*knn_args(index, blob, 10, ITEM_FIELDS, searched.ef))
             else:
-                redis_client.execute_command(*knn_args(index, blob, WINDOWS[0], GROUP_FIELDS))
+                redis_client.execute_command(*knn_args(index, blob, WINDOWS[0], GROUP_FIELDS, searched.ef))
             if n >= WARMUP:
                 times[kind].append(time.perf_counter() - started)
     p50 = {kind: percentile_ms(t, 50) for kind, t in times.items()}
@@ -232,7 +252,8 @@ def query_figures(
     """`rounds` rounds of query_round over the same queries; the figures are the rounds' medians."""
     picks = rng.integers(0, len(vectors), count + WARMUP)
     queries = [(vectors[i] + 0.3 * rng.standard_normal(DIMENSION)).astype(np.float32).tolist() for i in picks]
-    measured = [query_round(stub, redis_client, index, queries, grouping) for _ in range(rounds)]
+    searched = searched_as(redis_client, index)
+    measured = [query_round(stub, redis_client, index, queries, grouping, searched) for _ in range(rounds)]
     figures: dict[str, Any] = {key: median([r[key] for r in measured]) for key in measured[0]}
     figures["rounds"] = [
         {"grouped_vs_raw": r["grouped_vs_raw"], "ceiling_vs_raw": r["ceiling_vs_raw"]} for r in measured
