@@ -60,7 +60,7 @@ def create(client: redis.Redis, schema: IndexSchema, redis_label: str) -> None:
         return
     log.info(
         "created %r, a FLAT index over the items of %r in Redis at %s: it answers searches exactly until the "
-        "HNSW graph is built, then is dropped (about 1.5 KB of memory a frame meanwhile)",
+        "HNSW graph is built, then is dropped (about 1.25 KB of memory a frame meanwhile)",
         companion.name,
         schema.name,
         redis_label,

@@ -58,7 +58,7 @@ class SearchConfig:
     |                                |                    | stored (after such a restart, or an index created again), |
     |                                |                    | a FLAT index over them, built first and in seconds,       |
     |                                |                    | answers searches exactly (not partial); it is dropped     |
-    |                                |                    | once the graph is complete. Needs about 1.5 KB of Redis   |
+    |                                |                    | once the graph is complete. Needs about 1.25 KB of Redis  |
     |                                |                    | memory a frame meanwhile. false: partial answers instead. |
     | SEARCH_REDIS_OWNED             | false              | true: REDIS_URL is a Redis only this service uses, which  |
     |                                |                    | stops right after it (as `clipsearch serve` runs it; it   |
