@@ -375,9 +375,14 @@ class SearchIndex(IndexReads):
 
         def page(reply: list[Any]) -> Page:
             body, cursor = reply
-            self._raise_on_timeout(body)
-            rows = [{b"id": r[b"extra_attributes"][KEY.encode()], **r} for r in body[b"results"]]
-            self._check_prefix(r[b"id"] for r in rows)
+            try:
+                self._raise_on_timeout(body)
+                rows = [{b"id": r[b"extra_attributes"][KEY.encode()], **r} for r in body[b"results"]]
+                self._check_prefix(r[b"id"] for r in rows)
+            except Exception:
+                if cursor:  # not the caller's yet: let it go here
+                    send(let_go(int(cursor)))
+                raise
             return Page(candidates_from_reply(rows, prefix_bytes, DISTANCE.encode(), min_score), int(cursor))
 
         def open_cursor(k: int, count: int) -> Page | None:
