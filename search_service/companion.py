@@ -32,12 +32,18 @@ def companion_schema(schema: IndexSchema) -> IndexSchema:
     return replace(schema.with_vector(flat), name=companion_name(schema.name))
 
 
-def wanted(schema: IndexSchema, client: redis.Redis) -> bool:
+def wanted(schema: IndexSchema, client: redis.Redis, *, restarting: bool = False) -> bool:
     """Whether creating `schema` now calls for a companion: an HNSW index over keys already stored (after a
     restart with index after load, or an index lost and created again), which RediSearch indexes in the
-    background at a few thousand frames a second, while a FLAT index takes 40,000 to 70,000 a second."""
+    background at a few thousand frames a second, while a FLAT index takes 40,000 to 70,000 a second.
+
+    `restarting`: the catalog recorded the index as a clean stop dropped it, its keys kept. Otherwise one
+    SCAN call looks for keys under its prefix (in a Redis holding mostly other keys it may miss them; the
+    answers are then partial until the graph is complete)."""
     if schema.vector.algorithm != "hnsw":
         return False
+    if restarting:
+        return True
     pattern = "".join("\\" + c if c in "*?[]\\" else c for c in schema.prefix) + "*"
     _, keys = client.scan(0, match=pattern, count=_PROBE_COUNT)
     return bool(keys)

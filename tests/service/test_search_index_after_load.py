@@ -464,3 +464,20 @@ def test_a_companion_another_replica_dropped_sends_searches_to_the_index(
         assert found.partial or found.matches[0].item.id == "i7"  # partial if the graph is not complete yet
         assert running.server.index.read_index == name
         stub.Stats(pb.StatsRequest())
+
+
+def test_after_a_restart_the_companion_is_made_in_a_redis_holding_mostly_other_keys(
+    local: LocalRedis, search_server_factory: SearchServerFactory
+) -> None:
+    # One SCAN call of 1,000 keys would find none of 3 items among 50,000 other keys 19 times in 20: the
+    # catalog's record of the clean stop says they are there.
+    first = own(search_server_factory, local)
+    upsert(first.address, [make_item(f"i{n}", v) for n, v in enumerate(random_vectors(3, seed=5))])
+    with local.client() as client:
+        pipe = client.pipeline(transaction=False)
+        for n in range(50_000):
+            pipe.set(f"other:{n}", "x")
+        pipe.execute()
+    stop_and_start_redis_alone(first, local)
+    again = own(search_server_factory, local, index_name=first.config.index_name, health_interval_seconds=3600.0)
+    assert companion_name(again.config.index_name) in listed(local)
