@@ -34,6 +34,7 @@ from client.ids import frame_id
 from clipsearch.testing.processes import DEPLOYED_SEARCH_SETTINGS, search_process
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
+from search_service.info import parse_info
 from search_service.redis_server import LocalRedis
 
 GOAL_BYTES_PER_FRAME = 3300
@@ -198,6 +199,34 @@ def agreement(ids: Sequence[Sequence[str]], exact: np.ndarray, film_of: Callable
     return {"recall_at_10": round(float(np.mean(recall)), 4), "first_film_agrees": round(float(np.mean(first)), 4)}
 
 
+def where_bytes_go(client: Any, index: str, frames: int, bytes_per_frame: int) -> dict[str, int]:
+    """A frame's bytes by part: its key and HASH (MEMORY USAGE of 200 sampled items), what FT.INFO reports
+    (vector index, document table, key table, the other indexes), and the rest, allocated unreported."""
+    keys: list[bytes] = []
+    cursor = 0
+    while len(keys) < 200:
+        cursor, found = client.scan(cursor, match=f"{index}:item:*", count=1000)
+        keys += found
+        if cursor == 0:
+            break
+    sampled = [int(client.memory_usage(k, samples=0) or 0) for k in keys[:200]]
+    info = parse_info(client.execute_command("FT.INFO", index))
+
+    def per_frame(field: str) -> int:
+        return round(float(info.get(field, 0) or 0) * 2**20 / frames)
+
+    parts = {
+        "key_and_hash": round(sum(sampled) / max(1, len(sampled))),
+        "vector_index": per_frame("vector_index_sz_mb"),
+        "document_table": per_frame("doc_table_size_mb"),
+        "key_table": per_frame("key_table_size_mb"),
+        "other_indexes": per_frame("total_index_memory_sz_mb")
+        - per_frame("doc_table_size_mb")
+        - per_frame("key_table_size_mb"),
+    }
+    return parts | {"unreported": bytes_per_frame - sum(parts.values())}
+
+
 def slow_scripts(client: Any) -> dict[str, float]:
     """Of the Lua scripts (EVAL/EVALSHA) SLOWLOG recorded (those over 1 ms): the longest and how many took
     over 10 ms, and over 100 ms."""
@@ -273,6 +302,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         used = int(client.info("memory")["used_memory"]) - base_memory
         results["bytes_per_frame"] = used // frames
         results["vector_index_bytes_per_frame"] = stats.vector_index_memory_bytes // frames
+        results["bytes_by_part"] = where_bytes_go(client, "films", frames, results["bytes_per_frame"])
         results["items"] = stats.items
         idle_load = QueryLoad(service.address, load_vectors)
         time.sleep(max(5.0, min(60.0, (during_ended - during_started) / 4)))
@@ -443,6 +473,10 @@ def table(r: dict[str, Any]) -> str:
             None,
         )
     )
+    parts = r.get("bytes_by_part", {})
+    if parts:
+        named = ", ".join(f"{k.replace('_', ' ').replace('hash', 'HASH')} {v:,}" for k, v in parts.items())
+        lines += ["", f"Where a frame's bytes go (B): {named}"]
     lines += ["", "EF_RUNTIME per query (film-like): recall@10, first film, plain p50/p99 ms"]
     lines += [
         f"  {ef}: {f['recall_at_10']}, {f['first_film_agrees']}, {f['plain_p50_ms']}/{f['plain_p99_ms']}"

@@ -57,6 +57,11 @@ def test_a_tiny_run_prints_every_figure_beside_its_goal(tmp_path: Path) -> None:
     assert results["film_default"]["recall_at_10"] >= 0.9 and results["blob"]["recall_at_10"] >= 0.9
     assert results["blob"]["frames"] == 1000
     assert 0.9 <= results["float16_effect"]["film_top10_kept"] <= 1.0
+    parts = results["bytes_by_part"]
+    assert sum(parts.values()) == results["bytes_per_frame"], parts
+    # A frame's HASH holds its FLOAT16 vector (1,024 bytes), and the index holds it again.
+    assert parts["key_and_hash"] > 1024 and parts["vector_index"] > 1024, parts
+    assert "Where a frame's bytes go (B): key and HASH" in done.stdout
     restart = results["restart"]
     assert restart["mode"] == "index-after-load" and restart["frames"] == 2000, restart
     assert 0 <= restart["first_answer_seconds"] <= restart["complete_seconds"], restart
