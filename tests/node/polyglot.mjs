@@ -49,18 +49,22 @@ function call(client, method, request) {
   });
 }
 
-// The reason of the clipsearch ErrorInfo in a failed call's status details, or null.
-function errorReason(error) {
+// The clipsearch ErrorInfo in a failed call's status details ({ reason, metadata }), or null.
+function errorInfo(error) {
   const [bytes] = error.metadata?.get("grpc-status-details-bin") ?? [];
   if (!bytes) return null;
   const status = RPC.lookupType("google.rpc.Status").decode(bytes);
   for (const detail of status.details) {
     if (detail.type_url === "type.googleapis.com/google.rpc.ErrorInfo") {
       const info = RPC.lookupType("google.rpc.ErrorInfo").decode(detail.value);
-      if (info.domain === ERROR_DOMAIN) return info.reason;
+      if (info.domain === ERROR_DOMAIN) return { reason: info.reason, metadata: { ...info.metadata } };
     }
   }
   return null;
+}
+
+function errorReason(error) {
+  return errorInfo(error)?.reason ?? null;
 }
 
 function check(condition, message) {
@@ -140,6 +144,16 @@ async function run(embedderAddress, searchAddress) {
     check(mismatch.code === "FAILED_PRECONDITION", `a query of another model gave ${mismatch.code}`);
     check(mismatch.reason === "MODEL_MISMATCH", `a query of another model gave the reason ${mismatch.reason}`);
 
+    // A library that does not exist: the reason, and the name it was asked by in the metadata.
+    let missing = { code: null, reason: null, name: null };
+    try {
+      await call(search, "RemoveLibrary", { name: collection });
+    } catch (error) {
+      const found = errorInfo(error);
+      missing = { code: grpc.status[error.code], reason: found?.reason ?? null, name: found?.metadata.name ?? null };
+    }
+    check(missing.reason === "LIBRARY_NOT_FOUND", `removing no library gave the reason ${missing.reason}`);
+
     const deleted = await call(search, "Delete", { collection });
     return {
       ok: true,
@@ -155,6 +169,7 @@ async function run(embedderAddress, searchAddress) {
       bad_query_code: badQueryCode,
       mismatch_code: mismatch.code,
       mismatch_reason: mismatch.reason,
+      missing_library: missing,
       deleted: Number(deleted.deleted),
     };
   } finally {

@@ -54,6 +54,9 @@ def test_node_embeds_upserts_and_queries(embedder_address: str, search_address: 
     # A query naming another model: Node reads the reason from the status details, not the message.
     assert report["mismatch_code"] == "FAILED_PRECONDITION"
     assert report["mismatch_reason"] == "MODEL_MISMATCH"
+    # A library reason, with the ErrorInfo's metadata.
+    missing = {"code": "NOT_FOUND", "reason": "LIBRARY_NOT_FOUND", "name": report["collection"]}
+    assert report["missing_library"] == missing
     assert report["deleted"] == len(ids)
 
     # What Node received is what a Python client gets for the same texts.
