@@ -281,11 +281,12 @@ class Transport:
         details = (exc.details() if hasattr(exc, "details") else "") or code.name.lower()
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             details = f"no answer within the deadline ({details})"
+        info = rpc_status.error_info(exc)  # the status details, parsed once
+        reason = None if info is None else str(info.reason)
         if code == grpc.StatusCode.UNAVAILABLE:
-            if service == SEARCH and rpc_status.reason_of(exc) == rpc_status.INDEX_LOADING:
+            if service == SEARCH and reason == rpc_status.INDEX_LOADING:
                 return LibraryLoading(self.address(service), details)
             return ServiceUnavailable(service, self.address(service), f"{code.name}: {details}")
-        reason = rpc_status.reason_of(exc)
         if reason in MODEL_MISMATCHES and service == SEARCH:
             return ModelMismatch(self.address(service), details, reason=reason)
         if code == grpc.StatusCode.UNAUTHENTICATED:
@@ -295,7 +296,7 @@ class Transport:
                 else f"set {TOKEN_SETTING} to the services' token"
             )
             details = f"authentication failed: {details}; {remedy}"
-        metadata = rpc_status.metadata_of(exc) if reason is not None else {}
+        metadata = {} if info is None else {str(k): str(v) for k, v in info.metadata.items()}
         return ServiceError(service, self.address(service), code, details, reason=reason, metadata=metadata)
 
     # Typed shorthands for the calls the client makes.

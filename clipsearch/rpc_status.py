@@ -129,12 +129,6 @@ def reason_of(call: object) -> str | None:
     return None if info is None else str(info.reason)
 
 
-def metadata_of(call: object) -> dict[str, str]:
-    """The metadata of the ErrorInfo of DOMAIN in a failed call's status details; empty when none."""
-    info = error_info(call)
-    return {} if info is None else {str(k): str(v) for k, v in info.metadata.items()}
-
-
 @dataclass(frozen=True)
 class ErrorStatuses:
     """How one service's RPCs end when they raise: the first rule whose type matches gives the status.
