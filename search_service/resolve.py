@@ -305,13 +305,14 @@ class IndexBase:
     def _create(self) -> None:
         schema, again = self.schema, ""
         dropped = self.catalog.dropped
-        restarting = dropped is not None and dropped.index == schema.name
-        if dropped is not None and restarting:
+        if dropped is not None and dropped.index != schema.name:
+            dropped = None  # the record of another generation's index
+        if dropped is not None:
             # As a clean stop dropped it: its keys hold vectors of that type and dimension, whatever the
             # configuration says now (a difference is then reported as for any existing index).
             schema = schema.with_vector(replace(dropped.vector, ef_runtime=schema.vector.ef_runtime))
             again = " again, as it was before the restart; its items are indexed in the background"
-        if self.exact_while_indexing and companion.wanted(schema, self._client, restarting=restarting):
+        if self.exact_while_indexing and companion.wanted(schema, self._client, restarting=dropped is not None):
             companion.create(self._client, schema, self.redis_label)  # first: RediSearch fills it first
         try:
             blocks.create(self._client, schema)
