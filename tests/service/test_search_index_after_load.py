@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import redis
 
-from client import Client
 from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
@@ -28,6 +27,7 @@ from tests.support.search import (
     NOT_SERVING,
     RunningSearch,
     SearchServerFactory,
+    assert_partial_while_filling,
     make_item,
     random_vectors,
     wait_for_health,
@@ -260,15 +260,7 @@ def test_without_exact_answers_searches_are_partial_while_the_index_fills_after_
     assert companion_name(name) not in listed(local)
     with grpc.insecure_channel(again.address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
-        first_answer = stub.Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))
-        assert first_answer.partial and 0 <= first_answer.percent_indexed < 100
-        with Client("127.0.0.1:1", again.address) as client:
-            hits = client.search_vector(vectors[1], top=3)
-        assert hits.partial and hits.note.startswith("Partial results: the library is still loading (")
-        stats = stub.Stats(pb.StatsRequest())
-        if stats.indexing:  # it may have finished meanwhile on a fast machine
-            assert 0 <= stats.percent_indexed < 100
-            assert stats.loading_message.startswith("Loading the library: ")
+        assert_partial_while_filling(stub, again.address, vectors)
     assert companion_name(name) not in listed(local)
     complete(again, name, local, count)
     with grpc.insecure_channel(again.address) as channel:

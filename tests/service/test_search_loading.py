@@ -28,6 +28,7 @@ from tests.support.search import (
     NOT_SERVING,
     SERVING,
     SearchServerFactory,
+    assert_partial_while_filling,
     make_item,
     random_vectors,
     wait_for_health,
@@ -156,14 +157,7 @@ def test_searches_are_partial_while_the_index_fills(search_server_factory: Searc
     running = search_server_factory(index_name=name, key_prefix=prefix, dimension=dimension)
     with grpc.insecure_channel(running.address) as channel:
         stub = search_pb2_grpc.SearchStub(channel)
-        first = stub.Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))
-        assert first.partial and 0 <= first.percent_indexed < 100
-        with Client("127.0.0.1:1", running.address) as client:
-            hits = client.search_vector(vectors[1], top=3)
-        assert hits.partial and hits.note.startswith("Partial results: the library is still loading (")
-        stats = stub.Stats(pb.StatsRequest())
-        if stats.indexing:  # it may have finished meanwhile on a fast machine
-            assert stats.loading_message.startswith("Loading the library: ")
+        assert_partial_while_filling(stub, running.address, vectors)
 
         def complete() -> pb.QueryResponse | None:
             response = stub.Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import redis
 
+from client import Client
 from clipsearch.testing.probes import wait_for_status
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
@@ -182,3 +183,17 @@ def write_filler(client: redis.Redis, keys: int, *, seed: int = 7, prefix: str =
         pipe.hset(f"{prefix}{n}", "v", rng.bytes(1024))
     pipe.execute()
     rewrite_aof(client)
+
+
+def assert_partial_while_filling(stub: search_pb2_grpc.SearchStub, address: str, vectors: np.ndarray) -> None:
+    """What a service whose index is still filling answers (its first query, the client's note, Stats, unless
+    the index finished meanwhile on a fast machine): partial results, and how far it is."""
+    first = stub.Query(pb.QueryRequest(vector=vectors[0].tolist(), k=3))
+    assert first.partial and 0 <= first.percent_indexed < 100
+    with Client("127.0.0.1:1", address) as client:
+        hits = client.search_vector(vectors[1], top=3)
+    assert hits.partial and hits.note.startswith("Partial results: the library is still loading (")
+    stats = stub.Stats(pb.StatsRequest())
+    if stats.indexing:
+        assert 0 <= stats.percent_indexed < 100
+        assert stats.loading_message.startswith("Loading the library: ")
