@@ -36,6 +36,7 @@ from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service.info import parse_info
 from search_service.redis_server import LocalRedis
+from search_service.schema import NUMPY_TYPES
 
 GOAL_BYTES_PER_FRAME = 3300
 GOAL_RECALL = 0.95  # film-like, at the latency goals
@@ -370,7 +371,7 @@ def table(r: dict[str, Any]) -> str:
         f"EF_RUNTIME {best_ef}: recall {best['recall_at_10']}, first film {best['first_film_agrees']}, "
         f"p50/p99 {best['plain_p50_ms']}/{best['plain_p99_ms']} ms"
     )
-    floor = r["vector_index_bytes_per_frame"] + F.DIMENSION * (2 if r["vector_type"] == "float16" else 4)
+    floor = r["vector_index_bytes_per_frame"] + F.DIMENSION * np.dtype(NUMPY_TYPES[r["vector_type"]]).itemsize
     moments50 = ratio(film["moments_p50_ms"], film["plain_p50_ms"]) or 0.0
     moments99 = ratio(film["moments_p99_ms"], film["plain_p99_ms"]) or 0.0
     during = r["during_vs_idle_p99"] or 0.0

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import redis
 
 from search_service.redis_calls import execute
@@ -76,7 +77,7 @@ def _fitted_budget(client: redis.Redis, schema: IndexSchema) -> int:
 
 
 def vector_bytes(vector: VectorField) -> int:
-    return vector.dimension * (2 if vector.vector_type == "float16" else 4)
+    return vector.dimension * np.dtype(vector.numpy_type).itemsize
 
 
 def block_size(vecsim_info: Any) -> int:
