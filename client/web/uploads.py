@@ -10,10 +10,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 from PIL import Image
 
-from client.ingest.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from client.ingest.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, open_video
 from clipsearch import imageformats
 
 from .files import MediaProblem
@@ -149,16 +148,14 @@ def check_photo(path: Path) -> str:
 def check_video(path: Path) -> None:
     """That PyAV opens the file and it holds a video stream whose frames decode; MediaProblem 415 otherwise."""
     try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise MediaProblem(415, "the file holds no video stream", NOT_MEDIA)
-            for _ in container.decode(video=0):
+        with open_video(path) as video:
+            for _ in video.container.decode(video.stream):
                 return
-            raise MediaProblem(415, "the video has no frame that decodes", NOT_MEDIA)
-    except MediaProblem:
-        raise
-    except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends for files it cannot read
+    except MediaError as exc:
         raise MediaProblem(415, f"not a video this server reads ({exc})", NOT_MEDIA) from None
+    except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends while decoding a damaged file
+        raise MediaProblem(415, f"not a video this server reads ({exc})", NOT_MEDIA) from None
+    raise MediaProblem(415, "the video has no frame that decodes", NOT_MEDIA)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,14 @@ import io
 import os
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from PIL import Image
 
-from client.web.uploads import final_name, safe_name, settle, sniff
+from client.web.files import MediaProblem
+from client.web.uploads import check_video, final_name, safe_name, settle, sniff
+from tests.support.client import write_video
 
 HEADS = {
     b"\xff\xd8\xff\xe0" + b"\x00" * 20: ("photo", ".jpg"),
@@ -83,3 +87,20 @@ def test_without_hard_links_an_upload_still_never_overwrites(tmp_path: Path, mon
     assert final.name == "photo (2).png" and final.read_bytes() == image.getvalue()
     assert (tmp_path / "photo.png").read_bytes() == b"already here"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo (2).png", "photo.png"]
+
+
+def test_a_video_is_checked_by_decoding_a_frame(tmp_path: Path) -> None:
+    check_video(write_video(tmp_path / "film.mp4", seconds=1))
+    head = (tmp_path / "film.mp4").read_bytes()[:64]
+    (tmp_path / "cut.mp4").write_bytes(head + os.urandom(4096))
+    audio = tmp_path / "song.mkv"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+    for path, words in ((tmp_path / "cut.mp4", "not a video this server reads"), (audio, "no video stream")):
+        with pytest.raises(MediaProblem) as refused:
+            check_video(path)
+        assert refused.value.status == 415 and words in str(refused.value), refused.value
