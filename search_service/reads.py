@@ -9,6 +9,7 @@ from typing import Any
 
 from clipsearch.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from search_service import schema as S
+from search_service.companion import percent_indexed
 from search_service.errors import InvalidArgument, QueryTimeout
 from search_service.items import Filter, Item, Page, Stats
 from search_service.query import filter_query, params_args
@@ -173,7 +174,7 @@ class IndexReads(IndexBase):
             redis_memory_bytes=int(memory.get("used_memory", 0)),
             vector_index_memory_bytes=int(float(info.get("vector_index_sz_mb", 0.0)) * 1024 * 1024),
             indexing=bool(int(info.get("indexing", 0))),
-            percent_indexed=float(info.get("percent_indexed", 1.0)) * 100.0,
+            percent_indexed=percent_indexed(info),
             hnsw=self._hnsw,
             redis_version=str(server.get("redis_version", "")),
             model=self.catalog.live.model,
