@@ -24,31 +24,33 @@ BUDGET = "VSS_MAX_RESIZE"
 PROBE_SUFFIX = ":blocks"
 
 
-def create(client: redis.Redis, schema: IndexSchema) -> None:
-    """FT.CREATE `schema`, with vector blocks of FITTED_BLOCK elements where this Redis lets the service choose.
+def create(client: redis.Redis, schema: IndexSchema) -> int | None:
+    """FT.CREATE `schema`, with vector blocks of FITTED_BLOCK elements where this Redis lets the service choose;
+    returns the VSS_MAX_RESIZE that fitted them, or None where the blocks are RediSearch's default.
 
     RediSearch 2.10 takes no BLOCK_SIZE for HNSW: it gives an index blocks of min(1024, VSS_MAX_RESIZE / the
     element's estimated size) elements when VSS_MAX_RESIZE is set. The estimate is RediSearch's own, so it is
     read back from an empty probe index (FT.DEBUG VECSIM_INFO); the setting is put back right after, since
     it is global. A Redis that refuses FT.CONFIG or FT.DEBUG (a managed one, an ACL) gets the default blocks.
     """
-    with _fitted_blocks(client, schema):
+    with _fitted_blocks(client, schema) as budget:
         execute(client, *schema.create_args())
+    return budget
 
 
 @contextmanager
-def _fitted_blocks(client: redis.Redis, schema: IndexSchema) -> Iterator[None]:
+def _fitted_blocks(client: redis.Redis, schema: IndexSchema) -> Iterator[int | None]:
     try:
         before = _budget(client)
         budget = _fitted_budget(client, schema)
         execute(client, "FT.CONFIG", "SET", BUDGET, str(budget))
     except (redis.ResponseError, LookupError, ValueError) as e:
         log.info("vector blocks of %r left at RediSearch's default size: %s", schema.name, e)
-        yield
+        yield None
         return
     log.info("vector blocks of %r fitted to the allocator: %s %s while it is created", schema.name, BUDGET, budget)
     try:
-        yield
+        yield budget
     finally:
         try:
             execute(client, "FT.CONFIG", "SET", BUDGET, before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -31,6 +32,12 @@ _PORT_ATTEMPTS = 5
 DEFAULT_STALL_TIMEOUT_SECONDS = 60.0
 # How long a clean stop waits for the append-only file's rewrite (about 2 GB of RDB at a million frames).
 AOF_REWRITE_TIMEOUT_SECONDS = 300.0
+# The VSS_MAX_RESIZE that last fitted the service's vector blocks (blocks.py), kept in the data directory:
+# Redis sizes the blocks of an index it loads from its own files by the setting it has while loading.
+BLOCK_BUDGET_FILE = "vss-max-resize"
+BUDGET_ARG = "VSS_MAX_RESIZE"
+
+log = logging.getLogger(__name__)
 
 
 class LocalRedisError(RuntimeError):
@@ -105,6 +112,19 @@ def rewrite_aof(client: redis.Redis, timeout: float = AOF_REWRITE_TIMEOUT_SECOND
     if info.get("aof_last_bgrewrite_status") != "ok":
         raise LocalRedisError("the append-only file's rewrite failed (see the Redis log)")
     return time.monotonic() - started
+
+
+def remember_block_budget(data_dir: Path, budget: int) -> None:
+    """Has the Redis of `data_dir` (LocalRedis) load RediSearch with VSS_MAX_RESIZE `budget` from its next start
+    on, so that an index it loads from its own files (after a crash, or without index after load) keeps the
+    vector blocks the service fitted with that budget."""
+    path = data_dir / BLOCK_BUDGET_FILE
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        temp.write_text(f"{int(budget)}\n", encoding="ascii")
+        os.replace(temp, path)
+    except OSError as e:
+        log.warning("could not keep RediSearch's %s in %s: %s", BUDGET_ARG, path, e)
 
 
 def _conf_value(value: str) -> str:
@@ -221,6 +241,20 @@ class LocalRedis:
                 ) from None
         raise LocalRedisError(f"redis-server found no free port after {_PORT_ATTEMPTS} attempts")
 
+    def _module_args(self) -> list[str]:
+        args = list(self.search_args)
+        if any(arg.upper() == BUDGET_ARG for arg in args):  # set by whoever runs the service
+            return args
+        path = self.data_dir / BLOCK_BUDGET_FILE
+        try:
+            budget = int(path.read_text(encoding="ascii").strip())
+        except FileNotFoundError:
+            return args
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            log.warning("ignored %s (RediSearch's %s): %s", path, BUDGET_ARG, e)
+            return args
+        return [*args, BUDGET_ARG, str(budget)] if budget > 0 else args
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stops the server cleanly (SIGTERM: flushes the AOF, then exits); SIGKILL after `timeout`."""
         process = self._process
@@ -274,7 +308,7 @@ class LocalRedis:
             "hash-max-listpack-value 4200",
             # A large base file loads faster as RDB than as commands.
             "aof-use-rdb-preamble yes",
-            " ".join([f"loadmodule {_conf_value(str(modules[0]))}", *map(_conf_value, self.search_args)]),
+            " ".join([f"loadmodule {_conf_value(str(modules[0]))}", *map(_conf_value, self._module_args())]),
             *(f"loadmodule {_conf_value(str(path))}" for path in modules[1:]),
         ]
         if self.password:

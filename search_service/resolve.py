@@ -71,6 +71,7 @@ class IndexBase:
         redis_label: str,
         query_timeout_ms: int = 10_000,
         exact_while_indexing: bool = True,
+        on_fitted_blocks: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self.configured = schema  # SEARCH_INDEX, SEARCH_KEY_PREFIX, SEARCH_DIM: generation 0
@@ -102,6 +103,9 @@ class IndexBase:
         self.exact_while_indexing = exact_while_indexing
         self._reads: companion.Reads | None = None  # where searches go, as of the last full check
         self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
+        # Told the VSS_MAX_RESIZE that fitted the blocks of an index the service created (blocks.py): the
+        # service's own Redis loads RediSearch with it from then on (LocalRedis.remember_block_budget).
+        self.on_fitted_blocks = on_fitted_blocks
 
     @property
     def dimension(self) -> int:
@@ -315,7 +319,9 @@ class IndexBase:
         if self.exact_while_indexing and companion.wanted(schema, self._client, restarting=dropped is not None):
             companion.create(self._client, schema, self.redis_label)  # first: RediSearch fills it first
         try:
-            blocks.create(self._client, schema)
+            budget = blocks.create(self._client, schema)
+            if budget is not None and self.on_fitted_blocks is not None:
+                self.on_fitted_blocks(budget)
             if self.schema is not self.configured:  # a reindexed generation lost its index: the alias follows
                 execute(self._client, "FT.ALIASUPDATE", self.configured.name, schema.name)
             log.info(

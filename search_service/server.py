@@ -33,7 +33,7 @@ from search_service.config import SearchConfig, redact_url
 from search_service.errors import IndexMismatch, Unavailable
 from search_service.index import SearchIndex
 from search_service.loading import LOADING_PREFIX, RedisLoading
-from search_service.redis_server import LocalRedis, LocalRedisError, rewrite_aof
+from search_service.redis_server import LocalRedis, LocalRedisError, remember_block_budget, rewrite_aof
 from search_service.schema import build_schema
 from search_service.servicer import SearchServicer
 
@@ -223,7 +223,11 @@ def connect(url: str, timeout: float) -> redis.Redis:
     )
 
 
-def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> SearchIndex:
+def build_index(
+    config: SearchConfig, client: redis.Redis, redis_label: str, *, keeps_block_budget: bool = False
+) -> SearchIndex:
+    """The index on `client`. `keeps_block_budget`: the Redis's data directory is config.data_dir, and the
+    budget that fits an index's vector blocks is kept there for its next start (redis_server.py)."""
     schema = build_schema(
         config.index_name,
         config.key_prefix,
@@ -240,6 +244,7 @@ def build_index(config: SearchConfig, client: redis.Redis, redis_label: str) -> 
         redis_label=redis_label,
         query_timeout_ms=config.query_timeout_ms,
         exact_while_indexing=config.exact_while_indexing,
+        on_fitted_blocks=functools.partial(remember_block_budget, config.data_dir) if keeps_block_budget else None,
     )
 
 
@@ -319,7 +324,11 @@ def main() -> None:
         )
         url = local.url
     try:
-        index = build_index(config, connect(url, config.redis_timeout_seconds), redact_url(url))
+        # serve's Redis (SEARCH_REDIS_OWNED) runs on SEARCH_DATA_DIR too.
+        keeps = local is not None or (config.redis_owned and config.data_dir.is_dir())
+        index = build_index(
+            config, connect(url, config.redis_timeout_seconds), redact_url(url), keeps_block_budget=keeps
+        )
         server = build_server(config, index, owns_redis=local is not None)
     except (ConfigError, OSError) as e:
         if local is not None:

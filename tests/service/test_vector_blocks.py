@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -17,10 +18,18 @@ from clipsearch.v1 import search_pb2_grpc
 from search_service import blocks, companion
 from search_service.companion import companion_name
 from search_service.info import parse_info
+from search_service.items import Item
 from search_service.redis_calls import execute
-from search_service.redis_server import LocalRedis
+from search_service.redis_server import BLOCK_BUDGET_FILE, LocalRedis
 from search_service.schema import build_schema
-from tests.support.search import SearchServerFactory, make_item, random_vectors, unique_index_name
+from search_service.server import build_index
+from tests.support.search import (
+    SearchServerFactory,
+    make_item,
+    random_vectors,
+    search_test_config,
+    unique_index_name,
+)
 
 
 @pytest.fixture
@@ -142,3 +151,47 @@ def test_a_redis_that_refuses_the_setting_gets_an_index_with_default_blocks(
         execute(client, "ACL", "DELUSER", user)
         with contextlib.suppress(redis.ResponseError):
             execute(client, "FT.DROPINDEX", name)
+
+
+def loaded_block_size(server: LocalRedis, index: str) -> int:
+    """The block size of `index` once Redis, just started, has loaded it from its files."""
+    with server.client() as client:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return block_size_of(client, index)
+            except redis.ResponseError:  # still loading
+                assert time.monotonic() < deadline, f"{index} was not loaded"
+                time.sleep(0.05)
+
+
+def test_an_index_redis_loads_after_a_crash_keeps_its_fitted_blocks(tmp_path: Path) -> None:
+    # Redis sizes the blocks of an index it loads from its own files by the VSS_MAX_RESIZE it has while loading:
+    # the service keeps the budget that fitted them in the data directory, and LocalRedis loads RediSearch with it.
+    with LocalRedis(tmp_path / "redis") as server:
+        config = replace(search_test_config(server.url), data_dir=server.data_dir, dimension=512, vector_type="float16")
+        name = config.index_name
+        with server.client() as client:
+            index = build_index(config, client, "test", keeps_block_budget=True)
+            index.check()
+            vectors = np.asarray(random_vectors(3, dimension=512, seed=8), dtype=np.float32)
+            index.upsert([Item(f"i{n}", v) for n, v in enumerate(vectors)])
+            assert block_size_of(client, name) == blocks.FITTED_BLOCK
+        kept = server.data_dir / BLOCK_BUDGET_FILE
+        assert int(kept.read_text()) > 1020 * 1024
+        server.kill()
+        server.start()
+        assert loaded_block_size(server, name) == blocks.FITTED_BLOCK
+        with server.client() as client:
+            index = build_index(config, client, "test", keeps_block_budget=True)
+            index.check()
+            assert index.query(vectors[2], k=1)[0].item.id == "i2"
+        # What it guards against: without the budget kept (or with one that cannot be read), the default blocks.
+        for damaged in (None, "not a number\n"):
+            if damaged is None:
+                kept.unlink()
+            else:
+                kept.write_text(damaged)
+            server.kill()
+            server.start()
+            assert loaded_block_size(server, name) == 1024
