@@ -21,6 +21,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from search_service.blocks import BUDGET
 from search_service.loading import RedisLoading, redis_loading
 from search_service.redis_calls import execute
 
@@ -35,7 +36,6 @@ AOF_REWRITE_TIMEOUT_SECONDS = 300.0
 # The VSS_MAX_RESIZE that last fitted the service's vector blocks (blocks.py), kept in the data directory:
 # Redis sizes the blocks of an index it loads from its own files by the setting it has while loading.
 BLOCK_BUDGET_FILE = "vss-max-resize"
-BUDGET_ARG = "VSS_MAX_RESIZE"
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def remember_block_budget(data_dir: Path, budget: int) -> None:
         temp.write_text(f"{int(budget)}\n", encoding="ascii")
         os.replace(temp, path)
     except OSError as e:
-        log.warning("could not keep RediSearch's %s in %s: %s", BUDGET_ARG, path, e)
+        log.warning("could not keep RediSearch's %s in %s: %s", BUDGET, path, e)
 
 
 def _conf_value(value: str) -> str:
@@ -243,7 +243,7 @@ class LocalRedis:
 
     def _module_args(self) -> list[str]:
         args = list(self.search_args)
-        if any(arg.upper() == BUDGET_ARG for arg in args):  # set by whoever runs the service
+        if any(arg.upper() == BUDGET for arg in args):  # set by whoever runs the service
             return args
         path = self.data_dir / BLOCK_BUDGET_FILE
         try:
@@ -251,9 +251,9 @@ class LocalRedis:
         except FileNotFoundError:
             return args
         except (OSError, ValueError, UnicodeDecodeError) as e:
-            log.warning("ignored %s (RediSearch's %s): %s", path, BUDGET_ARG, e)
+            log.warning("ignored %s (RediSearch's %s): %s", path, BUDGET, e)
             return args
-        return [*args, BUDGET_ARG, str(budget)] if budget > 0 else args
+        return [*args, BUDGET, str(budget)] if budget > 0 else args
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stops the server cleanly (SIGTERM: flushes the AOF, then exits); SIGKILL after `timeout`."""

@@ -104,7 +104,7 @@ class IndexBase:
         self._reads: companion.Reads | None = None  # where searches go, as of the last full check
         self._remove_sources_script = client.register_script(REMOVE_SOURCES_LUA)
         # Told the VSS_MAX_RESIZE that fitted the blocks of an index the service created (blocks.py): the
-        # service's own Redis loads RediSearch with it from then on (LocalRedis.remember_block_budget).
+        # service's own Redis loads RediSearch with it from then on (redis_server.remember_block_budget).
         self.on_fitted_blocks = on_fitted_blocks
 
     @property

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from client.ingest.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, open_video
+from client.ingest.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, open_video
 from clipsearch import imageformats
 
 from .files import MediaProblem
@@ -151,9 +151,7 @@ def check_video(path: Path) -> None:
         with open_video(path) as video:
             for _ in video.container.decode(video.stream):
                 return
-    except MediaError as exc:
-        raise MediaProblem(415, f"not a video this server reads ({exc})", NOT_MEDIA) from None
-    except Exception as exc:  # noqa: BLE001 - av.FFmpegError and friends while decoding a damaged file
+    except Exception as exc:  # noqa: BLE001 - MediaError, and av.FFmpegError and friends from a damaged file
         raise MediaProblem(415, f"not a video this server reads ({exc})", NOT_MEDIA) from None
     raise MediaProblem(415, "the video has no frame that decodes", NOT_MEDIA)
 
