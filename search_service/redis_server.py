@@ -326,7 +326,8 @@ class LocalRedis:
         clock = time.monotonic
         last_progress = clock()
         loaded_bytes = -1
-        client = self.client(socket_connect_timeout=1.0, socket_timeout=5.0)
+        # A server that holds a call longer than the stall limit has stalled as surely as one that loads nothing.
+        client = self.client(socket_connect_timeout=1.0, socket_timeout=min(5.0, self.stall_timeout))
         try:
             while True:
                 if self._process.poll() is not None:
