@@ -146,19 +146,24 @@ def test_a_long_lived_client_reaches_a_replica_started_after_it_connected(
         assert resolutions["aged.test"] >= 2 and resolutions["ageless.test"] == 1, resolutions
 
 
-def _connectivity(address: str, seconds: float) -> list[grpc.ChannelConnectivity]:
-    """The states a channel goes through in `seconds` after one Stats call."""
+def _connectivity(
+    address: str, seconds: float, until: grpc.ChannelConnectivity | None = None
+) -> list[grpc.ChannelConnectivity]:
+    """The states a channel goes through in `seconds` after one Stats call, or until it reaches `until`."""
     states: list[grpc.ChannelConnectivity] = []
     lock = threading.Lock()
+    reached = threading.Event()
 
     def record(state: grpc.ChannelConnectivity) -> None:
         with lock:
             states.append(state)
+        if state == until:
+            reached.set()
 
     with grpc.insecure_channel(address) as channel:
         search_pb2_grpc.SearchStub(channel).Stats(search_pb2.StatsRequest(), timeout=10)
         channel.subscribe(record)
-        time.sleep(seconds)
+        reached.wait(seconds)
         channel.unsubscribe(record)
     with lock:
         return list(states)
@@ -170,5 +175,6 @@ def test_search_service_closes_connections_at_their_maximum_age(
     aged = search_server_factory(max_connection_age_seconds=0.5, max_connection_age_grace_seconds=0.5)
     ageless = search_server_factory(max_connection_age_seconds=0.0)
     # The aged server sends GOAWAY and closes the connection; the channel falls back to IDLE.
-    assert grpc.ChannelConnectivity.IDLE in _connectivity(aged.address, 3.0)
-    assert _connectivity(ageless.address, 3.0) == [grpc.ChannelConnectivity.READY]
+    assert grpc.ChannelConnectivity.IDLE in _connectivity(aged.address, 5.0, until=grpc.ChannelConnectivity.IDLE)
+    # Three times the age at which the aged server let its connection go, and this one is still the first.
+    assert _connectivity(ageless.address, 1.5) == [grpc.ChannelConnectivity.READY]
