@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import redis
 
+from clipsearch.testing.probes import wait_for
 from clipsearch.v1 import search_pb2 as pb
 from clipsearch.v1 import search_pb2_grpc
 from search_service import blocks, companion
@@ -21,7 +22,7 @@ from search_service.info import parse_info
 from search_service.items import Item
 from search_service.redis_calls import execute
 from search_service.redis_server import BLOCK_BUDGET_FILE, LocalRedis
-from search_service.schema import build_schema
+from search_service.schema import NUMPY_TYPES, VectorType, build_schema
 from search_service.server import build_index
 from tests.support.search import (
     SearchServerFactory,
@@ -72,10 +73,7 @@ def test_the_service_and_its_exact_companion_get_fitted_blocks_and_the_setting_i
             assert stub.Query(pb.QueryRequest(vector=vectors[1], k=1)).matches[0].item.id == "i1"
         # The index lost with its items stored: the service creates it again, fitted; its exact companion too.
         execute(client, "FT.DROPINDEX", name)
-        deadline = time.monotonic() + 30
-        while name.encode() not in execute(client, "FT._LIST"):
-            assert time.monotonic() < deadline, "the index was not created again"
-            time.sleep(0.05)
+        wait_for(lambda: name.encode() in execute(client, "FT._LIST"), 30, "the index was not created again")
         assert block_size_of(client, name) == blocks.FITTED_BLOCK
         companion.create(client, running.server.index.schema, "test")
         assert block_size_of(client, companion_name(name)) == blocks.FITTED_BLOCK
@@ -100,17 +98,15 @@ def settled_memory(client: redis.Redis) -> int:
 
 
 @pytest.mark.parametrize(("vector_type", "dimension"), [("float16", 512), ("float32", 512), ("float16", 768)])
-def test_fitted_blocks_take_less_memory_than_the_default(tmp_path: Path, vector_type: str, dimension: int) -> None:
+def test_fitted_blocks_take_less_memory_than_the_default(
+    tmp_path: Path, vector_type: VectorType, dimension: int
+) -> None:
     # Two blocks' worth of vectors under an index of each kind: the default blocks are one size class too large for
     # the allocator (a quarter more for power-of-two vectors), the fitted ones are not. A Redis of its own and keys
     # written once, before either index, so only the index's memory moves between the readings.
     count = 2 * blocks.FITTED_BLOCK
     prefix = "blocks:item:"
-    rows = (
-        np.random.default_rng(3)
-        .standard_normal((count, dimension))
-        .astype("<f2" if vector_type == "float16" else "<f4")
-    )
+    rows = np.random.default_rng(3).standard_normal((count, dimension)).astype(NUMPY_TYPES[vector_type])
     cost: dict[str, float] = {}
     with LocalRedis(tmp_path / "redis") as server, server.client() as client:
         pipe = client.pipeline(transaction=False)
@@ -119,16 +115,13 @@ def test_fitted_blocks_take_less_memory_than_the_default(tmp_path: Path, vector_
         pipe.execute()
         for kind in ("default", "fitted"):
             name = f"blocks-{kind}"
-            schema = build_schema(name, prefix, dimension=dimension, vector_type=vector_type)  # type: ignore[arg-type]
+            schema = build_schema(name, prefix, dimension=dimension, vector_type=vector_type)
             before = settled_memory(client)
             if kind == "fitted":
                 blocks.create(client, schema)
             else:
                 execute(client, *schema.create_args())
-            deadline = time.monotonic() + 60
-            while not indexed(client, name):
-                assert time.monotonic() < deadline, f"{name} did not finish indexing"
-                time.sleep(0.05)
+            wait_for(lambda: indexed(client, name), 60, f"{name} did not finish indexing")  # noqa: B023 - called at once
             cost[kind] = (settled_memory(client) - before) / count
             assert block_size_of(client, name) == (blocks.FITTED_BLOCK if kind == "fitted" else 1024)
             execute(client, "FT.DROPINDEX", name)
@@ -155,14 +148,15 @@ def test_a_redis_that_refuses_the_setting_gets_an_index_with_default_blocks(
 
 def loaded_block_size(server: LocalRedis, index: str) -> int:
     """The block size of `index` once Redis, just started, has loaded it from its files."""
-    with server.client() as client:
-        deadline = time.monotonic() + 30
-        while True:
+    with server.client() as connection:
+
+        def loaded() -> int | None:
             try:
-                return block_size_of(client, index)
+                return block_size_of(connection, index)
             except redis.ResponseError:  # still loading
-                assert time.monotonic() < deadline, f"{index} was not loaded"
-                time.sleep(0.05)
+                return None
+
+        return wait_for(loaded, 30, f"{index} was not loaded")
 
 
 def test_an_index_redis_loads_after_a_crash_keeps_its_fitted_blocks(tmp_path: Path) -> None:
